@@ -1,0 +1,64 @@
+//! The gate's own HTTP endpoints: thin axum handlers that call the modules below them.
+//!
+//! The front door is the gate's own hyper accept loop (see `server`); a request whose canonical
+//! path the gate owns ([`Api::owns`]) is handed to this router, everything else to the proxy.
+//! Every endpoint here is described in the OpenAPI document served at `/openapi.json`.
+
+mod health;
+mod openapi;
+
+use axum::Router;
+use axum::body::Body;
+use http::{Request, Response};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+use crate::proxy::forward::Upstream;
+use crate::store::Store;
+
+pub use openapi::ApiDoc;
+
+/// What the handlers share.
+pub struct ApiState {
+    pub store: Store,
+    pub upstream: Arc<Upstream>,
+}
+
+/// The router plus the set of paths it owns.
+pub struct Api {
+    router: Router,
+    owned: matchit::Router<()>,
+}
+
+/// Paths (matchit templates) answered by the gate itself rather than the backend.
+const OWNED: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
+
+impl Api {
+    pub fn new(state: Arc<ApiState>) -> Api {
+        let router = Router::new()
+            .merge(health::routes())
+            .merge(openapi::routes())
+            .fallback(|| async { crate::error::GateError::not_found("no such endpoint on the gate") })
+            .with_state(state);
+        let mut owned = matchit::Router::new();
+        for path in OWNED {
+            owned.insert(*path, ()).expect("owned paths do not conflict");
+        }
+        Api { router, owned }
+    }
+
+    /// True when the canonical `path` is one of the gate's own endpoints.
+    pub fn owns(&self, path: &str) -> bool {
+        self.owned.at(path).is_ok()
+            || (path.len() > 1
+                && path.ends_with('/')
+                && self.owned.at(path.trim_end_matches('/')).is_ok())
+    }
+
+    pub async fn call(&self, req: Request<Body>) -> Response<Body> {
+        match self.router.clone().oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+}

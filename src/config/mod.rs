@@ -1,0 +1,188 @@
+//! Configuration: the `proxy.toml` schema, its defaults, environment overrides, and validation
+//! with messages that name the key and the line.
+//!
+//! `load` is the only entry point: it reads the file, applies the environment, validates, and
+//! returns a [`Config`] in which every value is already checked and converted (durations,
+//! methods, the upstream authority), so the request path never parses configuration.
+
+mod env;
+pub mod schema;
+pub mod size;
+mod validate;
+
+use http::Method;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use schema::{Access, DefaultAccess, Environment};
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from, for messages.
+    pub source: String,
+    pub listen: SocketAddr,
+    pub environment: Environment,
+    pub data_dir: PathBuf,
+    pub max_body: u64,
+    pub timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub unknown_routes: DefaultAccess,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub upstream: UpstreamConfig,
+    pub database: DatabaseConfig,
+    pub cors: CorsConfig,
+    pub quota_types: Vec<QuotaType>,
+    pub routes: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub url: String,
+    pub authority: http::uri::Authority,
+    pub connect_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct CorsConfig {
+    pub allow_origins: Vec<String>,
+    pub allow_credentials: bool,
+    pub max_age_secs: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct QuotaType {
+    pub key: String,
+    pub name: String,
+    pub unit: String,
+}
+
+/// One validated `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    /// The line of `[[route]]` in the file, for messages.
+    pub line: usize,
+    pub path: String,
+    /// `None` means every method.
+    pub methods: Option<Vec<Method>>,
+    pub access: Access,
+    pub query_token: bool,
+    pub timeout: Duration,
+    pub max_body: u64,
+    pub meter: Option<Meter>,
+}
+
+/// What a metered route charges and when the charge stands.
+#[derive(Debug, Clone)]
+pub struct Meter {
+    pub quota: String,
+    pub cost: Cost,
+    pub settle: SettleRule,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cost {
+    /// The same number of units per request.
+    Fixed(u64),
+    /// Units per started MiB of `Content-Length`, decided before the body is streamed.
+    PerMb(u64),
+}
+
+/// A reply commits the charge when its status matches and, if set, the JSON predicate holds.
+#[derive(Debug, Clone)]
+pub struct SettleRule {
+    pub status: Vec<StatusMatch>,
+    pub json: Option<JsonPredicate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    /// A class such as `2xx` (the digit).
+    Class(u16),
+    Exact(u16),
+}
+
+impl StatusMatch {
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            StatusMatch::Class(c) => status / 100 == c,
+            StatusMatch::Exact(s) => status == s,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonPredicate {
+    /// The top-level field equals this string (`status == "submitted"`).
+    Equals { field: String, value: String },
+    /// The top-level field is absent (no `error` key).
+    Absent { field: String },
+}
+
+/// A configuration that cannot be used, with one line per problem.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    pub fn one(msg: impl Into<String>) -> Self {
+        ConfigError {
+            problems: vec![msg.into()],
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, overrides from the environment, and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::one(format!("{}: cannot read: {e}", path.display())))?;
+        Self::from_toml(&text, &path.display().to_string(), &env::Env::process())
+    }
+
+    /// Parses and validates `text` (named `source` in messages) with the process environment.
+    pub fn from_toml_str(text: &str, source: &str) -> Result<Config, ConfigError> {
+        Self::from_toml(text, source, &env::Env::process())
+    }
+
+    /// Parses and validates `text` without looking at the environment (for tests and tools).
+    pub fn from_toml_str_isolated(text: &str, source: &str) -> Result<Config, ConfigError> {
+        Self::from_toml(text, source, &env::Env::empty())
+    }
+
+    fn from_toml(text: &str, source: &str, env: &env::Env) -> Result<Config, ConfigError> {
+        let mut file: schema::FileConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::one(format!("{source}: {}", e.to_string().trim_end())))?;
+        env.apply(&mut file)?;
+        validate::validate(file, text, source)
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.environment == Environment::Production
+    }
+}

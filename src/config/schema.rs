@@ -1,0 +1,278 @@
+//! The `proxy.toml` file as it is written: every table and key an operator may set.
+//!
+//! Unknown keys are refused (`deny_unknown_fields`) so a typo never silently falls back to a
+//! default. Values that parse but make no sense (a zero timeout, a route that is metered and
+//! blocked) are refused later by `validate`, which knows the line of each route.
+
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use toml::Spanned;
+
+use super::size::ByteSize;
+
+/// The whole file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub upstream: UpstreamSection,
+    #[serde(default)]
+    pub database: DatabaseSection,
+    #[serde(default)]
+    pub cors: CorsSection,
+    /// Quota types that metered routes may charge (`[[quota_type]]`).
+    #[serde(default, rename = "quota_type")]
+    pub quota_types: Vec<Spanned<QuotaTypeSection>>,
+    /// The route table (`[[route]]`), in any order: matching is by specificity, not order.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Spanned<RouteSection>>,
+}
+
+/// `[server]`: the public listener and the gate's own limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub environment: Environment,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+    #[serde(default = "default_max_body")]
+    pub max_body: ByteSize,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
+    #[serde(default)]
+    pub unknown_routes: DefaultAccess,
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: default_listen(),
+            environment: Environment::default(),
+            data_dir: default_data_dir(),
+            max_body: default_max_body(),
+            timeout_secs: default_timeout(),
+            header_read_timeout_secs: default_header_read_timeout(),
+            shutdown_grace_secs: default_shutdown_grace(),
+            unknown_routes: DefaultAccess::default(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// `[upstream]`: the iDoctor backend.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    #[serde(default = "default_upstream")]
+    pub url: String,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    #[serde(default = "default_pool_idle")]
+    pub pool_idle_timeout_secs: u64,
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        UpstreamSection {
+            url: default_upstream(),
+            connect_timeout_secs: default_connect_timeout(),
+            pool_idle_timeout_secs: default_pool_idle(),
+            pool_max_idle_per_host: default_pool_max_idle(),
+        }
+    }
+}
+
+/// `[database]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// `sqlite://path` or `postgres://...`; empty means `<data_dir>/gate.db`.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+}
+
+/// `[cors]`: browsers on these origins may call the gate with credentials.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSection {
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
+    #[serde(default = "default_true")]
+    pub allow_credentials: bool,
+    #[serde(default = "default_cors_max_age")]
+    pub max_age_secs: u64,
+}
+
+impl Default for CorsSection {
+    fn default() -> Self {
+        CorsSection {
+            allow_origins: Vec::new(),
+            allow_credentials: true,
+            max_age_secs: default_cors_max_age(),
+        }
+    }
+}
+
+/// `[[quota_type]]`: a countable resource plans grant and routes charge.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaTypeSection {
+    pub key: String,
+    pub name: String,
+    pub unit: String,
+}
+
+/// `[[route]]`: one path template of the backend and how the gate treats it.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub path: String,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub access: Access,
+    #[serde(default)]
+    pub query_token: bool,
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub max_body: Option<ByteSize>,
+    #[serde(default)]
+    pub meter: Option<MeterSection>,
+}
+
+/// `[route.meter]`: what a request on the route costs and when the charge stands.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct MeterSection {
+    pub quota: String,
+    #[serde(default)]
+    pub cost: Option<u64>,
+    #[serde(default)]
+    pub cost_per_mb: Option<u64>,
+    #[serde(default)]
+    pub settle: SettleSection,
+}
+
+/// `[route.meter.settle]`: the reply that commits the charge; anything else refunds it.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SettleSection {
+    #[serde(default = "default_success_status")]
+    pub status: Vec<String>,
+    #[serde(default)]
+    pub json_field: Option<String>,
+    #[serde(default)]
+    pub json_equals: Option<String>,
+    #[serde(default)]
+    pub json_absent: bool,
+}
+
+impl Default for SettleSection {
+    fn default() -> Self {
+        SettleSection {
+            status: default_success_status(),
+            json_field: None,
+            json_equals: None,
+            json_absent: false,
+        }
+    }
+}
+
+/// Who may call a route.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Anyone; credentials are not required (and are still stripped before forwarding).
+    Public,
+    /// Any signed-in, active user (JWT or API key).
+    User,
+    /// Superusers only.
+    Admin,
+    /// Never forwarded.
+    Blocked,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Public => "public",
+            Access::User => "user",
+            Access::Admin => "admin",
+            Access::Blocked => "blocked",
+        }
+    }
+}
+
+/// What happens to a path no `[[route]]` matches. `public` is deliberately not offered: an
+/// unknown path must never be forwarded unauthenticated by accident.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultAccess {
+    #[default]
+    Deny,
+    User,
+    Admin,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Production,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9000))
+}
+fn default_data_dir() -> String {
+    "./data".into()
+}
+fn default_max_body() -> ByteSize {
+    ByteSize(500 * 1024 * 1024)
+}
+fn default_timeout() -> u64 {
+    60
+}
+fn default_header_read_timeout() -> u64 {
+    30
+}
+fn default_shutdown_grace() -> u64 {
+    30
+}
+fn default_upstream() -> String {
+    "http://127.0.0.1:4200".into()
+}
+fn default_connect_timeout() -> u64 {
+    5
+}
+fn default_pool_idle() -> u64 {
+    4
+}
+fn default_pool_max_idle() -> usize {
+    64
+}
+fn default_true() -> bool {
+    true
+}
+fn default_cors_max_age() -> u64 {
+    600
+}
+fn default_success_status() -> Vec<String> {
+    vec!["2xx".into()]
+}

@@ -1,0 +1,380 @@
+//! Semantic validation: turns the parsed file into a [`Config`], or lists every problem with the
+//! key and the line it is on. All problems are collected, not just the first, so an operator
+//! fixes a file in one pass.
+
+use http::Method;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+use toml::Spanned;
+
+use super::schema::{Access, FileConfig, MeterSection, RouteSection};
+use super::{
+    Config, ConfigError, CorsConfig, Cost, DatabaseConfig, JsonPredicate, Meter, QuotaType,
+    RouteSpec, SettleRule, StatusMatch, UpstreamConfig,
+};
+
+/// Collects problems as `source:line: key: message`.
+struct Problems<'a> {
+    source: &'a str,
+    text: &'a str,
+    list: Vec<String>,
+}
+
+impl Problems<'_> {
+    fn at(&mut self, span_start: Option<usize>, key: &str, msg: impl std::fmt::Display) {
+        match span_start {
+            Some(start) => {
+                let line = line_of(self.text, start);
+                self.list.push(format!("{}:{line}: {key}: {msg}", self.source));
+            }
+            None => self.list.push(format!("{}: {key}: {msg}", self.source)),
+        }
+    }
+}
+
+/// 1-based line number of a byte offset.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
+
+pub fn validate(file: FileConfig, text: &str, source: &str) -> Result<Config, ConfigError> {
+    let mut p = Problems {
+        source,
+        text,
+        list: Vec::new(),
+    };
+    let s = &file.server;
+    check_secs(&mut p, "server.timeout_secs", s.timeout_secs);
+    check_secs(&mut p, "server.header_read_timeout_secs", s.header_read_timeout_secs);
+    if s.shutdown_grace_secs > 3600 {
+        p.at(None, "server.shutdown_grace_secs", "must be at most 3600");
+    }
+    if s.max_body.0 == 0 {
+        p.at(None, "server.max_body", "must be greater than zero");
+    }
+    if s.data_dir.trim().is_empty() {
+        p.at(None, "server.data_dir", "must not be empty");
+    }
+
+    let upstream = validate_upstream(&mut p, &file);
+    let database = validate_database(&mut p, &file);
+    let cors = validate_cors(&mut p, &file);
+
+    let mut quota_types = Vec::new();
+    let mut seen_types = HashSet::new();
+    for qt in &file.quota_types {
+        let start = Some(qt.span().start);
+        let q = qt.get_ref();
+        if q.key.is_empty()
+            || !q
+                .key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            p.at(start, "quota_type.key", format!("`{}` must be lowercase letters, digits and `_`", q.key));
+        } else if !seen_types.insert(q.key.clone()) {
+            p.at(start, "quota_type.key", format!("`{}` is declared twice", q.key));
+        }
+        quota_types.push(QuotaType {
+            key: q.key.clone(),
+            name: q.name.clone(),
+            unit: q.unit.clone(),
+        });
+    }
+
+    let default_timeout = Duration::from_secs(s.timeout_secs);
+    let mut routes = Vec::new();
+    for route in &file.routes {
+        if let Some(spec) = validate_route(&mut p, route, &seen_types, default_timeout, s.max_body.0) {
+            routes.push(spec);
+        }
+    }
+
+    if !p.list.is_empty() {
+        return Err(ConfigError { problems: p.list });
+    }
+    let upstream = upstream.expect("no problems means the upstream parsed");
+    Ok(Config {
+        source: source.to_string(),
+        listen: s.listen,
+        environment: s.environment,
+        data_dir: PathBuf::from(&s.data_dir),
+        max_body: s.max_body.0,
+        timeout: default_timeout,
+        header_read_timeout: Duration::from_secs(s.header_read_timeout_secs),
+        shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
+        unknown_routes: s.unknown_routes,
+        trusted_proxies: s.trusted_proxies.clone(),
+        upstream,
+        database,
+        cors,
+        quota_types,
+        routes,
+    })
+}
+
+fn check_secs(p: &mut Problems, key: &str, v: u64) {
+    if v == 0 || v > MAX_TIMEOUT_SECS {
+        p.at(None, key, format!("must be between 1 and {MAX_TIMEOUT_SECS} seconds, not {v}"));
+    }
+}
+
+fn validate_upstream(p: &mut Problems, file: &FileConfig) -> Option<UpstreamConfig> {
+    let u = &file.upstream;
+    check_secs(p, "upstream.connect_timeout_secs", u.connect_timeout_secs);
+    if u.pool_idle_timeout_secs == 0 || u.pool_idle_timeout_secs > 300 {
+        p.at(None, "upstream.pool_idle_timeout_secs", "must be between 1 and 300 (keep it below the backend's keep-alive: uvicorn's is 5 s)");
+    }
+    let uri: http::Uri = match u.url.parse() {
+        Ok(uri) => uri,
+        Err(e) => {
+            p.at(None, "upstream.url", format!("`{}` is not a URL: {e}", u.url));
+            return None;
+        }
+    };
+    if uri.scheme_str() != Some("http") {
+        p.at(None, "upstream.url", format!("`{}` must be an http:// URL (the backend is on the same host or network)", u.url));
+        return None;
+    }
+    let Some(authority) = uri.authority().cloned() else {
+        p.at(None, "upstream.url", format!("`{}` has no host", u.url));
+        return None;
+    };
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        p.at(None, "upstream.url", format!("`{}` must not have a path or query: the gate forwards the client's path as it is", u.url));
+    }
+    Some(UpstreamConfig {
+        url: u.url.clone(),
+        authority,
+        connect_timeout: Duration::from_secs(u.connect_timeout_secs),
+        pool_idle_timeout: Duration::from_secs(u.pool_idle_timeout_secs),
+        pool_max_idle_per_host: u.pool_max_idle_per_host,
+    })
+}
+
+fn validate_database(p: &mut Problems, file: &FileConfig) -> DatabaseConfig {
+    let url = match &file.database.url {
+        Some(url) => url.clone(),
+        None => {
+            let dir = file.server.data_dir.trim_end_matches('/');
+            format!("sqlite://{dir}/gate.db")
+        }
+    };
+    let is_sqlite = url.starts_with("sqlite:");
+    if !is_sqlite && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        // Never echo the URL: it may hold a password.
+        p.at(None, "database.url", "must start with sqlite:, postgres:// or postgresql://");
+    }
+    let max_connections = file
+        .database
+        .max_connections
+        .unwrap_or(if is_sqlite { 8 } else { 16 });
+    if max_connections == 0 {
+        p.at(None, "database.max_connections", "must be at least 1");
+    }
+    DatabaseConfig {
+        url,
+        max_connections,
+    }
+}
+
+fn validate_cors(p: &mut Problems, file: &FileConfig) -> CorsConfig {
+    let c = &file.cors;
+    for origin in &c.allow_origins {
+        let ok = origin
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| {
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.authority().is_some()
+                    && matches!(u.path(), "" | "/")
+                    && !origin.ends_with('/')
+            })
+            .is_some();
+        if !ok {
+            p.at(None, "cors.allow_origins", format!("`{origin}` is not an origin such as https://app.example.com (scheme, host, optional port, no path)"));
+        }
+    }
+    CorsConfig {
+        allow_origins: c.allow_origins.clone(),
+        allow_credentials: c.allow_credentials,
+        max_age_secs: c.max_age_secs,
+    }
+}
+
+fn validate_route(
+    p: &mut Problems,
+    route: &Spanned<RouteSection>,
+    quota_types: &HashSet<String>,
+    default_timeout: Duration,
+    default_max_body: u64,
+) -> Option<RouteSpec> {
+    let start = Some(route.span().start);
+    let r = route.get_ref();
+    let before = p.list.len();
+
+    if let Err(msg) = check_template(&r.path) {
+        p.at(start, "route.path", format!("`{}` {msg}", r.path));
+    }
+    let methods = if r.methods.is_empty() {
+        None
+    } else {
+        let mut out: Vec<Method> = Vec::new();
+        for m in &r.methods {
+            let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
+            match Method::from_bytes(m.as_bytes()) {
+                Ok(method) if valid => {
+                    if out.contains(&method) {
+                        p.at(start, "route.methods", format!("`{m}` is listed twice"));
+                    }
+                    out.push(method);
+                }
+                _ => p.at(start, "route.methods", format!("`{m}` is not an upper-case HTTP method")),
+            }
+        }
+        Some(out)
+    };
+    if let Some(t) = r.timeout_secs {
+        if t == 0 || t > MAX_TIMEOUT_SECS {
+            p.at(start, "route.timeout_secs", format!("must be between 1 and {MAX_TIMEOUT_SECS}, not {t}"));
+        }
+    }
+    if let Some(b) = r.max_body {
+        if b.0 == 0 {
+            p.at(start, "route.max_body", "must be greater than zero");
+        }
+    }
+    let meter = match &r.meter {
+        None => None,
+        Some(m) => validate_meter(p, start, r.access, m, quota_types),
+    };
+    if r.access == Access::Blocked && (r.query_token || r.timeout_secs.is_some() || r.max_body.is_some()) {
+        p.at(start, "route.access", "a blocked route is never forwarded: remove query_token, timeout_secs and max_body");
+    }
+
+    if p.list.len() > before {
+        return None;
+    }
+    Some(RouteSpec {
+        line: start.map(|s| line_of(p.text, s)).unwrap_or(0),
+        path: r.path.clone(),
+        methods,
+        access: r.access,
+        query_token: r.query_token,
+        timeout: r.timeout_secs.map(Duration::from_secs).unwrap_or(default_timeout),
+        max_body: r.max_body.map(|b| b.0).unwrap_or(default_max_body),
+        meter,
+    })
+}
+
+fn validate_meter(
+    p: &mut Problems,
+    start: Option<usize>,
+    access: Access,
+    m: &MeterSection,
+    quota_types: &HashSet<String>,
+) -> Option<Meter> {
+    let before = p.list.len();
+    if !matches!(access, Access::User | Access::Admin) {
+        p.at(start, "route.meter", format!("a {} route cannot be metered: only `user` and `admin` routes have someone to charge", access.as_str()));
+    }
+    if !quota_types.contains(&m.quota) {
+        p.at(start, "route.meter.quota", format!("`{}` is not a declared [[quota_type]]", m.quota));
+    }
+    let cost = match (m.cost, m.cost_per_mb) {
+        (Some(0), None) | (None, Some(0)) => {
+            p.at(start, "route.meter.cost", "must be greater than zero");
+            None
+        }
+        (Some(c), None) => Some(Cost::Fixed(c)),
+        (None, Some(c)) => Some(Cost::PerMb(c)),
+        (Some(_), Some(_)) => {
+            p.at(start, "route.meter", "set either `cost` or `cost_per_mb`, not both");
+            None
+        }
+        (None, None) => {
+            p.at(start, "route.meter", "needs `cost` (units per request) or `cost_per_mb` (units per MB of body)");
+            None
+        }
+    };
+    let mut status = Vec::new();
+    for s in &m.settle.status {
+        match parse_status(s) {
+            Some(sm) => status.push(sm),
+            None => p.at(start, "route.meter.settle.status", format!("`{s}` is neither a status such as 200 nor a class such as 2xx")),
+        }
+    }
+    if status.is_empty() {
+        p.at(start, "route.meter.settle.status", "must list at least one status or class");
+    }
+    let json = match (&m.settle.json_field, &m.settle.json_equals, m.settle.json_absent) {
+        (None, None, false) => None,
+        (Some(f), Some(v), false) => Some(JsonPredicate::Equals {
+            field: f.clone(),
+            value: v.clone(),
+        }),
+        (Some(f), None, true) => Some(JsonPredicate::Absent { field: f.clone() }),
+        (Some(_), None, false) => {
+            p.at(start, "route.meter.settle", "json_field needs json_equals or json_absent = true");
+            None
+        }
+        (Some(_), Some(_), true) => {
+            p.at(start, "route.meter.settle", "set json_equals or json_absent, not both");
+            None
+        }
+        (None, _, _) => {
+            p.at(start, "route.meter.settle", "json_equals and json_absent need json_field");
+            None
+        }
+    };
+    if p.list.len() > before {
+        return None;
+    }
+    Some(Meter {
+        quota: m.quota.clone(),
+        cost: cost?,
+        settle: SettleRule { status, json },
+    })
+}
+
+fn parse_status(s: &str) -> Option<StatusMatch> {
+    let b = s.as_bytes();
+    if b.len() != 3 || !(b'1'..=b'5').contains(&b[0]) {
+        return None;
+    }
+    if b[1..].eq_ignore_ascii_case(b"xx") {
+        return Some(StatusMatch::Class((b[0] - b'0') as u16));
+    }
+    s.parse::<u16>().ok().map(StatusMatch::Exact)
+}
+
+/// A route template is already canonical: the gate matches canonical paths only, so a template
+/// with `..`, `//`, `%` or `\` could never match, or would match something unintended.
+fn check_template(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("must start with `/`");
+    }
+    if path.contains("//") {
+        return Err("must not contain `//`");
+    }
+    if path.contains('%') || path.contains('\\') || path.contains('?') || path.contains('#') {
+        return Err("must not contain `%`, `\\`, `?` or `#`");
+    }
+    if path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err("must not contain spaces or control characters");
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err("must not contain `.` or `..` segments");
+    }
+    if path.len() > 1 && path.ends_with('/') {
+        return Err("must not end with `/` (a trailing slash is matched either way)");
+    }
+    Ok(())
+}

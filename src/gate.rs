@@ -1,0 +1,399 @@
+//! The request lifecycle: every request to the public listener goes through the same phases, in
+//! this order, each a small step that can be read on its own (Pingora's `ProxyHttp` phases are
+//! the model):
+//!
+//! 1. **Route**: one canonical path (`proxy::path`), then the gate's own endpoints (`api`) or
+//!    the route table (`proxy::routes`).
+//! 2. **Authenticate**: credentials to a `Principal` (`auth`), and the route's access rule.
+//! 3. **Reserve**: a metered route's charge, decided before a byte of the body is streamed.
+//! 4. **Forward**: the streamed request to the backend (`proxy::forward`), upgrades (`proxy::upgrade`).
+//! 5. **Settle**: commit or refund the reservation from the reply.
+//! 6. **Respond**: request id, CORS (`proxy::cors`), one log line.
+
+use axum::body::Body;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::api::{Api, ApiState};
+use crate::auth::{Authenticator, Principal};
+use crate::config::{Access, Config, DefaultAccess, RouteSpec};
+use crate::error::GateError;
+use crate::proxy::body::LimitedBody;
+use crate::proxy::cors::Cors;
+use crate::proxy::forward::Upstream;
+use crate::proxy::headers;
+use crate::proxy::path::canonicalize;
+use crate::proxy::routes::{RouteMatch, RouteTable};
+use crate::proxy::upgrade::Tunnels;
+use crate::store::Store;
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+static X_USER_EMAIL: HeaderName = HeaderName::from_static("x-user-email");
+
+/// Everything a request needs, built once per configuration.
+pub struct Gate {
+    config: Arc<Config>,
+    routes: RouteTable,
+    /// What an unknown path gets when `server.unknown_routes` forwards it.
+    unknown_user: Arc<RouteSpec>,
+    unknown_admin: Arc<RouteSpec>,
+    upstream: Arc<Upstream>,
+    upstream_host: HeaderValue,
+    auth: Authenticator,
+    api: Api,
+    cors: Cors,
+    tunnels: Tunnels,
+}
+
+impl Gate {
+    pub fn new(config: Config, store: Store) -> Result<Gate, crate::config::ConfigError> {
+        let routes = RouteTable::build(&config)?;
+        let upstream = Arc::new(Upstream::new(&config.upstream));
+        let upstream_host = HeaderValue::from_str(upstream.authority().as_str())
+            .expect("an authority is a valid header value");
+        let unknown = |access| {
+            Arc::new(RouteSpec {
+                line: 0,
+                path: "(unknown path)".into(),
+                methods: None,
+                access,
+                query_token: false,
+                timeout: config.timeout,
+                max_body: config.max_body,
+                meter: None,
+            })
+        };
+        let api = Api::new(Arc::new(ApiState {
+            store,
+            upstream: upstream.clone(),
+        }));
+        Ok(Gate {
+            unknown_user: unknown(Access::User),
+            unknown_admin: unknown(Access::Admin),
+            cors: Cors::new(&config.cors),
+            config: Arc::new(config),
+            routes,
+            upstream,
+            upstream_host,
+            auth: Authenticator::new(),
+            api,
+            tunnels: Tunnels::default(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn tunnels(&self) -> &Tunnels {
+        &self.tunnels
+    }
+
+    /// Serves one request; never fails: every error becomes a JSON response.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id_value =
+            HeaderValue::from_str(&request_id).expect("a uuid is a valid header value");
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        let method = req.method().clone();
+        let mut log = RequestLog::default();
+
+        let mut resp = match self
+            .serve(req, peer, &request_id_value, &mut log)
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) => e.into_http(),
+        };
+
+        // Phase 6: respond.
+        resp.headers_mut()
+            .insert(X_REQUEST_ID.clone(), request_id_value);
+        self.cors.decorate(origin.as_ref(), resp.headers_mut());
+        tracing::info!(
+            request_id = %request_id,
+            method = %method,
+            path = %log.path,
+            route = %log.route,
+            user_id = %log.user_id,
+            status = resp.status().as_u16(),
+            duration_us = started.elapsed().as_micros() as u64,
+            "request"
+        );
+        resp
+    }
+
+    async fn serve(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        request_id: &HeaderValue,
+        log: &mut RequestLog,
+    ) -> Result<Response<Body>, GateError> {
+        if let Some(preflight) = self.cors.preflight(req.method(), req.headers()) {
+            log.route = "preflight";
+            return Ok(preflight);
+        }
+        check_framing(req.headers())?;
+
+        // Phase 1: route.
+        let path = canonicalize(req.uri().path()).map_err(|e| GateError::bad_request(e.to_string()))?;
+        log.path = path.clone();
+        if self.api.owns(&path) {
+            log.route = "gate";
+            return Ok(self.api.call(with_canonical_path(req, &path)?).await);
+        }
+        let route = self.route(req.method(), &path)?;
+        log.route = route.access.as_str();
+
+        // Phase 2: authenticate.
+        let (mut parts, body) = req.into_parts();
+        let principal = self.auth.authenticate(&parts, route.query_token).await?;
+        authorize(route.access, principal.as_ref())?;
+        if let Some(p) = &principal {
+            log.user_id = p.user_id.clone();
+        }
+        if let Some(len) = content_length(&parts.headers)? {
+            if len > route.max_body {
+                return Err(GateError::payload_too_large(route.max_body));
+            }
+        }
+
+        // Phase 3: reserve. Metering is not wired yet; metered routes need a user (above),
+        // and no user can authenticate until accounts exist.
+
+        // Phase 4: forward.
+        let upgrade = headers::wants_upgrade(&parts.headers);
+        let client_upgrade = if upgrade {
+            parts.extensions.remove::<OnUpgrade>()
+        } else {
+            None
+        };
+        let target = forward_target(&path, parts.uri.query(), route.query_token);
+        let uri = self.upstream.uri_for(&target)?;
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let client_xff = parts.headers.get("x-forwarded-for").cloned();
+        let mut out_headers = std::mem::take(&mut parts.headers);
+        headers::strip_hop_by_hop(&mut out_headers, upgrade);
+        headers::strip_client_identity(&mut out_headers);
+        let trusted = self.config.trusted_proxies.contains(&peer.ip());
+        headers::set_forwarded(&mut out_headers, peer.ip(), client_xff.as_ref(), trusted, host.as_ref(), "http");
+        out_headers.insert(header::HOST, self.upstream_host.clone());
+        out_headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+        if let Some(p) = &principal {
+            set_identity(&mut out_headers, p);
+        }
+        let (body, exceeded) = LimitedBody::new(body, route.max_body);
+        let mut up_req = Request::new(Body::new(body));
+        *up_req.method_mut() = parts.method;
+        *up_req.uri_mut() = uri;
+        *up_req.version_mut() = Version::HTTP_11;
+        *up_req.headers_mut() = out_headers;
+
+        let mut resp = self.upstream.send(up_req, route.timeout, Some(exceeded)).await?;
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                return Err(GateError::bad_gateway(
+                    "the backend switched protocols although the client did not ask to",
+                ));
+            };
+            let backend_upgrade = hyper::upgrade::on(&mut resp);
+            self.tunnels.splice(client_upgrade, backend_upgrade);
+            headers::strip_hop_by_hop(resp.headers_mut(), true);
+        } else {
+            headers::strip_hop_by_hop(resp.headers_mut(), false);
+        }
+
+        // Phase 5: settle. Nothing is reserved yet, so nothing is settled.
+        Ok(resp.map(Body::new))
+    }
+
+    fn route(&self, method: &Method, path: &str) -> Result<Arc<RouteSpec>, GateError> {
+        let route = match self.routes.find(method, path) {
+            RouteMatch::Route(r) => r.clone(),
+            RouteMatch::MethodNotAllowed(allowed) => {
+                let allow = allowed
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut e = GateError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{method} is not allowed on this path"),
+                );
+                if let Ok(v) = HeaderValue::from_str(&allow) {
+                    e = e.with_header(header::ALLOW, v);
+                }
+                return Err(e);
+            }
+            RouteMatch::Unknown(DefaultAccess::Deny) => {
+                return Err(GateError::not_found("no such route on this gate"));
+            }
+            RouteMatch::Unknown(DefaultAccess::User) => self.unknown_user.clone(),
+            RouteMatch::Unknown(DefaultAccess::Admin) => self.unknown_admin.clone(),
+        };
+        if route.access == Access::Blocked {
+            return Err(GateError::forbidden("this route is blocked by the gate"));
+        }
+        Ok(route)
+    }
+}
+
+/// What the request log line reports besides status and timing.
+#[derive(Default)]
+struct RequestLog {
+    path: String,
+    route: &'static str,
+    user_id: String,
+}
+
+/// Refuses message framing a backend could read differently from hyper: a request with both
+/// `Content-Length` and `Transfer-Encoding` (the classic smuggling pair), or a transfer coding
+/// other than a single `chunked`.
+fn check_framing(h: &http::HeaderMap) -> Result<(), GateError> {
+    let te: Vec<_> = h.get_all(header::TRANSFER_ENCODING).iter().collect();
+    if te.is_empty() {
+        return Ok(());
+    }
+    if h.contains_key(header::CONTENT_LENGTH) {
+        return Err(GateError::bad_request(
+            "a request must not carry both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let only_chunked = te.len() == 1 && te[0].as_bytes().eq_ignore_ascii_case(b"chunked");
+    if !only_chunked {
+        return Err(GateError::bad_request(
+            "Transfer-Encoding must be exactly `chunked`",
+        ));
+    }
+    Ok(())
+}
+
+fn content_length(h: &http::HeaderMap) -> Result<Option<u64>, GateError> {
+    match h.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| GateError::bad_request("Content-Length is not a number")),
+    }
+}
+
+/// The route's access rule applied to the (possibly absent) caller.
+fn authorize(access: Access, principal: Option<&Principal>) -> Result<(), GateError> {
+    match (access, principal) {
+        (Access::Public, _) => Ok(()),
+        (Access::User | Access::Admin, None) => Err(GateError::unauthorized(
+            "authentication required: send Authorization: Bearer <token> or X-API-Key",
+        )),
+        (Access::Admin, Some(p)) if !p.is_superuser => {
+            Err(GateError::forbidden("this route needs a superuser"))
+        }
+        (_, Some(_)) => Ok(()),
+        (Access::Blocked, None) => Err(GateError::forbidden("this route is blocked by the gate")),
+    }
+}
+
+fn set_identity(h: &mut http::HeaderMap, p: &Principal) {
+    if let Ok(v) = HeaderValue::from_str(&p.user_id) {
+        h.insert(X_USER_ID.clone(), v);
+    }
+    if let Some(v) = p.email.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
+        h.insert(X_USER_EMAIL.clone(), v);
+    }
+}
+
+/// The path and query sent to the backend: the canonical path, and the query without the
+/// `token` parameter on routes that accept it (it is a credential, not the backend's business).
+fn forward_target(path: &str, query: Option<&str>, strip_token: bool) -> String {
+    let query = match query {
+        Some(q) if strip_token => {
+            let kept: Vec<&str> = q
+                .split('&')
+                .filter(|pair| {
+                    let key = pair.split('=').next().unwrap_or("");
+                    !decoded_eq(key, "token")
+                })
+                .collect();
+            kept.join("&")
+        }
+        Some(q) => q.to_string(),
+        None => String::new(),
+    };
+    if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+/// Compares a percent-encoded query key with a plain ASCII name, as the backend would decode it.
+fn decoded_eq(encoded: &str, name: &str) -> bool {
+    let b = encoded.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let Some(Ok(v)) = encoded.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16)) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    out == name.as_bytes()
+}
+
+/// The request for the gate's own router, with its path replaced by the canonical one.
+fn with_canonical_path(req: Request<Incoming>, path: &str) -> Result<Request<Body>, GateError> {
+    let (mut parts, body) = req.into_parts();
+    let pq = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    parts.uri = pq
+        .parse()
+        .map_err(|_| GateError::bad_request("the request target is not a valid URI"))?;
+    Ok(Request::from_parts(parts, Body::new(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_token_in_any_spelling() {
+        assert_eq!(forward_target("/i", Some("t=1&token=abc&t=2"), true), "/i?t=1&t=2");
+        assert_eq!(forward_target("/i", Some("tok%65n=abc"), true), "/i");
+        assert_eq!(forward_target("/i", Some("token=abc"), false), "/i?token=abc");
+        assert_eq!(forward_target("/i", None, true), "/i");
+    }
+
+    #[test]
+    fn framing_conflicts_are_refused() {
+        let mut h = http::HeaderMap::new();
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        assert!(check_framing(&h).is_ok());
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(check_framing(&h).is_err());
+        h.remove(header::CONTENT_LENGTH);
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip, chunked"));
+        assert!(check_framing(&h).is_err());
+    }
+}

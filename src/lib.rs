@@ -1,0 +1,13 @@
+//! idoctor-gate: a reverse-proxy sidecar that turns the iDoctor DICOM-processing backend into a
+//! commercial product without changing it. See `DESIGN.md` of the project for the architecture;
+//! `gate` holds the request lifecycle every request goes through.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod gate;
+pub mod proxy;
+pub mod server;
+pub mod store;
+pub mod telemetry;

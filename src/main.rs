@@ -1,0 +1,87 @@
+//! The `idoctor-gate` binary: `serve` (the default), `check-config`.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use idoctor_gate::config::Config;
+use idoctor_gate::proxy::routes::RouteTable;
+
+#[derive(Parser)]
+#[command(name = "idoctor-gate", version, about = "Accounts, keys, plans, payments and quota metering in front of the iDoctor backend")]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, short, global = true, default_value = "proxy.toml", env = "GATE_CONFIG")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Serve,
+    /// Validate the configuration and print the route table.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("invalid configuration:\n{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => match RouteTable::build(&config) {
+            Ok(table) => {
+                println!("{}: ok", config.source);
+                print!("{}", table.describe());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("invalid configuration:\n{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve => serve(config),
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    idoctor_gate::telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let upstream = config.upstream.url.clone();
+        let running = match idoctor_gate::server::start(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(addr = %running.addr, upstream = %upstream, "idoctor-gate listening");
+        wait_for_signal().await;
+        running.shutdown();
+        running.stopped().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

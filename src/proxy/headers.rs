@@ -1,0 +1,165 @@
+//! Header operations on the way in and out: hop-by-hop removal (RFC 9110 §7.6.1), credential
+//! and identity stripping, and the `X-Forwarded-*` set.
+//!
+//! Pomerium's warning applies: an upstream that trusts identity headers must never receive a
+//! client's copy of them. Everything the backend could take for an identity or a routing hint
+//! is removed here, before the gate adds its own.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
+/// Headers that describe one connection, not the message.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+const HOP_BY_HOP_EXTRA: &[&str] = &["keep-alive", "proxy-connection"];
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+/// With `keep_upgrade`, `Upgrade` survives and `Connection: upgrade` is set (the only
+/// connection-level request a proxy must pass on).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    let upgrade = if keep_upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP_EXTRA {
+        headers.remove(*name);
+    }
+    if let Some(up) = upgrade {
+        headers.insert(header::UPGRADE, up);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// True when the client asks for a protocol upgrade (WebSocket and the like).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes what a client could use to pose as someone, or to mislead the backend about where
+/// the request came from. The gate sets its own values afterwards.
+pub fn strip_client_identity(headers: &mut HeaderMap) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            n.starts_with("x-user-")
+                || n.starts_with("x-forwarded-")
+                || n.starts_with("x-auth-")
+                || n.starts_with("x-gate-")
+                || n.starts_with("x-quota-")
+                || matches!(
+                    n,
+                    "authorization"
+                        | "x-api-key"
+                        | "forwarded"
+                        | "x-real-ip"
+                        | "x-request-id"
+                        | "x-original-url"
+                        | "x-rewrite-url"
+                        | "x-original-uri"
+                        | "x-admin-token"
+                )
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Sets `X-Forwarded-For/Proto/Host`. A client's own `X-Forwarded-For` is kept (and appended to)
+/// only when the peer is a configured trusted proxy; `client_xff` is that header as received.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    client_xff: Option<&HeaderValue>,
+    trusted: bool,
+    host: Option<&HeaderValue>,
+    proto: &'static str,
+) {
+    let xff = match (trusted, client_xff.and_then(|v| v.to_str().ok())) {
+        (true, Some(prev)) if !prev.trim().is_empty() => format!("{}, {peer}", prev.trim()),
+        _ => peer.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(proto),
+    );
+    if let Some(h) = host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), h.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_headers_named_by_connection() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none());
+        assert!(h.get("connection").is_none() && h.get("te").is_none());
+        assert_eq!(h.get("x-kept").unwrap(), "1");
+    }
+
+    #[test]
+    fn keeps_upgrade_only_when_asked() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        assert!(wants_upgrade(&h));
+        let mut kept = h.clone();
+        strip_hop_by_hop(&mut kept, true);
+        assert_eq!(kept.get("upgrade").unwrap(), "websocket");
+        assert_eq!(kept.get("connection").unwrap(), "upgrade");
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("upgrade").is_none());
+    }
+
+    #[test]
+    fn strips_identity_and_credentials() {
+        let mut h = HeaderMap::new();
+        for n in ["x-user-id", "X-User-Email", "authorization", "x-api-key", "x-forwarded-for", "forwarded", "x-request-id"] {
+            h.insert(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static("evil"));
+        }
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_client_identity(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+}

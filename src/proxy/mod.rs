@@ -1,0 +1,11 @@
+//! The reverse proxy: path normalisation, the route table, header operations, streamed
+//! forwarding with limits and timeouts, upgrades, and CORS. The order in which a request goes
+//! through them is in `crate::gate`.
+
+pub mod body;
+pub mod cors;
+pub mod forward;
+pub mod headers;
+pub mod path;
+pub mod routes;
+pub mod upgrade;
