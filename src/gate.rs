@@ -105,10 +105,7 @@ impl Gate {
         let method = req.method().clone();
         let mut log = RequestLog::default();
 
-        let mut resp = match self
-            .serve(req, peer, &request_id_value, &mut log)
-            .await
-        {
+        let mut resp = match self.serve(req, peer, &request_id_value, &mut log).await {
             Ok(resp) => resp,
             Err(e) => e.into_http(),
         };
@@ -141,10 +138,11 @@ impl Gate {
             log.route = "preflight";
             return Ok(preflight);
         }
-        check_framing(req.headers())?;
+        check_transfer_coding(req.headers())?;
 
         // Phase 1: route.
-        let path = canonicalize(req.uri().path()).map_err(|e| GateError::bad_request(e.to_string()))?;
+        let path =
+            canonicalize(req.uri().path()).map_err(|e| GateError::bad_request(e.to_string()))?;
         log.path = path.clone();
         if self.api.owns(&path) {
             log.route = "gate";
@@ -178,17 +176,25 @@ impl Gate {
         };
         let target = forward_target(&path, parts.uri.query(), route.query_token);
         let uri = self.upstream.uri_for(&target)?;
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         let client_xff = parts.headers.get("x-forwarded-for").cloned();
         let mut out_headers = std::mem::take(&mut parts.headers);
         headers::strip_hop_by_hop(&mut out_headers, upgrade);
         headers::strip_client_identity(&mut out_headers);
         let trusted = self.config.trusted_proxies.contains(&peer.ip());
-        headers::set_forwarded(&mut out_headers, peer.ip(), client_xff.as_ref(), trusted, host.as_ref(), "http");
+        headers::set_forwarded(
+            &mut out_headers,
+            peer.ip(),
+            client_xff.as_ref(),
+            trusted,
+            host.as_ref(),
+            "http",
+        );
         out_headers.insert(header::HOST, self.upstream_host.clone());
         out_headers.insert(X_REQUEST_ID.clone(), request_id.clone());
         if let Some(p) = &principal {
@@ -201,7 +207,10 @@ impl Gate {
         *up_req.version_mut() = Version::HTTP_11;
         *up_req.headers_mut() = out_headers;
 
-        let mut resp = self.upstream.send(up_req, route.timeout, Some(exceeded)).await?;
+        let mut resp = self
+            .upstream
+            .send(up_req, route.timeout, Some(exceeded))
+            .await?;
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
@@ -259,26 +268,21 @@ struct RequestLog {
     user_id: String,
 }
 
-/// Refuses message framing a backend could read differently from hyper: a request with both
-/// `Content-Length` and `Transfer-Encoding` (the classic smuggling pair), or a transfer coding
-/// other than a single `chunked`.
-fn check_framing(h: &http::HeaderMap) -> Result<(), GateError> {
-    let te: Vec<_> = h.get_all(header::TRANSFER_ENCODING).iter().collect();
-    if te.is_empty() {
-        return Ok(());
-    }
-    if h.contains_key(header::CONTENT_LENGTH) {
-        return Err(GateError::bad_request(
-            "a request must not carry both Content-Length and Transfer-Encoding",
-        ));
-    }
-    let only_chunked = te.len() == 1 && te[0].as_bytes().eq_ignore_ascii_case(b"chunked");
-    if !only_chunked {
-        return Err(GateError::bad_request(
+/// Refuses transfer codings other than a single `chunked`: the gate cannot undo `gzip, chunked`,
+/// and forwarding the still-encoded bytes as a plain body would hand the backend something else
+/// than the client sent. The rest of the framing is hyper's: it refuses conflicting
+/// Content-Lengths with 400, and for Content-Length plus Transfer-Encoding reads the body as
+/// chunked, drops the length and closes the connection after the reply (RFC 9112 §6.3), so no
+/// request can be smuggled behind it.
+fn check_transfer_coding(h: &http::HeaderMap) -> Result<(), GateError> {
+    let mut values = h.get_all(header::TRANSFER_ENCODING).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(()),
+        (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"chunked") => Ok(()),
+        _ => Err(GateError::bad_request(
             "Transfer-Encoding must be exactly `chunked`",
-        ));
+        )),
     }
-    Ok(())
 }
 
 fn content_length(h: &http::HeaderMap) -> Result<Option<u64>, GateError> {
@@ -312,7 +316,11 @@ fn set_identity(h: &mut http::HeaderMap, p: &Principal) {
     if let Ok(v) = HeaderValue::from_str(&p.user_id) {
         h.insert(X_USER_ID.clone(), v);
     }
-    if let Some(v) = p.email.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
+    if let Some(v) = p
+        .email
+        .as_deref()
+        .and_then(|e| HeaderValue::from_str(e).ok())
+    {
         h.insert(X_USER_EMAIL.clone(), v);
     }
 }
@@ -378,22 +386,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strips_token_in_any_spelling() {
-        assert_eq!(forward_target("/i", Some("t=1&token=abc&t=2"), true), "/i?t=1&t=2");
-        assert_eq!(forward_target("/i", Some("tok%65n=abc"), true), "/i");
-        assert_eq!(forward_target("/i", Some("token=abc"), false), "/i?token=abc");
-        assert_eq!(forward_target("/i", None, true), "/i");
+    fn only_plain_chunked_is_accepted() {
+        let mut h = http::HeaderMap::new();
+        assert!(check_transfer_coding(&h).is_ok());
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("Chunked"),
+        );
+        assert!(check_transfer_coding(&h).is_ok());
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("gzip, chunked"),
+        );
+        assert!(check_transfer_coding(&h).is_err());
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.append(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(check_transfer_coding(&h).is_err());
     }
 
     #[test]
-    fn framing_conflicts_are_refused() {
-        let mut h = http::HeaderMap::new();
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        assert!(check_framing(&h).is_ok());
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        assert!(check_framing(&h).is_err());
-        h.remove(header::CONTENT_LENGTH);
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip, chunked"));
-        assert!(check_framing(&h).is_err());
+    fn strips_token_in_any_spelling() {
+        assert_eq!(
+            forward_target("/i", Some("t=1&token=abc&t=2"), true),
+            "/i?t=1&t=2"
+        );
+        assert_eq!(forward_target("/i", Some("tok%65n=abc"), true), "/i");
+        assert_eq!(
+            forward_target("/i", Some("token=abc"), false),
+            "/i?token=abc"
+        );
+        assert_eq!(forward_target("/i", None, true), "/i");
     }
 }

@@ -8,10 +8,20 @@ use idoctor_gate::config::Config;
 use idoctor_gate::proxy::routes::RouteTable;
 
 #[derive(Parser)]
-#[command(name = "idoctor-gate", version, about = "Accounts, keys, plans, payments and quota metering in front of the iDoctor backend")]
+#[command(
+    name = "idoctor-gate",
+    version,
+    about = "Accounts, keys, plans, payments and quota metering in front of the iDoctor backend"
+)]
 struct Cli {
     /// The configuration file.
-    #[arg(long, short, global = true, default_value = "proxy.toml", env = "GATE_CONFIG")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "proxy.toml",
+        env = "GATE_CONFIG"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
@@ -52,7 +62,10 @@ fn main() -> ExitCode {
 
 fn serve(config: Config) -> ExitCode {
     idoctor_gate::telemetry::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

@@ -127,7 +127,10 @@ async fn serve(listener: TcpListener, gate: Arc<Gate>, shutdown: CancellationTok
 
     drop(listener);
     let grace = gate.config().shutdown_grace;
-    tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining requests and tunnels");
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: draining requests and tunnels"
+    );
     let tunnels = gate.tunnels().clone();
     let drained = tokio::time::timeout(grace, async {
         graceful.shutdown().await;
@@ -135,7 +138,10 @@ async fn serve(listener: TcpListener, gate: Arc<Gate>, shutdown: CancellationTok
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(tunnels = tunnels.len(), "grace period over: closing what is still open");
+        tracing::warn!(
+            tunnels = tunnels.len(),
+            "grace period over: closing what is still open"
+        );
         tunnels.cancel();
     }
     tracing::info!("stopped");

@@ -1,4 +1,5 @@
--- The whole data model of DESIGN.md. Types are TEXT / BIGINT / BOOLEAN only, so one SQL text
+-- The whole data model of DESIGN.md. Types are TEXT / BIGINT only (flags are 0/1: the Any driver
+-- cannot decode SQLite booleans), so one SQL text
 -- serves SQLite and PostgreSQL through sqlx's Any driver: ids are UUID strings, times are Unix
 -- milliseconds, money is integer fen, quota amounts are integers (-1 = unlimited).
 
@@ -7,9 +8,9 @@ CREATE TABLE users (
     email           TEXT NOT NULL UNIQUE,          -- stored lower-cased
     username        TEXT NOT NULL UNIQUE,
     hashed_password TEXT NOT NULL,                 -- argon2id PHC string
-    is_active       BOOLEAN NOT NULL DEFAULT TRUE,
-    is_superuser    BOOLEAN NOT NULL DEFAULT FALSE,
-    email_verified  BOOLEAN NOT NULL DEFAULT FALSE,
+    is_active       BIGINT NOT NULL DEFAULT 1,
+    is_superuser    BIGINT NOT NULL DEFAULT 0,
+    email_verified  BIGINT NOT NULL DEFAULT 0,
     created_at      BIGINT NOT NULL,
     updated_at      BIGINT NOT NULL
 );
@@ -20,7 +21,7 @@ CREATE TABLE api_keys (
     key_prefix   TEXT NOT NULL,                    -- display only, e.g. "sk_live_abcd..."
     key_hash     TEXT NOT NULL UNIQUE,             -- keyed SHA-256 of the whole key, hex
     name         TEXT NOT NULL,
-    is_active    BOOLEAN NOT NULL DEFAULT TRUE,
+    is_active    BIGINT NOT NULL DEFAULT 1,
     last_used_at BIGINT,
     created_at   BIGINT NOT NULL,
     expires_at   BIGINT
@@ -67,8 +68,8 @@ CREATE TABLE subscription_plans (
     currency      TEXT NOT NULL DEFAULT 'CNY',
     billing_cycle TEXT NOT NULL DEFAULT 'monthly', -- monthly | yearly | lifetime
     features      TEXT NOT NULL DEFAULT '{}',      -- JSON object
-    is_active     BOOLEAN NOT NULL DEFAULT TRUE,
-    is_default    BOOLEAN NOT NULL DEFAULT FALSE,  -- the free plan every new user gets
+    is_active     BIGINT NOT NULL DEFAULT 1,
+    is_default    BIGINT NOT NULL DEFAULT 0,  -- the free plan every new user gets
     created_at    BIGINT NOT NULL,
     updated_at    BIGINT NOT NULL
 );
@@ -87,7 +88,7 @@ CREATE TABLE user_subscriptions (
     status               TEXT NOT NULL,            -- pending | active | cancelled | expired
     current_period_start BIGINT,
     current_period_end   BIGINT,
-    auto_renew           BOOLEAN NOT NULL DEFAULT TRUE,
+    auto_renew           BIGINT NOT NULL DEFAULT 1,
     created_at           BIGINT NOT NULL,
     updated_at           BIGINT NOT NULL
 );

@@ -38,11 +38,15 @@ impl Api {
         let router = Router::new()
             .merge(health::routes())
             .merge(openapi::routes())
-            .fallback(|| async { crate::error::GateError::not_found("no such endpoint on the gate") })
+            .fallback(|| async {
+                crate::error::GateError::not_found("no such endpoint on the gate")
+            })
             .with_state(state);
         let mut owned = matchit::Router::new();
         for path in OWNED {
-            owned.insert(*path, ()).expect("owned paths do not conflict");
+            owned
+                .insert(*path, ())
+                .expect("owned paths do not conflict");
         }
         Api { router, owned }
     }

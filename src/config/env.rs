@@ -11,8 +11,8 @@
 
 use std::collections::HashMap;
 
-use super::schema::{Environment, FileConfig};
 use super::ConfigError;
+use super::schema::{Environment, FileConfig};
 
 /// A snapshot of the variables that matter, so tests can validate without touching the process.
 pub struct Env {
@@ -67,7 +67,9 @@ impl Env {
     pub fn apply(&self, file: &mut FileConfig) -> Result<(), ConfigError> {
         if let Some(v) = self.get("GATE_LISTEN") {
             file.server.listen = v.parse().map_err(|_| {
-                ConfigError::one(format!("GATE_LISTEN: `{v}` is not an address such as 0.0.0.0:9000"))
+                ConfigError::one(format!(
+                    "GATE_LISTEN: `{v}` is not an address such as 0.0.0.0:9000"
+                ))
             })?;
         }
         if let Some(v) = self.get("GATE_ENVIRONMENT") {

@@ -4,8 +4,8 @@
 //! M/MB/MiB = 1024², G/GB/GiB = 1024³. Operators copy such values from nginx configs, and a
 //! limit that is 5% smaller than the one they had would reject uploads that used to pass.
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,12 +14,12 @@ pub struct ByteSize(pub u64);
 impl ByteSize {
     pub fn parse(text: &str) -> Result<ByteSize, String> {
         let t = text.trim();
-        let split = t
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(t.len());
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (digits, unit) = t.split_at(split);
         if digits.is_empty() {
-            return Err(format!("`{text}` is not a size: expected a number such as \"500MB\""));
+            return Err(format!(
+                "`{text}` is not a size: expected a number such as \"500MB\""
+            ));
         }
         let n: u64 = digits
             .parse()

@@ -26,7 +26,8 @@ impl Problems<'_> {
         match span_start {
             Some(start) => {
                 let line = line_of(self.text, start);
-                self.list.push(format!("{}:{line}: {key}: {msg}", self.source));
+                self.list
+                    .push(format!("{}:{line}: {key}: {msg}", self.source));
             }
             None => self.list.push(format!("{}: {key}: {msg}", self.source)),
         }
@@ -52,7 +53,11 @@ pub fn validate(file: FileConfig, text: &str, source: &str) -> Result<Config, Co
     };
     let s = &file.server;
     check_secs(&mut p, "server.timeout_secs", s.timeout_secs);
-    check_secs(&mut p, "server.header_read_timeout_secs", s.header_read_timeout_secs);
+    check_secs(
+        &mut p,
+        "server.header_read_timeout_secs",
+        s.header_read_timeout_secs,
+    );
     if s.shutdown_grace_secs > 3600 {
         p.at(None, "server.shutdown_grace_secs", "must be at most 3600");
     }
@@ -78,9 +83,17 @@ pub fn validate(file: FileConfig, text: &str, source: &str) -> Result<Config, Co
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         {
-            p.at(start, "quota_type.key", format!("`{}` must be lowercase letters, digits and `_`", q.key));
+            p.at(
+                start,
+                "quota_type.key",
+                format!("`{}` must be lowercase letters, digits and `_`", q.key),
+            );
         } else if !seen_types.insert(q.key.clone()) {
-            p.at(start, "quota_type.key", format!("`{}` is declared twice", q.key));
+            p.at(
+                start,
+                "quota_type.key",
+                format!("`{}` is declared twice", q.key),
+            );
         }
         quota_types.push(QuotaType {
             key: q.key.clone(),
@@ -92,7 +105,9 @@ pub fn validate(file: FileConfig, text: &str, source: &str) -> Result<Config, Co
     let default_timeout = Duration::from_secs(s.timeout_secs);
     let mut routes = Vec::new();
     for route in &file.routes {
-        if let Some(spec) = validate_route(&mut p, route, &seen_types, default_timeout, s.max_body.0) {
+        if let Some(spec) =
+            validate_route(&mut p, route, &seen_types, default_timeout, s.max_body.0)
+        {
             routes.push(spec);
         }
     }
@@ -122,7 +137,11 @@ pub fn validate(file: FileConfig, text: &str, source: &str) -> Result<Config, Co
 
 fn check_secs(p: &mut Problems, key: &str, v: u64) {
     if v == 0 || v > MAX_TIMEOUT_SECS {
-        p.at(None, key, format!("must be between 1 and {MAX_TIMEOUT_SECS} seconds, not {v}"));
+        p.at(
+            None,
+            key,
+            format!("must be between 1 and {MAX_TIMEOUT_SECS} seconds, not {v}"),
+        );
     }
 }
 
@@ -130,17 +149,32 @@ fn validate_upstream(p: &mut Problems, file: &FileConfig) -> Option<UpstreamConf
     let u = &file.upstream;
     check_secs(p, "upstream.connect_timeout_secs", u.connect_timeout_secs);
     if u.pool_idle_timeout_secs == 0 || u.pool_idle_timeout_secs > 300 {
-        p.at(None, "upstream.pool_idle_timeout_secs", "must be between 1 and 300 (keep it below the backend's keep-alive: uvicorn's is 5 s)");
+        p.at(
+            None,
+            "upstream.pool_idle_timeout_secs",
+            "must be between 1 and 300 (keep it below the backend's keep-alive: uvicorn's is 5 s)",
+        );
     }
     let uri: http::Uri = match u.url.parse() {
         Ok(uri) => uri,
         Err(e) => {
-            p.at(None, "upstream.url", format!("`{}` is not a URL: {e}", u.url));
+            p.at(
+                None,
+                "upstream.url",
+                format!("`{}` is not a URL: {e}", u.url),
+            );
             return None;
         }
     };
     if uri.scheme_str() != Some("http") {
-        p.at(None, "upstream.url", format!("`{}` must be an http:// URL (the backend is on the same host or network)", u.url));
+        p.at(
+            None,
+            "upstream.url",
+            format!(
+                "`{}` must be an http:// URL (the backend is on the same host or network)",
+                u.url
+            ),
+        );
         return None;
     }
     let Some(authority) = uri.authority().cloned() else {
@@ -148,7 +182,14 @@ fn validate_upstream(p: &mut Problems, file: &FileConfig) -> Option<UpstreamConf
         return None;
     };
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        p.at(None, "upstream.url", format!("`{}` must not have a path or query: the gate forwards the client's path as it is", u.url));
+        p.at(
+            None,
+            "upstream.url",
+            format!(
+                "`{}` must not have a path or query: the gate forwards the client's path as it is",
+                u.url
+            ),
+        );
     }
     Some(UpstreamConfig {
         url: u.url.clone(),
@@ -170,7 +211,11 @@ fn validate_database(p: &mut Problems, file: &FileConfig) -> DatabaseConfig {
     let is_sqlite = url.starts_with("sqlite:");
     if !is_sqlite && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
         // Never echo the URL: it may hold a password.
-        p.at(None, "database.url", "must start with sqlite:, postgres:// or postgresql://");
+        p.at(
+            None,
+            "database.url",
+            "must start with sqlite:, postgres:// or postgresql://",
+        );
     }
     let max_connections = file
         .database
@@ -236,14 +281,22 @@ fn validate_route(
                     }
                     out.push(method);
                 }
-                _ => p.at(start, "route.methods", format!("`{m}` is not an upper-case HTTP method")),
+                _ => p.at(
+                    start,
+                    "route.methods",
+                    format!("`{m}` is not an upper-case HTTP method"),
+                ),
             }
         }
         Some(out)
     };
     if let Some(t) = r.timeout_secs {
         if t == 0 || t > MAX_TIMEOUT_SECS {
-            p.at(start, "route.timeout_secs", format!("must be between 1 and {MAX_TIMEOUT_SECS}, not {t}"));
+            p.at(
+                start,
+                "route.timeout_secs",
+                format!("must be between 1 and {MAX_TIMEOUT_SECS}, not {t}"),
+            );
         }
     }
     if let Some(b) = r.max_body {
@@ -255,8 +308,14 @@ fn validate_route(
         None => None,
         Some(m) => validate_meter(p, start, r.access, m, quota_types),
     };
-    if r.access == Access::Blocked && (r.query_token || r.timeout_secs.is_some() || r.max_body.is_some()) {
-        p.at(start, "route.access", "a blocked route is never forwarded: remove query_token, timeout_secs and max_body");
+    if r.access == Access::Blocked
+        && (r.query_token || r.timeout_secs.is_some() || r.max_body.is_some())
+    {
+        p.at(
+            start,
+            "route.access",
+            "a blocked route is never forwarded: remove query_token, timeout_secs and max_body",
+        );
     }
 
     if p.list.len() > before {
@@ -268,7 +327,10 @@ fn validate_route(
         methods,
         access: r.access,
         query_token: r.query_token,
-        timeout: r.timeout_secs.map(Duration::from_secs).unwrap_or(default_timeout),
+        timeout: r
+            .timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(default_timeout),
         max_body: r.max_body.map(|b| b.0).unwrap_or(default_max_body),
         meter,
     })
@@ -286,7 +348,11 @@ fn validate_meter(
         p.at(start, "route.meter", format!("a {} route cannot be metered: only `user` and `admin` routes have someone to charge", access.as_str()));
     }
     if !quota_types.contains(&m.quota) {
-        p.at(start, "route.meter.quota", format!("`{}` is not a declared [[quota_type]]", m.quota));
+        p.at(
+            start,
+            "route.meter.quota",
+            format!("`{}` is not a declared [[quota_type]]", m.quota),
+        );
     }
     let cost = match (m.cost, m.cost_per_mb) {
         (Some(0), None) | (None, Some(0)) => {
@@ -296,11 +362,19 @@ fn validate_meter(
         (Some(c), None) => Some(Cost::Fixed(c)),
         (None, Some(c)) => Some(Cost::PerMb(c)),
         (Some(_), Some(_)) => {
-            p.at(start, "route.meter", "set either `cost` or `cost_per_mb`, not both");
+            p.at(
+                start,
+                "route.meter",
+                "set either `cost` or `cost_per_mb`, not both",
+            );
             None
         }
         (None, None) => {
-            p.at(start, "route.meter", "needs `cost` (units per request) or `cost_per_mb` (units per MB of body)");
+            p.at(
+                start,
+                "route.meter",
+                "needs `cost` (units per request) or `cost_per_mb` (units per MB of body)",
+            );
             None
         }
     };
@@ -308,13 +382,25 @@ fn validate_meter(
     for s in &m.settle.status {
         match parse_status(s) {
             Some(sm) => status.push(sm),
-            None => p.at(start, "route.meter.settle.status", format!("`{s}` is neither a status such as 200 nor a class such as 2xx")),
+            None => p.at(
+                start,
+                "route.meter.settle.status",
+                format!("`{s}` is neither a status such as 200 nor a class such as 2xx"),
+            ),
         }
     }
     if status.is_empty() {
-        p.at(start, "route.meter.settle.status", "must list at least one status or class");
+        p.at(
+            start,
+            "route.meter.settle.status",
+            "must list at least one status or class",
+        );
     }
-    let json = match (&m.settle.json_field, &m.settle.json_equals, m.settle.json_absent) {
+    let json = match (
+        &m.settle.json_field,
+        &m.settle.json_equals,
+        m.settle.json_absent,
+    ) {
         (None, None, false) => None,
         (Some(f), Some(v), false) => Some(JsonPredicate::Equals {
             field: f.clone(),
@@ -322,15 +408,27 @@ fn validate_meter(
         }),
         (Some(f), None, true) => Some(JsonPredicate::Absent { field: f.clone() }),
         (Some(_), None, false) => {
-            p.at(start, "route.meter.settle", "json_field needs json_equals or json_absent = true");
+            p.at(
+                start,
+                "route.meter.settle",
+                "json_field needs json_equals or json_absent = true",
+            );
             None
         }
         (Some(_), Some(_), true) => {
-            p.at(start, "route.meter.settle", "set json_equals or json_absent, not both");
+            p.at(
+                start,
+                "route.meter.settle",
+                "set json_equals or json_absent, not both",
+            );
             None
         }
         (None, _, _) => {
-            p.at(start, "route.meter.settle", "json_equals and json_absent need json_field");
+            p.at(
+                start,
+                "route.meter.settle",
+                "json_equals and json_absent need json_field",
+            );
             None
         }
     };

@@ -49,9 +49,12 @@ impl Cors {
         let mut resp = Response::new(Body::empty());
         if self.allowed(headers.get(header::ORIGIN)).is_none() {
             *resp.status_mut() = StatusCode::FORBIDDEN;
-            *resp.body_mut() = Body::from(r#"{"detail":"this origin is not allowed by the gate's CORS policy"}"#);
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            *resp.body_mut() =
+                Body::from(r#"{"detail":"this origin is not allowed by the gate's CORS policy"}"#);
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             return Some(resp);
         }
         *resp.status_mut() = StatusCode::NO_CONTENT;

@@ -127,7 +127,10 @@ mod tests {
     #[test]
     fn removes_headers_named_by_connection() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("te", HeaderValue::from_static("trailers"));
@@ -155,8 +158,19 @@ mod tests {
     #[test]
     fn strips_identity_and_credentials() {
         let mut h = HeaderMap::new();
-        for n in ["x-user-id", "X-User-Email", "authorization", "x-api-key", "x-forwarded-for", "forwarded", "x-request-id"] {
-            h.insert(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static("evil"));
+        for n in [
+            "x-user-id",
+            "X-User-Email",
+            "authorization",
+            "x-api-key",
+            "x-forwarded-for",
+            "forwarded",
+            "x-request-id",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_static("evil"),
+            );
         }
         h.insert("accept", HeaderValue::from_static("*/*"));
         strip_client_identity(&mut h);

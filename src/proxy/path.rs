@@ -83,7 +83,23 @@ pub fn canonicalize(raw: &str) -> Result<String, PathError> {
     }
     // Fast path: most paths are plain ASCII with nothing to decode or merge.
     if bytes.iter().all(|&b| {
-        is_unreserved(b) || matches!(b, b'/' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@')
+        is_unreserved(b)
+            || matches!(
+                b,
+                b'/' | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+            )
     }) && !raw.contains("//")
         && !raw.split('/').any(|s| s == "." || s == "..")
     {
@@ -120,7 +136,17 @@ pub fn canonicalize(raw: &str) -> Result<String, PathError> {
             match b {
                 b'\\' => return Err(PathError::Backslash),
                 b if b < 0x20 || b == 0x7f => return Err(PathError::ControlCharacter),
-                b if b >= 0x80 || b == b' ' || b == b'"' || b == b'<' || b == b'>' || b == b'`' || b == b'{' || b == b'}' || b == b'|' || b == b'^' => {
+                b if b >= 0x80
+                    || b == b' '
+                    || b == b'"'
+                    || b == b'<'
+                    || b == b'>'
+                    || b == b'`'
+                    || b == b'{'
+                    || b == b'}'
+                    || b == b'|'
+                    || b == b'^' =>
+                {
                     push_encoded(&mut segment, b)
                 }
                 b => segment.push(b as char),
@@ -133,9 +159,7 @@ pub fn canonicalize(raw: &str) -> Result<String, PathError> {
         out.push('/');
         out.push_str(&segment);
     }
-    if out.is_empty() {
-        out.push('/');
-    } else if trailing_slash {
+    if out.is_empty() || trailing_slash {
         out.push('/');
     }
     Ok(out)
@@ -147,7 +171,13 @@ mod tests {
 
     #[test]
     fn plain_paths_are_unchanged() {
-        for p in ["/", "/process/a/20250101", "/get_image/x/y/slice_1.png", "/a;b=c", "/x/"] {
+        for p in [
+            "/",
+            "/process/a/20250101",
+            "/get_image/x/y/slice_1.png",
+            "/a;b=c",
+            "/x/",
+        ] {
             assert_eq!(canonicalize(p).unwrap(), p);
         }
     }
@@ -194,7 +224,13 @@ mod tests {
 
     #[test]
     fn canonical_form_is_a_fixed_point() {
-        for p in ["/pro%63ess/a/b", "//x//y/", "/p/%e5%bc%a0", "/a%20b", "/~user/.hidden"] {
+        for p in [
+            "/pro%63ess/a/b",
+            "//x//y/",
+            "/p/%e5%bc%a0",
+            "/a%20b",
+            "/~user/.hidden",
+        ] {
             let once = canonicalize(p).unwrap();
             assert_eq!(canonicalize(&once).unwrap(), once, "{p}");
         }

@@ -83,14 +83,20 @@ impl RouteTable {
     /// Matches a canonical path. A trailing `/` is matched as if absent, as the backend's
     /// `redirect_slashes` would send the client to the same handler.
     pub fn find(&self, method: &Method, path: &str) -> RouteMatch<'_> {
-        let ids = match self.matcher.at(path) {
-            Ok(m) => Some(m.value),
-            Err(_) if path.len() > 1 && path.ends_with('/') => self
-                .matcher
-                .at(path.trim_end_matches('/'))
-                .ok()
-                .map(|m| m.value),
-            Err(_) => None,
+        // With a trailing `/`, the form without it is tried first: templates never end in `/`,
+        // so only a catch-all could match the slashed form, and the backend would redirect the
+        // request to the handler of the unslashed one.
+        let trimmed = path.trim_end_matches('/');
+        let ids = match (path.len() > 1 && trimmed.len() < path.len())
+            .then(|| {
+                self.matcher
+                    .at(if trimmed.is_empty() { "/" } else { trimmed })
+                    .ok()
+            })
+            .flatten()
+        {
+            Some(m) => Some(m.value),
+            None => self.matcher.at(path).ok().map(|m| m.value),
         };
         let Some(ids) = ids else {
             return RouteMatch::Unknown(self.unknown);

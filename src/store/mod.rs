@@ -74,7 +74,12 @@ impl Store {
             })
             .connect_with(options)
             .await
-            .map_err(|e| StoreError(format!("cannot connect to the database: {}", redact(&e.to_string()))))?;
+            .map_err(|e| {
+                StoreError(format!(
+                    "cannot connect to the database: {}",
+                    redact(&e.to_string())
+                ))
+            })?;
         let store = Store { pool, backend };
         store.migrate().await?;
         Ok(store)
@@ -156,7 +161,10 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
     if let Some(parent) = std::path::Path::new(path).parent() {
         if !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError(format!("cannot create the folder {}: {e}", parent.display()))
+                StoreError(format!(
+                    "cannot create the folder {}: {e}",
+                    parent.display()
+                ))
             })?;
         }
     }

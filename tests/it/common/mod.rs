@@ -1,0 +1,209 @@
+//! The test harness: a real gate on a free port in front of a real upstream server, on a real
+//! SQLite file or a real PostgreSQL database (zero2prod's `spawn_app` is the model).
+
+#![allow(dead_code)]
+
+pub mod pg;
+pub mod upstream;
+
+use idoctor_gate::config::Config;
+use idoctor_gate::server::{self, RunningGate};
+use std::net::SocketAddr;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub use upstream::Upstream;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database of the given kind. SQLite files live in `dir`.
+pub async fn database_url(db: Db, dir: &TempDir) -> String {
+    match db {
+        Db::Sqlite => format!("sqlite://{}/gate.db", dir.path().display()),
+        Db::Postgres => pg::fresh_database().await,
+    }
+}
+
+/// The origin the test configs allow for CORS.
+pub const ORIGIN: &str = "http://app.test";
+
+/// Routes used by most proxy tests: everything public except a blocked, an admin and a
+/// metered route (which needs a user).
+pub const TEST_ROUTES: &str = r#"
+[[quota_type]]
+key = "api_calls_full_process"
+name = "runs"
+unit = "x"
+
+[[route]]
+path = "/{*rest}"
+access = "public"
+
+[[route]]
+path = "/list_tasks"
+access = "blocked"
+
+[[route]]
+path = "/admin/{*rest}"
+access = "blocked"
+
+[[route]]
+path = "/process/{patient_name}/{study_date}"
+methods = ["POST"]
+access = "user"
+[route.meter]
+quota = "api_calls_full_process"
+cost = 1
+
+[[route]]
+path = "/slow-route"
+access = "public"
+timeout_secs = 1
+
+[[route]]
+path = "/small/{*rest}"
+access = "public"
+max_body = "1KB"
+
+[[route]]
+path = "/only-get"
+methods = ["GET"]
+access = "public"
+"#;
+
+/// How to build a test gate.
+pub struct Options {
+    pub db: Db,
+    /// Extra keys for `[server]`.
+    pub server: String,
+    /// Everything after the fixed tables: quota types and routes.
+    pub routes: String,
+    /// Defaults to a fresh test upstream.
+    pub upstream_url: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            db: Db::Sqlite,
+            server: String::new(),
+            routes: TEST_ROUTES.to_string(),
+            upstream_url: None,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub upstream: Upstream,
+    pub client: reqwest::Client,
+    pub running: Option<RunningGate>,
+    pub dir: TempDir,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown();
+            r.stopped().await;
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(opts: Options) -> TestApp {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = database_url(opts.db, &dir).await;
+    let upstream_url = opts.upstream_url.unwrap_or_else(|| upstream.url());
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = "{data}"
+shutdown_grace_secs = 5
+{server}
+
+[upstream]
+url = "{upstream_url}"
+connect_timeout_secs = 2
+
+[database]
+url = "{db_url}"
+
+[cors]
+allow_origins = ["{ORIGIN}"]
+
+{routes}
+"#,
+        data = dir.path().display(),
+        server = opts.server,
+        routes = opts.routes,
+    );
+    let config =
+        Config::from_toml_str_isolated(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
+    start_with(config, upstream, dir).await
+}
+
+/// A gate running the shipped `proxy.toml`, with the listener, backend and database moved to
+/// the test's own; `extra` is appended to the file.
+pub async fn spawn_shipped(extra: &str) -> TestApp {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = database_url(Db::Sqlite, &dir).await;
+    let text = shipped_config()
+        .replace("listen = \"0.0.0.0:9000\"", "listen = \"127.0.0.1:0\"")
+        .replace(
+            "url = \"http://127.0.0.1:4200\"",
+            &format!("url = \"{}\"", upstream.url()),
+        )
+        .replace("[database]\n", &format!("[database]\nurl = \"{db_url}\"\n"))
+        + extra;
+    let config =
+        Config::from_toml_str_isolated(&text, "proxy.toml").unwrap_or_else(|e| panic!("{e}"));
+    start_with(config, upstream, dir).await
+}
+
+pub fn shipped_config() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml")).unwrap()
+}
+
+async fn start_with(config: Config, upstream: Upstream, dir: TempDir) -> TestApp {
+    let running = server::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    TestApp {
+        addr: running.addr,
+        upstream,
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        running: Some(running),
+        dir,
+    }
+}
+
+/// Sends raw bytes and returns everything the gate answers until it closes (or 5 s pass).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A port on which nothing listens.
+pub fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
