@@ -84,6 +84,28 @@ impl GateError {
     }
 }
 
+impl From<crate::store::StoreError> for GateError {
+    /// An unreachable database fails closed with 503; a unique-constraint race is a 409; anything
+    /// else is the gate's fault (500), logged with its cause and answered without it.
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            StoreError::Unavailable(m) => {
+                tracing::warn!(error = %m, "database unavailable");
+                GateError::unavailable("the database is unavailable; try again shortly")
+            }
+            StoreError::Conflict(m) => GateError::new(
+                StatusCode::CONFLICT,
+                format!("conflicts with existing data: {m}"),
+            ),
+            StoreError::Other(m) => {
+                tracing::error!(error = %m, "store error");
+                GateError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for GateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.status.as_u16(), self.detail)

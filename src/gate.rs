@@ -19,8 +19,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::api::extract::ClientAddr;
 use crate::api::{Api, ApiState};
-use crate::auth::{Authenticator, Principal};
+use crate::auth::{AuthService, Principal};
 use crate::config::{Access, Config, DefaultAccess, RouteSpec};
 use crate::error::GateError;
 use crate::proxy::body::LimitedBody;
@@ -45,15 +46,18 @@ pub struct Gate {
     unknown_admin: Arc<RouteSpec>,
     upstream: Arc<Upstream>,
     upstream_host: HeaderValue,
-    auth: Authenticator,
+    auth: Arc<AuthService>,
     api: Api,
     cors: Cors,
     tunnels: Tunnels,
 }
 
 impl Gate {
-    pub fn new(config: Config, store: Store) -> Result<Gate, crate::config::ConfigError> {
-        let routes = RouteTable::build(&config)?;
+    /// Builds the gate; must run inside the tokio runtime (the auth service starts tasks).
+    pub fn new(config: Config, store: Store) -> Result<Gate, String> {
+        let routes = RouteTable::build(&config).map_err(|e| e.to_string())?;
+        let config = Arc::new(config);
+        let auth = AuthService::new(config.clone(), store.clone())?;
         let upstream = Arc::new(Upstream::new(&config.upstream));
         let upstream_host = HeaderValue::from_str(upstream.authority().as_str())
             .expect("an authority is a valid header value");
@@ -72,16 +76,17 @@ impl Gate {
         let api = Api::new(Arc::new(ApiState {
             store,
             upstream: upstream.clone(),
+            auth: auth.clone(),
         }));
         Ok(Gate {
             unknown_user: unknown(Access::User),
             unknown_admin: unknown(Access::Admin),
             cors: Cors::new(&config.cors),
-            config: Arc::new(config),
+            config,
             routes,
             upstream,
             upstream_host,
-            auth: Authenticator::new(),
+            auth,
             api,
             tunnels: Tunnels::default(),
         })
@@ -146,14 +151,22 @@ impl Gate {
         log.path = path.clone();
         if self.api.owns(&path) {
             log.route = "gate";
-            return Ok(self.api.call(with_canonical_path(req, &path)?).await);
+            let mut req = with_canonical_path(req, &path)?;
+            req.extensions_mut().insert(ClientAddr(peer));
+            return Ok(self.api.call(req).await);
         }
         let route = self.route(req.method(), &path)?;
         log.route = route.access.as_str();
 
         // Phase 2: authenticate.
         let (mut parts, body) = req.into_parts();
-        let principal = self.auth.authenticate(&parts, route.query_token).await?;
+        // Public routes ignore credentials (they are stripped before forwarding anyway), so a
+        // stale token in a browser never breaks a public page.
+        let principal = if route.access == Access::Public {
+            None
+        } else {
+            self.auth.authenticate(&parts, route.query_token).await?
+        };
         authorize(route.access, principal.as_ref())?;
         if let Some(p) = &principal {
             log.user_id = p.user_id.clone();
@@ -164,8 +177,8 @@ impl Gate {
             }
         }
 
-        // Phase 3: reserve. Metering is not wired yet; metered routes need a user (above),
-        // and no user can authenticate until accounts exist.
+        // Phase 3: reserve. Metering is not wired yet: a metered route is forwarded for a
+        // signed-in user without a charge until the billing module lands.
 
         // Phase 4: forward.
         let upgrade = headers::wants_upgrade(&parts.headers);
@@ -199,6 +212,9 @@ impl Gate {
         out_headers.insert(X_REQUEST_ID.clone(), request_id.clone());
         if let Some(p) = &principal {
             set_identity(&mut out_headers, p);
+            if let Some(authz) = self.auth.backend_authorization(p).await {
+                out_headers.insert(header::AUTHORIZATION, authz);
+            }
         }
         let (body, exceeded) = LimitedBody::new(body, route.max_body);
         let mut up_req = Request::new(Body::new(body));

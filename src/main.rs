@@ -33,6 +33,14 @@ enum Command {
     Serve,
     /// Validate the configuration and print the route table.
     CheckConfig,
+    /// Create a superuser (or promote an existing account). The password is read from
+    /// GATE_ADMIN_PASSWORD, or from the first line of standard input.
+    CreateAdmin {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        username: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,7 +65,67 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve => serve(config),
+        Command::CreateAdmin { email, username } => create_admin(config, &email, &username),
     }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+fn create_admin(config: Config, email: &str, username: &str) -> ExitCode {
+    let password = match std::env::var("GATE_ADMIN_PASSWORD") {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() || line.trim().is_empty() {
+                eprintln!("give the password in GATE_ADMIN_PASSWORD or on standard input");
+                return ExitCode::from(2);
+            }
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    rt.block_on(async move {
+        let store = match idoctor_gate::store::Store::connect(&config.database.url, 2).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let auth = match idoctor_gate::auth::AuthService::new(std::sync::Arc::new(config), store) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match auth.create_admin(email, username, &password).await {
+            Ok(user) => {
+                println!(
+                    "superuser {} ({}) id {}",
+                    user.username, user.email, user.id
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}", e.detail);
+                ExitCode::from(2)
+            }
+        }
+    })
 }
 
 fn serve(config: Config) -> ExitCode {

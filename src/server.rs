@@ -64,7 +64,7 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         .await
         .map_err(|e| StartError(e.to_string()))?;
     let listen = config.listen;
-    let gate = Arc::new(Gate::new(config, store).map_err(|e| StartError(e.to_string()))?);
+    let gate = Arc::new(Gate::new(config, store).map_err(StartError)?);
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| StartError(format!("cannot listen on {listen}: {e}")))?;

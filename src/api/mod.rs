@@ -4,15 +4,23 @@
 //! path the gate owns ([`Api::owns`]) is handed to this router, everything else to the proxy.
 //! Every endpoint here is described in the OpenAPI document served at `/openapi.json`.
 
+mod api_keys;
+mod auth;
+pub mod extract;
 mod health;
 mod openapi;
+mod schemas;
+mod time;
+mod users;
 
 use axum::Router;
 use axum::body::Body;
+use axum::routing::MethodRouter;
 use http::{Request, Response};
 use std::sync::Arc;
 use tower::ServiceExt;
 
+use crate::auth::AuthService;
 use crate::proxy::forward::Upstream;
 use crate::store::Store;
 
@@ -22,6 +30,7 @@ pub use openapi::ApiDoc;
 pub struct ApiState {
     pub store: Store,
     pub upstream: Arc<Upstream>,
+    pub auth: Arc<AuthService>,
 }
 
 /// The router plus the set of paths it owns.
@@ -31,15 +40,45 @@ pub struct Api {
 }
 
 /// Paths (matchit templates) answered by the gate itself rather than the backend.
-const OWNED: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
+const OWNED: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+    "/auth/{*rest}",
+    "/users",
+    "/users/{*rest}",
+    "/api-keys",
+    "/api-keys/{*rest}",
+];
+
+/// Adds `path` both without and with a trailing slash: the original FastAPI services answered
+/// one and redirected the other, and clients use both.
+pub(crate) fn both<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    path: &str,
+    handler: MethodRouter<S>,
+) -> Router<S> {
+    router
+        .route(path, handler.clone())
+        .route(&format!("{path}/"), handler)
+}
 
 impl Api {
     pub fn new(state: Arc<ApiState>) -> Api {
         let router = Router::new()
             .merge(health::routes())
             .merge(openapi::routes())
+            .merge(auth::routes())
+            .merge(users::routes())
+            .merge(api_keys::routes())
             .fallback(|| async {
                 crate::error::GateError::not_found("no such endpoint on the gate")
+            })
+            .method_not_allowed_fallback(|| async {
+                crate::error::GateError::new(
+                    http::StatusCode::METHOD_NOT_ALLOWED,
+                    "this method is not allowed on this endpoint",
+                )
             })
             .with_state(state);
         let mut owned = matchit::Router::new();

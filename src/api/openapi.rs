@@ -3,7 +3,8 @@
 use axum::routing::get;
 use axum::{Json, Router};
 use std::sync::Arc;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 use super::ApiState;
 
@@ -14,11 +15,58 @@ use super::ApiState;
         description = "Accounts, API keys, plans, payments and quota metering in front of the iDoctor backend. \
                        Paths not listed here are forwarded to the backend according to proxy.toml."
     ),
-    paths(super::health::healthz, super::health::readyz, openapi_json),
+    paths(
+        super::health::healthz,
+        super::health::readyz,
+        openapi_json,
+        super::auth::register,
+        super::auth::login,
+        super::auth::refresh,
+        super::auth::logout,
+        super::auth::send_verification_code,
+        super::auth::verify_email,
+        super::users::me,
+        super::users::update_me,
+        super::users::get_user,
+        super::users::delete_user,
+        super::api_keys::create,
+        super::api_keys::list,
+        super::api_keys::remove,
+        super::api_keys::deactivate,
+    ),
     components(schemas(crate::error::ErrorBody)),
-    tags((name = "operations", description = "Health, readiness and the API description"))
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "operations", description = "Health, readiness and the API description"),
+        (name = "auth", description = "Registration, login and tokens"),
+        (name = "users", description = "Profiles"),
+        (name = "api-keys", description = "API keys for scripts")
+    )
 )]
 pub struct ApiDoc;
+
+/// The two ways to authenticate: a JWT access token, or an API key.
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("An access token from /auth/login, or an API key (sk_live_...) as the bearer token"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
 
 pub fn routes() -> Router<Arc<ApiState>> {
     Router::new().route("/openapi.json", get(openapi_json))

@@ -1,12 +1,42 @@
-//! Authentication: who is calling, as a [`Principal`].
+//! Authentication: who is calling, as a [`Principal`], and the account operations behind the
+//! `/auth`, `/users` and `/api-keys` endpoints.
 //!
-//! This is the seam the request pipeline calls in its Authenticate phase. Until accounts exist
-//! (JWT, API keys, the principal cache), the authenticator knows nobody: every route that needs
-//! a user answers 401, so nothing non-public is ever forwarded without a verified identity.
+//! The hot path ([`AuthService::authenticate`]) verifies a JWT in memory or hashes an API key
+//! with HMAC, then reads the user's state from the cache: no database round trip for a warm
+//! principal. Slow work (argon2) runs on the blocking pool behind a semaphore.
 
+mod accounts;
+pub mod cache;
+mod codes;
+pub mod credentials;
+pub mod keys;
+mod mail;
+mod password;
+pub mod random;
+pub mod secrets;
+mod sessions;
+mod throttle;
+pub mod tokens;
+
+use http::HeaderValue;
 use http::request::Parts;
+use moka::future::Cache;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use crate::config::Config;
 use crate::error::GateError;
+use crate::store::Store;
+use cache::AuthCache;
+use credentials::Credential;
+use keys::KeyHasher;
+use password::Passwords;
+use throttle::Throttle;
+use tokens::{Kind, Signer, TokenError};
+
+pub use accounts::{ApiKeyCreated, NewAccount, ProfileUpdate, normalise_email};
+pub use sessions::TokenPair;
 
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,22 +46,186 @@ pub struct Principal {
     pub is_superuser: bool,
 }
 
-/// Verifies the credentials of a request.
-#[derive(Default)]
-pub struct Authenticator {}
+/// Everything accounts and authentication need, built once per configuration.
+pub struct AuthService {
+    store: Store,
+    config: Arc<Config>,
+    signer: Signer,
+    backend_signer: Option<Signer>,
+    backend_tokens: Cache<String, HeaderValue>,
+    hasher: KeyHasher,
+    passwords: Passwords,
+    cache: Arc<AuthCache>,
+    throttle: Throttle,
+    mailer: mail::Mailer,
+    /// Keys used since the last flush: id -> time (ms). Written to the store in batches.
+    key_uses: Mutex<HashMap<String, i64>>,
+}
 
-impl Authenticator {
-    pub fn new() -> Authenticator {
-        Authenticator {}
+impl AuthService {
+    pub fn new(config: Arc<Config>, store: Store) -> Result<Arc<AuthService>, String> {
+        let secrets = secrets::resolve(&config).map_err(|e| e.to_string())?;
+        let a = &config.auth;
+        let mailer = mail::Mailer::new(config.smtp.as_ref(), config.is_production())?;
+        let cache = Arc::new(AuthCache::new(a.cache_ttl));
+        cache.listen(&store);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let service = Arc::new(AuthService {
+            signer: Signer::new(secrets.jwt.expose().as_bytes()),
+            backend_signer: a
+                .backend_jwt_secret
+                .as_ref()
+                .map(|s| Signer::new(s.expose().as_bytes())),
+            backend_tokens: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(a.backend_jwt_ttl / 2)
+                .build(),
+            hasher: KeyHasher::new(secrets.api_key_pepper.expose().as_bytes()),
+            passwords: Passwords::new(cpus),
+            throttle: Throttle::new(
+                a.login_window,
+                a.login_max_failures,
+                a.login_max_failures_per_ip,
+            ),
+            cache,
+            mailer,
+            key_uses: Mutex::new(HashMap::new()),
+            store,
+            config,
+        });
+        let weak = Arc::downgrade(&service);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tick.tick().await;
+                let Some(s) = weak.upgrade() else { return };
+                s.flush_key_uses().await;
+            }
+        });
+        Ok(service)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// True when `token` is a validly signed, unexpired refresh token.
+    pub fn is_refresh_token(&self, token: &str) -> bool {
+        self.signer.verify(token, Kind::Refresh).is_ok()
+    }
+
+    pub fn code_minutes(&self) -> u64 {
+        self.config.auth.code_ttl.as_secs() / 60
     }
 
     /// The principal behind the request's credentials, `None` when it carries none.
     /// `query_token` says whether the route accepts `?token=` (image GETs from `<img>` tags).
     pub async fn authenticate(
         &self,
-        _parts: &Parts,
-        _query_token: bool,
+        parts: &Parts,
+        query_token: bool,
     ) -> Result<Option<Principal>, GateError> {
-        Ok(None)
+        let Some(credential) = credentials::extract(parts, query_token)? else {
+            return Ok(None);
+        };
+        let user_id = match credential {
+            Credential::Jwt(token) => self.verify_access(&token)?,
+            Credential::ApiKey(key) => self.verify_key(&key).await?,
+        };
+        self.principal(&user_id).await.map(Some)
+    }
+
+    fn verify_access(&self, token: &str) -> Result<String, GateError> {
+        match self.signer.verify(token, Kind::Access) {
+            Ok(c) => Ok(c.sub),
+            Err(TokenError::Expired) => Err(GateError::unauthorized(
+                "无效的认证令牌: the access token has expired",
+            )),
+            Err(TokenError::WrongType) => Err(GateError::unauthorized(
+                "无效的认证令牌: not an access token",
+            )),
+            Err(TokenError::Invalid) => Err(GateError::unauthorized(
+                "无效的认证令牌: invalid access token",
+            )),
+        }
+    }
+
+    async fn verify_key(&self, key: &str) -> Result<String, GateError> {
+        if !keys::looks_like_key(key) {
+            return Err(GateError::unauthorized("invalid API key"));
+        }
+        let hash = self.hasher.hash("api-key", key);
+        let Some(state) = self.cache.key(&self.store, &hash).await? else {
+            return Err(GateError::unauthorized("invalid API key"));
+        };
+        if !state.active {
+            return Err(GateError::unauthorized("this API key has been deactivated"));
+        }
+        if state
+            .expires_at
+            .is_some_and(|t| t <= crate::store::now_ms())
+        {
+            return Err(GateError::unauthorized("this API key has expired"));
+        }
+        self.key_uses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(state.id.clone(), crate::store::now_ms());
+        Ok(state.user_id.clone())
+    }
+
+    /// The cached state of a user as a principal: 401 if gone, 403 if disabled.
+    pub async fn principal(&self, user_id: &str) -> Result<Principal, GateError> {
+        let Some(user) = self.cache.user(&self.store, user_id).await? else {
+            return Err(GateError::unauthorized(
+                "用户不存在: the account no longer exists",
+            ));
+        };
+        if !user.active {
+            return Err(GateError::forbidden(
+                "账号已被禁用: this account is disabled",
+            ));
+        }
+        Ok(Principal {
+            user_id: user.id.clone(),
+            email: Some(user.email.clone()),
+            is_superuser: user.superuser,
+        })
+    }
+
+    /// `Authorization` for the backend: a short-lived HS256 token signed with the backend's own
+    /// `JWT_SECRET_KEY`, so a backend run with `ENABLE_AUTH=true` keeps per-user data apart
+    /// (API-key callers included). `None` when no backend secret is configured.
+    pub async fn backend_authorization(&self, p: &Principal) -> Option<HeaderValue> {
+        let signer = self.backend_signer.as_ref()?;
+        let ttl = self.config.auth.backend_jwt_ttl;
+        let key = format!("{}\u{0}{}", p.user_id, p.email.as_deref().unwrap_or(""));
+        Some(
+            self.backend_tokens
+                .get_with(key, async {
+                    let jti = uuid::Uuid::new_v4().to_string();
+                    let (token, _) =
+                        signer.issue(&p.user_id, Kind::Access, &jti, ttl, p.email.as_deref());
+                    HeaderValue::from_str(&format!("Bearer {token}"))
+                        .expect("a JWT is a valid header value")
+                })
+                .await,
+        )
+    }
+
+    /// Writes the pending `last_used_at` times of API keys.
+    pub async fn flush_key_uses(&self) {
+        let uses: Vec<(String, i64)> = {
+            let mut map = self.key_uses.lock().unwrap_or_else(|p| p.into_inner());
+            map.drain().collect()
+        };
+        if uses.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.touch_api_keys(&uses).await {
+            tracing::warn!(error = %e, "could not record API key use");
+        }
     }
 }

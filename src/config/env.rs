@@ -8,6 +8,10 @@
 //! | `GATE_DATA_DIR` | `server.data_dir` |
 //! | `GATE_UPSTREAM_URL` | `upstream.url` |
 //! | `GATE_DATABASE_URL` (or `GATE_DATABASE_URL_FILE`) | `database.url` |
+//! | `GATE_JWT_SECRET` (or `_FILE`) | the secret that signs the gate's tokens |
+//! | `GATE_BACKEND_JWT_SECRET` (or `_FILE`) | the backend's `JWT_SECRET_KEY` |
+//! | `GATE_API_KEY_PEPPER` (or `_FILE`) | the key of the API-key hash |
+//! | `GATE_SMTP_PASSWORD` (or `_FILE`) | `[smtp]`'s password |
 
 use std::collections::HashMap;
 
@@ -26,7 +30,24 @@ const NAMES: &[&str] = &[
     "GATE_UPSTREAM_URL",
     "GATE_DATABASE_URL",
     "GATE_DATABASE_URL_FILE",
+    "GATE_JWT_SECRET",
+    "GATE_JWT_SECRET_FILE",
+    "GATE_BACKEND_JWT_SECRET",
+    "GATE_BACKEND_JWT_SECRET_FILE",
+    "GATE_API_KEY_PEPPER",
+    "GATE_API_KEY_PEPPER_FILE",
+    "GATE_SMTP_PASSWORD",
+    "GATE_SMTP_PASSWORD_FILE",
 ];
+
+/// Secrets taken from the environment (they have no place in `proxy.toml`).
+#[derive(Default)]
+pub struct Secrets {
+    pub jwt_secret: Option<String>,
+    pub backend_jwt_secret: Option<String>,
+    pub api_key_pepper: Option<String>,
+    pub smtp_password: Option<String>,
+}
 
 impl Env {
     pub fn process() -> Env {
@@ -41,6 +62,25 @@ impl Env {
         Env {
             vars: HashMap::new(),
         }
+    }
+
+    /// An environment made of the given pairs (for tests and tools).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Env {
+        Env {
+            vars: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    pub fn secrets(&self) -> Result<Secrets, ConfigError> {
+        Ok(Secrets {
+            jwt_secret: self.secret("GATE_JWT_SECRET")?,
+            backend_jwt_secret: self.secret("GATE_BACKEND_JWT_SECRET")?,
+            api_key_pepper: self.secret("GATE_API_KEY_PEPPER")?,
+            smtp_password: self.secret("GATE_SMTP_PASSWORD")?,
+        })
     }
 
     fn get(&self, name: &str) -> Option<&str> {

@@ -34,8 +34,65 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub database: DatabaseConfig,
     pub cors: CorsConfig,
+    pub auth: AuthConfig,
+    pub smtp: Option<SmtpConfig>,
     pub quota_types: Vec<QuotaType>,
     pub routes: Vec<RouteSpec>,
+}
+
+/// A secret value: never printed, not even by `{:?}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub refresh_reuse_grace: Duration,
+    pub require_email_verification: bool,
+    pub code_ttl: Duration,
+    pub code_attempts: u32,
+    pub login_max_failures: u32,
+    pub login_max_failures_per_ip: u32,
+    pub login_window: Duration,
+    pub cache_ttl: Duration,
+    pub backend_jwt_ttl: Duration,
+    /// `GATE_JWT_SECRET`: signs the gate's tokens. Absent: generated in development.
+    pub jwt_secret: Option<Secret>,
+    /// `GATE_BACKEND_JWT_SECRET`: the backend's `JWT_SECRET_KEY`, to mint identity tokens for it.
+    pub backend_jwt_secret: Option<Secret>,
+    /// `GATE_API_KEY_PEPPER`: keys the hash under which API keys are stored.
+    pub api_key_pepper: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub security: SmtpSecurity,
+    pub from_email: String,
+    pub from_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    StartTls,
+    Tls,
+    None,
 }
 
 #[derive(Debug, Clone)]
@@ -179,7 +236,17 @@ impl Config {
         let mut file: schema::FileConfig = toml::from_str(text)
             .map_err(|e| ConfigError::one(format!("{source}: {}", e.to_string().trim_end())))?;
         env.apply(&mut file)?;
-        validate::validate(file, text, source)
+        let secrets = env.secrets()?;
+        validate::validate(file, text, source, secrets)
+    }
+
+    /// Parses and validates `text` with an environment made of `vars` only (for tests).
+    pub fn from_toml_str_with_env(
+        text: &str,
+        source: &str,
+        vars: &[(&str, &str)],
+    ) -> Result<Config, ConfigError> {
+        Self::from_toml(text, source, &env::Env::from_pairs(vars))
     }
 
     pub fn is_production(&self) -> bool {

@@ -22,6 +22,11 @@ pub struct FileConfig {
     pub database: DatabaseSection,
     #[serde(default)]
     pub cors: CorsSection,
+    #[serde(default)]
+    pub auth: AuthSection,
+    /// Outgoing mail for verification codes; absent means codes go to the log (development).
+    #[serde(default)]
+    pub smtp: Option<SmtpSection>,
     /// Quota types that metered routes may charge (`[[quota_type]]`).
     #[serde(default, rename = "quota_type")]
     pub quota_types: Vec<Spanned<QuotaTypeSection>>,
@@ -126,6 +131,70 @@ impl Default for CorsSection {
             max_age_secs: default_cors_max_age(),
         }
     }
+}
+
+/// `[auth]`: tokens, verification and login throttling. Secrets are not here: they come from
+/// the environment (`GATE_JWT_SECRET`, `GATE_BACKEND_JWT_SECRET`, `GATE_API_KEY_PEPPER`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    #[serde(default = "default_access_minutes")]
+    pub access_token_minutes: u64,
+    #[serde(default = "default_refresh_days")]
+    pub refresh_token_days: u64,
+    #[serde(default = "default_reuse_grace")]
+    pub refresh_reuse_grace_secs: u64,
+    #[serde(default)]
+    pub require_email_verification: bool,
+    #[serde(default = "default_code_minutes")]
+    pub verification_code_minutes: u64,
+    #[serde(default = "default_code_attempts")]
+    pub verification_code_attempts: u32,
+    #[serde(default = "default_login_failures")]
+    pub login_max_failures: u32,
+    #[serde(default = "default_login_failures_ip")]
+    pub login_max_failures_per_ip: u32,
+    #[serde(default = "default_login_window")]
+    pub login_window_secs: u64,
+    #[serde(default = "default_cache_ttl")]
+    pub cache_ttl_secs: u64,
+    #[serde(default = "default_backend_jwt_secs")]
+    pub backend_jwt_secs: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            access_token_minutes: default_access_minutes(),
+            refresh_token_days: default_refresh_days(),
+            refresh_reuse_grace_secs: default_reuse_grace(),
+            require_email_verification: false,
+            verification_code_minutes: default_code_minutes(),
+            verification_code_attempts: default_code_attempts(),
+            login_max_failures: default_login_failures(),
+            login_max_failures_per_ip: default_login_failures_ip(),
+            login_window_secs: default_login_window(),
+            cache_ttl_secs: default_cache_ttl(),
+            backend_jwt_secs: default_backend_jwt_secs(),
+        }
+    }
+}
+
+/// `[smtp]`: where verification mails go. The password comes from `GATE_SMTP_PASSWORD`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSection {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// "starttls" (port 587), "tls" (port 465, QQ mail) or "none" (a local relay).
+    #[serde(default = "default_smtp_security")]
+    pub security: String,
+    pub from_email: String,
+    #[serde(default = "default_from_name")]
+    pub from_name: String,
 }
 
 /// `[[quota_type]]`: a countable resource plans grant and routes charge.
@@ -275,4 +344,43 @@ fn default_cors_max_age() -> u64 {
 }
 fn default_success_status() -> Vec<String> {
     vec!["2xx".into()]
+}
+fn default_access_minutes() -> u64 {
+    30
+}
+fn default_refresh_days() -> u64 {
+    7
+}
+fn default_reuse_grace() -> u64 {
+    10
+}
+fn default_code_minutes() -> u64 {
+    10
+}
+fn default_code_attempts() -> u32 {
+    5
+}
+fn default_login_failures() -> u32 {
+    5
+}
+fn default_login_failures_ip() -> u32 {
+    50
+}
+fn default_login_window() -> u64 {
+    900
+}
+fn default_cache_ttl() -> u64 {
+    10
+}
+fn default_backend_jwt_secs() -> u64 {
+    300
+}
+fn default_smtp_port() -> u16 {
+    587
+}
+fn default_smtp_security() -> String {
+    "starttls".into()
+}
+fn default_from_name() -> String {
+    "iDoctor".into()
 }

@@ -8,10 +8,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 use toml::Spanned;
 
+use super::env::Secrets;
 use super::schema::{Access, FileConfig, MeterSection, RouteSection};
 use super::{
-    Config, ConfigError, CorsConfig, Cost, DatabaseConfig, JsonPredicate, Meter, QuotaType,
-    RouteSpec, SettleRule, StatusMatch, UpstreamConfig,
+    AuthConfig, Config, ConfigError, CorsConfig, Cost, DatabaseConfig, JsonPredicate, Meter,
+    QuotaType, RouteSpec, Secret, SettleRule, SmtpConfig, SmtpSecurity, StatusMatch,
+    UpstreamConfig,
 };
 
 /// Collects problems as `source:line: key: message`.
@@ -45,7 +47,12 @@ pub fn line_of(text: &str, offset: usize) -> usize {
 
 const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
 
-pub fn validate(file: FileConfig, text: &str, source: &str) -> Result<Config, ConfigError> {
+pub fn validate(
+    file: FileConfig,
+    text: &str,
+    source: &str,
+    secrets: Secrets,
+) -> Result<Config, ConfigError> {
     let mut p = Problems {
         source,
         text,
@@ -71,6 +78,8 @@ pub fn validate(file: FileConfig, text: &str, source: &str) -> Result<Config, Co
     let upstream = validate_upstream(&mut p, &file);
     let database = validate_database(&mut p, &file);
     let cors = validate_cors(&mut p, &file);
+    let smtp = validate_smtp(&mut p, &file, secrets.smtp_password.clone());
+    let auth = validate_auth(&mut p, &file, secrets);
 
     let mut quota_types = Vec::new();
     let mut seen_types = HashSet::new();
@@ -130,6 +139,8 @@ pub fn validate(file: FileConfig, text: &str, source: &str) -> Result<Config, Co
         upstream,
         database,
         cors,
+        auth,
+        smtp,
         quota_types,
         routes,
     })
@@ -252,6 +263,120 @@ fn validate_cors(p: &mut Problems, file: &FileConfig) -> CorsConfig {
         allow_credentials: c.allow_credentials,
         max_age_secs: c.max_age_secs,
     }
+}
+
+fn validate_auth(p: &mut Problems, file: &FileConfig, secrets: Secrets) -> AuthConfig {
+    let a = &file.auth;
+    let ranges: [(&str, u64, u64, u64); 7] = [
+        (
+            "auth.access_token_minutes",
+            a.access_token_minutes,
+            1,
+            24 * 60,
+        ),
+        ("auth.refresh_token_days", a.refresh_token_days, 1, 365),
+        (
+            "auth.refresh_reuse_grace_secs",
+            a.refresh_reuse_grace_secs,
+            0,
+            120,
+        ),
+        (
+            "auth.verification_code_minutes",
+            a.verification_code_minutes,
+            1,
+            24 * 60,
+        ),
+        ("auth.login_window_secs", a.login_window_secs, 1, 24 * 3600),
+        ("auth.cache_ttl_secs", a.cache_ttl_secs, 1, 300),
+        ("auth.backend_jwt_secs", a.backend_jwt_secs, 30, 24 * 3600),
+    ];
+    for (key, v, lo, hi) in ranges {
+        if v < lo || v > hi {
+            p.at(None, key, format!("must be between {lo} and {hi}, not {v}"));
+        }
+    }
+    for (key, v) in [
+        (
+            "auth.verification_code_attempts",
+            a.verification_code_attempts,
+        ),
+        ("auth.login_max_failures", a.login_max_failures),
+        (
+            "auth.login_max_failures_per_ip",
+            a.login_max_failures_per_ip,
+        ),
+    ] {
+        if v == 0 {
+            p.at(None, key, "must be at least 1");
+        }
+    }
+    if a.require_email_verification
+        && file.smtp.is_none()
+        && file.server.environment == super::Environment::Production
+    {
+        p.at(
+            None,
+            "auth.require_email_verification",
+            "needs an [smtp] section in production: codes could not be delivered",
+        );
+    }
+    AuthConfig {
+        access_ttl: Duration::from_secs(a.access_token_minutes * 60),
+        refresh_ttl: Duration::from_secs(a.refresh_token_days * 86400),
+        refresh_reuse_grace: Duration::from_secs(a.refresh_reuse_grace_secs),
+        require_email_verification: a.require_email_verification,
+        code_ttl: Duration::from_secs(a.verification_code_minutes * 60),
+        code_attempts: a.verification_code_attempts,
+        login_max_failures: a.login_max_failures,
+        login_max_failures_per_ip: a.login_max_failures_per_ip,
+        login_window: Duration::from_secs(a.login_window_secs),
+        cache_ttl: Duration::from_secs(a.cache_ttl_secs),
+        backend_jwt_ttl: Duration::from_secs(a.backend_jwt_secs),
+        jwt_secret: secrets.jwt_secret.map(Secret),
+        backend_jwt_secret: secrets.backend_jwt_secret.map(Secret),
+        api_key_pepper: secrets.api_key_pepper.map(Secret),
+    }
+}
+
+fn validate_smtp(
+    p: &mut Problems,
+    file: &FileConfig,
+    password: Option<String>,
+) -> Option<SmtpConfig> {
+    let s = file.smtp.as_ref()?;
+    if s.host.trim().is_empty() {
+        p.at(None, "smtp.host", "must not be empty");
+    }
+    if !s.from_email.contains('@') {
+        p.at(
+            None,
+            "smtp.from_email",
+            format!("`{}` is not an email address", s.from_email),
+        );
+    }
+    let security = match s.security.as_str() {
+        "starttls" => SmtpSecurity::StartTls,
+        "tls" => SmtpSecurity::Tls,
+        "none" => SmtpSecurity::None,
+        other => {
+            p.at(
+                None,
+                "smtp.security",
+                format!("`{other}` is not one of starttls, tls, none"),
+            );
+            SmtpSecurity::StartTls
+        }
+    };
+    Some(SmtpConfig {
+        host: s.host.clone(),
+        port: s.port,
+        username: s.username.clone(),
+        password: password.map(Secret),
+        security,
+        from_email: s.from_email.clone(),
+        from_name: s.from_name.clone(),
+    })
 }
 
 fn validate_route(

@@ -12,6 +12,24 @@ use sqlx::{AnyPool, Executor};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod api_keys;
+mod codes;
+mod refresh_tokens;
+mod users;
+
+pub use api_keys::{ApiKeyRow, NewApiKey};
+pub use codes::CodeRow;
+pub use refresh_tokens::{RefreshRow, Rotation};
+pub use users::{NewUser, UserRow, UserUpdate};
+
+/// Milliseconds since the Unix epoch: how every time is stored.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -26,19 +44,47 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The PostgreSQL URL, for `LISTEN` connections outside the pool.
+    postgres_url: Option<std::sync::Arc<str>>,
 }
 
-/// A store error with the database URL (and so any password) kept out of the message.
+/// A store error. Messages never carry the database URL (and so never a password).
 #[derive(Debug)]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The database cannot be reached or is overloaded: callers answer 503 (fail closed).
+    Unavailable(String),
+    /// A unique constraint refused the write; the text names the constraint.
+    Conflict(String),
+    /// Anything else: a bug or a broken schema.
+    Other(String),
+}
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            StoreError::Unavailable(m) | StoreError::Conflict(m) | StoreError::Other(m) => {
+                f.write_str(m)
+            }
+        }
     }
 }
 
 impl std::error::Error for StoreError {}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.message().to_string())
+            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(redact(&e.to_string())),
+            _ => StoreError::Other(redact(&e.to_string())),
+        }
+    }
+}
 
 impl Store {
     /// Connects to `url`, creating a SQLite file (and its folder) when missing, and migrates.
@@ -53,8 +99,9 @@ impl Store {
             Backend::Sqlite => prepare_sqlite_url(url)?,
             Backend::Postgres => url.to_string(),
         };
-        let options = AnyConnectOptions::from_str(&url)
-            .map_err(|e| StoreError(format!("invalid database URL: {}", redact(&e.to_string()))))?;
+        let options = AnyConnectOptions::from_str(&url).map_err(|e| {
+            StoreError::Other(format!("invalid database URL: {}", redact(&e.to_string())))
+        })?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
@@ -75,12 +122,16 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| {
-                StoreError(format!(
+                StoreError::Unavailable(format!(
                     "cannot connect to the database: {}",
                     redact(&e.to_string())
                 ))
             })?;
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            postgres_url: (backend == Backend::Postgres).then(|| url.as_str().into()),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -101,7 +152,7 @@ impl Store {
                     tracing::debug!(error = %e, attempt, "migration raced another process; retrying");
                     tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
                 }
-                Err(e) => return Err(StoreError(format!("migration failed: {e}"))),
+                Err(e) => return Err(StoreError::Other(format!("migration failed: {e}"))),
             }
         }
     }
@@ -114,13 +165,19 @@ impl Store {
         self.backend
     }
 
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.postgres_url.as_deref()
+    }
+
     /// A round trip, for readiness checks.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
             .map(|_| ())
-            .map_err(|e| StoreError(format!("database unreachable: {}", redact(&e.to_string()))))
+            .map_err(|e| {
+                StoreError::Unavailable(format!("database unreachable: {}", redact(&e.to_string())))
+            })
     }
 
     /// Names of the tables the migrations created, sorted.
@@ -138,7 +195,7 @@ impl Store {
         sqlx::query_scalar(sql)
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| StoreError(e.to_string()))
+            .map_err(StoreError::from)
     }
 
     pub async fn close(&self) {
@@ -154,14 +211,14 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
         .unwrap_or_default();
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     if path.is_empty() || path == ":memory:" {
-        return Err(StoreError(
+        return Err(StoreError::Other(
             "the SQLite URL needs a file path (an in-memory database would lose every account at restart)".into(),
         ));
     }
     if let Some(parent) = std::path::Path::new(path).parent() {
         if !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError(format!(
+                StoreError::Other(format!(
                     "cannot create the folder {}: {e}",
                     parent.display()
                 ))

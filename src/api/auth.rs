@@ -1,0 +1,249 @@
+//! `/auth/*`: registration, email verification, login, refresh, logout, with the paths and JSON
+//! shapes of the original auth service (port 9001), so the frontends only change their base URL.
+
+use axum::extract::{Request, State};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use http::StatusCode;
+use serde::Deserialize;
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+use super::extract::{ClientAddr, JsonBody, parse_json, read_body};
+use super::schemas::{Message, UserResponse};
+use super::{ApiState, both};
+use crate::auth::credentials::bearer;
+use crate::auth::{NewAccount, TokenPair};
+use crate::error::{ErrorBody, GateError};
+
+pub fn routes() -> Router<Arc<ApiState>> {
+    let mut r = Router::new();
+    r = both(r, "/auth/register", post(register));
+    r = both(r, "/auth/login", post(login));
+    r = both(r, "/auth/refresh", post(refresh));
+    r = both(r, "/auth/logout", post(logout));
+    r = both(
+        r,
+        "/auth/send-verification-code",
+        post(send_verification_code),
+    );
+    r = both(r, "/auth/verify-email", post(verify_email));
+    r
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    pub email: String,
+    /// 3 to 50 characters.
+    pub username: String,
+    /// 8 to 100 characters.
+    pub password: String,
+    /// Required only when `auth.require_email_verification` is on (and the address was not
+    /// verified with `/auth/verify-email` already); otherwise ignored.
+    #[serde(default)]
+    pub verification_code: Option<String>,
+}
+
+/// Create an account.
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "The new user", body = UserResponse),
+        (status = 409, description = "Email or username taken", body = ErrorBody),
+        (status = 422, description = "Invalid field or verification code", body = ErrorBody)))]
+pub async fn register(
+    State(state): State<Arc<ApiState>>,
+    JsonBody(req): JsonBody<RegisterRequest>,
+) -> Result<(StatusCode, Json<UserResponse>), GateError> {
+    let user = state
+        .auth
+        .register(NewAccount {
+            email: req.email,
+            username: req.username,
+            password: req.password,
+            verification_code: req.verification_code,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(user.into())))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub username_or_email: String,
+    pub password: String,
+}
+
+/// Sign in; failures are throttled per account and per address (429 with `Retry-After`).
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "A token pair", body = TokenPair),
+        (status = 401, description = "Wrong username/email or password", body = ErrorBody),
+        (status = 403, description = "Account disabled or email not verified", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts", body = ErrorBody)))]
+pub async fn login(
+    State(state): State<Arc<ApiState>>,
+    Extension(ClientAddr(peer)): Extension<ClientAddr>,
+    JsonBody(req): JsonBody<LoginRequest>,
+) -> Result<Json<TokenPair>, GateError> {
+    Ok(Json(
+        state
+            .auth
+            .login(&req.username_or_email, &req.password, Some(peer.ip()))
+            .await?,
+    ))
+}
+
+#[derive(Deserialize, Default)]
+struct RefreshBody {
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+/// The refresh token of a request in any of the three styles the real clients use: the query
+/// (`?refresh_token=`), a JSON body (`{"refresh_token": ...}`), or `Authorization: Bearer`.
+/// A token in the query or body wins: CTAI_web also sends its expired access token as Bearer.
+fn refresh_token_of(
+    req_parts: &http::request::Parts,
+    body: &[u8],
+) -> Result<Option<String>, GateError> {
+    let from_query = req_parts.uri.query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "refresh_token")
+            .map(|(_, v)| percent_decode(v))
+    });
+    if let Some(t) = from_query.filter(|t| !t.is_empty()) {
+        return Ok(Some(t));
+    }
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let b: RefreshBody = parse_json(body)?;
+        if let Some(t) = b.refresh_token.filter(|t| !t.is_empty()) {
+            return Ok(Some(t));
+        }
+    }
+    Ok(req_parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .map(str::to_string))
+}
+
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => match v.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16)) {
+                Some(Ok(x)) => {
+                    out.push(x);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Exchange a refresh token for a new pair (rotation; a reused token revokes its session).
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth",
+    params(("refresh_token" = Option<String>, Query, description = "The refresh token (or send it as JSON `{refresh_token}` or as Bearer)")),
+    responses(
+        (status = 200, description = "A new token pair", body = TokenPair),
+        (status = 401, description = "Invalid, expired, revoked or reused refresh token", body = ErrorBody),
+        (status = 422, description = "No refresh token in the request", body = ErrorBody)))]
+pub async fn refresh(
+    State(state): State<Arc<ApiState>>,
+    req: Request,
+) -> Result<Json<TokenPair>, GateError> {
+    let (parts, body) = read_body(req).await?;
+    let token = refresh_token_of(&parts, &body)?.ok_or_else(|| {
+        GateError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "refresh_token is required (query, JSON body or Bearer)",
+        )
+    })?;
+    Ok(Json(state.auth.refresh(&token).await?))
+}
+
+/// Sign out: revokes the refresh token's session; with only an access token, every session.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth",
+    params(("refresh_token" = Option<String>, Query, description = "The refresh token of the session to end")),
+    responses(
+        (status = 200, description = "Signed out", body = Message),
+        (status = 401, description = "No valid token", body = ErrorBody)))]
+pub async fn logout(
+    State(state): State<Arc<ApiState>>,
+    req: Request,
+) -> Result<Json<Message>, GateError> {
+    let (parts, body) = read_body(req).await?;
+    let token = refresh_token_of(&parts, &body)?;
+    let is_refresh = token
+        .as_deref()
+        .is_some_and(|t| state.auth.is_refresh_token(t));
+    if is_refresh {
+        state.auth.logout(token.as_deref(), None).await?;
+    } else {
+        let principal = state.auth.authenticate(&parts, false).await?;
+        state.auth.logout(None, principal.as_ref()).await?;
+    }
+    Ok(Json(Message::ok("登出成功")))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct EmailRequest {
+    pub email: String,
+}
+
+/// Send a 6-digit code to an address (once a minute; valid 10 minutes by default).
+#[utoipa::path(post, path = "/auth/send-verification-code", tag = "auth", request_body = EmailRequest,
+    responses(
+        (status = 200, description = "Sent", body = Message),
+        (status = 409, description = "The address is already registered", body = ErrorBody),
+        (status = 422, description = "Not an email address", body = ErrorBody),
+        (status = 429, description = "A code was sent less than a minute ago", body = ErrorBody)))]
+pub async fn send_verification_code(
+    State(state): State<Arc<ApiState>>,
+    JsonBody(req): JsonBody<EmailRequest>,
+) -> Result<Json<Message>, GateError> {
+    let email = crate::auth::normalise_email(&req.email)?;
+    state.auth.send_code(&email).await?;
+    let minutes = state.auth.code_minutes();
+    Ok(Json(Message::ok(format!(
+        "验证码已发送至 {email}，有效期 {minutes} 分钟"
+    ))))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct VerifyRequest {
+    pub email: String,
+    /// The 6-digit code.
+    pub code: String,
+}
+
+/// Check a code; a verified address can then register.
+#[utoipa::path(post, path = "/auth/verify-email", tag = "auth", request_body = VerifyRequest,
+    responses(
+        (status = 200, description = "Verified", body = Message),
+        (status = 422, description = "Wrong or expired code", body = ErrorBody),
+        (status = 429, description = "Too many wrong codes", body = ErrorBody)))]
+pub async fn verify_email(
+    State(state): State<Arc<ApiState>>,
+    JsonBody(req): JsonBody<VerifyRequest>,
+) -> Result<Json<Message>, GateError> {
+    let email = crate::auth::normalise_email(&req.email)?;
+    let code = req.code.trim();
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(GateError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the code must be 6 digits",
+        ));
+    }
+    state.auth.verify_code(&email, code).await?;
+    Ok(Json(Message::ok("邮箱验证成功")))
+}

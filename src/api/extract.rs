@@ -1,0 +1,100 @@
+//! Extractors that answer in the gate's JSON error shape: a bad body is a 422 with a string
+//! `detail` (the frontends show it to the person), a missing credential a 401, a non-superuser
+//! a 403. axum's own rejections are plain text and would break that contract.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use http::StatusCode;
+use http::request::Parts;
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::ApiState;
+use crate::auth::Principal;
+use crate::error::GateError;
+
+/// Largest JSON body the gate's own endpoints read.
+pub const MAX_JSON: usize = 64 * 1024;
+
+/// The client's address, set by the gate before the request reaches the router.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// A JSON body, or a 413 / 422 that says what was wrong with it.
+pub struct JsonBody<T>(pub T);
+
+/// The raw body, bounded like [`JsonBody`], for endpoints where the body is optional.
+pub async fn read_body(req: Request) -> Result<(Parts, bytes::Bytes), GateError> {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_JSON).await.map_err(|_| {
+        GateError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the JSON body is larger than {} KiB, or was cut off",
+                MAX_JSON / 1024
+            ),
+        )
+    })?;
+    Ok((parts, bytes))
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GateError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        GateError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid JSON body: {e}"),
+        )
+    })
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = GateError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, GateError> {
+        let (_, bytes) = read_body(req).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A signed-in, active user (JWT or API key).
+pub struct CurrentUser(pub Principal);
+
+impl FromRequestParts<Arc<ApiState>> for CurrentUser {
+    type Rejection = GateError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, GateError> {
+        state
+            .auth
+            .authenticate(parts, false)
+            .await?
+            .map(CurrentUser)
+            .ok_or_else(|| {
+                GateError::unauthorized(
+                    "未提供有效的认证凭据: send Authorization: Bearer <token> or X-API-Key",
+                )
+            })
+    }
+}
+
+/// A signed-in superuser.
+pub struct Superuser(pub Principal);
+
+impl FromRequestParts<Arc<ApiState>> for Superuser {
+    type Rejection = GateError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, GateError> {
+        let CurrentUser(p) = CurrentUser::from_request_parts(parts, state).await?;
+        if !p.is_superuser {
+            return Err(GateError::forbidden(
+                "需要管理员权限: this needs a superuser",
+            ));
+        }
+        Ok(Superuser(p))
+    }
+}

@@ -1,0 +1,343 @@
+//! Account operations: registration, profile changes, superuser actions, API keys. Every change
+//! that takes rights away reaches the caches (here and, on PostgreSQL, every replica) before the
+//! answer is sent.
+
+use http::StatusCode;
+
+use super::{AuthService, Principal, keys};
+use crate::error::GateError;
+use crate::store::{ApiKeyRow, NewApiKey, NewUser, StoreError, UserRow, UserUpdate, now_ms};
+
+pub struct NewAccount {
+    pub email: String,
+    pub username: String,
+    pub password: String,
+    pub verification_code: Option<String>,
+}
+
+#[derive(Default)]
+pub struct ProfileUpdate {
+    pub email: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub current_password: Option<String>,
+}
+
+pub struct ApiKeyCreated {
+    pub row: ApiKeyRow,
+    pub key: String,
+}
+
+fn unprocessable(msg: impl Into<String>) -> GateError {
+    GateError::new(StatusCode::UNPROCESSABLE_ENTITY, msg)
+}
+
+/// `a@b.c`, lower-cased; 422 otherwise.
+pub fn normalise_email(email: &str) -> Result<String, GateError> {
+    let e = email.trim().to_lowercase();
+    let valid = e.len() <= 254
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+        && e.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+        });
+    if valid {
+        Ok(e)
+    } else {
+        Err(unprocessable(format!(
+            "`{}` is not a valid email address",
+            email.trim()
+        )))
+    }
+}
+
+pub fn check_username(u: &str) -> Result<(), GateError> {
+    let n = u.chars().count();
+    if !(3..=50).contains(&n) {
+        return Err(unprocessable(
+            "用户名长度须为 3–50 个字符: the username must be 3 to 50 characters",
+        ));
+    }
+    if u.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '@')
+    {
+        return Err(unprocessable(
+            "the username must not contain spaces, control characters or `@`",
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_password(p: &str) -> Result<(), GateError> {
+    let n = p.chars().count();
+    if !(8..=100).contains(&n) {
+        return Err(unprocessable(
+            "密码长度须为 8–100 个字符: the password must be 8 to 100 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Maps a unique-constraint race to the same 409s the up-front checks give.
+fn conflict(e: StoreError) -> GateError {
+    match &e {
+        StoreError::Conflict(m) if m.contains("email") => email_taken(),
+        StoreError::Conflict(m) if m.contains("username") => username_taken(),
+        _ => e.into(),
+    }
+}
+
+fn email_taken() -> GateError {
+    GateError::new(
+        StatusCode::CONFLICT,
+        "邮箱已被注册: this email is already registered",
+    )
+}
+
+fn username_taken() -> GateError {
+    GateError::new(
+        StatusCode::CONFLICT,
+        "用户名已被使用: this username is taken",
+    )
+}
+
+impl AuthService {
+    pub async fn register(&self, new: NewAccount) -> Result<UserRow, GateError> {
+        let email = normalise_email(&new.email)?;
+        check_username(&new.username)?;
+        check_password(&new.password)?;
+        if self.store.email_taken(&email).await? {
+            return Err(email_taken());
+        }
+        if self.store.username_taken(&new.username).await? {
+            return Err(username_taken());
+        }
+        let require = self.config.auth.require_email_verification;
+        if require {
+            self.consume_verification(&email, new.verification_code.as_deref())
+                .await?;
+        }
+        let hashed = self.passwords.hash(&new.password).await?;
+        self.store
+            .create_user(NewUser {
+                email,
+                username: new.username,
+                hashed_password: hashed,
+                is_superuser: false,
+                email_verified: require,
+            })
+            .await
+            .map_err(conflict)
+    }
+
+    /// Creates a superuser (the `create-admin` command); an existing account of that email or
+    /// username is promoted instead, with the new password.
+    pub async fn create_admin(
+        &self,
+        email: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<UserRow, GateError> {
+        let email = normalise_email(email)?;
+        check_username(username)?;
+        check_password(password)?;
+        let hashed = self.passwords.hash(password).await?;
+        let existing = match self.store.user_by_login(&email).await? {
+            Some(u) => Some(u),
+            None => self.store.user_by_login(username).await?,
+        };
+        if let Some(u) = existing {
+            sqlx::query("UPDATE users SET is_superuser = 1, is_active = 1, hashed_password = $2, updated_at = $3 WHERE id = $1")
+                .bind(&u.id)
+                .bind(&hashed)
+                .bind(now_ms())
+                .execute(self.store.pool())
+                .await
+                .map_err(StoreError::from)?;
+            self.cache.invalidate_user(&self.store, &u.id).await;
+            return Ok(self.store.user_by_id(&u.id).await?.unwrap_or(u));
+        }
+        self.store
+            .create_user(NewUser {
+                email,
+                username: username.to_string(),
+                hashed_password: hashed,
+                is_superuser: true,
+                email_verified: true,
+            })
+            .await
+            .map_err(conflict)
+    }
+
+    pub async fn user(&self, id: &str) -> Result<UserRow, GateError> {
+        self.store
+            .user_by_id(id)
+            .await?
+            .ok_or_else(|| GateError::not_found("用户不存在: no such user"))
+    }
+
+    pub async fn update_profile(
+        &self,
+        who: &Principal,
+        change: ProfileUpdate,
+    ) -> Result<UserRow, GateError> {
+        let current = self.user(&who.user_id).await?;
+        let mut update = UserUpdate::default();
+        if let Some(email) = change.email.as_deref() {
+            let email = normalise_email(email)?;
+            if email != current.email {
+                if self.store.email_taken(&email).await? {
+                    return Err(GateError::new(
+                        StatusCode::CONFLICT,
+                        "邮箱已被使用: this email is already in use",
+                    ));
+                }
+                if self.config.auth.require_email_verification {
+                    self.consume_verification(&email, None).await?;
+                }
+                update.email = Some(email);
+            }
+        }
+        if let Some(username) = change.username {
+            check_username(&username)?;
+            if username != current.username {
+                if self.store.username_taken(&username).await? {
+                    return Err(username_taken());
+                }
+                update.username = Some(username);
+            }
+        }
+        let password_changed = change.password.is_some();
+        if let Some(password) = change.password.as_deref() {
+            check_password(password)?;
+            let Some(given) = change.current_password.as_deref() else {
+                return Err(unprocessable(
+                    "current_password is required to change the password",
+                ));
+            };
+            if !self
+                .passwords
+                .verify(given, Some(&current.hashed_password))
+                .await?
+            {
+                return Err(GateError::forbidden(
+                    "当前密码错误: the current password is wrong",
+                ));
+            }
+            update.hashed_password = Some(self.passwords.hash(password).await?);
+        }
+        let email_changed = update.email.is_some();
+        let row = self
+            .store
+            .update_user(&who.user_id, update)
+            .await
+            .map_err(conflict)?
+            .ok_or_else(|| GateError::not_found("用户不存在: no such user"))?;
+        if email_changed && !self.config.auth.require_email_verification {
+            sqlx::query("UPDATE users SET email_verified = 0 WHERE id = $1")
+                .bind(&row.id)
+                .execute(self.store.pool())
+                .await
+                .map_err(StoreError::from)?;
+        }
+        if password_changed {
+            self.store.revoke_refresh_tokens_of(&row.id).await?;
+        }
+        self.cache.invalidate_user(&self.store, &row.id).await;
+        Ok(row)
+    }
+
+    /// Enables or disables an account; disabling signs it out everywhere at once.
+    pub async fn set_active(&self, id: &str, active: bool) -> Result<UserRow, GateError> {
+        let row = self
+            .store
+            .update_user(
+                id,
+                UserUpdate {
+                    is_active: Some(active),
+                    ..UserUpdate::default()
+                },
+            )
+            .await?
+            .ok_or_else(|| GateError::not_found("用户不存在: no such user"))?;
+        if !active {
+            self.store.revoke_refresh_tokens_of(id).await?;
+        }
+        self.cache.invalidate_user(&self.store, id).await;
+        Ok(row)
+    }
+
+    pub async fn delete_user(&self, actor: &Principal, id: &str) -> Result<(), GateError> {
+        if actor.user_id == id {
+            return Err(unprocessable(
+                "不能删除自己的账号: you cannot delete your own account",
+            ));
+        }
+        let hashes = self.store.api_key_hashes_of(id).await?;
+        if !self.store.delete_user(id).await? {
+            return Err(GateError::not_found("用户不存在: no such user"));
+        }
+        self.cache.invalidate_user(&self.store, id).await;
+        for h in hashes {
+            self.cache.invalidate_key(&self.store, &h).await;
+        }
+        Ok(())
+    }
+
+    pub async fn create_api_key(
+        &self,
+        who: &Principal,
+        name: &str,
+        expires_at: Option<i64>,
+    ) -> Result<ApiKeyCreated, GateError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(unprocessable("the key name must be 1 to 100 characters"));
+        }
+        if expires_at.is_some_and(|t| t <= now_ms()) {
+            return Err(unprocessable("expires_at must be in the future"));
+        }
+        let key = keys::generate();
+        let hash = self.hasher.hash("api-key", &key);
+        let row = self
+            .store
+            .create_api_key(NewApiKey {
+                user_id: who.user_id.clone(),
+                key_prefix: keys::display_prefix(&key),
+                key_hash: hash.clone(),
+                name: name.to_string(),
+                expires_at,
+            })
+            .await?;
+        // A negative entry from a guess of this very key must not outlive its creation.
+        self.cache.invalidate_key(&self.store, &hash).await;
+        Ok(ApiKeyCreated { row, key })
+    }
+
+    pub async fn delete_api_key(&self, who: &Principal, id: &str) -> Result<(), GateError> {
+        let row = self
+            .store
+            .delete_api_key(&who.user_id, id)
+            .await?
+            .ok_or_else(|| GateError::not_found("API 密钥不存在: no such API key"))?;
+        self.cache.invalidate_key(&self.store, &row.key_hash).await;
+        Ok(())
+    }
+
+    pub async fn deactivate_api_key(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<ApiKeyRow, GateError> {
+        let row = self
+            .store
+            .deactivate_api_key(&who.user_id, id)
+            .await?
+            .ok_or_else(|| GateError::not_found("API 密钥不存在: no such API key"))?;
+        self.cache.invalidate_key(&self.store, &row.key_hash).await;
+        Ok(row)
+    }
+}

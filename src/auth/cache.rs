@@ -1,0 +1,201 @@
+//! The principal and API-key caches, so an authenticated request costs no database round trip.
+//!
+//! Entries live `cache_ttl` (10 s by default, Unkey's "fresh" window) as a backstop. Changes
+//! that take rights away (a key deleted or deactivated, a user disabled, deleted, or given a new
+//! password) invalidate the entry at once on this replica and, through PostgreSQL
+//! `LISTEN/NOTIFY` on the channel `gate_auth`, on every other replica within about a second.
+//! Unknown keys are cached too (negative entries, 2 s), so guessing keys does not hammer the
+//! database. Concurrent misses of one entry load it once (`try_get_with`).
+
+use moka::Expiry;
+use moka::future::Cache;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::store::{Backend, Store, StoreError};
+
+/// What authorization needs to know about a user.
+#[derive(Debug, Clone)]
+pub struct UserState {
+    pub id: String,
+    pub email: String,
+    pub active: bool,
+    pub superuser: bool,
+}
+
+/// What authentication needs to know about an API key.
+#[derive(Debug, Clone)]
+pub struct KeyState {
+    pub id: String,
+    pub user_id: String,
+    pub active: bool,
+    pub expires_at: Option<i64>,
+}
+
+const CHANNEL: &str = "gate_auth";
+const NEGATIVE_TTL: Duration = Duration::from_secs(2);
+
+struct TtlByPresence(Duration);
+
+impl<K, T> Expiry<K, Option<T>> for TtlByPresence {
+    fn expire_after_create(&self, _k: &K, v: &Option<T>, _at: Instant) -> Option<Duration> {
+        Some(if v.is_some() {
+            self.0
+        } else {
+            NEGATIVE_TTL.min(self.0)
+        })
+    }
+}
+
+pub struct AuthCache {
+    users: Cache<String, Option<Arc<UserState>>>,
+    keys: Cache<String, Option<Arc<KeyState>>>,
+}
+
+impl AuthCache {
+    pub fn new(ttl: Duration) -> AuthCache {
+        AuthCache {
+            users: Cache::builder()
+                .max_capacity(100_000)
+                .expire_after(TtlByPresence(ttl))
+                .build(),
+            keys: Cache::builder()
+                .max_capacity(100_000)
+                .expire_after(TtlByPresence(ttl))
+                .build(),
+        }
+    }
+
+    pub async fn user(
+        &self,
+        store: &Store,
+        id: &str,
+    ) -> Result<Option<Arc<UserState>>, StoreError> {
+        let store = store.clone();
+        let key = id.to_string();
+        self.users
+            .try_get_with(key.clone(), async move {
+                Ok::<_, StoreError>(store.user_by_id(&key).await?.map(|u| {
+                    Arc::new(UserState {
+                        active: u.active(),
+                        superuser: u.superuser(),
+                        id: u.id,
+                        email: u.email,
+                    })
+                }))
+            })
+            .await
+            .map_err(unshare)
+    }
+
+    pub async fn key(
+        &self,
+        store: &Store,
+        hash: &str,
+    ) -> Result<Option<Arc<KeyState>>, StoreError> {
+        let store = store.clone();
+        let key = hash.to_string();
+        self.keys
+            .try_get_with(key.clone(), async move {
+                Ok::<_, StoreError>(store.api_key_by_hash(&key).await?.map(|k| {
+                    Arc::new(KeyState {
+                        active: k.is_active != 0,
+                        id: k.id,
+                        user_id: k.user_id,
+                        expires_at: k.expires_at,
+                    })
+                }))
+            })
+            .await
+            .map_err(unshare)
+    }
+
+    /// Drops a user here and tells the other replicas to.
+    pub async fn invalidate_user(&self, store: &Store, id: &str) {
+        self.users.invalidate(id).await;
+        publish(store, &format!("u:{id}")).await;
+    }
+
+    /// Drops a key here and tells the other replicas to.
+    pub async fn invalidate_key(&self, store: &Store, hash: &str) {
+        self.keys.invalidate(hash).await;
+        publish(store, &format!("k:{hash}")).await;
+    }
+
+    async fn apply(&self, payload: &str) {
+        match payload.split_once(':') {
+            Some(("u", id)) => self.users.invalidate(id).await,
+            Some(("k", hash)) => self.keys.invalidate(hash).await,
+            _ => tracing::warn!(payload, "unknown cache invalidation"),
+        }
+    }
+
+    fn clear(&self) {
+        self.users.invalidate_all();
+        self.keys.invalidate_all();
+    }
+
+    /// On PostgreSQL, applies the other replicas' invalidations until the process ends.
+    pub fn listen(self: &Arc<Self>, store: &Store) {
+        let Some(url) = store.postgres_url() else {
+            return;
+        };
+        let url = url.to_string();
+        let cache = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                match sqlx::postgres::PgListener::connect(&url).await {
+                    Ok(mut listener) => {
+                        if listener.listen(CHANNEL).await.is_ok() {
+                            // Whatever happened while we were not listening is unknown: start clean.
+                            let Some(c) = cache.upgrade() else { return };
+                            c.clear();
+                            drop(c);
+                            loop {
+                                match listener.recv().await {
+                                    Ok(n) => {
+                                        let Some(c) = cache.upgrade() else { return };
+                                        c.apply(n.payload()).await;
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "cache invalidation listener lost its connection");
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %StoreError::from(e), "cannot listen for cache invalidations")
+                    }
+                }
+                if cache.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+}
+
+async fn publish(store: &Store, payload: &str) {
+    if store.backend() != Backend::Postgres {
+        return;
+    }
+    let sent = sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(payload)
+        .execute(store.pool())
+        .await;
+    if let Err(e) = sent {
+        tracing::warn!(error = %StoreError::from(e), "cache invalidation not sent; other replicas catch up within the cache TTL");
+    }
+}
+
+fn unshare(e: Arc<StoreError>) -> StoreError {
+    match &*e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+        StoreError::Other(m) => StoreError::Other(m.clone()),
+    }
+}

@@ -1,0 +1,127 @@
+//! Where credentials come from: `Authorization: Bearer <jwt>`, `Authorization: Bearer sk_live_...`,
+//! `X-API-Key`, and `?token=<jwt>` on routes that allow it (image URLs in `<img>` tags).
+
+use http::request::Parts;
+
+use super::keys;
+use crate::error::GateError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    Jwt(String),
+    ApiKey(String),
+}
+
+/// The one credential of a request, `None` when it carries none. Two different credentials in
+/// one request are refused rather than guessed between.
+pub fn extract(parts: &Parts, allow_query_token: bool) -> Result<Option<Credential>, GateError> {
+    let from_header = match parts.headers.get(http::header::AUTHORIZATION) {
+        None => None,
+        Some(v) => {
+            let v = v.to_str().map_err(|_| {
+                GateError::unauthorized("认证凭证格式错误: the Authorization header is not text")
+            })?;
+            let token = bearer(v).ok_or_else(|| {
+                GateError::unauthorized("认证凭证格式错误: Authorization must be `Bearer <token>`")
+            })?;
+            Some(classify(token))
+        }
+    };
+    let from_key_header = match parts.headers.get("x-api-key") {
+        None => None,
+        Some(v) => Some(Credential::ApiKey(
+            v.to_str()
+                .map_err(|_| GateError::unauthorized("X-API-Key is not text"))?
+                .trim()
+                .to_string(),
+        )),
+    };
+    let from_query = if allow_query_token {
+        query_token(parts.uri.query()).map(Credential::Jwt)
+    } else {
+        None
+    };
+    let mut found = [from_header, from_key_header, from_query]
+        .into_iter()
+        .flatten();
+    let first = found.next();
+    for other in found {
+        if Some(&other) != first.as_ref() {
+            return Err(GateError::bad_request(
+                "the request carries more than one credential; send exactly one",
+            ));
+        }
+    }
+    Ok(first)
+}
+
+/// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    let token = rest.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn classify(token: &str) -> Credential {
+    if token.starts_with(keys::PREFIX) {
+        Credential::ApiKey(token.to_string())
+    } else {
+        Credential::Jwt(token.to_string())
+    }
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "token")
+        .map(|(_, v)| v.to_string())
+        .filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(headers: &[(&str, &str)], uri: &str) -> Parts {
+        let mut b = http::Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn every_style_is_read() {
+        let key = "sk_live_0123456789012345678901234567890123456789012";
+        assert_eq!(
+            extract(&parts(&[("authorization", "Bearer abc")], "/"), false).unwrap(),
+            Some(Credential::Jwt("abc".into()))
+        );
+        assert_eq!(
+            extract(
+                &parts(&[("authorization", &format!("bearer {key}"))], "/"),
+                false
+            )
+            .unwrap(),
+            Some(Credential::ApiKey(key.into()))
+        );
+        assert_eq!(
+            extract(&parts(&[("x-api-key", key)], "/"), false).unwrap(),
+            Some(Credential::ApiKey(key.into()))
+        );
+        assert_eq!(
+            extract(&parts(&[], "/i?t=1&token=abc"), true).unwrap(),
+            Some(Credential::Jwt("abc".into()))
+        );
+        assert_eq!(extract(&parts(&[], "/i?token=abc"), false).unwrap(), None);
+        assert!(extract(&parts(&[("authorization", "Basic abc")], "/"), false).is_err());
+        assert!(
+            extract(
+                &parts(&[("authorization", "Bearer a"), ("x-api-key", key)], "/"),
+                false
+            )
+            .is_err()
+        );
+    }
+}

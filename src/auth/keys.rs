@@ -1,0 +1,84 @@
+//! API keys: `sk_live_` + 43 url-safe characters (32 bytes from the OS CSPRNG), as the original
+//! module made them, so keys look the same to integrators.
+//!
+//! A key is high-entropy, so a fast keyed hash (HMAC-SHA256 with a server pepper) is as strong as
+//! argon2 here and costs a microsecond instead of 25 ms on every proxied request. The pepper
+//! means a leaked database alone cannot be used to test guesses.
+
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+pub const PREFIX: &str = "sk_live_";
+pub const KEY_LEN: usize = PREFIX.len() + 43;
+
+/// A new key, shown to its owner once.
+pub fn generate() -> String {
+    let body = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(super::random::bytes(32));
+    format!("{PREFIX}{body}")
+}
+
+/// True when `s` has the shape of a key (cheap check before hashing).
+pub fn looks_like_key(s: &str) -> bool {
+    s.len() == KEY_LEN
+        && s.starts_with(PREFIX)
+        && s[PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// What the key list shows: the first 12 characters, as the original did.
+pub fn display_prefix(key: &str) -> String {
+    format!("{}...", &key[..12.min(key.len())])
+}
+
+/// Keyed hashing of keys (and of other secrets the gate stores, such as codes).
+pub struct KeyHasher {
+    mac: Hmac<Sha256>,
+}
+
+impl KeyHasher {
+    pub fn new(pepper: &[u8]) -> KeyHasher {
+        KeyHasher {
+            mac: Hmac::<Sha256>::new_from_slice(pepper).expect("HMAC takes keys of any length"),
+        }
+    }
+
+    /// Lower-case hex of HMAC-SHA256(pepper, domain || 0 || value).
+    pub fn hash(&self, domain: &str, value: &str) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(domain.as_bytes());
+        mac.update(&[0]);
+        mac.update(value.as_bytes());
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_have_the_original_shape() {
+        let k = generate();
+        assert_eq!(k.len(), 51);
+        assert!(looks_like_key(&k));
+        assert!(!looks_like_key(&k[..50]));
+        assert_eq!(display_prefix(&k).len(), 15);
+        assert_ne!(generate(), k);
+    }
+
+    #[test]
+    fn hashes_depend_on_pepper_and_domain() {
+        let a = KeyHasher::new(b"pepper-a");
+        let b = KeyHasher::new(b"pepper-b");
+        assert_eq!(a.hash("key", "x"), a.hash("key", "x"));
+        assert_ne!(a.hash("key", "x"), b.hash("key", "x"));
+        assert_ne!(a.hash("key", "x"), a.hash("code", "x"));
+        assert_eq!(a.hash("key", "x").len(), 64);
+    }
+}

@@ -1,0 +1,97 @@
+//! Outgoing mail for verification codes. With `[smtp]` configured, codes go by SMTP (STARTTLS
+//! on 587 or TLS on 465, as QQ mail needs). Without it, in development, the code goes to the log
+//! so registration can be tried on a fresh machine; production refuses to send nothing.
+
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::config::{SmtpConfig, SmtpSecurity};
+use crate::error::GateError;
+
+pub enum Mailer {
+    Smtp {
+        transport: Box<AsyncSmtpTransport<Tokio1Executor>>,
+        from: Mailbox,
+        from_name: String,
+    },
+    /// Development without SMTP: the code is logged.
+    Log,
+    /// Production without SMTP: codes cannot be sent.
+    Disabled,
+}
+
+impl Mailer {
+    pub fn new(smtp: Option<&SmtpConfig>, production: bool) -> Result<Mailer, String> {
+        let Some(c) = smtp else {
+            return Ok(if production {
+                Mailer::Disabled
+            } else {
+                Mailer::Log
+            });
+        };
+        let builder = match c.security {
+            SmtpSecurity::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&c.host)
+                .map_err(|e| format!("smtp.host: {e}"))?,
+            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&c.host)
+                .map_err(|e| format!("smtp.host: {e}"))?,
+            SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host),
+        };
+        let mut builder = builder.port(c.port);
+        if let (Some(user), Some(pass)) = (&c.username, &c.password) {
+            builder =
+                builder.credentials(Credentials::new(user.clone(), pass.expose().to_string()));
+        }
+        let from = format!("{} <{}>", c.from_name, c.from_email)
+            .parse()
+            .map_err(|e| format!("smtp.from_email: {e}"))?;
+        Ok(Mailer::Smtp {
+            transport: Box::new(builder.build()),
+            from,
+            from_name: c.from_name.clone(),
+        })
+    }
+
+    pub async fn send_code(&self, to: &str, code: &str, minutes: u64) -> Result<(), GateError> {
+        match self {
+            Mailer::Log => {
+                tracing::warn!(email = %to, code = %code, "verification code (no [smtp] configured: development only)");
+                Ok(())
+            }
+            Mailer::Disabled => Err(GateError::unavailable(
+                "email delivery is not configured on this gate",
+            )),
+            Mailer::Smtp {
+                transport,
+                from,
+                from_name,
+            } => {
+                let to: Mailbox = to.parse().map_err(|_| {
+                    GateError::new(
+                        http::StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid email address",
+                    )
+                })?;
+                let body = format!(
+                    "您的验证码是 {code}，{minutes} 分钟内有效。\nYour verification code is {code}; it expires in {minutes} minutes.\n"
+                );
+                let msg = Message::builder()
+                    .from(from.clone())
+                    .to(to)
+                    .subject(format!("{from_name} - 邮箱验证码"))
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(body)
+                    .map_err(|_| {
+                        GateError::new(
+                            http::StatusCode::INTERNAL_SERVER_ERROR,
+                            "cannot build the mail",
+                        )
+                    })?;
+                transport.send(msg).await.map(|_| ()).map_err(|e| {
+                    tracing::warn!(error = %e, "sending a verification mail failed");
+                    GateError::unavailable("发送验证码失败，请稍后重试")
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Sessions: login, refresh with rotation and reuse detection, logout.
+//!
+//! Each login starts a refresh-token family. A refresh exchanges the token for a new pair and
+//! marks it rotated. Presenting a rotated token again is normal within a few seconds (browsers
+//! fire two refreshes at once on page load) and gets a fresh pair of the same family; later, it
+//! means the token was copied, and the whole family is revoked.
+
+use serde::Serialize;
+use std::net::IpAddr;
+
+use super::tokens::Kind;
+use super::{AuthService, Principal};
+use crate::error::GateError;
+use crate::store::{Rotation, now_ms};
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Always `bearer`.
+    pub token_type: &'static str,
+}
+
+fn invalid_refresh() -> GateError {
+    GateError::unauthorized("无效的刷新令牌: invalid or expired refresh token")
+}
+
+impl AuthService {
+    pub async fn login(
+        &self,
+        login: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<TokenPair, GateError> {
+        let login = login.trim();
+        self.throttle.check(login, ip)?;
+        let user = self.store.user_by_login(login).await?;
+        let ok = self
+            .passwords
+            .verify(password, user.as_ref().map(|u| u.hashed_password.as_str()))
+            .await?;
+        let user = match (ok, user) {
+            (true, Some(u)) => u,
+            _ => {
+                self.throttle.failed(login, ip);
+                return Err(GateError::unauthorized(
+                    "用户名或密码错误: wrong username/email or password",
+                ));
+            }
+        };
+        self.throttle.succeeded(login);
+        if !user.active() {
+            return Err(GateError::forbidden(
+                "账号已被禁用: this account is disabled",
+            ));
+        }
+        if self.config.auth.require_email_verification && user.email_verified == 0 {
+            return Err(GateError::forbidden("邮箱未验证: verify your email first"));
+        }
+        let family = uuid::Uuid::new_v4().to_string();
+        self.issue_pair(&user.id, &user.email, &family).await
+    }
+
+    async fn issue_pair(
+        &self,
+        user_id: &str,
+        email: &str,
+        family: &str,
+    ) -> Result<TokenPair, GateError> {
+        let a = &self.config.auth;
+        let (access, _) = self.signer.issue(
+            user_id,
+            Kind::Access,
+            &uuid::Uuid::new_v4().to_string(),
+            a.access_ttl,
+            Some(email),
+        );
+        let jti = uuid::Uuid::new_v4().to_string();
+        let (refresh, exp) = self
+            .signer
+            .issue(user_id, Kind::Refresh, &jti, a.refresh_ttl, None);
+        let hash = self.hasher.hash("refresh", &refresh);
+        self.store
+            .insert_refresh_token(&jti, user_id, family, &hash, exp * 1000)
+            .await?;
+        Ok(TokenPair {
+            access_token: access,
+            refresh_token: refresh,
+            token_type: "bearer",
+        })
+    }
+
+    pub async fn refresh(&self, token: &str) -> Result<TokenPair, GateError> {
+        let claims = self
+            .signer
+            .verify(token, Kind::Refresh)
+            .map_err(|_| invalid_refresh())?;
+        let hash = self.hasher.hash("refresh", token);
+        let successor = uuid::Uuid::new_v4().to_string();
+        let family = match self
+            .store
+            .rotate_refresh_token(&claims.jti, &hash, &successor)
+            .await?
+        {
+            Rotation::Rotated(row) => row.family_id,
+            Rotation::NotRotated(None) => return Err(invalid_refresh()),
+            Rotation::NotRotated(Some(row)) => {
+                if row.revoked_at.is_some() {
+                    return Err(GateError::unauthorized(
+                        "无效的刷新令牌: this session was signed out",
+                    ));
+                }
+                let grace = self.config.auth.refresh_reuse_grace.as_millis() as i64;
+                let within_grace = row.rotated_at.is_some_and(|t| now_ms() - t <= grace);
+                if !within_grace {
+                    let n = self.store.revoke_refresh_family(&row.family_id).await?;
+                    tracing::warn!(user_id = %row.user_id, revoked = n, "refresh token reused: session family revoked");
+                    return Err(GateError::unauthorized(
+                        "无效的刷新令牌: this refresh token was already used; the session has been signed out",
+                    ));
+                }
+                if self.store.refresh_family_revoked(&row.family_id).await? {
+                    return Err(GateError::unauthorized(
+                        "无效的刷新令牌: this session was signed out",
+                    ));
+                }
+                row.family_id
+            }
+        };
+        let user = self.store.user_by_id(&claims.sub).await?;
+        let Some(user) = user.filter(|u| u.active()) else {
+            return Err(GateError::unauthorized(
+                "用户不存在或已被禁用: the account is gone or disabled",
+            ));
+        };
+        self.issue_pair(&user.id, &user.email, &family).await
+    }
+
+    /// Revokes the family of `refresh_token`; with only an access token, every session of
+    /// that user (the client gave no way to tell which session it is).
+    pub async fn logout(
+        &self,
+        refresh_token: Option<&str>,
+        principal: Option<&Principal>,
+    ) -> Result<(), GateError> {
+        if let Some(token) = refresh_token {
+            let claims = self
+                .signer
+                .verify(token, Kind::Refresh)
+                .map_err(|_| invalid_refresh())?;
+            let hash = self.hasher.hash("refresh", token);
+            if let Rotation::NotRotated(Some(row)) | Rotation::Rotated(row) = self
+                .store
+                .rotate_refresh_token(&claims.jti, &hash, "logout")
+                .await?
+            {
+                self.store.revoke_refresh_family(&row.family_id).await?;
+            }
+            return Ok(());
+        }
+        match principal {
+            Some(p) => {
+                self.store.revoke_refresh_tokens_of(&p.user_id).await?;
+                Ok(())
+            }
+            None => Err(GateError::unauthorized(
+                "send the refresh token (or an access token) to log out",
+            )),
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! API keys as stored: a keyed hash of the whole key and a short display prefix, never the key.
+
+use super::{Store, StoreError, now_ms};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub user_id: String,
+    pub key_prefix: String,
+    pub key_hash: String,
+    pub name: String,
+    pub is_active: i64,
+    pub last_used_at: Option<i64>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+pub struct NewApiKey {
+    pub user_id: String,
+    pub key_prefix: String,
+    pub key_hash: String,
+    pub name: String,
+    pub expires_at: Option<i64>,
+}
+
+const COLUMNS: &str =
+    "id, user_id, key_prefix, key_hash, name, is_active, last_used_at, created_at, expires_at";
+
+impl Store {
+    pub async fn create_api_key(&self, new: NewApiKey) -> Result<ApiKeyRow, StoreError> {
+        let sql = format!(
+            "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, 1, NULL, $6, $7) RETURNING {COLUMNS}"
+        );
+        Ok(sqlx::query_as::<_, ApiKeyRow>(&sql)
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(&new.user_id)
+            .bind(&new.key_prefix)
+            .bind(&new.key_hash)
+            .bind(&new.name)
+            .bind(now_ms())
+            .bind(new.expires_at)
+            .fetch_one(self.pool())
+            .await?)
+    }
+
+    /// The user's keys, newest first.
+    pub async fn api_keys_of(&self, user_id: &str) -> Result<Vec<ApiKeyRow>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id DESC"
+        );
+        Ok(sqlx::query_as::<_, ApiKeyRow>(&sql)
+            .bind(user_id)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    pub async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRow>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1");
+        Ok(sqlx::query_as::<_, ApiKeyRow>(&sql)
+            .bind(hash)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    /// Deletes the key if it belongs to `user_id`; returns it (for cache invalidation).
+    pub async fn delete_api_key(
+        &self,
+        user_id: &str,
+        id: &str,
+    ) -> Result<Option<ApiKeyRow>, StoreError> {
+        let sql =
+            format!("DELETE FROM api_keys WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}");
+        Ok(sqlx::query_as::<_, ApiKeyRow>(&sql)
+            .bind(id)
+            .bind(user_id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    pub async fn deactivate_api_key(
+        &self,
+        user_id: &str,
+        id: &str,
+    ) -> Result<Option<ApiKeyRow>, StoreError> {
+        let sql = format!(
+            "UPDATE api_keys SET is_active = 0 WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}"
+        );
+        Ok(sqlx::query_as::<_, ApiKeyRow>(&sql)
+            .bind(id)
+            .bind(user_id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    /// Hashes of every key of a user (to drop them from caches when the user changes).
+    pub async fn api_key_hashes_of(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT key_hash FROM api_keys WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
+    /// Records when keys were last used, batched (the hot path never writes).
+    pub async fn touch_api_keys(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        for (id, at) in uses {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! Email verification codes: one live code per email and purpose, stored as a keyed hash with
+//! an expiry and a count of wrong attempts.
+
+use super::{Store, StoreError, now_ms};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CodeRow {
+    pub email: String,
+    pub purpose: String,
+    pub code_hash: String,
+    pub expires_at: i64,
+    pub attempts: i64,
+    pub verified_at: Option<i64>,
+    pub created_at: i64,
+}
+
+const COLUMNS: &str = "email, purpose, code_hash, expires_at, attempts, verified_at, created_at";
+
+impl Store {
+    /// Replaces any earlier code for this email and purpose.
+    pub async fn put_code(
+        &self,
+        email: &str,
+        purpose: &str,
+        code_hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM email_verification_codes WHERE email = $1 AND purpose = $2")
+            .bind(email)
+            .bind(purpose)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO email_verification_codes (email, purpose, code_hash, expires_at, attempts, created_at) \
+             VALUES ($1, $2, $3, $4, 0, $5)",
+        )
+        .bind(email)
+        .bind(purpose)
+        .bind(code_hash)
+        .bind(expires_at)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_code(
+        &self,
+        email: &str,
+        purpose: &str,
+    ) -> Result<Option<CodeRow>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM email_verification_codes WHERE email = $1 AND purpose = $2"
+        );
+        Ok(sqlx::query_as::<_, CodeRow>(&sql)
+            .bind(email)
+            .bind(purpose)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    /// Counts a wrong attempt, atomically; returns the new count.
+    pub async fn count_code_attempt(&self, email: &str, purpose: &str) -> Result<i64, StoreError> {
+        let n: Option<i64> = sqlx::query_scalar(
+            "UPDATE email_verification_codes SET attempts = attempts + 1 \
+             WHERE email = $1 AND purpose = $2 RETURNING attempts",
+        )
+        .bind(email)
+        .bind(purpose)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(n.unwrap_or(i64::MAX))
+    }
+
+    pub async fn mark_code_verified(&self, email: &str, purpose: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE email_verification_codes SET verified_at = $3 WHERE email = $1 AND purpose = $2")
+            .bind(email)
+            .bind(purpose)
+            .bind(now_ms())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_code(&self, email: &str, purpose: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM email_verification_codes WHERE email = $1 AND purpose = $2")
+            .bind(email)
+            .bind(purpose)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}

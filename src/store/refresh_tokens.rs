@@ -1,0 +1,118 @@
+//! Refresh tokens: one row per issued token (hashed), grouped in families that share a login.
+//! Rotation marks a token as exchanged; presenting an exchanged token again outside the grace
+//! window means it was stolen, and the whole family is revoked.
+
+use super::{Store, StoreError, now_ms};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RefreshRow {
+    pub id: String,
+    pub user_id: String,
+    pub family_id: String,
+    pub token_hash: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub rotated_at: Option<i64>,
+    pub replaced_by: Option<String>,
+    pub revoked_at: Option<i64>,
+}
+
+/// What happened when a refresh token was presented for rotation.
+#[derive(Debug)]
+pub enum Rotation {
+    /// First use: it is now marked as rotated.
+    Rotated(RefreshRow),
+    /// Already rotated (or revoked, or unknown): the row as it is, if any.
+    NotRotated(Option<RefreshRow>),
+}
+
+const COLUMNS: &str = "id, user_id, family_id, token_hash, issued_at, expires_at, rotated_at, replaced_by, revoked_at";
+
+impl Store {
+    pub async fn insert_refresh_token(
+        &self,
+        id: &str,
+        user_id: &str,
+        family_id: &str,
+        token_hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, issued_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(user_id)
+        .bind(family_id)
+        .bind(token_hash)
+        .bind(now_ms())
+        .bind(expires_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Marks the token as rotated, in one conditional statement, so two concurrent refreshes
+    /// cannot both be the first.
+    pub async fn rotate_refresh_token(
+        &self,
+        id: &str,
+        token_hash: &str,
+        successor: &str,
+    ) -> Result<Rotation, StoreError> {
+        let sql = format!(
+            "UPDATE refresh_tokens SET rotated_at = $3, replaced_by = $4 \
+             WHERE id = $1 AND token_hash = $2 AND rotated_at IS NULL AND revoked_at IS NULL \
+             RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query_as::<_, RefreshRow>(&sql)
+            .bind(id)
+            .bind(token_hash)
+            .bind(now_ms())
+            .bind(successor)
+            .fetch_optional(self.pool())
+            .await?;
+        if let Some(row) = row {
+            return Ok(Rotation::Rotated(row));
+        }
+        let sql = format!("SELECT {COLUMNS} FROM refresh_tokens WHERE id = $1 AND token_hash = $2");
+        let row = sqlx::query_as::<_, RefreshRow>(&sql)
+            .bind(id)
+            .bind(token_hash)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(Rotation::NotRotated(row))
+    }
+
+    pub async fn revoke_refresh_family(&self, family_id: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(family_id)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn revoke_refresh_tokens_of(&self, user_id: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn refresh_family_revoked(&self, family_id: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM refresh_tokens WHERE family_id = $1 AND revoked_at IS NOT NULL",
+        )
+        .bind(family_id)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(n > 0)
+    }
+}
