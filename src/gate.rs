@@ -96,6 +96,10 @@ impl Gate {
         &self.config
     }
 
+    pub fn auth(&self) -> &Arc<AuthService> {
+        &self.auth
+    }
+
     pub fn tunnels(&self) -> &Tunnels {
         &self.tunnels
     }

@@ -77,17 +77,6 @@ async fn constraints_hold(db: Db) {
     assert_eq!(active, 1, "flags default to 1 on both backends");
 }
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test] async fn $name() { super::$name(super::Db::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test] async fn $name() { super::$name(super::Db::Postgres).await } )*
-        }
-    };
-}
-
 on_both!(
     migrations_create_the_data_model,
     replicas_starting_together_both_migrate,

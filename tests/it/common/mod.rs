@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod smtp;
 pub mod upstream;
 
 use idoctor_gate::config::Config;
@@ -85,6 +86,10 @@ pub struct Options {
     pub routes: String,
     /// Defaults to a fresh test upstream.
     pub upstream_url: Option<String>,
+    /// The environment the configuration sees (secrets).
+    pub env: Vec<(String, String)>,
+    /// Use this database URL instead of a fresh one (several gates on one database).
+    pub database_url: Option<String>,
 }
 
 impl Default for Options {
@@ -94,6 +99,8 @@ impl Default for Options {
             server: String::new(),
             routes: TEST_ROUTES.to_string(),
             upstream_url: None,
+            env: Vec::new(),
+            database_url: None,
         }
     }
 }
@@ -111,12 +118,66 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    pub fn gate(&self) -> &std::sync::Arc<idoctor_gate::gate::Gate> {
+        self.running.as_ref().expect("running").gate()
+    }
+
+    /// The JWT secret the gate generated in its data folder (development mode).
+    pub fn jwt_secret(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("jwt_secret")).unwrap()
+    }
+
+    /// Registers `name` (email `name@example.com`, password `password-<name>`) and logs in.
+    pub async fn signup(&self, name: &str) -> Account {
+        let email = format!("{name}@example.com");
+        let password = format!("password-{name}");
+        let resp = self
+            .client
+            .post(self.url("/auth/register"))
+            .json(&serde_json::json!({"email": email, "username": name, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+        let user: serde_json::Value = resp.json().await.unwrap();
+        let tokens = self.login(&email, &password).await;
+        Account {
+            id: user["id"].as_str().unwrap().to_string(),
+            email,
+            password,
+            access: tokens["access_token"].as_str().unwrap().to_string(),
+            refresh: tokens["refresh_token"].as_str().unwrap().to_string(),
+        }
+    }
+
+    pub async fn login(&self, login: &str, password: &str) -> serde_json::Value {
+        let resp = self
+            .client
+            .post(self.url("/auth/login"))
+            .json(&serde_json::json!({"username_or_email": login, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        resp.json().await.unwrap()
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown();
             r.stopped().await;
         }
     }
+}
+
+/// A signed-up, signed-in user.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+    pub access: String,
+    pub refresh: String,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -126,7 +187,10 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(opts: Options) -> TestApp {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let db_url = database_url(opts.db, &dir).await;
+    let db_url = match opts.database_url {
+        Some(u) => u,
+        None => database_url(opts.db, &dir).await,
+    };
     let upstream_url = opts.upstream_url.unwrap_or_else(|| upstream.url());
     let text = format!(
         r#"
@@ -152,8 +216,13 @@ allow_origins = ["{ORIGIN}"]
         server = opts.server,
         routes = opts.routes,
     );
+    let env: Vec<(&str, &str)> = opts
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let config =
-        Config::from_toml_str_isolated(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
+        Config::from_toml_str_with_env(&text, "test.toml", &env).unwrap_or_else(|e| panic!("{e}"));
     start_with(config, upstream, dir).await
 }
 
