@@ -17,6 +17,9 @@ pub struct GateError {
     pub detail: String,
     /// Extra headers the status calls for (`WWW-Authenticate`, `Allow`, `Retry-After`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Extra top-level fields of the body, beside `detail` (the 402 quota body the frontends
+    /// read: `message`, `quota_type`, `remaining`, `required`, `upgrade_url`).
+    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 impl GateError {
@@ -25,11 +28,17 @@ impl GateError {
             status,
             detail: detail.into(),
             headers: Vec::new(),
+            fields: serde_json::Map::new(),
         }
     }
 
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
+        self
+    }
+
+    pub fn with_field(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.fields.insert(name.to_string(), value.into());
         self
     }
 
@@ -72,7 +81,9 @@ impl GateError {
 
     /// Renders the error; the body is always valid JSON, whatever `detail` holds.
     pub fn into_http(self) -> Response<Body> {
-        let body = serde_json::json!({ "detail": self.detail }).to_string();
+        let mut body = self.fields;
+        body.insert("detail".into(), self.detail.into());
+        let body = serde_json::Value::Object(body).to_string();
         let mut resp = Response::new(Body::from(body));
         *resp.status_mut() = self.status;
         resp.headers_mut()

@@ -22,7 +22,8 @@ use std::time::Instant;
 use crate::api::extract::ClientAddr;
 use crate::api::{Api, ApiState};
 use crate::auth::{AuthService, Principal};
-use crate::config::{Access, Config, DefaultAccess, RouteSpec};
+use crate::billing::{Billing, quota_headers};
+use crate::config::{Access, Config, Cost, DefaultAccess, RouteSpec};
 use crate::error::GateError;
 use crate::proxy::body::LimitedBody;
 use crate::proxy::cors::Cors;
@@ -30,6 +31,7 @@ use crate::proxy::forward::Upstream;
 use crate::proxy::headers;
 use crate::proxy::path::canonicalize;
 use crate::proxy::routes::{RouteMatch, RouteTable};
+use crate::proxy::settle;
 use crate::proxy::upgrade::Tunnels;
 use crate::store::Store;
 
@@ -47,6 +49,7 @@ pub struct Gate {
     upstream: Arc<Upstream>,
     upstream_host: HeaderValue,
     auth: Arc<AuthService>,
+    billing: Arc<Billing>,
     api: Api,
     cors: Cors,
     tunnels: Tunnels,
@@ -58,6 +61,7 @@ impl Gate {
         let routes = RouteTable::build(&config).map_err(|e| e.to_string())?;
         let config = Arc::new(config);
         let auth = AuthService::new(config.clone(), store.clone())?;
+        let billing = Arc::new(Billing::new(store.clone(), config.clone()));
         let upstream = Arc::new(Upstream::new(&config.upstream));
         let upstream_host = HeaderValue::from_str(upstream.authority().as_str())
             .expect("an authority is a valid header value");
@@ -77,6 +81,7 @@ impl Gate {
             store,
             upstream: upstream.clone(),
             auth: auth.clone(),
+            billing: billing.clone(),
         }));
         Ok(Gate {
             unknown_user: unknown(Access::User),
@@ -87,6 +92,7 @@ impl Gate {
             upstream,
             upstream_host,
             auth,
+            billing,
             api,
             tunnels: Tunnels::default(),
         })
@@ -94,6 +100,10 @@ impl Gate {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn billing(&self) -> &Arc<Billing> {
+        &self.billing
     }
 
     pub fn auth(&self) -> &Arc<AuthService> {
@@ -114,7 +124,7 @@ impl Gate {
         let method = req.method().clone();
         let mut log = RequestLog::default();
 
-        let mut resp = match self.serve(req, peer, &request_id_value, &mut log).await {
+        let mut resp = match self.serve(req, peer, &request_id, &mut log).await {
             Ok(resp) => resp,
             Err(e) => e.into_http(),
         };
@@ -129,6 +139,7 @@ impl Gate {
             path = %log.path,
             route = %log.route,
             user_id = %log.user_id,
+            quota = %log.quota,
             status = resp.status().as_u16(),
             duration_us = started.elapsed().as_micros() as u64,
             "request"
@@ -140,7 +151,7 @@ impl Gate {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
-        request_id: &HeaderValue,
+        request_id: &str,
         log: &mut RequestLog,
     ) -> Result<Response<Body>, GateError> {
         if let Some(preflight) = self.cors.preflight(req.method(), req.headers()) {
@@ -175,14 +186,55 @@ impl Gate {
         if let Some(p) = &principal {
             log.user_id = p.user_id.clone();
         }
-        if let Some(len) = content_length(&parts.headers)? {
-            if len > route.max_body {
-                return Err(GateError::payload_too_large(route.max_body));
-            }
+        let content_length = content_length(&parts.headers)?;
+        if content_length.is_some_and(|len| len > route.max_body) {
+            return Err(GateError::payload_too_large(route.max_body));
         }
 
-        // Phase 3: reserve. Metering is not wired yet: a metered route is forwarded for a
-        // signed-in user without a charge until the billing module lands.
+        // Phase 3: reserve, before a byte of the body is streamed.
+        let reservation = match (&route.meter, &principal) {
+            (Some(meter), Some(p)) => {
+                let amount = match meter.cost {
+                    Cost::Fixed(units) => units,
+                    Cost::PerMb(units) => {
+                        let len = content_length.ok_or_else(|| {
+                            GateError::new(
+                                StatusCode::LENGTH_REQUIRED,
+                                "this route is charged per MB of the body: send Content-Length",
+                            )
+                        })?;
+                        units.saturating_mul(len.div_ceil(1 << 20))
+                    }
+                };
+                let amount = i64::try_from(amount).unwrap_or(i64::MAX);
+                let reserved = self
+                    .billing
+                    .reserve(
+                        &p.user_id,
+                        &meter.quota,
+                        amount,
+                        request_id,
+                        &path,
+                        parts.method.as_str(),
+                    )
+                    .await;
+                match reserved {
+                    Ok(r) => {
+                        log.quota = "reserved";
+                        Some(r)
+                    }
+                    Err(e) => {
+                        log.quota = if e.status == StatusCode::PAYMENT_REQUIRED {
+                            "denied"
+                        } else {
+                            "error"
+                        };
+                        return Err(e);
+                    }
+                }
+            }
+            _ => None,
+        };
 
         // Phase 4: forward.
         let upgrade = headers::wants_upgrade(&parts.headers);
@@ -213,7 +265,10 @@ impl Gate {
             "http",
         );
         out_headers.insert(header::HOST, self.upstream_host.clone());
-        out_headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+        out_headers.insert(
+            X_REQUEST_ID.clone(),
+            HeaderValue::from_str(request_id).expect("a uuid is a valid header value"),
+        );
         if let Some(p) = &principal {
             set_identity(&mut out_headers, p);
             if let Some(authz) = self.auth.backend_authorization(p).await {
@@ -227,10 +282,22 @@ impl Gate {
         *up_req.version_mut() = Version::HTTP_11;
         *up_req.headers_mut() = out_headers;
 
-        let mut resp = self
+        let sent = self
             .upstream
             .send(up_req, route.timeout, Some(exceeded))
-            .await?;
+            .await;
+        let mut resp = match sent {
+            Ok(resp) => resp,
+            Err(e) => {
+                // Phase 5 for a failed forward: connection errors, timeouts and bodies cut off
+                // at their limit refund.
+                if let Some(r) = reservation {
+                    r.refund().await;
+                    log.quota = "refunded";
+                }
+                return Err(e);
+            }
+        };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
@@ -245,8 +312,28 @@ impl Gate {
             headers::strip_hop_by_hop(resp.headers_mut(), false);
         }
 
-        // Phase 5: settle. Nothing is reserved yet, so nothing is settled.
-        Ok(resp.map(Body::new))
+        // Phase 5: settle, by the route's rule. A client that goes away before this point drops
+        // the reservation, which refunds it.
+        let (Some(reservation), Some(meter)) = (reservation, route.meter.as_ref()) else {
+            return Ok(resp.map(Body::new));
+        };
+        let judged = settle::judge(resp, &meter.settle).await;
+        let amount = reservation.amount;
+        let (balance, charged) = if judged.success {
+            log.quota = "committed";
+            (reservation.commit().await, amount)
+        } else {
+            log.quota = "refunded";
+            (reservation.refund().await, 0)
+        };
+        if judged.broken {
+            return Err(GateError::bad_gateway("the backend's reply was cut off"));
+        }
+        let mut resp = judged.response;
+        for (name, value) in quota_headers(&meter.quota, &balance, charged) {
+            resp.headers_mut().insert(name, value);
+        }
+        Ok(resp)
     }
 
     fn route(&self, method: &Method, path: &str) -> Result<Arc<RouteSpec>, GateError> {
@@ -286,6 +373,8 @@ struct RequestLog {
     path: String,
     route: &'static str,
     user_id: String,
+    /// reserved, committed, refunded, denied, error, or empty for unmetered requests.
+    quota: &'static str,
 }
 
 /// Refuses transfer codings other than a single `chunked`: the gate cannot undo `gzip, chunked`,

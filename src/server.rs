@@ -65,6 +65,10 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         .map_err(|e| StartError(e.to_string()))?;
     let listen = config.listen;
     let gate = Arc::new(Gate::new(config, store).map_err(StartError)?);
+    gate.billing()
+        .seed()
+        .await
+        .map_err(|e| StartError(format!("cannot seed plans and quota types: {}", e.detail)))?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| StartError(format!("cannot listen on {listen}: {e}")))?;

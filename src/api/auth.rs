@@ -44,7 +44,7 @@ pub struct RegisterRequest {
     pub verification_code: Option<String>,
 }
 
-/// Create an account.
+/// Create an account; it starts on the default (free) plan.
 #[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterRequest,
     responses(
         (status = 201, description = "The new user", body = UserResponse),
@@ -63,6 +63,8 @@ pub async fn register(
             verification_code: req.verification_code,
         })
         .await?;
+    // Every new account starts on the default (free) plan, with its quotas.
+    state.billing.ensure_current(&user.id).await?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 

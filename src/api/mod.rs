@@ -9,7 +9,10 @@ mod auth;
 pub mod extract;
 mod health;
 mod openapi;
+mod plans;
+mod quotas;
 mod schemas;
+mod subscriptions;
 mod time;
 mod users;
 
@@ -31,6 +34,7 @@ pub struct ApiState {
     pub store: Store,
     pub upstream: Arc<Upstream>,
     pub auth: Arc<AuthService>,
+    pub billing: Arc<crate::billing::Billing>,
 }
 
 /// The router plus the set of paths it owns.
@@ -49,7 +53,38 @@ const OWNED: &[&str] = &[
     "/users/{*rest}",
     "/api-keys",
     "/api-keys/{*rest}",
+    "/plans",
+    "/plans/{*rest}",
+    "/subscriptions",
+    "/subscriptions/{*rest}",
+    "/admin/quotas/{*rest}",
 ];
+
+/// A query parameter, with an empty value read as absent (the frontends send
+/// `?quota_type=&start_date=&limit=`).
+pub(crate) fn query_opt<'a>(
+    q: &'a std::collections::HashMap<String, String>,
+    name: &str,
+) -> Option<&'a str> {
+    q.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+/// A boolean query parameter (`true/false/1/0`), `default` when absent.
+pub(crate) fn query_flag(
+    q: &std::collections::HashMap<String, String>,
+    name: &str,
+    default: bool,
+) -> Result<bool, crate::error::GateError> {
+    match query_opt(q, name) {
+        None => Ok(default),
+        Some("true" | "1" | "True") => Ok(true),
+        Some("false" | "0" | "False") => Ok(false),
+        Some(other) => Err(crate::error::GateError::new(
+            http::StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{name} must be true or false, not `{other}`"),
+        )),
+    }
+}
 
 /// Adds `path` both without and with a trailing slash: the original FastAPI services answered
 /// one and redirected the other, and clients use both.
@@ -71,6 +106,9 @@ impl Api {
             .merge(auth::routes())
             .merge(users::routes())
             .merge(api_keys::routes())
+            .merge(plans::routes())
+            .merge(subscriptions::routes())
+            .merge(quotas::routes())
             .fallback(|| async {
                 crate::error::GateError::not_found("no such endpoint on the gate")
             })

@@ -33,6 +33,23 @@ use super::ApiState;
         super::api_keys::list,
         super::api_keys::remove,
         super::api_keys::deactivate,
+        super::plans::list,
+        super::plans::one,
+        super::plans::create,
+        super::plans::update,
+        super::plans::deactivate,
+        super::subscriptions::list,
+        super::subscriptions::current,
+        super::subscriptions::quota,
+        super::subscriptions::cancel,
+        super::subscriptions::subscribe,
+        super::quotas::mine,
+        super::quotas::of_user,
+        super::quotas::usage_logs,
+        super::quotas::statistics,
+        super::quotas::reset,
+        super::quotas::adjust,
+        super::quotas::health,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&SecuritySchemes),
@@ -40,7 +57,10 @@ use super::ApiState;
         (name = "operations", description = "Health, readiness and the API description"),
         (name = "auth", description = "Registration, login and tokens"),
         (name = "users", description = "Profiles"),
-        (name = "api-keys", description = "API keys for scripts")
+        (name = "api-keys", description = "API keys for scripts"),
+        (name = "plans", description = "The plan catalogue"),
+        (name = "subscriptions", description = "Subscriptions and their quota"),
+        (name = "quotas", description = "Quota balances and usage (the paths the frontends read)")
     )
 )]
 pub struct ApiDoc;

@@ -37,7 +37,23 @@ pub struct Config {
     pub auth: AuthConfig,
     pub smtp: Option<SmtpConfig>,
     pub quota_types: Vec<QuotaType>,
+    pub plans: Vec<PlanSpec>,
     pub routes: Vec<RouteSpec>,
+}
+
+/// A validated `[[plan]]`.
+#[derive(Debug, Clone)]
+pub struct PlanSpec {
+    pub name: String,
+    pub description: String,
+    pub price_fen: i64,
+    pub currency: String,
+    pub billing_cycle: String,
+    pub is_default: bool,
+    /// A JSON object.
+    pub features: String,
+    /// Quota type -> limit (-1 = unlimited).
+    pub quotas: Vec<(String, i64)>,
 }
 
 /// A secret value: never printed, not even by `{:?}`.

@@ -30,6 +30,9 @@ pub struct FileConfig {
     /// Quota types that metered routes may charge (`[[quota_type]]`).
     #[serde(default, rename = "quota_type")]
     pub quota_types: Vec<Spanned<QuotaTypeSection>>,
+    /// The plans seeded at start-up (`[[plan]]`).
+    #[serde(default, rename = "plan")]
+    pub plans: Vec<Spanned<PlanSection>>,
     /// The route table (`[[route]]`), in any order: matching is by specificity, not order.
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RouteSection>>,
@@ -204,6 +207,30 @@ pub struct QuotaTypeSection {
     pub key: String,
     pub name: String,
     pub unit: String,
+}
+
+/// `[[plan]]`: a plan created at start-up when no plan of that name exists yet (afterwards
+/// the database, edited through the plans API, is the source of truth).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSection {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// A decimal string such as "99.00" (or an integer); never a float.
+    pub price: toml::Value,
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    #[serde(default = "default_cycle")]
+    pub billing_cycle: String,
+    /// The plan every new user starts on (exactly one).
+    #[serde(default)]
+    pub default: bool,
+    #[serde(default)]
+    pub features: toml::Table,
+    /// Quota type -> limit per period: an integer, or "unlimited".
+    #[serde(default)]
+    pub quotas: toml::Table,
 }
 
 /// `[[route]]`: one path template of the backend and how the gate treats it.
@@ -383,4 +410,10 @@ fn default_smtp_security() -> String {
 }
 fn default_from_name() -> String {
     "iDoctor".into()
+}
+fn default_currency() -> String {
+    "CNY".into()
+}
+fn default_cycle() -> String {
+    "monthly".into()
 }

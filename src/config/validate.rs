@@ -12,7 +12,7 @@ use super::env::Secrets;
 use super::schema::{Access, FileConfig, MeterSection, RouteSection};
 use super::{
     AuthConfig, Config, ConfigError, CorsConfig, Cost, DatabaseConfig, JsonPredicate, Meter,
-    QuotaType, RouteSpec, Secret, SettleRule, SmtpConfig, SmtpSecurity, StatusMatch,
+    PlanSpec, QuotaType, RouteSpec, Secret, SettleRule, SmtpConfig, SmtpSecurity, StatusMatch,
     UpstreamConfig,
 };
 
@@ -111,6 +111,7 @@ pub fn validate(
         });
     }
 
+    let plans = validate_plans(&mut p, &file, &seen_types);
     let default_timeout = Duration::from_secs(s.timeout_secs);
     let mut routes = Vec::new();
     for route in &file.routes {
@@ -142,6 +143,7 @@ pub fn validate(
         auth,
         smtp,
         quota_types,
+        plans,
         routes,
     })
 }
@@ -263,6 +265,106 @@ fn validate_cors(p: &mut Problems, file: &FileConfig) -> CorsConfig {
         allow_credentials: c.allow_credentials,
         max_age_secs: c.max_age_secs,
     }
+}
+
+/// Parses a price (a decimal string or an integer of yuan) into fen; at most two decimals.
+pub fn price_to_fen(v: &toml::Value) -> Result<i64, String> {
+    let text =
+        match v {
+            toml::Value::String(s) => s.trim().to_string(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(_) => return Err(
+                "write the price as a string such as \"99.00\": floats cannot hold money exactly"
+                    .into(),
+            ),
+            other => return Err(format!("`{other}` is not a price")),
+        };
+    crate::billing::money::parse_fen(&text)
+}
+
+fn validate_plans(
+    p: &mut Problems,
+    file: &FileConfig,
+    quota_types: &HashSet<String>,
+) -> Vec<PlanSpec> {
+    let mut out = Vec::new();
+    let mut names = HashSet::new();
+    for plan in &file.plans {
+        let start = Some(plan.span().start);
+        let pl = plan.get_ref();
+        if pl.name.trim().is_empty() {
+            p.at(start, "plan.name", "must not be empty");
+        } else if !names.insert(pl.name.clone()) {
+            p.at(
+                start,
+                "plan.name",
+                format!("`{}` is declared twice", pl.name),
+            );
+        }
+        let price_fen = match price_to_fen(&pl.price) {
+            Ok(f) => f,
+            Err(e) => {
+                p.at(start, "plan.price", e);
+                0
+            }
+        };
+        if !matches!(pl.currency.as_str(), "CNY" | "USD") {
+            p.at(
+                start,
+                "plan.currency",
+                format!("`{}` is not CNY or USD", pl.currency),
+            );
+        }
+        if !matches!(pl.billing_cycle.as_str(), "monthly" | "yearly" | "lifetime") {
+            p.at(
+                start,
+                "plan.billing_cycle",
+                format!("`{}` is not monthly, yearly or lifetime", pl.billing_cycle),
+            );
+        }
+        let mut quotas = Vec::new();
+        for (key, value) in &pl.quotas {
+            if !quota_types.contains(key) {
+                p.at(
+                    start,
+                    "plan.quotas",
+                    format!("`{key}` is not a declared [[quota_type]]"),
+                );
+                continue;
+            }
+            match value {
+                toml::Value::Integer(n) if *n >= 0 => quotas.push((key.clone(), *n)),
+                toml::Value::String(s) if s == "unlimited" => quotas.push((key.clone(), -1)),
+                other => p.at(
+                    start,
+                    "plan.quotas",
+                    format!("{key} = {other}: a limit is a whole number >= 0 or \"unlimited\""),
+                ),
+            }
+        }
+        out.push(PlanSpec {
+            name: pl.name.clone(),
+            description: pl.description.clone(),
+            price_fen,
+            currency: pl.currency.clone(),
+            billing_cycle: pl.billing_cycle.clone(),
+            is_default: pl.default,
+            features: serde_json::to_string(&pl.features).unwrap_or_else(|_| "{}".into()),
+            quotas,
+        });
+    }
+    let defaults = out.iter().filter(|pl| pl.is_default).count();
+    if !out.is_empty() && defaults != 1 {
+        p.at(None, "plan.default", format!("exactly one [[plan]] must be the default (the plan new users start on), not {defaults}"));
+    }
+    if out.iter().any(|pl| pl.is_default && pl.price_fen != 0) {
+        p.at(
+            None,
+            "plan.default",
+            "the default plan must be free: it is what unpaid users fall back to",
+        );
+    }
+    out
 }
 
 fn validate_auth(p: &mut Problems, file: &FileConfig, secrets: Secrets) -> AuthConfig {

@@ -8,4 +8,5 @@ pub mod forward;
 pub mod headers;
 pub mod path;
 pub mod routes;
+pub mod settle;
 pub mod upgrade;

@@ -14,12 +14,20 @@ use std::time::Duration;
 
 mod api_keys;
 mod codes;
+mod ledger;
+mod payments;
+mod plans;
 mod refresh_tokens;
+mod subscriptions;
 mod users;
 
 pub use api_keys::{ApiKeyRow, NewApiKey};
 pub use codes::CodeRow;
+pub use ledger::{BalanceRow, Charge, UsageQuery, UsageRow};
+pub use payments::PaymentRow;
+pub use plans::{Plan, PlanInput, PlanRow};
 pub use refresh_tokens::{RefreshRow, Rotation};
+pub use subscriptions::{PeriodStart, SubscriptionRow};
 pub use users::{NewUser, UserRow, UserUpdate};
 
 /// Milliseconds since the Unix epoch: how every time is stored.

@@ -354,7 +354,8 @@ async fn access_rules_answer_json_with_cors() {
     let app = spawn_app().await;
     let cases = [
         ("GET", "/list_tasks", 403),
-        ("POST", "/admin/quotas/users/x/reset", 403),
+        ("POST", "/admin/settings", 403),
+        ("POST", "/admin/quotas/users/x/reset", 401),
         ("POST", "/process/p/20250101", 401),
         ("POST", "/only-get", 405),
     ];

@@ -1,0 +1,299 @@
+//! The quota ledger: per-user balances and one usage row per charge.
+//!
+//! A reservation is ONE conditional statement (`used + cost <= limit` in the `WHERE`), with the
+//! usage row written in the same transaction, so concurrent requests can never overspend and
+//! every charge is counted exactly once (the row is keyed by the request id). Settling moves the
+//! row from `reserved` to `committed` or `refunded`; a refund gives the units back in the same
+//! transaction, only once, and only to the period the charge was made in.
+
+use super::{Store, StoreError};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BalanceRow {
+    pub user_id: String,
+    pub quota_type: String,
+    pub limit_amount: i64,
+    pub used_amount: i64,
+    pub period_start: i64,
+    pub period_end: i64,
+    pub updated_at: i64,
+}
+
+impl BalanceRow {
+    /// Units left, or -1 when unlimited.
+    pub fn remaining(&self) -> i64 {
+        if self.limit_amount < 0 {
+            -1
+        } else {
+            (self.limit_amount - self.used_amount).max(0)
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UsageRow {
+    pub id: String,
+    pub request_id: String,
+    pub user_id: String,
+    pub quota_type: String,
+    pub amount: i64,
+    pub endpoint: String,
+    pub method: String,
+    pub state: String,
+    pub metadata: String,
+    pub created_at: i64,
+    pub settled_at: Option<i64>,
+}
+
+/// One charge to reserve.
+pub struct Charge<'a> {
+    pub request_id: &'a str,
+    pub user_id: &'a str,
+    pub quota_type: &'a str,
+    pub amount: i64,
+    pub endpoint: &'a str,
+    pub method: &'a str,
+    pub metadata: &'a str,
+}
+
+/// Filters of a usage-log listing.
+#[derive(Default)]
+pub struct UsageQuery<'a> {
+    pub user_id: Option<&'a str>,
+    pub quota_type: Option<&'a str>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+const BALANCE: &str =
+    "user_id, quota_type, limit_amount, used_amount, period_start, period_end, updated_at";
+const USAGE: &str = "id, request_id, user_id, quota_type, amount, endpoint, method, state, metadata, created_at, settled_at";
+
+impl Store {
+    /// Reserves the charge if the balance allows it in the current period; returns the balance
+    /// after the charge, or `None` (nothing written) when it does not.
+    pub async fn reserve(
+        &self,
+        c: &Charge<'_>,
+        now: i64,
+    ) -> Result<Option<BalanceRow>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query_as::<_, BalanceRow>(&format!(
+            "UPDATE quota_balances SET used_amount = used_amount + $3, updated_at = $4 \
+             WHERE user_id = $1 AND quota_type = $2 AND period_start <= $4 AND period_end > $4 \
+             AND (limit_amount < 0 OR used_amount + $3 <= limit_amount) RETURNING {BALANCE}"
+        ))
+        .bind(c.user_id)
+        .bind(c.quota_type)
+        .bind(c.amount)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        sqlx::query(&format!(
+            "INSERT INTO usage_logs ({USAGE}) VALUES ($1, $2, $3, $4, $5, $6, $7, 'reserved', $8, $9, NULL)"
+        ))
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(c.request_id)
+        .bind(c.user_id)
+        .bind(c.quota_type)
+        .bind(c.amount)
+        .bind(c.endpoint)
+        .bind(c.method)
+        .bind(c.metadata)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(row))
+    }
+
+    /// Makes a reserved charge final. False if it was already settled.
+    pub async fn commit_charge(&self, request_id: &str, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE usage_logs SET state = 'committed', settled_at = $2 WHERE request_id = $1 AND state = 'reserved'",
+        )
+        .bind(request_id)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Gives a reserved charge back; returns the balance after it (None if there was nothing
+    /// to refund: already settled, or unknown).
+    pub async fn refund_charge(
+        &self,
+        request_id: &str,
+        now: i64,
+    ) -> Result<Option<BalanceRow>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let log: Option<(String, String, i64, i64)> = sqlx::query_as(
+            "UPDATE usage_logs SET state = 'refunded', settled_at = $2 WHERE request_id = $1 AND state = 'reserved' \
+             RETURNING user_id, quota_type, amount, created_at",
+        )
+        .bind(request_id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((user_id, quota_type, amount, created_at)) = log else {
+            return Ok(None);
+        };
+        let row = sqlx::query_as::<_, BalanceRow>(&format!(
+            "UPDATE quota_balances SET used_amount = CASE WHEN used_amount >= $3 THEN used_amount - $3 ELSE 0 END, \
+             updated_at = $4 WHERE user_id = $1 AND quota_type = $2 AND period_start <= $5 AND period_end > $5 \
+             RETURNING {BALANCE}"
+        ))
+        .bind(&user_id)
+        .bind(&quota_type)
+        .bind(amount)
+        .bind(now)
+        .bind(created_at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    pub async fn balance(
+        &self,
+        user_id: &str,
+        quota_type: &str,
+    ) -> Result<Option<BalanceRow>, StoreError> {
+        Ok(sqlx::query_as::<_, BalanceRow>(&format!(
+            "SELECT {BALANCE} FROM quota_balances WHERE user_id = $1 AND quota_type = $2"
+        ))
+        .bind(user_id)
+        .bind(quota_type)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    pub async fn balances_of(&self, user_id: &str) -> Result<Vec<BalanceRow>, StoreError> {
+        Ok(sqlx::query_as::<_, BalanceRow>(&format!(
+            "SELECT {BALANCE} FROM quota_balances WHERE user_id = $1 ORDER BY quota_type"
+        ))
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Adds balances for quota types the user lacks (a type declared after the period began),
+    /// within the current period.
+    pub async fn add_missing_balances(
+        &self,
+        user_id: &str,
+        limits: &[(String, i64)],
+        start: i64,
+        end: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        for (t, limit) in limits {
+            sqlx::query(
+                "INSERT INTO quota_balances (user_id, quota_type, limit_amount, used_amount, period_start, period_end, updated_at) \
+                 VALUES ($1, $2, $3, 0, $4, $5, $6) ON CONFLICT (user_id, quota_type) DO NOTHING",
+            )
+            .bind(user_id)
+            .bind(t)
+            .bind(limit)
+            .bind(start)
+            .bind(end)
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Sets used to zero (one type, or all); returns how many balances changed.
+    pub async fn reset_used(
+        &self,
+        user_id: &str,
+        quota_type: Option<&str>,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE quota_balances SET used_amount = 0, updated_at = $3 WHERE user_id = $1 AND ($2 = '' OR quota_type = $2)",
+        )
+        .bind(user_id)
+        .bind(quota_type.unwrap_or(""))
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Sets a limit; refused (None) when it would be below what is already used.
+    pub async fn set_limit(
+        &self,
+        user_id: &str,
+        quota_type: &str,
+        limit: i64,
+        now: i64,
+    ) -> Result<Option<BalanceRow>, StoreError> {
+        Ok(sqlx::query_as::<_, BalanceRow>(&format!(
+            "UPDATE quota_balances SET limit_amount = $3, updated_at = $4 \
+             WHERE user_id = $1 AND quota_type = $2 AND ($3 < 0 OR used_amount <= $3) RETURNING {BALANCE}"
+        ))
+        .bind(user_id)
+        .bind(quota_type)
+        .bind(limit)
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    pub async fn usage_logs(&self, q: &UsageQuery<'_>) -> Result<Vec<UsageRow>, StoreError> {
+        Ok(sqlx::query_as::<_, UsageRow>(&format!(
+            "SELECT {USAGE} FROM usage_logs WHERE state = 'committed' \
+             AND ($1 = '' OR user_id = $1) AND ($2 = '' OR quota_type = $2) \
+             AND created_at >= $3 AND created_at < $4 \
+             ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $6"
+        ))
+        .bind(q.user_id.unwrap_or(""))
+        .bind(q.quota_type.unwrap_or(""))
+        .bind(q.since.unwrap_or(0))
+        .bind(q.until.unwrap_or(i64::MAX))
+        .bind(q.limit)
+        .bind(q.offset)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// (user_id, amount, created_at) of committed charges of a type since `since`.
+    pub async fn usage_since(
+        &self,
+        quota_type: &str,
+        user_id: Option<&str>,
+        since: i64,
+    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT user_id, amount, created_at FROM usage_logs WHERE state = 'committed' AND quota_type = $1 \
+             AND ($2 = '' OR user_id = $2) AND created_at >= $3",
+        )
+        .bind(quota_type)
+        .bind(user_id.unwrap_or(""))
+        .bind(since)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// (state, count, sum) of usage rows of a user and type, for tests and audits.
+    pub async fn usage_summary(
+        &self,
+        user_id: &str,
+        quota_type: &str,
+    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT state, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM usage_logs WHERE user_id = $1 AND quota_type = $2 GROUP BY state ORDER BY state",
+        )
+        .bind(user_id)
+        .bind(quota_type)
+        .fetch_all(self.pool())
+        .await?)
+    }
+}
