@@ -288,11 +288,12 @@ impl Gate {
             .await;
         let mut resp = match sent {
             Ok(resp) => resp,
-            Err(e) => {
+            Err(mut e) => {
                 // Phase 5 for a failed forward: connection errors, timeouts and bodies cut off
                 // at their limit refund.
-                if let Some(r) = reservation {
-                    r.refund().await;
+                if let (Some(r), Some(meter)) = (reservation, route.meter.as_ref()) {
+                    let balance = r.refund().await;
+                    e.headers.extend(quota_headers(&meter.quota, &balance, 0));
                     log.quota = "refunded";
                 }
                 return Err(e);
@@ -326,11 +327,14 @@ impl Gate {
             log.quota = "refunded";
             (reservation.refund().await, 0)
         };
+        let quota = quota_headers(&meter.quota, &balance, charged);
         if judged.broken {
-            return Err(GateError::bad_gateway("the backend's reply was cut off"));
+            let mut e = GateError::bad_gateway("the backend's reply was cut off");
+            e.headers.extend(quota);
+            return Err(e);
         }
         let mut resp = judged.response;
-        for (name, value) in quota_headers(&meter.quota, &balance, charged) {
+        for (name, value) in quota {
             resp.headers_mut().insert(name, value);
         }
         Ok(resp)

@@ -19,6 +19,7 @@ mod accounts;
 mod config;
 mod gate_api;
 mod lifecycle;
+mod metering;
 mod paths;
 mod proxy;
 mod store;

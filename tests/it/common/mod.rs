@@ -90,6 +90,9 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Use this database URL instead of a fresh one (several gates on one database).
     pub database_url: Option<String>,
+    /// Start from the shipped proxy.toml (listener, backend, data and database moved to the
+    /// test's), with `routes` appended, instead of the test tables.
+    pub shipped: bool,
 }
 
 impl Default for Options {
@@ -101,6 +104,7 @@ impl Default for Options {
             upstream_url: None,
             env: Vec::new(),
             database_url: None,
+            shipped: false,
         }
     }
 }
@@ -192,8 +196,26 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         None => database_url(opts.db, &dir).await,
     };
     let upstream_url = opts.upstream_url.unwrap_or_else(|| upstream.url());
-    let text = format!(
-        r#"
+    let text = if opts.shipped {
+        shipped_config()
+            .replace("listen = \"0.0.0.0:9000\"", "listen = \"127.0.0.1:0\"")
+            .replace(
+                "data_dir = \"./data\"",
+                &format!("data_dir = \"{}\"", dir.path().display()),
+            )
+            .replace(
+                "url = \"http://127.0.0.1:4200\"",
+                &format!("url = \"{upstream_url}\""),
+            )
+            .replace("[database]\n", &format!("[database]\nurl = \"{db_url}\"\n"))
+            .replace(
+                "allow_origins = [",
+                &format!("allow_origins = [\"{ORIGIN}\", "),
+            )
+            + &opts.routes
+    } else {
+        format!(
+            r#"
 [server]
 listen = "127.0.0.1:0"
 data_dir = "{data}"
@@ -212,10 +234,11 @@ allow_origins = ["{ORIGIN}"]
 
 {routes}
 "#,
-        data = dir.path().display(),
-        server = opts.server,
-        routes = opts.routes,
-    );
+            data = dir.path().display(),
+            server = opts.server,
+            routes = opts.routes,
+        )
+    };
     let env: Vec<(&str, &str)> = opts
         .env
         .iter()
@@ -229,20 +252,12 @@ allow_origins = ["{ORIGIN}"]
 /// A gate running the shipped `proxy.toml`, with the listener, backend and database moved to
 /// the test's own; `extra` is appended to the file.
 pub async fn spawn_shipped(extra: &str) -> TestApp {
-    let upstream = Upstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let db_url = database_url(Db::Sqlite, &dir).await;
-    let text = shipped_config()
-        .replace("listen = \"0.0.0.0:9000\"", "listen = \"127.0.0.1:0\"")
-        .replace(
-            "url = \"http://127.0.0.1:4200\"",
-            &format!("url = \"{}\"", upstream.url()),
-        )
-        .replace("[database]\n", &format!("[database]\nurl = \"{db_url}\"\n"))
-        + extra;
-    let config =
-        Config::from_toml_str_isolated(&text, "proxy.toml").unwrap_or_else(|e| panic!("{e}"));
-    start_with(config, upstream, dir).await
+    spawn_app_with(Options {
+        shipped: true,
+        routes: extra.to_string(),
+        ..Options::default()
+    })
+    .await
 }
 
 pub fn shipped_config() -> String {

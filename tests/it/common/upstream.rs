@@ -84,6 +84,13 @@ fn query_param(req: &Request<Incoming>, name: &str) -> Option<u64> {
     })
 }
 
+fn query_str(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
 fn json(status: StatusCode, value: serde_json::Value) -> Response<BoxBody> {
     let mut r = Response::new(full(value.to_string()));
     *r.status_mut() = status;
@@ -204,16 +211,72 @@ async fn handle(
             StatusCode::FORBIDDEN,
             serde_json::json!({"detail": "no tunnel for you"}),
         ),
-        _ => json(
-            StatusCode::OK,
-            serde_json::json!({
+        // Any other path may be told how to answer, as the real backend does on a bad day.
+        _ if query_str(&req, "behave").is_some() => {
+            let behave = query_str(&req, "behave").unwrap_or_default();
+            let ms = query_param(&req, "ms").unwrap_or(3000);
+            let mut body = req.into_body();
+            while let Some(frame) = body.frame().await {
+                frame?;
+            }
+            match behave.as_str() {
+                "blocked" => json(
+                    StatusCode::OK,
+                    serde_json::json!({"status": "blocked", "message": "case locked"}),
+                ),
+                "processing" => json(StatusCode::OK, serde_json::json!({"status": "processing"})),
+                "error-key" => json(
+                    StatusCode::OK,
+                    serde_json::json!({"error": "请先上传 DICOM"}),
+                ),
+                "null" => json(StatusCode::OK, serde_json::Value::Null),
+                "ok" => json(
+                    StatusCode::OK,
+                    serde_json::json!({"status": "ok", "upload_id": "u"}),
+                ),
+                "500" => json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    serde_json::json!({"detail": "boom"}),
+                ),
+                "slow" => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    json(StatusCode::OK, serde_json::json!({"status": "submitted"}))
+                }
+                "reset" => return Err("reset by the test upstream".into()),
+                "die" => {
+                    let mut r = Response::new(BoxBody::new(DiesMidway {
+                        sent: false,
+                        delay: Box::pin(tokio::time::sleep(Duration::from_millis(300))),
+                    }));
+                    r.headers_mut()
+                        .insert("content-length", "100000".parse().unwrap());
+                    r
+                }
+                "big" => json(
+                    StatusCode::OK,
+                    serde_json::json!({"status": "submitted", "pad": "x".repeat(100_000)}),
+                ),
+                other => json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": format!("unknown behave={other}")}),
+                ),
+            }
+        }
+        _ => {
+            let reply = serde_json::json!({
                 "status": "submitted",
                 "path": path,
                 "query": req.uri().query(),
                 "method": req.method().as_str(),
                 "headers": headers_json(),
-            }),
-        ),
+            });
+            // Read the whole body first, as uvicorn does.
+            let mut body = req.into_body();
+            while let Some(frame) = body.frame().await {
+                frame?;
+            }
+            json(StatusCode::OK, reply)
+        }
     })
 }
 

@@ -1,0 +1,888 @@
+//! Plans, subscriptions and exact quota metering through the shipped proxy.toml, on SQLite and
+//! PostgreSQL: concurrency never overspends, every refund path gives the units back, periods
+//! roll over, and no user sees another's usage.
+
+use crate::common::{Account, Db, Options, TestApp, spawn_app_with};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const PROCESS: &str = "api_calls_full_process";
+
+async fn app_on(db: Db, database_url: Option<String>, env: Vec<(String, String)>) -> TestApp {
+    spawn_app_with(Options {
+        db,
+        shipped: true,
+        routes: String::new(),
+        database_url,
+        env,
+        ..Options::default()
+    })
+    .await
+}
+
+async fn app(db: Db) -> TestApp {
+    app_on(db, None, Vec::new()).await
+}
+
+fn bearer(a: &Account) -> String {
+    format!("Bearer {}", a.access)
+}
+
+async fn set_limit(app: &TestApp, user_id: &str, quota: &str, limit: i64) {
+    let store = app.gate().billing().store();
+    store
+        .set_limit(user_id, quota, limit, idoctor_gate::store::now_ms())
+        .await
+        .unwrap()
+        .expect("a balance");
+}
+
+async fn used(app: &TestApp, user_id: &str, quota: &str) -> i64 {
+    app.gate()
+        .billing()
+        .store()
+        .balance(user_id, quota)
+        .await
+        .unwrap()
+        .expect("a balance")
+        .used_amount
+}
+
+/// (committed count, refunded count, reserved count).
+async fn ledger(app: &TestApp, user_id: &str, quota: &str) -> (i64, i64, i64) {
+    let rows = app
+        .gate()
+        .billing()
+        .store()
+        .usage_summary(user_id, quota)
+        .await
+        .unwrap();
+    let get = |state: &str| rows.iter().find(|r| r.0 == state).map_or(0, |r| r.1);
+    (get("committed"), get("refunded"), get("reserved"))
+}
+
+async fn process(app: &TestApp, a: &Account, query: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/process/p1/20250101{query}")))
+        .header("authorization", bearer(a))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn concurrent_requests_admit_exactly_the_remaining(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("conc").await;
+    set_limit(&app, &a.id, PROCESS, 7).await;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let req = app
+            .client
+            .post(app.url("/process/p1/20250101"))
+            .header("authorization", bearer(&a));
+        set.spawn(async move { req.send().await.unwrap().status().as_u16() });
+    }
+    let mut ok = 0;
+    let mut denied = 0;
+    while let Some(s) = set.join_next().await {
+        match s.unwrap() {
+            200 => ok += 1,
+            402 => denied += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((ok, denied), (7, 57));
+    assert_eq!(used(&app, &a.id, PROCESS).await, 7);
+    assert_eq!(ledger(&app, &a.id, PROCESS).await, (7, 0, 0));
+    let forwarded = app
+        .upstream
+        .seen()
+        .iter()
+        .filter(|s| s.path().starts_with("/process/"))
+        .count();
+    assert_eq!(forwarded, 7, "a denied request never reaches the backend");
+    app.stop().await;
+}
+
+async fn exhausted_answers_402_with_the_frontends_body_and_headers(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("exh").await;
+    set_limit(&app, &a.id, PROCESS, 1).await;
+    let resp = process(&app, &a, "").await;
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers();
+    assert_eq!(h["x-quota-type"], PROCESS);
+    assert_eq!(h["x-quota-remaining"], "0");
+    assert_eq!(h["x-quota-used"], "1");
+    assert!(
+        h["ratelimit-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("\"{PROCESS}\";q=1;w="))
+    );
+    assert!(
+        h["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("\"{PROCESS}\";r=0;t="))
+    );
+    let resp = app
+        .client
+        .post(app.url("/process/p1/20250101"))
+        .header("authorization", bearer(&a))
+        .header("origin", crate::common::ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 402);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        crate::common::ORIGIN
+    );
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["detail"], "配额已用尽");
+    assert_eq!(v["quota_type"], PROCESS);
+    assert_eq!(
+        (v["remaining"].as_i64(), v["required"].as_i64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(v["upgrade_url"], "/subscription");
+    assert!(v["message"].as_str().unwrap().contains("剩余: 0"));
+    app.stop().await;
+}
+
+async fn every_refund_path_restores_the_balance(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("refund").await;
+    let before = used(&app, &a.id, PROCESS).await;
+    // The reply says no work was accepted, or the backend failed in any way.
+    for (query, status) in [
+        ("?behave=blocked", 200),
+        ("?behave=processing", 200),
+        ("?behave=500", 500),
+        ("?behave=reset", 502),
+        ("?behave=die", 502),
+        ("?behave=big", 200),
+    ] {
+        let resp = process(&app, &a, query).await;
+        assert_eq!(resp.status(), status, "{query}");
+        assert_eq!(resp.headers()["x-quota-used"], "0", "{query}");
+        assert_eq!(used(&app, &a.id, PROCESS).await, before, "{query} refunds");
+    }
+    // l3_detect: an "error" key refunds; the platform branch's `null` is a success.
+    let l3 = |q: &'static str| {
+        app.client
+            .post(app.url(&format!("/l3_detect/p1/20250101?behave={q}")))
+            .header("authorization", bearer(&a))
+            .send()
+    };
+    assert_eq!(
+        l3("error-key").await.unwrap().headers()["x-quota-used"],
+        "0"
+    );
+    assert_eq!(used(&app, &a.id, "api_calls_l3_detect").await, 0);
+    assert_eq!(l3("null").await.unwrap().headers()["x-quota-used"], "1");
+    assert_eq!(used(&app, &a.id, "api_calls_l3_detect").await, 1);
+    // Nothing stays reserved, and each refund is one row.
+    assert_eq!(ledger(&app, &a.id, PROCESS).await, (0, 6, 0));
+    app.stop().await;
+}
+
+async fn timeouts_unreachable_backends_and_client_aborts_refund(db: Db) {
+    // A backend that does not answer in time (the route's timeout, shortened here).
+    let app = spawn_app_with(Options {
+        db,
+        shipped: true,
+        routes: String::new(),
+        ..Options::default()
+    })
+    .await;
+    let a = app.signup("abort").await;
+    // The client gives up while the backend works: the charge comes back.
+    let req = app
+        .client
+        .post(app.url("/process/p1/20250101?behave=slow&ms=1500"))
+        .header("authorization", bearer(&a))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(req.is_err(), "the client timed out");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while used(&app, &a.id, PROCESS).await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned charge was not refunded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ledger(&app, &a.id, PROCESS).await, (0, 1, 0));
+    app.stop().await;
+
+    let dead = format!("http://127.0.0.1:{}", crate::common::dead_port());
+    let app = spawn_app_with(Options {
+        db,
+        shipped: true,
+        routes: String::new(),
+        upstream_url: Some(dead),
+        ..Options::default()
+    })
+    .await;
+    let a = app.signup("unreach").await;
+    let resp = process(&app, &a, "").await;
+    assert_eq!(resp.status(), 502);
+    assert_eq!(used(&app, &a.id, PROCESS).await, 0);
+    assert_eq!(ledger(&app, &a.id, PROCESS).await, (0, 1, 0));
+    app.stop().await;
+
+    // A backend slower than the route's timeout: 504, refunded.
+    let app = spawn_app_with(Options {
+        db,
+        shipped: true,
+        routes: "\n[[route]]\npath = \"/quick/{p}\"\nmethods = [\"POST\"]\naccess = \"user\"\ntimeout_secs = 1\n\
+                 [route.meter]\nquota = \"api_calls_full_process\"\ncost = 1\n"
+            .into(),
+        ..Options::default()
+    })
+    .await;
+    let a = app.signup("slowpoke").await;
+    let resp = app
+        .client
+        .post(app.url("/quick/x?behave=slow&ms=3000"))
+        .header("authorization", bearer(&a))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+    assert_eq!(used(&app, &a.id, PROCESS).await, 0);
+    assert_eq!(ledger(&app, &a.id, PROCESS).await, (0, 1, 0));
+    app.stop().await;
+}
+
+async fn per_mb_costs_are_decided_before_the_body(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("mbuser").await;
+    // 2.5 MB of mask: charged 3 MB (started MBs).
+    let body = vec![7u8; 5 * 512 * 1024];
+    let resp = app
+        .client
+        .post(app.url("/upload_l3_mask/p1/20250101"))
+        .header("authorization", bearer(&a))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-quota-used"], "3");
+    assert_eq!(used(&app, &a.id, "storage_usage").await, 3);
+    // No Content-Length on a per-MB route: 411, nothing forwarded.
+    let seen_before = app.upstream.seen().len();
+    let chunks = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(
+        bytes::Bytes::from_static(b"abc"),
+    )]);
+    let resp = app
+        .client
+        .post(app.url("/upload_l3_mask/p1/20250101"))
+        .header("authorization", bearer(&a))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 411);
+    // A 100 MB upload against the free plan's 80 MB: refused before a byte is read.
+    let head = format!(
+        "POST /upload_dicom_zip HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: {}\r\nContent-Type: application/zip\r\n\r\n",
+        bearer(&a),
+        100u64 << 20
+    );
+    let out = crate::common::raw_exchange(app.addr, head.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 402"), "{out}");
+    assert_eq!(
+        app.upstream.seen().len(),
+        seen_before,
+        "neither reached the backend"
+    );
+    assert_eq!(used(&app, &a.id, "storage_usage").await, 3);
+    app.stop().await;
+}
+
+async fn periods_roll_over_at_the_first_request_after_their_end(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("roll").await;
+    assert_eq!(process(&app, &a, "").await.status(), 200);
+    assert_eq!(used(&app, &a.id, PROCESS).await, 1);
+    let pool = app.gate().billing().store().pool().clone();
+    let past = idoctor_gate::store::now_ms() - 1000;
+    // The free period ended: it renews, with a fresh balance.
+    sqlx::query("UPDATE quota_balances SET period_end = $2, period_start = $2 - 86400000 WHERE user_id = $1")
+        .bind(&a.id).bind(past).execute(&pool).await.unwrap();
+    sqlx::query("UPDATE user_subscriptions SET current_period_end = $2 WHERE user_id = $1")
+        .bind(&a.id)
+        .bind(past)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(process(&app, &a, "").await.status(), 200);
+    assert_eq!(
+        used(&app, &a.id, PROCESS).await,
+        1,
+        "the new period counts from zero"
+    );
+    let b = app
+        .gate()
+        .billing()
+        .store()
+        .balance(&a.id, PROCESS)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        b.period_end > idoctor_gate::store::now_ms() + 27 * 86_400_000,
+        "a month ahead"
+    );
+    let subs = app
+        .gate()
+        .billing()
+        .store()
+        .subscriptions_of(&a.id)
+        .await
+        .unwrap();
+    assert_eq!(subs.len(), 1, "the free subscription renewed in place");
+    assert_eq!(subs[0].status, "active");
+
+    // A paid plan whose period ended without payment falls back to the free plan.
+    let pro = app
+        .gate()
+        .billing()
+        .store()
+        .plan_by_name("专业版")
+        .await
+        .unwrap()
+        .unwrap();
+    sqlx::query(
+        "UPDATE user_subscriptions SET plan_id = $2, current_period_end = $3 WHERE user_id = $1",
+    )
+    .bind(&a.id)
+    .bind(&pro.row.id)
+    .bind(past)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE quota_balances SET period_end = $2, period_start = $2 - 86400000, limit_amount = 100 WHERE user_id = $1")
+        .bind(&a.id).bind(past).execute(&pool).await.unwrap();
+    let q: Value = app
+        .client
+        .get(app.url("/admin/quotas/users/me"))
+        .header("authorization", bearer(&a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let process_q = q["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type_key"] == PROCESS)
+        .unwrap();
+    assert_eq!(
+        (process_q["limit"].as_i64(), process_q["used"].as_i64()),
+        (Some(5), Some(0)),
+        "back on the free plan"
+    );
+    let subs = app
+        .gate()
+        .billing()
+        .store()
+        .subscriptions_of(&a.id)
+        .await
+        .unwrap();
+    assert_eq!(subs.iter().filter(|s| s.status == "expired").count(), 1);
+    let current = app
+        .gate()
+        .billing()
+        .store()
+        .current_subscription(&a.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let free = app
+        .gate()
+        .billing()
+        .store()
+        .default_plan()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(current.plan_id, free.row.id);
+    app.stop().await;
+}
+
+async fn users_see_only_their_own_usage(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("alice").await;
+    let b = app.signup("bob").await;
+    assert_eq!(process(&app, &a, "").await.status(), 200);
+    assert_eq!(process(&app, &b, "").await.status(), 200);
+    assert_eq!(process(&app, &b, "").await.status(), 200);
+    let get = |who: &Account, path: String| {
+        app.client
+            .get(app.url(&path))
+            .header("authorization", bearer(who))
+            .send()
+    };
+    let logs: Value = get(
+        &a,
+        "/admin/quotas/usage-logs?quota_type=&start_date=&end_date=&limit=".into(),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let logs = logs.as_array().unwrap();
+    assert_eq!(logs.len(), 1);
+    assert!(logs.iter().all(|l| l["user_id"] == a.id.as_str()));
+    assert_eq!(logs[0]["endpoint"], "/process/p1/20250101");
+    assert_eq!(
+        get(&a, format!("/admin/quotas/usage-logs?user_id={}", b.id))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        get(&a, format!("/admin/quotas/users/{}", b.id))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let stats: Value = get(&a, format!("/admin/quotas/statistics/{PROCESS}?days=30"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            stats["total_usage"].as_i64(),
+            stats["unique_users"].as_i64()
+        ),
+        (Some(1), Some(1))
+    );
+    // Reset and adjust are for superusers.
+    let reset = app
+        .client
+        .post(app.url(&format!("/admin/quotas/users/{}/reset", a.id)))
+        .header("authorization", bearer(&a))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), 403);
+    let adjust = app
+        .client
+        .put(app.url(&format!(
+            "/admin/quotas/users/{}/adjust?quota_type={PROCESS}&new_limit=-1",
+            a.id
+        )))
+        .header("authorization", bearer(&a))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(adjust.status(), 403);
+
+    // A superuser sees everyone, and can reset and adjust.
+    app.gate()
+        .auth()
+        .create_admin("root@example.com", "root", "root-password")
+        .await
+        .unwrap();
+    let t = app.login("root", "root-password").await;
+    let root = format!("Bearer {}", t["access_token"].as_str().unwrap());
+    let all: Value = app
+        .client
+        .get(app.url("/admin/quotas/usage-logs"))
+        .header("authorization", &root)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    let stats: Value = app
+        .client
+        .get(app.url(&format!("/admin/quotas/statistics/{PROCESS}")))
+        .header("authorization", &root)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            stats["total_usage"].as_i64(),
+            stats["unique_users"].as_i64()
+        ),
+        (Some(3), Some(2))
+    );
+    let r: Value = app
+        .client
+        .post(app.url(&format!(
+            "/admin/quotas/users/{}/reset?quota_type={PROCESS}",
+            b.id
+        )))
+        .header("authorization", &root)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["quotas_reset"], 1);
+    assert_eq!(used(&app, &b.id, PROCESS).await, 0);
+    let resp = app
+        .client
+        .put(app.url(&format!(
+            "/admin/quotas/users/{}/adjust?quota_type={PROCESS}&new_limit=-1",
+            a.id
+        )))
+        .header("authorization", &root)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let me: Value = get(&a, "/admin/quotas/users/me".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let q = me["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type_key"] == PROCESS)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (q["limit"].as_i64(), q["remaining"].as_i64()),
+        (Some(-1), Some(-1)),
+        "unlimited is -1"
+    );
+    assert_eq!(me["total_quotas"], 5);
+    assert_eq!(me["user_id"], a.id.as_str());
+    // Below current usage is refused, not clamped.
+    let resp = app
+        .client
+        .put(app.url(&format!(
+            "/admin/quotas/users/{}/adjust?quota_type={PROCESS}&new_limit=0",
+            a.id
+        )))
+        .header("authorization", &root)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    app.stop().await;
+}
+
+async fn plans_and_subscriptions(db: Db) {
+    let app = app(db).await;
+    let plans: Value = app
+        .client
+        .get(app.url("/plans/?active_only=true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let plans = plans.as_array().unwrap();
+    let prices: Vec<&str> = plans.iter().map(|p| p["price"].as_str().unwrap()).collect();
+    assert_eq!(prices, vec!["0.00", "99.00", "999.00"]);
+    assert_eq!(plans[2]["quotas"][PROCESS], -1, "enterprise is unlimited");
+    assert_eq!(plans[0]["quota_type"], PROCESS);
+    assert_eq!(plans[0]["quota_limit"], 5);
+    let pro_id = plans[1]["id"].as_str().unwrap().to_string();
+    let one: Value = app
+        .client
+        .get(app.url(&format!("/plans/{pro_id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["name"], "专业版");
+
+    let a = app.signup("subby").await;
+    let current: Value = app
+        .client
+        .get(app.url("/subscriptions/current"))
+        .header("authorization", bearer(&a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(current["status"], "active");
+    assert_eq!(current["plan_name"], "免费版");
+    let quota: Value = app
+        .client
+        .get(app.url("/subscriptions/quota"))
+        .header("authorization", bearer(&a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            quota["quota_limit"].as_i64(),
+            quota["has_subscription"].as_bool()
+        ),
+        (Some(5), Some(true))
+    );
+
+    // Subscribing to a paid plan: a pending order with the plan's amount, whatever is sent.
+    let resp = app
+        .client
+        .post(app.url("/subscriptions/subscribe"))
+        .header("authorization", bearer(&a))
+        .json(&json!({"plan_id": pro_id, "payment_method": "alipay", "amount": "0.01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let order: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (order["amount"].as_str(), order["status"].as_str()),
+        (Some("99.00"), Some("pending"))
+    );
+    assert_eq!(order["order_no"].as_str().unwrap().len(), 32);
+    assert!(order["message"].as_str().unwrap().contains("not available"));
+    let current: Value = app
+        .client
+        .get(app.url("/subscriptions/current"))
+        .header("authorization", bearer(&a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        current["plan_name"], "免费版",
+        "unpaid: still on the free plan"
+    );
+    let free_id = plans[0]["id"].as_str().unwrap();
+    let resp = app
+        .client
+        .post(app.url("/subscriptions/subscribe"))
+        .header("authorization", bearer(&a))
+        .json(&json!({"plan_id": free_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let history: Value = app
+        .client
+        .get(app.url("/subscriptions/history"))
+        .header("authorization", bearer(&a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 2);
+    let resp = app
+        .client
+        .post(app.url("/subscriptions/cancel"))
+        .header("authorization", bearer(&a))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let current: Value = app
+        .client
+        .get(app.url("/subscriptions/current"))
+        .header("authorization", bearer(&a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (current["status"].as_str(), current["auto_renew"].as_bool()),
+        (Some("cancelled"), Some(false))
+    );
+
+    // Plan management is for superusers.
+    let body = json!({"name": "学术版", "price": "49.90", "quotas": {PROCESS: 30}});
+    let resp = app
+        .client
+        .post(app.url("/plans/"))
+        .header("authorization", bearer(&a))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    app.gate()
+        .auth()
+        .create_admin("root@example.com", "root", "root-password")
+        .await
+        .unwrap();
+    let t = app.login("root", "root-password").await;
+    let root = format!("Bearer {}", t["access_token"].as_str().unwrap());
+    let resp = app
+        .client
+        .post(app.url("/plans/"))
+        .header("authorization", &root)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let created: Value = resp.json().await.unwrap();
+    assert_eq!(created["price"], "49.90");
+    let id = created["id"].as_str().unwrap();
+    for bad in [
+        json!({"price": "1.234"}),
+        json!({"price": -1}),
+        json!({"quotas": {"nope": 1}}),
+        json!({"billing_cycle": "weekly"}),
+    ] {
+        let resp = app
+            .client
+            .put(app.url(&format!("/plans/{id}")))
+            .header("authorization", &root)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 422, "{bad}");
+    }
+    let resp = app
+        .client
+        .put(app.url(&format!("/plans/{id}")))
+        .header("authorization", &root)
+        .json(&json!({"price": 59}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.json::<Value>().await.unwrap()["price"], "59.00");
+    let resp = app
+        .client
+        .delete(app.url(&format!("/plans/{id}")))
+        .header("authorization", &root)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.json::<Value>().await.unwrap()["is_active"], false);
+    let listed: Value = app
+        .client
+        .get(app.url("/plans/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        3,
+        "deactivated plans are not offered"
+    );
+    let resp = app
+        .client
+        .delete(app.url(&format!("/plans/{free_id}")))
+        .header("authorization", &root)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422, "the default plan stays");
+    app.stop().await;
+}
+
+async fn an_unreachable_database_fails_metered_routes_closed(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("closed").await;
+    // Warm the principal cache, so authentication itself needs no database.
+    assert_eq!(process(&app, &a, "").await.status(), 200);
+    let seen = app.upstream.seen().len();
+    app.gate().billing().store().close().await;
+    let resp = process(&app, &a, "").await;
+    assert_eq!(resp.status(), 503);
+    assert!(
+        resp.json::<Value>().await.unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("database")
+    );
+    assert_eq!(
+        app.upstream.seen().len(),
+        seen,
+        "nothing was forwarded uncharged"
+    );
+    app.stop().await;
+}
+
+on_both!(
+    concurrent_requests_admit_exactly_the_remaining,
+    exhausted_answers_402_with_the_frontends_body_and_headers,
+    every_refund_path_restores_the_balance,
+    timeouts_unreachable_backends_and_client_aborts_refund,
+    per_mb_costs_are_decided_before_the_body,
+    periods_roll_over_at_the_first_request_after_their_end,
+    users_see_only_their_own_usage,
+    plans_and_subscriptions,
+    an_unreachable_database_fails_metered_routes_closed,
+);
+
+/// Two gates on one PostgreSQL, 64 concurrent requests split between them: exactly R admitted.
+#[tokio::test]
+async fn two_replicas_on_one_postgres_admit_exactly_the_remaining() {
+    let url = crate::common::pg::fresh_database().await;
+    let env = vec![
+        (
+            "GATE_JWT_SECRET".to_string(),
+            "shared-secret-shared-secret-shared-secret".to_string(),
+        ),
+        (
+            "GATE_API_KEY_PEPPER".to_string(),
+            "shared-pepper-shared-pepper-shared-pepper".to_string(),
+        ),
+    ];
+    let a = app_on(Db::Postgres, Some(url.clone()), env.clone()).await;
+    let b = app_on(Db::Postgres, Some(url), env).await;
+    let user = a.signup("twin").await;
+    set_limit(&a, &user.id, PROCESS, 9).await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let gate = if i % 2 == 0 { &a } else { &b };
+        let req = gate
+            .client
+            .post(gate.url("/process/p1/20250101"))
+            .header("authorization", bearer(&user));
+        set.spawn(async move { req.send().await.unwrap().status().as_u16() });
+    }
+    let mut ok = 0;
+    while let Some(s) = set.join_next().await {
+        let s = s.unwrap();
+        assert!(s == 200 || s == 402, "{s}");
+        ok += (s == 200) as usize;
+    }
+    assert_eq!(ok, 9);
+    assert_eq!(used(&a, &user.id, PROCESS).await, 9);
+    assert_eq!(ledger(&b, &user.id, PROCESS).await, (9, 0, 0));
+    a.stop().await;
+    b.stop().await;
+}
