@@ -1,0 +1,3 @@
+-- wrk: POST with an empty body (the metered /process route takes no body).
+wrk.method = "POST"
+wrk.body = ""

@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# The gate held against nginx and the bare backend, on loopback, in one run.
+#
+#   bash bench/run.sh            (DURATION=10 CONNS=64 BIG_MB=1024 IDLE=10000 by default)
+#
+# Installs what it needs (wrk, hey, nginx-light; PostgreSQL server binaries if missing), builds
+# the release binary, and measures side by side:
+#   - the bare backend (nginx returning a small JSON body, standing in for iDoctor);
+#   - nginx as a plain reverse proxy in front of it (no auth): the reference;
+#   - the gate on a public, a JWT, an API-key and a metered route (SQLite and PostgreSQL);
+#   - latency at half the gate's load, with and without logins (argon2) running beside it;
+#   - a streamed upload and download of BIG_MB through the gate versus direct, peak RSS;
+#   - IDLE idle keep-alive connections held by the gate, and its RSS.
+# Every proxy under test runs on CPU 0 with one thread (nginx: one worker; the gate: one tokio
+# worker); the backend and the load generator share CPU 1. Prints one table and writes it to
+# bench/results/latest.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-64}
+BIG_MB=${BIG_MB:-1024}
+IDLE=${IDLE:-10000}
+OUT=${OUT:-bench/results/latest.md}
+
+log() { printf '== %s\n' "$*" >&2; }
+
+# --- what a fresh machine lacks ----------------------------------------------------------------
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v hey >/dev/null || missing+=(hey)
+command -v nginx >/dev/null || missing+=(nginx-light)
+if ! command -v initdb >/dev/null && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  missing+=(postgresql)
+fi
+if ((${#missing[@]})); then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+pg_bin() {
+  if command -v "$1" >/dev/null; then command -v "$1"; else ls /usr/lib/postgresql/*/bin/"$1" | sort | tail -1; fi
+}
+
+log "building the release binary"
+cargo build --release --quiet
+BIN=$ROOT/target/release/idoctor-gate
+
+ulimit -n 100000
+
+DIR=$(mktemp -d /tmp/gate-bench.XXXXXX)
+chmod 755 "$DIR"
+PIDS=()
+PGDATA=""
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [[ -n "$PGDATA" ]]; then runuser -u postgres -- "$(pg_bin pg_ctl)" -D "$PGDATA" -m immediate stop >/dev/null 2>&1 || true; fi
+  wait 2>/dev/null || true
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UPSTREAM_PORT=$(free_port)
+NGINX_PROXY_PORT=$(free_port)
+GATE_PORT=$(free_port)
+PG_PORT=$(free_port)
+
+render() {
+  sed -e "s|@DIR@|$DIR|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@NGINX_PROXY_PORT@|$NGINX_PROXY_PORT|g" \
+      -e "s|@GATE_PORT@|$GATE_PORT|g" -e "s|@DATA@|$2|g" -e "s|@DATABASE_URL@|$3|g" "$1"
+}
+
+wait_http() {
+  for _ in $(seq 1 300); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  log "nothing answers at $1"
+  return 1
+}
+
+log "preparing a ${BIG_MB} MiB file"
+head -c "${BIG_MB}M" /dev/zero >"$DIR/big.bin"
+
+render bench/backend.nginx.conf >"$DIR/backend.conf"
+render bench/proxy.nginx.conf >"$DIR/proxy.conf"
+taskset -c 1 nginx -c "$DIR/backend.conf" -e "$DIR/backend-error.log" & PIDS+=($!)
+taskset -c 0 nginx -c "$DIR/proxy.conf" -e "$DIR/proxy-error.log" & PIDS+=($!)
+wait_http "http://127.0.0.1:$UPSTREAM_PORT/json"
+wait_http "http://127.0.0.1:$NGINX_PROXY_PORT/json"
+
+# --- the gate ----------------------------------------------------------------------------------
+export GATE_JWT_SECRET=bench-secret-bench-secret-bench-secret-0123
+export GATE_API_KEY_PEPPER=bench-pepper-bench-pepper-bench-pepper-0123
+GATE_PID=""
+start_gate() { # name database_url
+  local data="$DIR/gate-$1"
+  mkdir -p "$data"
+  render bench/gate.toml "$data" "$2" >"$data/gate.toml"
+  TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c 0 "$BIN" serve --config "$data/gate.toml" \
+    >"$data/gate.log" 2>&1 &
+  GATE_PID=$!
+  PIDS+=("$GATE_PID")
+  wait_http "http://127.0.0.1:$GATE_PORT/healthz"
+}
+stop_gate() { kill "$GATE_PID"; wait "$GATE_PID" 2>/dev/null || true; }
+rss_kb() { awk -v k="$2" '$1==k":" {print $2}' "/proc/$1/status"; }
+
+GATE="http://127.0.0.1:$GATE_PORT"
+sign_in() {
+  curl -sf -X POST "$GATE/auth/register" -H 'content-type: application/json' \
+    -d '{"email":"bench@example.com","username":"bench","password":"bench-password"}' >/dev/null || true
+  TOKEN=$(curl -sf -X POST "$GATE/auth/login" -H 'content-type: application/json' \
+    -d '{"username_or_email":"bench","password":"bench-password"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  KEY=$(curl -sf -X POST "$GATE/api-keys/" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{"name":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+}
+
+ROWS=()
+row() { ROWS+=("$1|$2"); printf '%-44s %s\n' "$1" "$2" >&2; }
+wrk_run() { # label url [wrk args...]
+  local label=$1 url=$2; shift 2
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url" >"$DIR/wrk.out" 2>&1
+  row "$label" "$(python3 bench/helpers.py parse-wrk "$DIR/wrk.out")"
+}
+hey_run() { # label rate url [hey args...]
+  local label=$1 rate=$2 url=$3; shift 3
+  local workers=16
+  local per=$(( (rate + workers - 1) / workers ))
+  taskset -c 1 hey -z "${DURATION}s" -c "$workers" -q "$per" "$@" "$url" >"$DIR/hey.out" 2>&1
+  row "$label" "$(python3 bench/helpers.py parse-hey "$DIR/hey.out")"
+}
+
+log "SQLite gate: transfers, idle connections, throughput"
+start_gate sqlite "sqlite://$DIR/gate-sqlite/gate.db"
+sign_in
+
+transfer() { # label method url
+  local t
+  if [[ "$2" == up ]]; then
+    t=$(taskset -c 1 curl -s -o /dev/null -w '%{time_total}' -T "$DIR/big.bin" -X POST "$3")
+  else
+    t=$(taskset -c 1 curl -s -o /dev/null -w '%{time_total}' "$3")
+  fi
+  python3 -c "print(f'{$BIG_MB / $t:.0f}')"
+}
+UP_DIRECT=$(transfer "" up "http://127.0.0.1:$UPSTREAM_PORT/sink")
+UP_GATE=$(transfer "" up "$GATE/sink")
+DOWN_DIRECT=$(transfer "" down "http://127.0.0.1:$UPSTREAM_PORT/big")
+DOWN_GATE=$(transfer "" down "$GATE/big")
+PEAK_KB=$(rss_kb "$GATE_PID" VmHWM)
+log "upload MiB/s direct $UP_DIRECT gate $UP_GATE; download direct $DOWN_DIRECT gate $DOWN_GATE; peak RSS ${PEAK_KB} KiB"
+
+RSS_BEFORE=$(rss_kb "$GATE_PID" VmRSS)
+mkfifo "$DIR/idle.in"
+python3 bench/helpers.py idle "$IDLE" "$GATE_PORT" <"$DIR/idle.in" >"$DIR/idle.out" &
+IDLE_PID=$!
+exec 7>"$DIR/idle.in"
+for _ in $(seq 1 600); do grep -q '^open' "$DIR/idle.out" 2>/dev/null && break; sleep 0.1; done
+IDLE_LINE=$(cat "$DIR/idle.out")
+RSS_IDLE=$(rss_kb "$GATE_PID" VmRSS)
+exec 7>&-
+wait "$IDLE_PID" || true
+log "idle: $IDLE_LINE; RSS ${RSS_BEFORE} -> ${RSS_IDLE} KiB"
+
+wrk_run "backend direct (nginx)" "http://127.0.0.1:$UPSTREAM_PORT/json"
+wrk_run "nginx plain reverse proxy" "http://127.0.0.1:$NGINX_PROXY_PORT/json"
+wrk_run "gate, public route" "$GATE/public"
+wrk_run "gate, JWT route" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
+wrk_run "gate, API-key route" "$GATE/user/json" -H "X-API-Key: $KEY"
+wrk_run "gate, metered route (SQLite)" "$GATE/process/p/20250101" -H "Authorization: Bearer $TOKEN" -s bench/post.lua
+
+JWT_RPS=$(for r in "${ROWS[@]}"; do [[ "$r" == "gate, JWT route|"* ]] && echo "${r#*|}" | cut -d' ' -f1; done)
+HALF=$(( JWT_RPS / 2 ))
+hey_run "backend direct at ${HALF}/s" "$HALF" "http://127.0.0.1:$UPSTREAM_PORT/json"
+hey_run "gate JWT at ${HALF}/s" "$HALF" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
+taskset -c 1 python3 bench/helpers.py logins "$GATE_PORT" bench bench-password 2 "$DURATION" >"$DIR/logins.out" &
+LOGIN_PID=$!
+hey_run "gate JWT at ${HALF}/s, logins beside" "$HALF" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
+wait "$LOGIN_PID" || true
+LOGINS=$(cat "$DIR/logins.out")
+stop_gate
+
+log "PostgreSQL gate"
+PGDATA="$DIR/pg/data"
+mkdir -p "$DIR/pg" && chown postgres: "$DIR/pg"
+runuser -u postgres -- "$(pg_bin initdb)" -D "$PGDATA" -A trust -U postgres -N --no-instructions >/dev/null
+runuser -u postgres -- "$(pg_bin pg_ctl)" -D "$PGDATA" -l "$DIR/pg/log" -w \
+  -o "-p $PG_PORT -k $DIR/pg -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+start_gate pg "postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+sign_in
+wrk_run "gate, JWT route (PostgreSQL)" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
+wrk_run "gate, metered route (PostgreSQL)" "$GATE/process/p/20250101" -H "Authorization: Bearer $TOKEN" -s bench/post.lua
+stop_gate
+
+# --- the table ---------------------------------------------------------------------------------
+NGINX_RPS=$(for r in "${ROWS[@]}"; do [[ "$r" == "nginx plain reverse proxy|"* ]] && echo "${r#*|}" | cut -d' ' -f1; done)
+DIRECT_P99_HALF=$(for r in "${ROWS[@]}"; do [[ "$r" == "backend direct at "* ]] && echo "${r#*|}" | cut -d' ' -f3; done)
+CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+{
+  echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($CPU), loopback; ${DURATION}s per row, wrk -c$CONNS (hey at a fixed rate for the half-load rows)."
+  echo "Proxies under test on CPU 0 with one thread; backend and load generator on CPU 1."
+  echo
+  echo "| row | requests/s | p50 ms | p99 ms | errors | vs nginx proxy |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for r in "${ROWS[@]}"; do
+    label=${r%%|*}
+    read -r rps p50 p99 errs <<<"${r#*|}"
+    ratio=$(python3 -c "print(f'{$rps / $NGINX_RPS:.2f}x')")
+    echo "| $label | $rps | $p50 | $p99 | $errs | $ratio |"
+  done
+  echo
+  echo "| transfer of ${BIG_MB} MiB | direct MiB/s | gate MiB/s | gate / direct |"
+  echo "|---|---:|---:|---:|"
+  echo "| upload (streamed POST) | $UP_DIRECT | $UP_GATE | $(python3 -c "print(f'{$UP_GATE / $UP_DIRECT:.2f}x')") |"
+  echo "| download | $DOWN_DIRECT | $DOWN_GATE | $(python3 -c "print(f'{$DOWN_GATE / $DOWN_DIRECT:.2f}x')") |"
+  echo
+  echo "- gate peak RSS over the transfers: $((PEAK_KB / 1024)) MiB"
+  echo "- $IDLE idle keep-alive connections ($IDLE_LINE): gate RSS $((RSS_BEFORE / 1024)) MiB -> $((RSS_IDLE / 1024)) MiB"
+  echo "- backend direct p99 at half load: ${DIRECT_P99_HALF} ms (the gate's added p99 is its row minus this)"
+  echo "- logins during the last half-load row: $LOGINS"
+} >"$DIR/table.md"
+mkdir -p "$(dirname "$OUT")"
+cp "$DIR/table.md" "$OUT"
+cat "$OUT"
