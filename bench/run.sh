@@ -48,7 +48,8 @@ log "building the release binary"
 cargo build --release --quiet
 BIN=$ROOT/target/release/idoctor-gate
 
-ulimit -n 100000
+# Each side of IDLE connections needs a descriptor per connection.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 DIR=$(mktemp -d /tmp/gate-bench.XXXXXX)
 chmod 755 "$DIR"
@@ -70,7 +71,7 @@ PG_PORT=$(free_port)
 
 render() {
   sed -e "s|@DIR@|$DIR|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@NGINX_PROXY_PORT@|$NGINX_PROXY_PORT|g" \
-      -e "s|@GATE_PORT@|$GATE_PORT|g" -e "s|@DATA@|$2|g" -e "s|@DATABASE_URL@|$3|g" "$1"
+      -e "s|@GATE_PORT@|$GATE_PORT|g" -e "s|@DATA@|${2:-}|g" -e "s|@DATABASE_URL@|${3:-}|g" "$1"
 }
 
 wait_http() {
@@ -173,7 +174,14 @@ wrk_run "gate, JWT route" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
 wrk_run "gate, API-key route" "$GATE/user/json" -H "X-API-Key: $KEY"
 wrk_run "gate, metered route (SQLite)" "$GATE/process/p/20250101" -H "Authorization: Bearer $TOKEN" -s bench/post.lua
 
-JWT_RPS=$(for r in "${ROWS[@]}"; do [[ "$r" == "gate, JWT route|"* ]] && echo "${r#*|}" | cut -d' ' -f1; done)
+field_of() { # label-prefix field-number: a figure of an earlier row
+  local r
+  for r in "${ROWS[@]}"; do
+    if [[ "$r" == "$1"* ]]; then echo "${r#*|}" | cut -d' ' -f"$2"; return 0; fi
+  done
+  echo 0
+}
+JWT_RPS=$(field_of "gate, JWT route|" 1)
 HALF=$(( JWT_RPS / 2 ))
 hey_run "backend direct at ${HALF}/s" "$HALF" "http://127.0.0.1:$UPSTREAM_PORT/json"
 hey_run "gate JWT at ${HALF}/s" "$HALF" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
@@ -197,8 +205,8 @@ wrk_run "gate, metered route (PostgreSQL)" "$GATE/process/p/20250101" -H "Author
 stop_gate
 
 # --- the table ---------------------------------------------------------------------------------
-NGINX_RPS=$(for r in "${ROWS[@]}"; do [[ "$r" == "nginx plain reverse proxy|"* ]] && echo "${r#*|}" | cut -d' ' -f1; done)
-DIRECT_P99_HALF=$(for r in "${ROWS[@]}"; do [[ "$r" == "backend direct at "* ]] && echo "${r#*|}" | cut -d' ' -f3; done)
+NGINX_RPS=$(field_of "nginx plain reverse proxy|" 1)
+DIRECT_P99_HALF=$(field_of "backend direct at " 3)
 CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 {
   echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($CPU), loopback; ${DURATION}s per row, wrk -c$CONNS (hey at a fixed rate for the half-load rows)."

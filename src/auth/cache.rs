@@ -71,6 +71,10 @@ impl AuthCache {
         store: &Store,
         id: &str,
     ) -> Result<Option<Arc<UserState>>, StoreError> {
+        // The hot path: a hit costs one lookup and no allocation.
+        if let Some(hit) = self.users.get(id).await {
+            return Ok(hit);
+        }
         let store = store.clone();
         let key = id.to_string();
         self.users
@@ -93,6 +97,9 @@ impl AuthCache {
         store: &Store,
         hash: &str,
     ) -> Result<Option<Arc<KeyState>>, StoreError> {
+        if let Some(hit) = self.keys.get(hash).await {
+            return Ok(hit);
+        }
         let store = store.clone();
         let key = hash.to_string();
         self.keys

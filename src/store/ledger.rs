@@ -79,6 +79,30 @@ impl Store {
         c: &Charge<'_>,
         now: i64,
     ) -> Result<Option<BalanceRow>, StoreError> {
+        if self.backend() == super::Backend::Postgres {
+            // One statement, one round trip: the usage row is written only if the balance
+            // allowed the charge (data-modifying CTEs run atomically in PostgreSQL).
+            return Ok(sqlx::query_as::<_, BalanceRow>(&format!(
+                "WITH b AS (UPDATE quota_balances SET used_amount = used_amount + $3, updated_at = $4 \
+                 WHERE user_id = $1 AND quota_type = $2 AND period_start <= $4 AND period_end > $4 \
+                 AND (limit_amount < 0 OR used_amount + $3 <= limit_amount) RETURNING {BALANCE}), \
+                 l AS (INSERT INTO usage_logs ({USAGE}) \
+                 SELECT $5, $6, user_id, quota_type, $3, $7, $8, 'reserved', $9, $4, NULL FROM b) \
+                 SELECT {BALANCE} FROM b"
+            ))
+            .bind(c.user_id)
+            .bind(c.quota_type)
+            .bind(c.amount)
+            .bind(now)
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(c.request_id)
+            .bind(c.endpoint)
+            .bind(c.method)
+            .bind(c.metadata)
+            .fetch_optional(self.pool())
+            .await?);
+        }
+        // SQLite has no data-modifying CTEs: the same two writes in one transaction.
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query_as::<_, BalanceRow>(&format!(
             "UPDATE quota_balances SET used_amount = used_amount + $3, updated_at = $4 \

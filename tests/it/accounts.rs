@@ -1137,3 +1137,69 @@ fn create_admin_command_makes_a_superuser() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Production refuses a missing or weak JWT secret; development generates one and keeps it.
+#[tokio::test]
+async fn production_refuses_generated_or_weak_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nenvironment = \"production\"\ndata_dir = \"{d}\"\n[database]\nurl = \"sqlite://{d}/gate.db\"\n",
+        d = dir.path().display()
+    );
+    let start = |vars: &[(&str, &str)]| {
+        let config =
+            idoctor_gate::config::Config::from_toml_str_with_env(&text, "prod.toml", vars).unwrap();
+        idoctor_gate::server::start(config)
+    };
+    let strong = "0123456789abcdef0123456789abcdef0123456789abcdef";
+    let err = start(&[("GATE_API_KEY_PEPPER", strong)])
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("GATE_JWT_SECRET"), "{err}");
+    let err = start(&[
+        ("GATE_JWT_SECRET", "change-this-secret-key-in-production"),
+        ("GATE_API_KEY_PEPPER", strong),
+    ])
+    .await
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("too weak"), "{err}");
+    let err = start(&[("GATE_JWT_SECRET", strong)])
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("GATE_API_KEY_PEPPER"), "{err}");
+    assert!(
+        !dir.path().join("jwt_secret").exists(),
+        "production generates nothing"
+    );
+    let ok = start(&[("GATE_JWT_SECRET", strong), ("GATE_API_KEY_PEPPER", strong)])
+        .await
+        .expect("starts");
+    ok.shutdown();
+    ok.stopped().await;
+
+    // Development: generated once, kept (owner-only), and reused at the next start.
+    let dev = text.replace("production", "development");
+    let config =
+        idoctor_gate::config::Config::from_toml_str_with_env(&dev, "dev.toml", &[]).unwrap();
+    let g = idoctor_gate::server::start(config.clone()).await.unwrap();
+    g.shutdown();
+    g.stopped().await;
+    let secret = std::fs::read_to_string(dir.path().join("jwt_secret")).unwrap();
+    assert!(secret.len() >= 32);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("jwt_secret"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "only the owner can read it");
+    let g = idoctor_gate::server::start(config).await.unwrap();
+    g.shutdown();
+    g.stopped().await;
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("jwt_secret")).unwrap(),
+        secret
+    );
+}
