@@ -83,7 +83,8 @@ impl AuthService {
                 .time_to_live(a.backend_jwt_ttl / 2)
                 .build(),
             hasher: KeyHasher::new(secrets.api_key_pepper.expose().as_bytes()),
-            passwords: Passwords::new(cpus),
+            // Leave at least one core to proxied traffic.
+            passwords: Passwords::new(cpus.saturating_sub(1).max(1)),
             throttle: Throttle::new(
                 a.login_window,
                 a.login_max_failures,
