@@ -50,6 +50,7 @@ pub struct Gate {
     upstream_host: HeaderValue,
     auth: Arc<AuthService>,
     billing: Arc<Billing>,
+    payments: Arc<crate::payments::Payments>,
     api: Api,
     cors: Cors,
     tunnels: Tunnels,
@@ -62,6 +63,12 @@ impl Gate {
         let config = Arc::new(config);
         let auth = AuthService::new(config.clone(), store.clone())?;
         let billing = Arc::new(Billing::new(store.clone(), config.clone()));
+        let payments = Arc::new(crate::payments::Payments::new(
+            store.clone(),
+            billing.clone(),
+            config.clone(),
+        ));
+        payments.spawn_reconciler();
         let upstream = Arc::new(Upstream::new(&config.upstream));
         let upstream_host = HeaderValue::from_str(upstream.authority().as_str())
             .expect("an authority is a valid header value");
@@ -82,6 +89,7 @@ impl Gate {
             upstream: upstream.clone(),
             auth: auth.clone(),
             billing: billing.clone(),
+            payments: payments.clone(),
         }));
         Ok(Gate {
             unknown_user: unknown(Access::User),
@@ -93,6 +101,7 @@ impl Gate {
             upstream_host,
             auth,
             billing,
+            payments,
             api,
             tunnels: Tunnels::default(),
         })
@@ -100,6 +109,10 @@ impl Gate {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn payments(&self) -> &Arc<crate::payments::Payments> {
+        &self.payments
     }
 
     pub fn billing(&self) -> &Arc<Billing> {

@@ -8,6 +8,7 @@ pub mod billing;
 pub mod config;
 pub mod error;
 pub mod gate;
+pub mod payments;
 pub mod proxy;
 pub mod server;
 pub mod store;

@@ -9,12 +9,14 @@ mod auth;
 pub mod extract;
 mod health;
 mod openapi;
+mod payments;
 mod plans;
 mod quotas;
 mod schemas;
 mod subscriptions;
 mod time;
 mod users;
+mod webhooks;
 
 use axum::Router;
 use axum::body::Body;
@@ -35,6 +37,7 @@ pub struct ApiState {
     pub upstream: Arc<Upstream>,
     pub auth: Arc<AuthService>,
     pub billing: Arc<crate::billing::Billing>,
+    pub payments: Arc<crate::payments::Payments>,
 }
 
 /// The router plus the set of paths it owns.
@@ -58,6 +61,9 @@ const OWNED: &[&str] = &[
     "/subscriptions",
     "/subscriptions/{*rest}",
     "/admin/quotas/{*rest}",
+    "/payments",
+    "/payments/{*rest}",
+    "/webhooks/{*rest}",
 ];
 
 /// A query parameter, with an empty value read as absent (the frontends send
@@ -109,6 +115,8 @@ impl Api {
             .merge(plans::routes())
             .merge(subscriptions::routes())
             .merge(quotas::routes())
+            .merge(payments::routes())
+            .merge(webhooks::routes())
             .fallback(|| async {
                 crate::error::GateError::not_found("no such endpoint on the gate")
             })

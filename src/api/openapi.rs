@@ -50,6 +50,13 @@ use super::ApiState;
         super::quotas::reset,
         super::quotas::adjust,
         super::quotas::health,
+        super::payments::create,
+        super::payments::list,
+        super::payments::one,
+        super::payments::refund,
+        super::payments::sandbox_checkout,
+        super::payments::sandbox_pay,
+        super::webhooks::notify,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&SecuritySchemes),
@@ -60,7 +67,8 @@ use super::ApiState;
         (name = "api-keys", description = "API keys for scripts"),
         (name = "plans", description = "The plan catalogue"),
         (name = "subscriptions", description = "Subscriptions and their quota"),
-        (name = "quotas", description = "Quota balances and usage (the paths the frontends read)")
+        (name = "quotas", description = "Quota balances and usage (the paths the frontends read)"),
+        (name = "payments", description = "Orders, refunds and provider notifications")
     )
 )]
 pub struct ApiDoc;

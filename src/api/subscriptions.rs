@@ -197,53 +197,35 @@ pub async fn subscribe(
     CurrentUser(p): CurrentUser,
     JsonBody(req): JsonBody<SubscribeRequest>,
 ) -> Result<(StatusCode, Json<SubscribeResponse>), GateError> {
-    let unprocessable = |m: &str| GateError::new(StatusCode::UNPROCESSABLE_ENTITY, m);
     let plan = state
         .store
         .plan(&req.plan_id)
         .await?
         .ok_or_else(|| GateError::not_found("套餐不存在: no such plan"))?;
-    if plan.row.is_active == 0 {
-        return Err(unprocessable("this plan is no longer offered"));
-    }
-    if plan.row.price_fen == 0 {
-        return Err(unprocessable(
-            "the free plan needs no subscription: every account has it, and paid plans fall back to it when they end",
-        ));
-    }
-    let method = req.payment_method.unwrap_or_else(|| "alipay".into());
-    if !matches!(method.as_str(), "alipay" | "wechat" | "sandbox") {
-        return Err(unprocessable(
-            "payment_method must be alipay, wechat or sandbox",
-        ));
-    }
     state.billing.ensure_current(&p.user_id).await?;
     if let Some(cur) = state.store.current_subscription(&p.user_id).await? {
         if cur.plan_id == plan.row.id && cur.status == "active" {
-            return Err(unprocessable("您已有活跃订阅: you already have this plan"));
+            return Err(GateError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "您已有活跃订阅: you already have this plan",
+            ));
         }
     }
-    let sub = state
-        .store
-        .create_pending_subscription(&p.user_id, &plan.row.id)
-        .await?;
-    let order = state
-        .store
-        .create_pending_payment(
-            &p.user_id,
-            &plan.row.id,
-            Some(&sub.id),
-            plan.row.price_fen,
-            &plan.row.currency,
-            &method,
-            &format!("iDoctor {}", plan.row.name),
-        )
-        .await?;
+    let method = req.payment_method.unwrap_or_else(|| {
+        state
+            .payments
+            .methods()
+            .first()
+            .map_or("alipay", |m| *m)
+            .to_string()
+    });
+    let order = state.payments.create_order(&p, &plan, &method).await?;
+    let sub_id = order.subscription_id.clone().unwrap_or_default();
     Ok((
         StatusCode::ACCEPTED,
         Json(SubscribeResponse {
-            message: "订单已创建: online payment is not available on this gate yet; the order stays pending and the plan starts when it is paid".into(),
-            subscription_id: sub.id,
+            message: "订单已创建: pay at payment_url (or draw qr_code); the plan starts when the payment completes".into(),
+            subscription_id: sub_id,
             payment_id: order.id,
             order_no: order.order_no,
             amount: money::fen_to_string(order.amount_fen),

@@ -35,6 +35,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub cors: CorsConfig,
     pub auth: AuthConfig,
+    pub payments: PaymentsConfig,
     pub smtp: Option<SmtpConfig>,
     pub quota_types: Vec<QuotaType>,
     pub plans: Vec<PlanSpec>,
@@ -91,6 +92,16 @@ pub struct AuthConfig {
     pub backend_jwt_secret: Option<Secret>,
     /// `GATE_API_KEY_PEPPER`: keys the hash under which API keys are stored.
     pub api_key_pepper: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PaymentsConfig {
+    pub sandbox: bool,
+    /// Without a trailing slash.
+    pub public_url: String,
+    pub order_ttl: Duration,
+    pub reconcile_interval: Duration,
+    pub reconcile_after: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -24,6 +24,8 @@ pub struct FileConfig {
     pub cors: CorsSection,
     #[serde(default)]
     pub auth: AuthSection,
+    #[serde(default)]
+    pub payments: PaymentsSection,
     /// Outgoing mail for verification codes; absent means codes go to the log (development).
     #[serde(default)]
     pub smtp: Option<SmtpSection>,
@@ -179,6 +181,40 @@ impl Default for AuthSection {
             login_window_secs: default_login_window(),
             cache_ttl_secs: default_cache_ttl(),
             backend_jwt_secs: default_backend_jwt_secs(),
+        }
+    }
+}
+
+/// `[payments]`: providers and the order life cycle.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsSection {
+    /// The sandbox provider: a checkout page on the gate that completes payments through the
+    /// same signed-webhook path as the real providers. Default: on in development only.
+    #[serde(default)]
+    pub sandbox: Option<bool>,
+    /// How clients and providers reach this gate (checkout pages, notify URLs).
+    #[serde(default = "default_public_url")]
+    pub public_url: String,
+    /// An unpaid order is closed after this long.
+    #[serde(default = "default_order_ttl")]
+    pub order_ttl_minutes: u64,
+    /// How often pending orders are reconciled with their provider.
+    #[serde(default = "default_reconcile")]
+    pub reconcile_interval_secs: u64,
+    /// Orders pending longer than this are queried at the provider.
+    #[serde(default = "default_reconcile_after")]
+    pub reconcile_after_secs: u64,
+}
+
+impl Default for PaymentsSection {
+    fn default() -> Self {
+        PaymentsSection {
+            sandbox: None,
+            public_url: default_public_url(),
+            order_ttl_minutes: default_order_ttl(),
+            reconcile_interval_secs: default_reconcile(),
+            reconcile_after_secs: default_reconcile_after(),
         }
     }
 }
@@ -416,4 +452,16 @@ fn default_currency() -> String {
 }
 fn default_cycle() -> String {
     "monthly".into()
+}
+fn default_public_url() -> String {
+    "http://localhost:9000".into()
+}
+fn default_order_ttl() -> u64 {
+    30
+}
+fn default_reconcile() -> u64 {
+    60
+}
+fn default_reconcile_after() -> u64 {
+    300
 }

@@ -12,8 +12,8 @@ use super::env::Secrets;
 use super::schema::{Access, FileConfig, MeterSection, RouteSection};
 use super::{
     AuthConfig, Config, ConfigError, CorsConfig, Cost, DatabaseConfig, JsonPredicate, Meter,
-    PlanSpec, QuotaType, RouteSpec, Secret, SettleRule, SmtpConfig, SmtpSecurity, StatusMatch,
-    UpstreamConfig,
+    PaymentsConfig, PlanSpec, QuotaType, RouteSpec, Secret, SettleRule, SmtpConfig, SmtpSecurity,
+    StatusMatch, UpstreamConfig,
 };
 
 /// Collects problems as `source:line: key: message`.
@@ -80,6 +80,7 @@ pub fn validate(
     let cors = validate_cors(&mut p, &file);
     let smtp = validate_smtp(&mut p, &file, secrets.smtp_password.clone());
     let auth = validate_auth(&mut p, &file, secrets);
+    let payments = validate_payments(&mut p, &file);
 
     let mut quota_types = Vec::new();
     let mut seen_types = HashSet::new();
@@ -141,6 +142,7 @@ pub fn validate(
         database,
         cors,
         auth,
+        payments,
         smtp,
         quota_types,
         plans,
@@ -365,6 +367,50 @@ fn validate_plans(
         );
     }
     out
+}
+
+fn validate_payments(p: &mut Problems, file: &FileConfig) -> PaymentsConfig {
+    let s = &file.payments;
+    let production = file.server.environment == super::Environment::Production;
+    let sandbox = s.sandbox.unwrap_or(!production);
+    if sandbox && production {
+        p.at(
+            None,
+            "payments.sandbox",
+            "the sandbox provider completes payments without money: never in production",
+        );
+    }
+    let url_ok = s.public_url.parse::<http::Uri>().ok().is_some_and(|u| {
+        matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+    });
+    if !url_ok {
+        p.at(
+            None,
+            "payments.public_url",
+            format!("`{}` is not an http(s) URL", s.public_url),
+        );
+    }
+    if s.order_ttl_minutes == 0 || s.order_ttl_minutes > 7 * 24 * 60 {
+        p.at(
+            None,
+            "payments.order_ttl_minutes",
+            "must be between 1 and 10080",
+        );
+    }
+    if s.reconcile_interval_secs == 0 || s.reconcile_after_secs == 0 {
+        p.at(
+            None,
+            "payments.reconcile_interval_secs",
+            "reconciliation intervals must be at least 1 s",
+        );
+    }
+    PaymentsConfig {
+        sandbox,
+        public_url: s.public_url.trim_end_matches('/').to_string(),
+        order_ttl: Duration::from_secs(s.order_ttl_minutes * 60),
+        reconcile_interval: Duration::from_secs(s.reconcile_interval_secs),
+        reconcile_after: Duration::from_secs(s.reconcile_after_secs),
+    }
 }
 
 fn validate_auth(p: &mut Problems, file: &FileConfig, secrets: Secrets) -> AuthConfig {

@@ -24,7 +24,7 @@ mod users;
 pub use api_keys::{ApiKeyRow, NewApiKey};
 pub use codes::CodeRow;
 pub use ledger::{BalanceRow, Charge, UsageQuery, UsageRow};
-pub use payments::PaymentRow;
+pub use payments::{PaidEvent, PaidOutcome, PaymentRow};
 pub use plans::{Plan, PlanInput, PlanRow};
 pub use refresh_tokens::{RefreshRow, Rotation};
 pub use subscriptions::{PeriodStart, SubscriptionRow};

@@ -21,5 +21,6 @@ mod gate_api;
 mod lifecycle;
 mod metering;
 mod paths;
+mod payments;
 mod proxy;
 mod store;

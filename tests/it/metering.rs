@@ -654,7 +654,7 @@ async fn plans_and_subscriptions(db: Db) {
         .client
         .post(app.url("/subscriptions/subscribe"))
         .header("authorization", bearer(&a))
-        .json(&json!({"plan_id": pro_id, "payment_method": "alipay", "amount": "0.01"}))
+        .json(&json!({"plan_id": pro_id, "payment_method": "sandbox", "amount": "0.01"}))
         .send()
         .await
         .unwrap();
@@ -665,7 +665,16 @@ async fn plans_and_subscriptions(db: Db) {
         (Some("99.00"), Some("pending"))
     );
     assert_eq!(order["order_no"].as_str().unwrap().len(), 32);
-    assert!(order["message"].as_str().unwrap().contains("not available"));
+    assert!(order["payment_url"].is_string());
+    let resp = app
+        .client
+        .post(app.url("/subscriptions/subscribe"))
+        .header("authorization", bearer(&a))
+        .json(&json!({"plan_id": pro_id, "payment_method": "alipay"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422, "a provider that is not configured");
     let current: Value = app
         .client
         .get(app.url("/subscriptions/current"))

@@ -1,0 +1,405 @@
+//! `/payments/*`: orders (their amount always from the plan), their status, refunds, and the
+//! sandbox provider's checkout page.
+
+use axum::extract::{Path, Query, Request, State};
+use axum::response::Html;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+use super::extract::{CurrentUser, JsonBody, Superuser, parse_json, read_body};
+use super::time::{iso, iso_opt};
+use super::{ApiState, both, query_flag, query_opt};
+use crate::billing::money;
+use crate::error::{ErrorBody, GateError};
+use crate::store::PaymentRow;
+
+pub fn routes() -> Router<Arc<ApiState>> {
+    let mut r = Router::new();
+    r = both(r, "/payments", get(list).post(create));
+    r = both(r, "/payments/{payment_id}", get(one));
+    r = both(r, "/payments/{payment_id}/refund", post(refund));
+    r = r.route(
+        "/payments/sandbox/checkout/{order_no}",
+        get(sandbox_checkout).post(sandbox_pay),
+    );
+    r
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PaymentResponse {
+    pub id: String,
+    pub order_id: String,
+    /// Decimal string, e.g. "99.00".
+    pub amount: String,
+    pub refunded_amount: String,
+    pub currency: String,
+    pub payment_method: String,
+    /// pending | completed | partially_refunded | refunded | closed
+    pub status: String,
+    pub payment_url: Option<String>,
+    pub qr_code: Option<String>,
+    pub plan_id: String,
+    pub subscription_id: Option<String>,
+    pub description: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub paid_at: Option<String>,
+}
+
+fn response(p: PaymentRow) -> PaymentResponse {
+    PaymentResponse {
+        id: p.id,
+        order_id: p.order_no,
+        amount: money::fen_to_string(p.amount_fen),
+        refunded_amount: money::fen_to_string(p.refunded_fen),
+        currency: p.currency,
+        payment_method: p.payment_method,
+        status: p.status,
+        payment_url: p.payment_url,
+        qr_code: p.qr_code,
+        plan_id: p.plan_id,
+        subscription_id: p.subscription_id,
+        description: p.description,
+        created_at: iso(p.created_at),
+        updated_at: iso(p.updated_at),
+        paid_at: iso_opt(p.paid_at),
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreatePayment {
+    /// The plan to pay for. Without it (as the existing UI sends), `amount` must equal an
+    /// active plan's price, and the order is bound to that plan.
+    #[serde(default)]
+    pub plan_id: Option<String>,
+    /// Only used to find the plan when `plan_id` is absent; never the amount charged.
+    #[schema(value_type = Option<String>)]
+    #[serde(default)]
+    pub amount: Option<serde_json::Value>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// alipay | wechat | sandbox
+    pub payment_method: String,
+}
+
+/// Create an order for a plan; the amount comes from the plan on the server.
+#[utoipa::path(post, path = "/payments/", tag = "payments", request_body = CreatePayment,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 201, body = PaymentResponse),
+        (status = 401, body = ErrorBody),
+        (status = 422, description = "No such plan, a free plan, or an amount matching no plan", body = ErrorBody),
+        (status = 502, description = "The provider refused the order", body = ErrorBody)))]
+pub async fn create(
+    State(state): State<Arc<ApiState>>,
+    CurrentUser(p): CurrentUser,
+    JsonBody(req): JsonBody<CreatePayment>,
+) -> Result<(StatusCode, Json<PaymentResponse>), GateError> {
+    let unprocessable = |m: String| GateError::new(StatusCode::UNPROCESSABLE_ENTITY, m);
+    let plan = match &req.plan_id {
+        Some(id) => state
+            .store
+            .plan(id)
+            .await?
+            .ok_or_else(|| unprocessable(format!("no plan `{id}`")))?,
+        None => {
+            let amount = req
+                .amount
+                .as_ref()
+                .ok_or_else(|| unprocessable("send plan_id (or the amount of a plan)".into()))?;
+            let text = match amount {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                other => return Err(unprocessable(format!("amount {other} is not an amount"))),
+            };
+            let fen = money::parse_fen(&text).map_err(unprocessable)?;
+            let currency = req.currency.clone().unwrap_or_else(|| "CNY".into());
+            let plans = state.store.plans(true).await?;
+            plans
+                .into_iter()
+                .find(|pl| pl.row.price_fen == fen && pl.row.currency == currency && fen > 0)
+                .ok_or_else(|| {
+                    unprocessable(format!(
+                        "no active plan costs {text} {currency}: the amount is decided by the plan"
+                    ))
+                })?
+        }
+    };
+    let order = state
+        .payments
+        .create_order(&p, &plan, &req.payment_method)
+        .await?;
+    Ok((StatusCode::CREATED, Json(response(order))))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PaymentListItem {
+    pub id: String,
+    pub order_id: String,
+    /// A JSON number (the history page calls `amount.toFixed()`).
+    pub amount: f64,
+    pub currency: String,
+    pub payment_method: String,
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub plan_name: Option<String>,
+    pub description: String,
+}
+
+/// One's own orders, newest first (superusers: everyone's).
+#[utoipa::path(get, path = "/payments/", tag = "payments", security(("bearer" = []), ("api_key" = [])),
+    params(("status_filter" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 500, default 50")),
+    responses((status = 200, body = Vec<PaymentListItem>), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<Arc<ApiState>>,
+    CurrentUser(p): CurrentUser,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<PaymentListItem>>, GateError> {
+    let limit = match query_opt(&q, "limit") {
+        None => 50,
+        Some(t) => t
+            .parse::<i64>()
+            .ok()
+            .filter(|v| (1..=500).contains(v))
+            .ok_or_else(|| {
+                GateError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "limit must be a whole number from 1 to 500",
+                )
+            })?,
+    };
+    let who = (!p.is_superuser).then_some(p.user_id.as_str());
+    let rows = state
+        .store
+        .payments(who, query_opt(&q, "status_filter"), limit)
+        .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let plan_name = state.store.plan(&r.plan_id).await?.map(|pl| pl.row.name);
+        out.push(PaymentListItem {
+            amount: rust_decimal::prelude::ToPrimitive::to_f64(&money::fen_to_decimal(
+                r.amount_fen,
+            ))
+            .unwrap_or(0.0),
+            id: r.id,
+            order_id: r.order_no,
+            currency: r.currency,
+            payment_method: r.payment_method,
+            status: r.status,
+            created_at: iso(r.created_at),
+            updated_at: iso(r.updated_at),
+            plan_name,
+            description: r.description,
+        });
+    }
+    Ok(Json(out))
+}
+
+async fn owned(
+    state: &ApiState,
+    p: &crate::auth::Principal,
+    id: &str,
+) -> Result<PaymentRow, GateError> {
+    let order = state.store.payment(id).await?;
+    match order {
+        Some(o) if o.user_id == p.user_id || p.is_superuser => Ok(o),
+        // Someone else's order is as invisible as a missing one.
+        _ => Err(GateError::not_found("支付记录不存在: no such payment")),
+    }
+}
+
+/// An order (owner or superuser); `poll=true` asks the provider first.
+#[utoipa::path(get, path = "/payments/{payment_id}", tag = "payments", security(("bearer" = []), ("api_key" = [])),
+    params(("payment_id" = String, Path), ("poll" = Option<bool>, Query)),
+    responses((status = 200, body = PaymentResponse), (status = 404, body = ErrorBody)))]
+pub async fn one(
+    State(state): State<Arc<ApiState>>,
+    CurrentUser(p): CurrentUser,
+    Path(payment_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<PaymentResponse>, GateError> {
+    let order = owned(&state, &p, &payment_id).await?;
+    if query_flag(&q, "poll", false)? {
+        state.payments.poll(&order).await?;
+        let order = owned(&state, &p, &payment_id).await?;
+        return Ok(Json(response(order)));
+    }
+    Ok(Json(response(order)))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+pub struct RefundRequest {
+    /// Default: what remains refundable.
+    #[schema(value_type = Option<String>)]
+    #[serde(default)]
+    pub refund_amount: Option<serde_json::Value>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RefundResponse {
+    pub success: bool,
+    pub message: String,
+    pub refund_id: String,
+    pub payment: PaymentResponse,
+}
+
+/// Refund all or part of a completed order (superusers). Idempotent: send an
+/// `Idempotency-Key`; without one, the same amount and reason count as the same refund.
+#[utoipa::path(post, path = "/payments/{payment_id}/refund", tag = "payments", request_body = RefundRequest,
+    security(("bearer" = []), ("api_key" = [])),
+    params(("payment_id" = String, Path), ("refund_amount" = Option<String>, Query), ("reason" = Option<String>, Query)),
+    responses((status = 200, body = RefundResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn refund(
+    State(state): State<Arc<ApiState>>,
+    Superuser(admin): Superuser,
+    Path(payment_id): Path<String>,
+    req: Request,
+) -> Result<Json<RefundResponse>, GateError> {
+    let (parts, body) = read_body(req).await?;
+    let q: HashMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut r: RefundRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RefundRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    if r.refund_amount.is_none() {
+        r.refund_amount =
+            query_opt(&q, "refund_amount").map(|v| serde_json::Value::String(v.to_string()));
+    }
+    let reason = r
+        .reason
+        .clone()
+        .or_else(|| query_opt(&q, "reason").map(str::to_string))
+        .unwrap_or_default();
+    let order = owned(&state, &admin, &payment_id).await?;
+    let amount_fen = match &r.refund_amount {
+        None => order.amount_fen - order.refunded_fen,
+        Some(v) => {
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                other => {
+                    return Err(GateError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!("refund_amount {other} is not an amount"),
+                    ));
+                }
+            };
+            money::parse_fen(&text)
+                .map_err(|e| GateError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?
+        }
+    };
+    let refund_no = match parts
+        .headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(k) if !k.trim().is_empty() => format!("{}:{}", order.id, k.trim()),
+        _ => format!("{}:{amount_fen}:{reason}", order.id),
+    };
+    let row = state
+        .payments
+        .refund(&order, amount_fen, &refund_no, &reason)
+        .await?;
+    tracing::info!(actor = %admin.user_id, order_no = %row.order_no, amount_fen, "refund");
+    Ok(Json(RefundResponse {
+        success: true,
+        message: "退款成功".into(),
+        refund_id: refund_no,
+        payment: response(row),
+    }))
+}
+
+/// The sandbox provider's checkout page (development only).
+#[utoipa::path(get, path = "/payments/sandbox/checkout/{order_no}", tag = "payments",
+    params(("order_no" = String, Path)),
+    responses((status = 200, description = "An HTML page with a Pay button", content_type = "text/html"), (status = 404, body = ErrorBody)))]
+pub async fn sandbox_checkout(
+    State(state): State<Arc<ApiState>>,
+    Path(order_no): Path<String>,
+) -> Result<Html<String>, GateError> {
+    if state.payments.sandbox().is_none() {
+        return Err(GateError::not_found(
+            "the sandbox provider is off on this gate",
+        ));
+    }
+    let order = state
+        .store
+        .payment_by_order_no(&order_no)
+        .await?
+        .ok_or_else(|| GateError::not_found("no such order"))?;
+    let amount = money::fen_to_string(order.amount_fen);
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    Ok(Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sandbox checkout</title></head><body>\
+         <h1>Sandbox checkout</h1><p>No money moves: this page stands in for Alipay / WeChat Pay.</p>\
+         <p>Order <code>{no}</code>: {desc}, <strong>{amount} {cur}</strong>, status <strong>{status}</strong>.</p>\
+         <form method=\"post\"><button type=\"submit\">Pay {amount} {cur}</button></form></body></html>",
+        no = esc(&order.order_no),
+        desc = esc(&order.description),
+        cur = esc(&order.currency),
+        status = esc(&order.status),
+    )))
+}
+
+/// Pay on the sandbox checkout page: a notification signed with the sandbox key goes through
+/// the webhook handler, exactly as a real provider's would.
+#[utoipa::path(post, path = "/payments/sandbox/checkout/{order_no}", tag = "payments",
+    params(("order_no" = String, Path)),
+    responses((status = 200, description = "Paid (or already paid)", content_type = "text/html"), (status = 404, body = ErrorBody)))]
+pub async fn sandbox_pay(
+    State(state): State<Arc<ApiState>>,
+    Path(order_no): Path<String>,
+) -> Result<Html<String>, GateError> {
+    let Some(sandbox) = state.payments.sandbox() else {
+        return Err(GateError::not_found(
+            "the sandbox provider is off on this gate",
+        ));
+    };
+    let order = state
+        .store
+        .payment_by_order_no(&order_no)
+        .await?
+        .ok_or_else(|| GateError::not_found("no such order"))?;
+    let (body, headers) = sandbox.paid_event(&order);
+    let ack = state
+        .payments
+        .handle_notification("sandbox", &headers, &body)
+        .await;
+    if !ack.status().is_success() {
+        return Err(GateError::unavailable(
+            "the payment could not be recorded; try again",
+        ));
+    }
+    let order = state
+        .store
+        .payment_by_order_no(&order_no)
+        .await?
+        .ok_or_else(|| GateError::not_found("no such order"))?;
+    Ok(Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Paid</title></head><body><h1>Order {}: {}</h1></body></html>",
+        order.order_no, order.status
+    )))
+}

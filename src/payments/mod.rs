@@ -1,0 +1,396 @@
+//! Payments: orders priced by the plan on the server, providers behind one [`Provider`] trait,
+//! webhooks that credit at most once, refunds, and reconciliation of orders whose
+//! notification never came.
+//!
+//! The order of checks on a notification is fixed: signature (and identity) first, then the
+//! order number and the amount in integer fen against the stored order, then the event id
+//! (a redelivery changes nothing more), then one transaction that moves the order along its
+//! one-way state machine, activates the subscription and resets the quota.
+
+pub mod provider;
+pub mod sandbox;
+
+use axum::body::Body;
+use http::{HeaderMap, Response, StatusCode};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::Principal;
+use crate::billing::{Billing, period_end};
+use crate::config::Config;
+use crate::error::GateError;
+use crate::store::{PaidEvent, PaidOutcome, PaymentRow, Plan, Store, now_ms};
+use provider::{NotificationKind, Provider, TradeState};
+
+pub struct Payments {
+    store: Store,
+    billing: Arc<Billing>,
+    config: Arc<Config>,
+    providers: HashMap<&'static str, Arc<dyn Provider>>,
+    sandbox: Option<Arc<sandbox::Sandbox>>,
+}
+
+fn unprocessable(msg: impl Into<String>) -> GateError {
+    GateError::new(StatusCode::UNPROCESSABLE_ENTITY, msg)
+}
+
+impl Payments {
+    pub fn new(store: Store, billing: Arc<Billing>, config: Arc<Config>) -> Payments {
+        let mut providers: HashMap<&'static str, Arc<dyn Provider>> = HashMap::new();
+        let sandbox = config
+            .payments
+            .sandbox
+            .then(|| Arc::new(sandbox::Sandbox::new(&config.payments.public_url)));
+        if let Some(s) = &sandbox {
+            providers.insert("sandbox", s.clone());
+        }
+        Payments {
+            store,
+            billing,
+            config,
+            providers,
+            sandbox,
+        }
+    }
+
+    pub fn sandbox(&self) -> Option<&Arc<sandbox::Sandbox>> {
+        self.sandbox.as_ref()
+    }
+
+    /// The configured payment methods.
+    pub fn methods(&self) -> Vec<&'static str> {
+        let mut m: Vec<_> = self.providers.keys().copied().collect();
+        m.sort();
+        m
+    }
+
+    fn provider(&self, method: &str) -> Result<&Arc<dyn Provider>, GateError> {
+        self.providers.get(method).ok_or_else(|| {
+            unprocessable(format!(
+                "payment method `{method}` is not configured on this gate (available: {})",
+                self.methods().join(", ")
+            ))
+        })
+    }
+
+    /// A pending order for `plan`, its amount taken from the plan, with a pending subscription
+    /// it will activate, and the provider's checkout.
+    pub async fn create_order(
+        &self,
+        who: &Principal,
+        plan: &Plan,
+        method: &str,
+    ) -> Result<PaymentRow, GateError> {
+        let provider = self.provider(method)?.clone();
+        if plan.row.is_active == 0 {
+            return Err(unprocessable("this plan is no longer offered"));
+        }
+        if plan.row.price_fen == 0 {
+            return Err(unprocessable(
+                "the free plan needs no payment: every account has it, and paid plans fall back to it when they end",
+            ));
+        }
+        let sub = self
+            .store
+            .create_pending_subscription(&who.user_id, &plan.row.id)
+            .await?;
+        let subject = format!("iDoctor {}", plan.row.name);
+        let order = self
+            .store
+            .create_pending_payment(
+                &who.user_id,
+                &plan.row.id,
+                Some(&sub.id),
+                plan.row.price_fen,
+                &plan.row.currency,
+                method,
+                &subject,
+            )
+            .await?;
+        match provider.create(&order, &subject).await {
+            Ok(checkout) => {
+                self.store
+                    .set_checkout(
+                        &order.id,
+                        checkout.payment_url.as_deref(),
+                        checkout.qr_code.as_deref(),
+                    )
+                    .await?;
+            }
+            Err(e) => {
+                tracing::warn!(provider = provider.name(), order_no = %order.order_no, error = %e, "creating a payment failed");
+                self.store.close_payment(&order.id).await?;
+                return Err(GateError::bad_gateway(format!(
+                    "支付创建失败: the payment provider refused the order ({e})"
+                )));
+            }
+        }
+        Ok(self.store.payment(&order.id).await?.unwrap_or(order))
+    }
+
+    /// Handles a provider's notification and answers it as the provider expects.
+    pub async fn handle_notification(
+        &self,
+        method: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Response<Body> {
+        let Some(provider) = self.providers.get(method) else {
+            return GateError::not_found(format!("no payment provider `{method}` on this gate"))
+                .into_http();
+        };
+        let n = match provider.verify_notification(headers, body) {
+            Ok(n) => n,
+            Err(reason) => {
+                tracing::warn!(provider = method, reason = %reason, "payment notification refused: nothing changed");
+                return provider.ack(false);
+            }
+        };
+        match self
+            .apply(
+                method,
+                &n.event_id,
+                &n.order_no,
+                &n.trade_no,
+                n.amount_fen,
+                &n.kind,
+            )
+            .await
+        {
+            Ok(()) => provider.ack(true),
+            Err(e) => {
+                // A transient failure (the database): ask for a redelivery.
+                tracing::error!(provider = method, error = %e, "payment notification not applied; the provider will retry");
+                provider.ack(false)
+            }
+        }
+    }
+
+    async fn apply(
+        &self,
+        method: &str,
+        event_id: &str,
+        order_no: &str,
+        trade_no: &str,
+        amount_fen: i64,
+        kind: &NotificationKind,
+    ) -> Result<(), GateError> {
+        match kind {
+            NotificationKind::Paid => {
+                let plan = match self.store.payment_by_order_no(order_no).await? {
+                    Some(order) => self.store.plan(&order.plan_id).await?,
+                    None => None,
+                };
+                let outcome = match plan {
+                    Some(plan) => {
+                        let cycle = plan.row.billing_cycle.clone();
+                        let types: Vec<String> = self
+                            .billing
+                            .quota_types()
+                            .iter()
+                            .map(|q| q.key.clone())
+                            .collect();
+                        let ev = PaidEvent {
+                            provider: method,
+                            event_id,
+                            order_no,
+                            trade_no,
+                            amount_fen,
+                        };
+                        self.store
+                            .complete_payment(&ev, &plan, &types, |now| period_end(now, &cycle))
+                            .await?
+                    }
+                    None => {
+                        self.store
+                            .record_webhook_event(
+                                method,
+                                event_id,
+                                order_no,
+                                "rejected",
+                                "unknown order",
+                            )
+                            .await?;
+                        PaidOutcome::UnknownOrder
+                    }
+                };
+                match &outcome {
+                    PaidOutcome::Applied => tracing::info!(
+                        provider = method,
+                        order_no,
+                        "payment completed: subscription active, quota reset"
+                    ),
+                    PaidOutcome::Duplicate => tracing::info!(
+                        provider = method,
+                        order_no,
+                        "duplicate payment notification: nothing changed"
+                    ),
+                    PaidOutcome::Late(state) => {
+                        tracing::warn!(provider = method, order_no, state = %state, "payment notification for an order no longer pending: nothing changed")
+                    }
+                    PaidOutcome::UnknownOrder => tracing::warn!(
+                        provider = method,
+                        order_no,
+                        "payment notification for an unknown order: nothing changed"
+                    ),
+                    PaidOutcome::AmountMismatch {
+                        expected_fen,
+                        got_fen,
+                    } => tracing::error!(
+                        provider = method,
+                        order_no,
+                        expected_fen,
+                        got_fen,
+                        "payment notification with the wrong amount: nothing changed"
+                    ),
+                }
+                Ok(())
+            }
+            NotificationKind::Closed => {
+                if self
+                    .store
+                    .record_webhook_event(method, event_id, order_no, "applied", "closed")
+                    .await?
+                {
+                    if let Some(order) = self.store.payment_by_order_no(order_no).await? {
+                        self.store.close_payment(&order.id).await?;
+                    }
+                }
+                Ok(())
+            }
+            NotificationKind::Other(what) => {
+                self.store
+                    .record_webhook_event(method, event_id, order_no, "ignored", what)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Asks the provider about a pending order and applies what it says.
+    pub async fn poll(&self, order: &PaymentRow) -> Result<(), GateError> {
+        if order.status != "pending" {
+            return Ok(());
+        }
+        let provider = self.provider(&order.payment_method)?;
+        match provider.query(order).await {
+            Ok(TradeState::Paid {
+                trade_no,
+                amount_fen,
+            }) => {
+                let event = format!("query:{trade_no}");
+                self.apply(
+                    provider.name(),
+                    &event,
+                    &order.order_no,
+                    &trade_no,
+                    amount_fen,
+                    &NotificationKind::Paid,
+                )
+                .await
+            }
+            Ok(TradeState::Closed) => {
+                self.store.close_payment(&order.id).await?;
+                Ok(())
+            }
+            Ok(TradeState::Pending) => Ok(()),
+            Err(e) => {
+                tracing::warn!(order_no = %order.order_no, error = %e, "querying a payment failed");
+                Ok(())
+            }
+        }
+    }
+
+    /// Refunds `amount_fen` of a completed order (superusers). Idempotent per `refund_no`.
+    pub async fn refund(
+        &self,
+        order: &PaymentRow,
+        amount_fen: i64,
+        refund_no: &str,
+        reason: &str,
+    ) -> Result<PaymentRow, GateError> {
+        if !matches!(
+            order.status.as_str(),
+            "completed" | "partially_refunded" | "refunded"
+        ) {
+            return Err(unprocessable(format!(
+                "an order that is {} cannot be refunded",
+                order.status
+            )));
+        }
+        if amount_fen <= 0 {
+            return Err(unprocessable("refund_amount must be greater than zero"));
+        }
+        let provider = self.provider(&order.payment_method)?;
+        provider
+            .refund(order, refund_no, amount_fen)
+            .await
+            .map_err(|e| {
+                GateError::bad_gateway(format!("退款失败: the provider refused the refund ({e})"))
+            })?;
+        let row = self
+            .store
+            .add_refund(&order.id, refund_no, amount_fen, reason)
+            .await?
+            .ok_or_else(|| unprocessable("the refunds would exceed the amount paid"))?;
+        if row.status == "refunded" {
+            // Fully refunded: the paid period ends now; the next request falls back to free.
+            if let Some(sub) = &row.subscription_id {
+                sqlx::query("UPDATE user_subscriptions SET current_period_end = $2, auto_renew = 0 WHERE id = $1 AND status = 'active'")
+                    .bind(sub)
+                    .bind(now_ms())
+                    .execute(self.store.pool())
+                    .await
+                    .map_err(crate::store::StoreError::from)?;
+            }
+        }
+        Ok(row)
+    }
+
+    /// Pending orders older than `reconcile_after` are queried; expired ones are queried, then
+    /// closed, so a lost notification never leaves a paid user unserved.
+    pub async fn reconcile_once(&self) -> Result<usize, GateError> {
+        let p = &self.config.payments;
+        let before = now_ms() - p.reconcile_after.as_millis() as i64;
+        let pending = self.store.pending_payments_before(before, 100).await?;
+        let mut closed = 0;
+        for order in &pending {
+            self.poll(order).await?;
+            let expired = order.created_at + (p.order_ttl.as_millis() as i64) < now_ms();
+            let still = self
+                .store
+                .payment(&order.id)
+                .await?
+                .is_some_and(|o| o.status == "pending");
+            if expired && still {
+                if let Ok(provider) = self.provider(&order.payment_method) {
+                    if let Err(e) = provider.close(order).await {
+                        tracing::warn!(order_no = %order.order_no, error = %e, "closing an expired order at the provider failed");
+                        continue;
+                    }
+                }
+                if self.store.close_payment(&order.id).await? {
+                    closed += 1;
+                }
+            }
+        }
+        Ok(closed)
+    }
+
+    pub fn spawn_reconciler(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let every = self.config.payments.reconcile_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(p) = weak.upgrade() else { return };
+                if let Err(e) = p.reconcile_once().await {
+                    tracing::warn!(error = %e.detail, "payment reconciliation failed");
+                }
+            }
+        });
+    }
+}

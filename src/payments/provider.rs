@@ -1,0 +1,69 @@
+//! What every payment provider does for the gate: start a checkout, query, close and refund an
+//! order, and verify (signature first) the notifications it posts back.
+
+use axum::body::Body;
+use http::{HeaderMap, Response};
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::store::PaymentRow;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where the payer goes: a URL to open, and/or a payload to draw as a QR code.
+#[derive(Debug, Clone, Default)]
+pub struct Checkout {
+    pub payment_url: Option<String>,
+    pub qr_code: Option<String>,
+}
+
+/// An order's state at the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TradeState {
+    Pending,
+    Paid { trade_no: String, amount_fen: i64 },
+    Closed,
+}
+
+/// A notification whose signature (and, for the provider, app / merchant id) checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// Unique per notification at the provider (Alipay `notify_id`, WeChat `id`).
+    pub event_id: String,
+    pub order_no: String,
+    pub trade_no: String,
+    pub amount_fen: i64,
+    pub kind: NotificationKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotificationKind {
+    Paid,
+    Closed,
+    /// Anything else (a refund notice, a state we do not act on).
+    Other(String),
+}
+
+pub trait Provider: Send + Sync {
+    /// The `payment_method` name: `alipay`, `wechat`, `sandbox`.
+    fn name(&self) -> &'static str;
+    fn create<'a>(
+        &'a self,
+        order: &'a PaymentRow,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<Checkout, String>>;
+    fn query<'a>(&'a self, order: &'a PaymentRow) -> BoxFuture<'a, Result<TradeState, String>>;
+    fn close<'a>(&'a self, order: &'a PaymentRow) -> BoxFuture<'a, Result<(), String>>;
+    fn refund<'a>(
+        &'a self,
+        order: &'a PaymentRow,
+        refund_no: &'a str,
+        amount_fen: i64,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// Verifies a notification's signature and identity, then parses it. `Err` says why it was
+    /// refused; nothing may change for a refused notification.
+    fn verify_notification(&self, headers: &HeaderMap, body: &[u8])
+    -> Result<Notification, String>;
+    /// The reply the provider expects: `ok` stops its retries.
+    fn ack(&self, ok: bool) -> Response<Body>;
+}

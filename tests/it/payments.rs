@@ -1,0 +1,555 @@
+//! Payments through the sandbox provider, on SQLite and PostgreSQL: the whole loop (subscribe,
+//! pay, active plan, fresh quota), amounts only from plans, webhooks that credit at most once,
+//! refunds, reconciliation.
+
+use crate::common::{Account, Db, Options, TestApp, spawn_app_with};
+use serde_json::{Value, json};
+
+const PROCESS: &str = "api_calls_full_process";
+
+async fn app(db: Db) -> TestApp {
+    spawn_app_with(Options {
+        db,
+        shipped: true,
+        routes: String::new(),
+        ..Options::default()
+    })
+    .await
+}
+
+fn bearer(a: &Account) -> String {
+    format!("Bearer {}", a.access)
+}
+
+async fn plan_id(app: &TestApp, name: &str) -> String {
+    app.gate()
+        .billing()
+        .store()
+        .plan_by_name(name)
+        .await
+        .unwrap()
+        .unwrap()
+        .row
+        .id
+}
+
+async fn quota(app: &TestApp, a: &Account) -> (i64, i64) {
+    let me: Value = app
+        .client
+        .get(app.url("/admin/quotas/users/me"))
+        .header("authorization", bearer(a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let q = me["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["type_key"] == PROCESS)
+        .unwrap()
+        .clone();
+    (q["limit"].as_i64().unwrap(), q["used"].as_i64().unwrap())
+}
+
+async fn current_plan(app: &TestApp, a: &Account) -> String {
+    let c: Value = app
+        .client
+        .get(app.url("/subscriptions/current"))
+        .header("authorization", bearer(a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    c["plan_name"].as_str().unwrap().to_string()
+}
+
+/// A sandbox notification for `order_no`, signed with the gate's sandbox key.
+fn event(
+    app: &TestApp,
+    event_id: &str,
+    order_no: &str,
+    fen: i64,
+    status: &str,
+) -> (Vec<u8>, String) {
+    let body = serde_json::to_vec(&json!({"event_id": event_id, "order_no": order_no, "trade_no": format!("t-{event_id}"), "total_fen": fen, "status": status})).unwrap();
+    let sig = app.gate().payments().sandbox().unwrap().sign(&body);
+    (body, sig)
+}
+
+async fn post_event(app: &TestApp, body: Vec<u8>, sig: &str) -> (u16, String) {
+    let resp = app
+        .client
+        .post(app.url("/webhooks/sandbox"))
+        .header("x-sandbox-signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+async fn subscribe_pay_activate(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("payer").await;
+    assert_eq!(quota(&app, &a).await, (5, 0));
+    let resp = app
+        .client
+        .post(app.url("/subscriptions/subscribe"))
+        .header("authorization", bearer(&a))
+        .json(&json!({"plan_id": plan_id(&app, "专业版").await, "payment_method": "sandbox"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let order: Value = resp.json().await.unwrap();
+    assert_eq!(order["amount"], "99.00");
+    let url = order["payment_url"].as_str().unwrap().to_string();
+    assert!(
+        url.ends_with(&format!(
+            "/payments/sandbox/checkout/{}",
+            order["order_no"].as_str().unwrap()
+        )),
+        "{url}"
+    );
+    assert!(
+        order["qr_code"].as_str().unwrap().len() < 1273,
+        "fits a level-H QR code"
+    );
+    let path = url
+        .split_once("/payments/")
+        .map(|(_, rest)| format!("/payments/{rest}"))
+        .unwrap();
+    let page = app
+        .client
+        .get(app.url(&path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("99.00") && page.contains("pending"));
+    assert_eq!(
+        current_plan(&app, &a).await,
+        "免费版",
+        "nothing changes before the payment"
+    );
+
+    let paid = app.client.post(app.url(&path)).send().await.unwrap();
+    assert_eq!(paid.status(), 200);
+    assert!(paid.text().await.unwrap().contains("completed"));
+    assert_eq!(current_plan(&app, &a).await, "专业版");
+    assert_eq!(quota(&app, &a).await, (100, 0), "the Pro quota, fresh");
+    let p: Value = app
+        .client
+        .get(app.url(&format!(
+            "/payments/{}",
+            order["payment_id"].as_str().unwrap()
+        )))
+        .header("authorization", bearer(&a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(p["status"], "completed");
+    assert!(p["paid_at"].is_string());
+    // Paying again changes nothing more.
+    app.client.post(app.url(&path)).send().await.unwrap();
+    let subs: Value = app
+        .client
+        .get(app.url("/subscriptions/"))
+        .header("authorization", bearer(&a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        subs.as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["status"] == "active")
+            .count(),
+        1
+    );
+    app.stop().await;
+}
+
+async fn amounts_come_from_plans(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("amounts").await;
+    let pay = |body: Value| {
+        app.client
+            .post(app.url("/payments/"))
+            .header("authorization", bearer(&a))
+            .json(&body)
+            .send()
+    };
+    // The existing UI: no plan id, the plan's price as a float.
+    let resp = pay(json!({"amount": 99.0, "currency": "CNY", "payment_method": "sandbox"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let o: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (o["amount"].as_str(), o["plan_id"].as_str()),
+        (Some("99.00"), Some(plan_id(&app, "专业版").await.as_str()))
+    );
+    // An amount no plan has, the free plan, an unknown method: 422, nothing created.
+    for body in [
+        json!({"amount": "98.99", "payment_method": "sandbox"}),
+        json!({"amount": "0.00", "payment_method": "sandbox"}),
+        json!({"plan_id": plan_id(&app, "免费版").await, "payment_method": "sandbox"}),
+        json!({"plan_id": plan_id(&app, "企业版").await, "payment_method": "paypal"}),
+        json!({"payment_method": "sandbox"}),
+    ] {
+        assert_eq!(pay(body.clone()).await.unwrap().status(), 422, "{body}");
+    }
+    // With a plan id, a client amount is ignored.
+    let o: Value = pay(json!({"plan_id": plan_id(&app, "企业版").await, "amount": "0.01", "payment_method": "sandbox"})).await.unwrap().json().await.unwrap();
+    assert_eq!(o["amount"], "999.00");
+    // Anonymous: 401.
+    let resp = app
+        .client
+        .post(app.url("/payments/"))
+        .json(&json!({"amount": 99, "payment_method": "sandbox"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    // Others' orders are invisible; lists are one's own, with amounts as numbers.
+    let b = app.signup("snoop").await;
+    let resp = app
+        .client
+        .get(app.url(&format!("/payments/{}", o["id"].as_str().unwrap())))
+        .header("authorization", bearer(&b))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let mine: Value = app
+        .client
+        .get(app.url("/payments/?status_filter=&limit=50"))
+        .header("authorization", bearer(&a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine.as_array().unwrap().len(), 2);
+    assert!(mine[0]["amount"].is_number());
+    let theirs: Value = app
+        .client
+        .get(app.url("/payments/"))
+        .header("authorization", bearer(&b))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(theirs.as_array().unwrap().is_empty());
+    app.stop().await;
+}
+
+async fn notifications_credit_at_most_once(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("webhooks").await;
+    let order: Value = app
+        .client
+        .post(app.url("/payments/"))
+        .header("authorization", bearer(&a))
+        .json(&json!({"plan_id": plan_id(&app, "专业版").await, "payment_method": "sandbox"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let no = order["order_id"].as_str().unwrap().to_string();
+    let status = || async {
+        app.gate()
+            .billing()
+            .store()
+            .payment_by_order_no(&no)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+    };
+
+    // Forged and tampered notifications: refused, nothing changes.
+    let (body, _) = event(&app, "e-forged", &no, 9900, "paid");
+    assert_eq!(
+        post_event(&app, body.clone(), "00ff").await,
+        (400, "fail".into())
+    );
+    let (_, sig_other) = event(&app, "e-other", &no, 1, "paid");
+    assert_eq!(
+        post_event(&app, body.clone(), &sig_other).await.0,
+        400,
+        "a signature of another body"
+    );
+    let resp = app
+        .client
+        .post(app.url("/webhooks/sandbox"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400, "no signature at all");
+    // Validly signed but one fen short: recorded, acknowledged, nothing credited.
+    let (body, sig) = event(&app, "e-short", &no, 9899, "paid");
+    assert_eq!(post_event(&app, body, &sig).await, (200, "success".into()));
+    // An unknown order: nothing.
+    let (body, sig) = event(&app, "e-unknown", "no-such-order", 9900, "paid");
+    assert_eq!(post_event(&app, body, &sig).await.0, 200);
+    assert_eq!(status().await, "pending");
+    assert_eq!(current_plan(&app, &a).await, "免费版");
+
+    // The real one, replayed ten times: applied once.
+    let (body, sig) = event(&app, "e-paid", &no, 9900, "paid");
+    for _ in 0..10 {
+        assert_eq!(
+            post_event(&app, body.clone(), &sig).await,
+            (200, "success".into())
+        );
+    }
+    assert_eq!(status().await, "completed");
+    assert_eq!(current_plan(&app, &a).await, "专业版");
+    // Use some quota, then a late, different notification for the same trade: no second reset.
+    let resp = app
+        .client
+        .post(app.url("/process/p1/20250101"))
+        .header("authorization", bearer(&a))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (body, sig) = event(&app, "e-finished", &no, 9900, "paid");
+    assert_eq!(post_event(&app, body, &sig).await.0, 200);
+    assert_eq!(quota(&app, &a).await, (100, 1), "credited once");
+    let events: Vec<(String, String)> = sqlx::query_as(
+        "SELECT event_id, outcome FROM webhook_events WHERE provider = 'sandbox' ORDER BY event_id",
+    )
+    .fetch_all(app.gate().billing().store().pool())
+    .await
+    .unwrap();
+    let outcome = |id: &str| events.iter().find(|e| e.0 == id).map(|e| e.1.clone());
+    assert_eq!(outcome("e-paid").as_deref(), Some("applied"));
+    assert_eq!(outcome("e-short").as_deref(), Some("rejected"));
+    assert_eq!(outcome("e-finished").as_deref(), Some("late"));
+    assert_eq!(
+        outcome("e-forged"),
+        None,
+        "unverified notifications are not recorded as events"
+    );
+
+    // A payment for an order that was closed: nothing is activated.
+    let o2: Value = app
+        .client
+        .post(app.url("/payments/"))
+        .header("authorization", bearer(&a))
+        .json(&json!({"plan_id": plan_id(&app, "企业版").await, "payment_method": "sandbox"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    app.gate()
+        .billing()
+        .store()
+        .close_payment(o2["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    let (body, sig) = event(
+        &app,
+        "e-after-close",
+        o2["order_id"].as_str().unwrap(),
+        99900,
+        "paid",
+    );
+    assert_eq!(post_event(&app, body, &sig).await.0, 200);
+    assert_eq!(
+        current_plan(&app, &a).await,
+        "专业版",
+        "a closed order does not activate"
+    );
+    app.stop().await;
+}
+
+async fn refunds_are_for_superusers_partial_and_idempotent(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("refundee").await;
+    let order: Value = app
+        .client
+        .post(app.url("/payments/"))
+        .header("authorization", bearer(&a))
+        .json(&json!({"plan_id": plan_id(&app, "专业版").await, "payment_method": "sandbox"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = order["id"].as_str().unwrap().to_string();
+    let refund = |auth: String, body: Value, key: Option<&'static str>| {
+        let mut r = app
+            .client
+            .post(app.url(&format!("/payments/{id}/refund")))
+            .header("authorization", auth)
+            .json(&body);
+        if let Some(k) = key {
+            r = r.header("idempotency-key", k);
+        }
+        r.send()
+    };
+    assert_eq!(
+        refund(bearer(&a), json!({"refund_amount": "10.00"}), None)
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    app.gate()
+        .auth()
+        .create_admin("root@example.com", "root", "root-password")
+        .await
+        .unwrap();
+    let t = app.login("root", "root-password").await;
+    let root = format!("Bearer {}", t["access_token"].as_str().unwrap());
+    assert_eq!(
+        refund(root.clone(), json!({}), None)
+            .await
+            .unwrap()
+            .status(),
+        422,
+        "an unpaid order cannot be refunded"
+    );
+    let path = format!(
+        "/payments/sandbox/checkout/{}",
+        order["order_id"].as_str().unwrap()
+    );
+    app.client.post(app.url(&path)).send().await.unwrap();
+    assert_eq!(current_plan(&app, &a).await, "专业版");
+
+    for _ in 0..3 {
+        let r: Value = refund(
+            root.clone(),
+            json!({"refund_amount": "10.00", "reason": "goodwill"}),
+            Some("r-1"),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(
+            (
+                r["payment"]["status"].as_str(),
+                r["payment"]["refunded_amount"].as_str()
+            ),
+            (Some("partially_refunded"), Some("10.00"))
+        );
+    }
+    let resp = refund(root.clone(), json!({"refund_amount": "89.01"}), Some("r-2"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422, "more than was paid");
+    let r: Value = refund(root.clone(), json!({"refund_amount": 89}), Some("r-3"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r["payment"]["status"].as_str(),
+            r["payment"]["refunded_amount"].as_str()
+        ),
+        (Some("refunded"), Some("99.00"))
+    );
+    // Fully refunded: the paid plan ends, the user is back on the free plan.
+    assert_eq!(current_plan(&app, &a).await, "免费版");
+    assert_eq!(quota(&app, &a).await.0, 5);
+    app.stop().await;
+}
+
+async fn reconciliation_closes_expired_orders(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("expiring").await;
+    let order: Value = app
+        .client
+        .post(app.url("/payments/"))
+        .header("authorization", bearer(&a))
+        .json(&json!({"plan_id": plan_id(&app, "专业版").await, "payment_method": "sandbox"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fresh: Value = app
+        .client
+        .post(app.url("/payments/"))
+        .header("authorization", bearer(&a))
+        .json(&json!({"plan_id": plan_id(&app, "企业版").await, "payment_method": "sandbox"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let store = app.gate().billing().store();
+    sqlx::query("UPDATE payment_transactions SET created_at = created_at - 7200000 WHERE id = $1")
+        .bind(order["id"].as_str().unwrap())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let closed = app.gate().payments().reconcile_once().await.unwrap();
+    assert_eq!(closed, 1);
+    assert_eq!(
+        store
+            .payment(order["id"].as_str().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "closed"
+    );
+    assert_eq!(
+        store
+            .payment(fresh["id"].as_str().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "pending",
+        "a fresh order is left alone"
+    );
+    let subs = store.subscriptions_of(&a.id).await.unwrap();
+    assert!(
+        subs.iter()
+            .any(|s| s.status == "expired" && s.current_period_start.is_none()),
+        "its pending subscription is expired"
+    );
+    app.stop().await;
+}
+
+on_both!(
+    subscribe_pay_activate,
+    amounts_come_from_plans,
+    notifications_credit_at_most_once,
+    refunds_are_for_superusers_partial_and_idempotent,
+    reconciliation_closes_expired_orders,
+);
