@@ -67,7 +67,7 @@ impl Gate {
             store.clone(),
             billing.clone(),
             config.clone(),
-        ));
+        )?);
         payments.spawn_reconciler();
         let upstream = Arc::new(Upstream::new(&config.upstream));
         let upstream_host = HeaderValue::from_str(upstream.authority().as_str())

@@ -12,6 +12,7 @@
 //! | `GATE_BACKEND_JWT_SECRET` (or `_FILE`) | the backend's `JWT_SECRET_KEY` |
 //! | `GATE_API_KEY_PEPPER` (or `_FILE`) | the key of the API-key hash |
 //! | `GATE_SMTP_PASSWORD` (or `_FILE`) | `[smtp]`'s password |
+//! | `GATE_ALIPAY_PRIVATE_KEY` (or `_FILE`) | the Alipay app private key |
 
 use std::collections::HashMap;
 
@@ -38,6 +39,8 @@ const NAMES: &[&str] = &[
     "GATE_API_KEY_PEPPER_FILE",
     "GATE_SMTP_PASSWORD",
     "GATE_SMTP_PASSWORD_FILE",
+    "GATE_ALIPAY_PRIVATE_KEY",
+    "GATE_ALIPAY_PRIVATE_KEY_FILE",
 ];
 
 /// Secrets taken from the environment (they have no place in `proxy.toml`).
@@ -47,6 +50,7 @@ pub struct Secrets {
     pub backend_jwt_secret: Option<String>,
     pub api_key_pepper: Option<String>,
     pub smtp_password: Option<String>,
+    pub alipay_private_key: Option<String>,
 }
 
 impl Env {
@@ -80,6 +84,7 @@ impl Env {
             backend_jwt_secret: self.secret("GATE_BACKEND_JWT_SECRET")?,
             api_key_pepper: self.secret("GATE_API_KEY_PEPPER")?,
             smtp_password: self.secret("GATE_SMTP_PASSWORD")?,
+            alipay_private_key: self.secret("GATE_ALIPAY_PRIVATE_KEY")?,
         })
     }
 

@@ -102,6 +102,21 @@ pub struct PaymentsConfig {
     pub order_ttl: Duration,
     pub reconcile_interval: Duration,
     pub reconcile_after: Duration,
+    pub alipay: Option<AlipayConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlipayConfig {
+    pub app_id: String,
+    pub gateway: String,
+    /// PEM or base64 text of the Alipay public key.
+    pub alipay_public_key: String,
+    pub private_key: Secret,
+    pub seller_id: Option<String>,
+    /// precreate | page | wap
+    pub checkout: String,
+    pub return_url: Option<String>,
+    pub notify_url: String,
 }
 
 #[derive(Debug, Clone)]

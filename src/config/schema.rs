@@ -205,6 +205,37 @@ pub struct PaymentsSection {
     /// Orders pending longer than this are queried at the provider.
     #[serde(default = "default_reconcile_after")]
     pub reconcile_after_secs: u64,
+    /// `[payments.alipay]`: Alipay OpenAPI (RSA2, public-key mode).
+    #[serde(default)]
+    pub alipay: Option<AlipaySection>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AlipaySection {
+    /// The 16-digit APPID.
+    pub app_id: String,
+    #[serde(default = "default_alipay_gateway")]
+    pub gateway: String,
+    /// The Alipay public key (支付宝公钥), PEM or bare base64, inline or as a file.
+    #[serde(default)]
+    pub alipay_public_key: Option<String>,
+    #[serde(default)]
+    pub alipay_public_key_file: Option<String>,
+    /// The app private key as a file; or GATE_ALIPAY_PRIVATE_KEY(_FILE) in the environment.
+    #[serde(default)]
+    pub private_key_file: Option<String>,
+    /// Checked against notifications when set (seller_id).
+    #[serde(default)]
+    pub seller_id: Option<String>,
+    /// "precreate" (a QR payload, the default), "page" (PC redirect URL) or "wap" (mobile).
+    #[serde(default = "default_alipay_checkout")]
+    pub checkout: String,
+    #[serde(default)]
+    pub return_url: Option<String>,
+    /// Default: <public_url>/webhooks/alipay.
+    #[serde(default)]
+    pub notify_url: Option<String>,
 }
 
 impl Default for PaymentsSection {
@@ -215,6 +246,7 @@ impl Default for PaymentsSection {
             order_ttl_minutes: default_order_ttl(),
             reconcile_interval_secs: default_reconcile(),
             reconcile_after_secs: default_reconcile_after(),
+            alipay: None,
         }
     }
 }
@@ -464,4 +496,10 @@ fn default_reconcile() -> u64 {
 }
 fn default_reconcile_after() -> u64 {
     300
+}
+fn default_alipay_gateway() -> String {
+    "https://openapi.alipay.com/gateway.do".into()
+}
+fn default_alipay_checkout() -> String {
+    "precreate".into()
 }

@@ -79,8 +79,9 @@ pub fn validate(
     let database = validate_database(&mut p, &file);
     let cors = validate_cors(&mut p, &file);
     let smtp = validate_smtp(&mut p, &file, secrets.smtp_password.clone());
+    let alipay_private_key = secrets.alipay_private_key.clone();
     let auth = validate_auth(&mut p, &file, secrets);
-    let payments = validate_payments(&mut p, &file);
+    let payments = validate_payments(&mut p, &file, alipay_private_key);
 
     let mut quota_types = Vec::new();
     let mut seen_types = HashSet::new();
@@ -369,7 +370,98 @@ fn validate_plans(
     out
 }
 
-fn validate_payments(p: &mut Problems, file: &FileConfig) -> PaymentsConfig {
+fn read_file(p: &mut Problems, key: &str, path: &str) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            p.at(None, key, format!("cannot read {path}: {e}"));
+            None
+        }
+    }
+}
+
+fn validate_alipay(
+    p: &mut Problems,
+    a: &super::schema::AlipaySection,
+    public_url: &str,
+    env_key: Option<String>,
+) -> Option<super::AlipayConfig> {
+    let before = p.list.len();
+    if a.app_id.trim().is_empty() || !a.app_id.bytes().all(|b| b.is_ascii_digit()) {
+        p.at(
+            None,
+            "payments.alipay.app_id",
+            format!("`{}` is not an Alipay APPID (digits)", a.app_id),
+        );
+    }
+    let public = match (&a.alipay_public_key, &a.alipay_public_key_file) {
+        (Some(k), None) => Some(k.clone()),
+        (None, Some(f)) => read_file(p, "payments.alipay.alipay_public_key_file", f),
+        _ => {
+            p.at(
+                None,
+                "payments.alipay",
+                "set exactly one of alipay_public_key, alipay_public_key_file",
+            );
+            None
+        }
+    };
+    if let Some(k) = &public {
+        if let Err(e) = crate::payments::keys::public_key(k) {
+            p.at(None, "payments.alipay.alipay_public_key", e);
+        }
+    }
+    let private = match (env_key, &a.private_key_file) {
+        (Some(k), _) => Some(k),
+        (None, Some(f)) => read_file(p, "payments.alipay.private_key_file", f),
+        (None, None) => {
+            p.at(None, "payments.alipay", "the app private key is missing: set GATE_ALIPAY_PRIVATE_KEY(_FILE) or private_key_file");
+            None
+        }
+    };
+    if let Some(k) = &private {
+        // Never echo the key: only say that it did not parse.
+        if crate::payments::keys::private_key(k).is_err() {
+            p.at(
+                None,
+                "payments.alipay.private_key",
+                "the app private key is not an RSA key in PEM or base64 DER",
+            );
+        }
+    }
+    if !matches!(a.checkout.as_str(), "precreate" | "page" | "wap") {
+        p.at(
+            None,
+            "payments.alipay.checkout",
+            format!("`{}` is not precreate, page or wap", a.checkout),
+        );
+    }
+    if !a.gateway.starts_with("https://") && !a.gateway.starts_with("http://") {
+        p.at(None, "payments.alipay.gateway", "must be an http(s) URL");
+    }
+    if p.list.len() > before {
+        return None;
+    }
+    Some(super::AlipayConfig {
+        app_id: a.app_id.clone(),
+        gateway: a.gateway.clone(),
+        alipay_public_key: public?,
+        private_key: Secret(private?),
+        seller_id: a.seller_id.clone(),
+        checkout: a.checkout.clone(),
+        return_url: a.return_url.clone(),
+        notify_url: a
+            .notify_url
+            .clone()
+            .unwrap_or_else(|| format!("{}/webhooks/alipay", public_url.trim_end_matches('/'))),
+    })
+}
+
+fn validate_payments(
+    p: &mut Problems,
+    file: &FileConfig,
+    alipay_key: Option<String>,
+) -> PaymentsConfig {
     let s = &file.payments;
     let production = file.server.environment == super::Environment::Production;
     let sandbox = s.sandbox.unwrap_or(!production);
@@ -404,7 +496,12 @@ fn validate_payments(p: &mut Problems, file: &FileConfig) -> PaymentsConfig {
             "reconciliation intervals must be at least 1 s",
         );
     }
+    let alipay = s
+        .alipay
+        .as_ref()
+        .and_then(|a| validate_alipay(p, a, &s.public_url, alipay_key));
     PaymentsConfig {
+        alipay,
         sandbox,
         public_url: s.public_url.trim_end_matches('/').to_string(),
         order_ttl: Duration::from_secs(s.order_ttl_minutes * 60),

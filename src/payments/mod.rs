@@ -7,6 +7,8 @@
 //! (a redelivery changes nothing more), then one transaction that moves the order along its
 //! one-way state machine, activates the subscription and resets the quota.
 
+pub mod alipay;
+pub mod keys;
 pub mod provider;
 pub mod sandbox;
 
@@ -36,8 +38,15 @@ fn unprocessable(msg: impl Into<String>) -> GateError {
 }
 
 impl Payments {
-    pub fn new(store: Store, billing: Arc<Billing>, config: Arc<Config>) -> Payments {
+    pub fn new(
+        store: Store,
+        billing: Arc<Billing>,
+        config: Arc<Config>,
+    ) -> Result<Payments, String> {
         let mut providers: HashMap<&'static str, Arc<dyn Provider>> = HashMap::new();
+        if let Some(a) = &config.payments.alipay {
+            providers.insert("alipay", Arc::new(alipay::Alipay::new(a.clone())?));
+        }
         let sandbox = config
             .payments
             .sandbox
@@ -45,13 +54,13 @@ impl Payments {
         if let Some(s) = &sandbox {
             providers.insert("sandbox", s.clone());
         }
-        Payments {
+        Ok(Payments {
             store,
             billing,
             config,
             providers,
             sandbox,
-        }
+        })
     }
 
     pub fn sandbox(&self) -> Option<&Arc<sandbox::Sandbox>> {

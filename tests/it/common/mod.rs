@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_alipay;
 pub mod pg;
 pub mod smtp;
 pub mod upstream;

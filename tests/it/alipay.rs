@@ -1,0 +1,296 @@
+//! Alipay against a local fake gateway, with RSA keys generated in the test, on SQLite and
+//! PostgreSQL: signed requests, verified responses, the pay-notify-activate loop, and every
+//! rejection.
+
+use crate::common::fake_alipay::{self, FakeAlipay};
+use crate::common::{Account, Db, Options, TestApp, spawn_app_with};
+use serde_json::{Value, json};
+
+async fn app(db: Db, fake: &FakeAlipay) -> TestApp {
+    let section = format!(
+        "\n[payments.alipay]\napp_id = \"{}\"\ngateway = \"{}\"\nseller_id = \"{}\"\nalipay_public_key = '''\n{}'''\n",
+        fake_alipay::APP_ID,
+        fake.url,
+        fake_alipay::SELLER_ID,
+        fake_alipay::alipay_public_pem()
+    );
+    spawn_app_with(Options {
+        db,
+        shipped: true,
+        routes: section,
+        env: vec![(
+            "GATE_ALIPAY_PRIVATE_KEY".into(),
+            fake_alipay::app_private_pem(),
+        )],
+        ..Options::default()
+    })
+    .await
+}
+
+fn bearer(a: &Account) -> String {
+    format!("Bearer {}", a.access)
+}
+
+async fn order(app: &TestApp, a: &Account, plan: &str) -> Value {
+    let plan_id = app
+        .gate()
+        .billing()
+        .store()
+        .plan_by_name(plan)
+        .await
+        .unwrap()
+        .unwrap()
+        .row
+        .id;
+    let resp = app
+        .client
+        .post(app.url("/payments/"))
+        .header("authorization", bearer(a))
+        .json(&json!({"plan_id": plan_id, "payment_method": "alipay"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    resp.json().await.unwrap()
+}
+
+async fn notify(app: &TestApp, form: String) -> (u16, String) {
+    let resp = app
+        .client
+        .post(app.url("/webhooks/alipay"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+async fn status(app: &TestApp, id: &str) -> String {
+    app.gate()
+        .billing()
+        .store()
+        .payment(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .status
+}
+
+async fn plan_of(app: &TestApp, a: &Account) -> String {
+    let c: Value = app
+        .client
+        .get(app.url("/subscriptions/current"))
+        .header("authorization", bearer(a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    c["plan_name"].as_str().unwrap().to_string()
+}
+
+async fn precreate_notify_activate(db: Db) {
+    let fake = FakeAlipay::start().await;
+    let app = app(db, &fake).await;
+    let a = app.signup("alipayer").await;
+    let o = order(&app, &a, "专业版").await;
+    let no = o["order_id"].as_str().unwrap().to_string();
+    let id = o["id"].as_str().unwrap().to_string();
+    assert!(
+        o["qr_code"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://qr.alipay.com/bax")
+    );
+    assert!(
+        o["qr_code"].as_str().unwrap().len() < 1273,
+        "fits a level-H QR code"
+    );
+    let pre = fake.calls("alipay.trade.precreate");
+    assert_eq!(pre.len(), 1);
+    let biz: Value = serde_json::from_str(&pre[0]["biz_content"]).unwrap();
+    assert_eq!(
+        (biz["total_amount"].as_str(), biz["out_trade_no"].as_str()),
+        (Some("99.00"), Some(no.as_str()))
+    );
+    assert_eq!(
+        pre[0]["notify_url"],
+        "http://localhost:9000/webhooks/alipay"
+    );
+    assert_eq!(pre[0]["sign_type"], "RSA2");
+    assert_eq!(pre[0]["timestamp"].len(), 19, "yyyy-MM-dd HH:mm:ss");
+    assert!(no.len() <= 32);
+
+    // Rejections first: nothing changes.
+    let mut tampered = fake.notification("n-0", &no, "99.00", "TRADE_SUCCESS", fake_alipay::APP_ID);
+    tampered = tampered.replace("total_amount=99.00", "total_amount=0.01");
+    assert_eq!(
+        notify(&app, tampered).await,
+        (400, "fail".into()),
+        "tampered after signing"
+    );
+    let wrong_app = fake.notification("n-1", &no, "99.00", "TRADE_SUCCESS", "2021999999999999");
+    assert_eq!(
+        notify(&app, wrong_app).await.0,
+        400,
+        "another app's notification"
+    );
+    let short = fake.notification("n-2", &no, "98.99", "TRADE_SUCCESS", fake_alipay::APP_ID);
+    assert_eq!(
+        notify(&app, short).await,
+        (200, "success".into()),
+        "a fen short: recorded, not credited"
+    );
+    let unknown = fake.notification(
+        "n-3",
+        "0123456789abcdef0123456789abcdef",
+        "99.00",
+        "TRADE_SUCCESS",
+        fake_alipay::APP_ID,
+    );
+    assert_eq!(notify(&app, unknown).await.0, 200);
+    assert_eq!(status(&app, &id).await, "pending");
+    assert_eq!(plan_of(&app, &a).await, "免费版");
+
+    // The real notification, replayed ten times: credited once.
+    let good = fake.notification("n-4", &no, "99.00", "TRADE_SUCCESS", fake_alipay::APP_ID);
+    for _ in 0..10 {
+        assert_eq!(notify(&app, good.clone()).await, (200, "success".into()));
+    }
+    assert_eq!(status(&app, &id).await, "completed");
+    assert_eq!(plan_of(&app, &a).await, "专业版");
+    // TRADE_FINISHED later (another notify_id): nothing more.
+    let finished = fake.notification("n-5", &no, "99.00", "TRADE_FINISHED", fake_alipay::APP_ID);
+    assert_eq!(notify(&app, finished).await.0, 200);
+    let paid: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM payment_transactions WHERE status = 'completed'")
+            .fetch_one(app.gate().billing().store().pool())
+            .await
+            .unwrap();
+    assert_eq!(paid, 1);
+
+    // Refund goes to Alipay with an out_request_no.
+    app.gate()
+        .auth()
+        .create_admin("root@example.com", "root", "root-password")
+        .await
+        .unwrap();
+    let t = app.login("root", "root-password").await;
+    let root = format!("Bearer {}", t["access_token"].as_str().unwrap());
+    let resp = app
+        .client
+        .post(app.url(&format!("/payments/{id}/refund")))
+        .header("authorization", &root)
+        .header("idempotency-key", "r1")
+        .json(&json!({"refund_amount": "9.90"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let refunds = fake.calls("alipay.trade.refund");
+    assert_eq!(refunds.len(), 1);
+    let biz: Value = serde_json::from_str(&refunds[0]["biz_content"]).unwrap();
+    assert_eq!(biz["refund_amount"], "9.90");
+    assert!(!biz["out_request_no"].as_str().unwrap().is_empty());
+    app.stop().await;
+}
+
+async fn lost_notifications_are_found_by_query(db: Db) {
+    let fake = FakeAlipay::start().await;
+    let app = app(db, &fake).await;
+    let a = app.signup("polling").await;
+    let o = order(&app, &a, "企业版").await;
+    let id = o["id"].as_str().unwrap().to_string();
+    // Not paid yet: polling leaves it pending.
+    let p: Value = app
+        .client
+        .get(app.url(&format!("/payments/{id}?poll=true")))
+        .header("authorization", bearer(&a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(p["status"], "pending");
+    fake.pay(o["order_id"].as_str().unwrap());
+    let p: Value = app
+        .client
+        .get(app.url(&format!("/payments/{id}?poll=true")))
+        .header("authorization", bearer(&a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        p["status"], "completed",
+        "the signed query answer completes it"
+    );
+    assert_eq!(plan_of(&app, &a).await, "企业版");
+
+    // An expired order is queried, then closed at Alipay and here.
+    let o2 = order(&app, &a, "专业版").await;
+    sqlx::query("UPDATE payment_transactions SET created_at = created_at - 7200000 WHERE id = $1")
+        .bind(o2["id"].as_str().unwrap())
+        .execute(app.gate().billing().store().pool())
+        .await
+        .unwrap();
+    let queries_before = fake.calls("alipay.trade.query").len();
+    assert_eq!(app.gate().payments().reconcile_once().await.unwrap(), 1);
+    assert!(
+        fake.calls("alipay.trade.query").len() > queries_before,
+        "query before close"
+    );
+    assert_eq!(fake.calls("alipay.trade.close").len(), 1);
+    assert_eq!(status(&app, o2["id"].as_str().unwrap()).await, "closed");
+    app.stop().await;
+}
+
+async fn forged_gateway_answers_are_not_trusted(db: Db) {
+    let fake = FakeAlipay::start().await;
+    let app = app(db, &fake).await;
+    let a = app.signup("forgery").await;
+    fake.state.lock().unwrap().forge_responses = true;
+    let plan_id = app
+        .gate()
+        .billing()
+        .store()
+        .plan_by_name("专业版")
+        .await
+        .unwrap()
+        .unwrap()
+        .row
+        .id;
+    let resp = app
+        .client
+        .post(app.url("/payments/"))
+        .header("authorization", bearer(&a))
+        .json(&json!({"plan_id": plan_id, "payment_method": "alipay"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let rows = app
+        .gate()
+        .billing()
+        .store()
+        .payments(Some(&a.id), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].status, "closed",
+        "an unverified answer is never success"
+    );
+    app.stop().await;
+}
+
+on_both!(
+    precreate_notify_activate,
+    lost_notifications_are_found_by_query,
+    forged_gateway_answers_are_not_trusted,
+);
