@@ -13,6 +13,8 @@
 //! | `GATE_API_KEY_PEPPER` (or `_FILE`) | the key of the API-key hash |
 //! | `GATE_SMTP_PASSWORD` (or `_FILE`) | `[smtp]`'s password |
 //! | `GATE_ALIPAY_PRIVATE_KEY` (or `_FILE`) | the Alipay app private key |
+//! | `GATE_WECHAT_PRIVATE_KEY` (or `_FILE`) | the WeChat Pay merchant API private key |
+//! | `GATE_WECHAT_API_V3_KEY` (or `_FILE`) | the WeChat Pay APIv3 key |
 
 use std::collections::HashMap;
 
@@ -41,6 +43,10 @@ const NAMES: &[&str] = &[
     "GATE_SMTP_PASSWORD_FILE",
     "GATE_ALIPAY_PRIVATE_KEY",
     "GATE_ALIPAY_PRIVATE_KEY_FILE",
+    "GATE_WECHAT_PRIVATE_KEY",
+    "GATE_WECHAT_PRIVATE_KEY_FILE",
+    "GATE_WECHAT_API_V3_KEY",
+    "GATE_WECHAT_API_V3_KEY_FILE",
 ];
 
 /// Secrets taken from the environment (they have no place in `proxy.toml`).
@@ -51,6 +57,8 @@ pub struct Secrets {
     pub api_key_pepper: Option<String>,
     pub smtp_password: Option<String>,
     pub alipay_private_key: Option<String>,
+    pub wechat_private_key: Option<String>,
+    pub wechat_api_v3_key: Option<String>,
 }
 
 impl Env {
@@ -85,6 +93,8 @@ impl Env {
             api_key_pepper: self.secret("GATE_API_KEY_PEPPER")?,
             smtp_password: self.secret("GATE_SMTP_PASSWORD")?,
             alipay_private_key: self.secret("GATE_ALIPAY_PRIVATE_KEY")?,
+            wechat_private_key: self.secret("GATE_WECHAT_PRIVATE_KEY")?,
+            wechat_api_v3_key: self.secret("GATE_WECHAT_API_V3_KEY")?,
         })
     }
 

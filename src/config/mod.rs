@@ -103,6 +103,23 @@ pub struct PaymentsConfig {
     pub reconcile_interval: Duration,
     pub reconcile_after: Duration,
     pub alipay: Option<AlipayConfig>,
+    pub wechat: Option<WechatConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WechatConfig {
+    pub mchid: String,
+    pub appid: String,
+    pub api_base: String,
+    pub merchant_serial_no: String,
+    pub private_key: Secret,
+    /// The APIv3 key: 32 ASCII characters.
+    pub api_v3_key: Secret,
+    /// (PUB_KEY_ID_..., key text) in public-key mode.
+    pub public_key: Option<(String, String)>,
+    /// PEM texts of platform certificates.
+    pub platform_certificates: Vec<String>,
+    pub notify_url: String,
 }
 
 #[derive(Debug, Clone)]

@@ -208,6 +208,36 @@ pub struct PaymentsSection {
     /// `[payments.alipay]`: Alipay OpenAPI (RSA2, public-key mode).
     #[serde(default)]
     pub alipay: Option<AlipaySection>,
+    /// `[payments.wechat]`: WeChat Pay API v3 (Native QR codes).
+    #[serde(default)]
+    pub wechat: Option<WechatSection>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WechatSection {
+    pub mchid: String,
+    pub appid: String,
+    #[serde(default = "default_wechat_base")]
+    pub api_base: String,
+    /// The serial number of the merchant API certificate (uppercase hex).
+    pub merchant_serial_no: String,
+    /// The merchant API private key (apiclient_key.pem) as a file; or GATE_WECHAT_PRIVATE_KEY(_FILE).
+    #[serde(default)]
+    pub private_key_file: Option<String>,
+    /// Public-key mode: the WeChat Pay public key ID (PUB_KEY_ID_...) and key (PEM or file).
+    #[serde(default)]
+    pub public_key_id: Option<String>,
+    #[serde(default)]
+    pub public_key: Option<String>,
+    #[serde(default)]
+    pub public_key_file: Option<String>,
+    /// Platform-certificate mode: PEM files of the platform certificates (chosen by serial).
+    #[serde(default)]
+    pub platform_certificates: Vec<String>,
+    /// Default: <public_url>/webhooks/wechat.
+    #[serde(default)]
+    pub notify_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -247,6 +277,7 @@ impl Default for PaymentsSection {
             reconcile_interval_secs: default_reconcile(),
             reconcile_after_secs: default_reconcile_after(),
             alipay: None,
+            wechat: None,
         }
     }
 }
@@ -502,4 +533,7 @@ fn default_alipay_gateway() -> String {
 }
 fn default_alipay_checkout() -> String {
     "precreate".into()
+}
+fn default_wechat_base() -> String {
+    "https://api.mch.weixin.qq.com".into()
 }

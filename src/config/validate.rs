@@ -79,9 +79,13 @@ pub fn validate(
     let database = validate_database(&mut p, &file);
     let cors = validate_cors(&mut p, &file);
     let smtp = validate_smtp(&mut p, &file, secrets.smtp_password.clone());
-    let alipay_private_key = secrets.alipay_private_key.clone();
+    let provider_secrets = (
+        secrets.alipay_private_key.clone(),
+        secrets.wechat_private_key.clone(),
+        secrets.wechat_api_v3_key.clone(),
+    );
     let auth = validate_auth(&mut p, &file, secrets);
-    let payments = validate_payments(&mut p, &file, alipay_private_key);
+    let payments = validate_payments(&mut p, &file, provider_secrets);
 
     let mut quota_types = Vec::new();
     let mut seen_types = HashSet::new();
@@ -457,10 +461,114 @@ fn validate_alipay(
     })
 }
 
+fn validate_wechat(
+    p: &mut Problems,
+    w: &super::schema::WechatSection,
+    public_url: &str,
+    env_key: Option<String>,
+    api_v3_key: Option<String>,
+) -> Option<super::WechatConfig> {
+    let before = p.list.len();
+    if w.mchid.trim().is_empty()
+        || w.appid.trim().is_empty()
+        || w.merchant_serial_no.trim().is_empty()
+    {
+        p.at(
+            None,
+            "payments.wechat",
+            "mchid, appid and merchant_serial_no are required",
+        );
+    }
+    let private = match (env_key, &w.private_key_file) {
+        (Some(k), _) => Some(k),
+        (None, Some(f)) => read_file(p, "payments.wechat.private_key_file", f),
+        (None, None) => {
+            p.at(None, "payments.wechat", "the merchant private key is missing: set GATE_WECHAT_PRIVATE_KEY(_FILE) or private_key_file");
+            None
+        }
+    };
+    if private
+        .as_deref()
+        .is_some_and(|k| crate::payments::keys::private_key(k).is_err())
+    {
+        p.at(
+            None,
+            "payments.wechat.private_key",
+            "the merchant private key is not an RSA key in PEM or base64 DER",
+        );
+    }
+    match &api_v3_key {
+        Some(k) if k.len() == 32 && k.is_ascii() => {}
+        Some(_) => p.at(
+            None,
+            "GATE_WECHAT_API_V3_KEY",
+            "the APIv3 key must be 32 ASCII characters",
+        ),
+        None => p.at(
+            None,
+            "payments.wechat",
+            "the APIv3 key is missing: set GATE_WECHAT_API_V3_KEY(_FILE)",
+        ),
+    }
+    let public_key = match (&w.public_key_id, &w.public_key, &w.public_key_file) {
+        (None, None, None) => None,
+        (Some(id), Some(k), None) => Some((id.clone(), k.clone())),
+        (Some(id), None, Some(f)) => {
+            read_file(p, "payments.wechat.public_key_file", f).map(|k| (id.clone(), k))
+        }
+        _ => {
+            p.at(
+                None,
+                "payments.wechat",
+                "public-key mode needs public_key_id and one of public_key, public_key_file",
+            );
+            None
+        }
+    };
+    if let Some((id, k)) = &public_key {
+        if !id.starts_with("PUB_KEY_ID_") {
+            p.at(
+                None,
+                "payments.wechat.public_key_id",
+                format!("`{id}` does not start with PUB_KEY_ID_"),
+            );
+        }
+        if let Err(e) = crate::payments::keys::public_key(k) {
+            p.at(None, "payments.wechat.public_key", e);
+        }
+    }
+    let mut certs = Vec::new();
+    for f in &w.platform_certificates {
+        if let Some(pem) = read_file(p, "payments.wechat.platform_certificates", f) {
+            certs.push(pem);
+        }
+    }
+    if public_key.is_none() && certs.is_empty() {
+        p.at(None, "payments.wechat", "configure the WeChat Pay public key (public_key_id + public_key) or platform_certificates to verify WeChat's signatures");
+    }
+    if p.list.len() > before {
+        return None;
+    }
+    Some(super::WechatConfig {
+        mchid: w.mchid.clone(),
+        appid: w.appid.clone(),
+        api_base: w.api_base.trim_end_matches('/').to_string(),
+        merchant_serial_no: w.merchant_serial_no.clone(),
+        private_key: Secret(private?),
+        api_v3_key: Secret(api_v3_key?),
+        public_key,
+        platform_certificates: certs,
+        notify_url: w
+            .notify_url
+            .clone()
+            .unwrap_or_else(|| format!("{}/webhooks/wechat", public_url.trim_end_matches('/'))),
+    })
+}
+
 fn validate_payments(
     p: &mut Problems,
     file: &FileConfig,
-    alipay_key: Option<String>,
+    (alipay_key, wechat_key, wechat_v3): (Option<String>, Option<String>, Option<String>),
 ) -> PaymentsConfig {
     let s = &file.payments;
     let production = file.server.environment == super::Environment::Production;
@@ -500,7 +608,12 @@ fn validate_payments(
         .alipay
         .as_ref()
         .and_then(|a| validate_alipay(p, a, &s.public_url, alipay_key));
+    let wechat = s
+        .wechat
+        .as_ref()
+        .and_then(|w| validate_wechat(p, w, &s.public_url, wechat_key, wechat_v3));
     PaymentsConfig {
+        wechat,
         alipay,
         sandbox,
         public_url: s.public_url.trim_end_matches('/').to_string(),

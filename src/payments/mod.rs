@@ -11,6 +11,7 @@ pub mod alipay;
 pub mod keys;
 pub mod provider;
 pub mod sandbox;
+pub mod wechat;
 
 use axum::body::Body;
 use http::{HeaderMap, Response, StatusCode};
@@ -46,6 +47,9 @@ impl Payments {
         let mut providers: HashMap<&'static str, Arc<dyn Provider>> = HashMap::new();
         if let Some(a) = &config.payments.alipay {
             providers.insert("alipay", Arc::new(alipay::Alipay::new(a.clone())?));
+        }
+        if let Some(w) = &config.payments.wechat {
+            providers.insert("wechat", Arc::new(wechat::Wechat::new(w.clone())?));
         }
         let sandbox = config
             .payments

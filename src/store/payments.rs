@@ -197,6 +197,22 @@ impl Store {
     ) -> Result<PaidOutcome, StoreError> {
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
+        // Writing first takes SQLite's write lock at once (a read first would have to upgrade,
+        // which fails under concurrent deliveries); the event id is the deduplication key.
+        let recorded = sqlx::query(
+            "INSERT INTO webhook_events (id, provider, event_id, order_no, outcome, detail, received_at) \
+             VALUES ($1, $2, $3, $4, 'received', '', $5) ON CONFLICT (provider, event_id) DO NOTHING",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(ev.provider)
+        .bind(ev.event_id)
+        .bind(ev.order_no)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if recorded.rows_affected() == 0 {
+            return Ok(PaidOutcome::Duplicate);
+        }
         let order = sqlx::query_as::<_, PaymentRow>(&format!(
             "SELECT {COLUMNS} FROM payment_transactions WHERE order_no = $1"
         ))
@@ -223,22 +239,13 @@ impl Store {
             PaidOutcome::Late(_) => "late",
             _ => "rejected",
         };
-        let recorded = sqlx::query(
-            "INSERT INTO webhook_events (id, provider, event_id, order_no, outcome, detail, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (provider, event_id) DO NOTHING",
-        )
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(ev.provider)
-        .bind(ev.event_id)
-        .bind(ev.order_no)
-        .bind(label)
-        .bind(&detail)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if recorded.rows_affected() == 0 {
-            return Ok(PaidOutcome::Duplicate);
-        }
+        sqlx::query("UPDATE webhook_events SET outcome = $3, detail = $4 WHERE provider = $1 AND event_id = $2")
+            .bind(ev.provider)
+            .bind(ev.event_id)
+            .bind(label)
+            .bind(&detail)
+            .execute(&mut *tx)
+            .await?;
         let Some(order) = order.filter(|_| outcome == PaidOutcome::Applied) else {
             tx.commit().await?;
             return Ok(outcome);

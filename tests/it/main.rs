@@ -25,3 +25,4 @@ mod paths;
 mod payments;
 mod proxy;
 mod store;
+mod wechat;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_alipay;
+pub mod fake_wechat;
 pub mod pg;
 pub mod smtp;
 pub mod upstream;

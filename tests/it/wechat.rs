@@ -1,0 +1,320 @@
+//! WeChat Pay API v3 against a local fake, with keys (and a platform certificate) made in the
+//! test, on SQLite and PostgreSQL: signed requests, verified answers, encrypted callbacks, and
+//! every rejection.
+
+use crate::common::fake_wechat::{self, FakeWechat};
+use crate::common::{Account, Db, Options, TestApp, spawn_app_with};
+use serde_json::{Value, json};
+
+async fn app(db: Db, fake: &FakeWechat, cert: Option<&std::path::Path>) -> TestApp {
+    let keys = match cert {
+        None => format!(
+            "public_key_id = \"{}\"\npublic_key = '''\n{}'''\n",
+            fake_wechat::PUBLIC_KEY_ID,
+            fake_wechat::platform_public_pem()
+        ),
+        Some(path) => format!("platform_certificates = [\"{}\"]\n", path.display()),
+    };
+    let section = format!(
+        "\n[payments.wechat]\nmchid = \"{}\"\nappid = \"{}\"\napi_base = \"{}\"\nmerchant_serial_no = \"{}\"\n{keys}",
+        fake_wechat::MCHID,
+        fake_wechat::APPID,
+        fake.url,
+        fake_wechat::MERCHANT_SERIAL
+    );
+    spawn_app_with(Options {
+        db,
+        shipped: true,
+        routes: section,
+        env: vec![
+            (
+                "GATE_WECHAT_PRIVATE_KEY".into(),
+                fake_wechat::merchant_private_pem(),
+            ),
+            (
+                "GATE_WECHAT_API_V3_KEY".into(),
+                fake_wechat::API_V3_KEY.into(),
+            ),
+        ],
+        ..Options::default()
+    })
+    .await
+}
+
+fn bearer(a: &Account) -> String {
+    format!("Bearer {}", a.access)
+}
+
+async fn order(app: &TestApp, a: &Account, plan: &str) -> Value {
+    let plan_id = app
+        .gate()
+        .billing()
+        .store()
+        .plan_by_name(plan)
+        .await
+        .unwrap()
+        .unwrap()
+        .row
+        .id;
+    let resp = app
+        .client
+        .post(app.url("/payments/"))
+        .header("authorization", bearer(a))
+        .json(&json!({"plan_id": plan_id, "payment_method": "wechat"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    resp.json().await.unwrap()
+}
+
+async fn callback(app: &TestApp, (headers, body): (Vec<(String, String)>, String)) -> u16 {
+    let mut req = app
+        .client
+        .post(app.url("/webhooks/wechat"))
+        .header("content-type", "application/json")
+        .body(body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+async fn status(app: &TestApp, id: &str) -> String {
+    app.gate()
+        .billing()
+        .store()
+        .payment(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .status
+}
+
+async fn plan_of(app: &TestApp, a: &Account) -> String {
+    let c: Value = app
+        .client
+        .get(app.url("/subscriptions/current"))
+        .header("authorization", bearer(a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    c["plan_name"].as_str().unwrap().to_string()
+}
+
+async fn native_pay_callback_activate(db: Db) {
+    let fake = FakeWechat::start(fake_wechat::PUBLIC_KEY_ID).await;
+    let app = app(db, &fake, None).await;
+    let a = app.signup("wechatter").await;
+    let o = order(&app, &a, "专业版").await;
+    let no = o["order_id"].as_str().unwrap().to_string();
+    let id = o["id"].as_str().unwrap().to_string();
+    assert!(
+        o["qr_code"]
+            .as_str()
+            .unwrap()
+            .starts_with("weixin://wxpay/bizpayurl?pr=")
+    );
+    let native = fake.calls("/v3/pay/transactions/native");
+    let sent: Value = serde_json::from_str(&native[0].2).unwrap();
+    assert_eq!(
+        (
+            sent["amount"]["total"].as_i64(),
+            sent["out_trade_no"].as_str()
+        ),
+        (Some(9900), Some(no.as_str()))
+    );
+    assert_eq!(sent["notify_url"], "http://localhost:9000/webhooks/wechat");
+    assert!(no.len() <= 32);
+
+    // Every rejection: FAIL, nothing changes.
+    let mut probe = fake.callback("EV-probe", &no, 9900, fake_wechat::MCHID, 0);
+    probe
+        .0
+        .iter_mut()
+        .find(|h| h.0 == "wechatpay-signature")
+        .unwrap()
+        .1 = "WECHATPAY/SIGNTEST/abc".into();
+    assert_eq!(callback(&app, probe).await, 400, "a signature probe");
+    assert_eq!(
+        callback(
+            &app,
+            fake.callback("EV-old", &no, 9900, fake_wechat::MCHID, -400)
+        )
+        .await,
+        400,
+        "six minutes old"
+    );
+    assert_eq!(
+        callback(
+            &app,
+            fake.callback("EV-future", &no, 9900, fake_wechat::MCHID, 400)
+        )
+        .await,
+        400,
+        "from the future"
+    );
+    let mut unknown = fake.callback("EV-serial", &no, 9900, fake_wechat::MCHID, 0);
+    unknown
+        .0
+        .iter_mut()
+        .find(|h| h.0 == "wechatpay-serial")
+        .unwrap()
+        .1 = "PUB_KEY_ID_OTHER".into();
+    assert_eq!(callback(&app, unknown).await, 400, "an unknown serial");
+    let (h, body) = fake.callback("EV-tamper", &no, 9900, fake_wechat::MCHID, 0);
+    assert_eq!(
+        callback(&app, (h, body.replace("支付成功", "支付成功 "))).await,
+        400,
+        "a byte changed"
+    );
+    assert_eq!(
+        callback(&app, fake.callback("EV-mch", &no, 9900, "1900000002", 0)).await,
+        400,
+        "another merchant"
+    );
+    assert_eq!(
+        callback(
+            &app,
+            fake.callback("EV-short", &no, 9899, fake_wechat::MCHID, 0)
+        )
+        .await,
+        204,
+        "a fen short: recorded, not credited"
+    );
+    assert_eq!(status(&app, &id).await, "pending");
+
+    // The real callback, delivered ten times (also concurrently): credited once.
+    let good = fake.callback("EV-good", &no, 9900, fake_wechat::MCHID, 0);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let (headers, body) = good.clone();
+        let mut req = app.client.post(app.url("/webhooks/wechat")).body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        set.spawn(async move { req.send().await.unwrap().status().as_u16() });
+    }
+    while let Some(s) = set.join_next().await {
+        assert_eq!(s.unwrap(), 204);
+    }
+    assert_eq!(status(&app, &id).await, "completed");
+    assert_eq!(plan_of(&app, &a).await, "专业版");
+    let applied: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM webhook_events WHERE provider = 'wechat' AND outcome = 'applied'",
+    )
+    .fetch_one(app.gate().billing().store().pool())
+    .await
+    .unwrap();
+    assert_eq!(applied, 1);
+
+    // Refund goes to WeChat with the original total.
+    app.gate()
+        .auth()
+        .create_admin("root@example.com", "root", "root-password")
+        .await
+        .unwrap();
+    let t = app.login("root", "root-password").await;
+    let root = format!("Bearer {}", t["access_token"].as_str().unwrap());
+    let resp = app
+        .client
+        .post(app.url(&format!("/payments/{id}/refund")))
+        .header("authorization", &root)
+        .json(&json!({"refund_amount": "19.80"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let r = fake.calls("/v3/refund/domestic/refunds");
+    let sent: Value = serde_json::from_str(&r[0].2).unwrap();
+    assert_eq!(
+        (
+            sent["amount"]["refund"].as_i64(),
+            sent["amount"]["total"].as_i64()
+        ),
+        (Some(1980), Some(9900))
+    );
+    assert!(sent["out_refund_no"].as_str().unwrap().len() <= 64);
+    app.stop().await;
+}
+
+async fn platform_certificates_query_and_close(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, serial) = fake_wechat::platform_certificate(dir.path());
+    let path = dir.path().join("platform.pem");
+    std::fs::write(&path, pem).unwrap();
+    let fake = FakeWechat::start(&serial).await;
+    let app = app(db, &fake, Some(&path)).await;
+    let a = app.signup("certmode").await;
+    let o = order(&app, &a, "企业版").await;
+    let id = o["id"].as_str().unwrap().to_string();
+    // A lost callback: the signed query finds the payment.
+    fake.pay(o["order_id"].as_str().unwrap());
+    let p: Value = app
+        .client
+        .get(app.url(&format!("/payments/{id}?poll=true")))
+        .header("authorization", bearer(&a))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(p["status"], "completed");
+    assert!(
+        fake.calls("/v3/pay/transactions/out-trade-no/")[0]
+            .1
+            .ends_with(&format!("?mchid={}", fake_wechat::MCHID))
+    );
+    assert_eq!(plan_of(&app, &a).await, "企业版");
+    // A callback signed under the certificate's serial is accepted (and changes nothing more).
+    assert_eq!(
+        callback(
+            &app,
+            fake.callback(
+                "EV-cert",
+                o["order_id"].as_str().unwrap(),
+                99900,
+                fake_wechat::MCHID,
+                0
+            )
+        )
+        .await,
+        204
+    );
+
+    // An expired order is queried, then closed (204, signed) at WeChat and here.
+    let o2 = order(&app, &a, "专业版").await;
+    sqlx::query("UPDATE payment_transactions SET created_at = created_at - 7200000 WHERE id = $1")
+        .bind(o2["id"].as_str().unwrap())
+        .execute(app.gate().billing().store().pool())
+        .await
+        .unwrap();
+    assert_eq!(app.gate().payments().reconcile_once().await.unwrap(), 1);
+    assert_eq!(
+        fake.calls(&format!(
+            "/v3/pay/transactions/out-trade-no/{}/close",
+            o2["order_id"].as_str().unwrap()
+        ))
+        .len(),
+        1
+    );
+    assert_eq!(status(&app, o2["id"].as_str().unwrap()).await, "closed");
+    app.stop().await;
+}
+
+on_both!(
+    native_pay_callback_activate,
+    platform_certificates_query_and_close
+);
+
+#[test]
+fn certificate_serials_drop_the_der_sign_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, serial) = fake_wechat::platform_certificate(dir.path());
+    let (got, _) = idoctor_gate::payments::wechat::certificate_serial_and_key(&pem).unwrap();
+    assert_eq!(got, serial);
+}
