@@ -362,7 +362,11 @@ impl Provider for Alipay {
             }
         }
         let amount_fen = money::parse_fen(&get("total_amount"))?;
-        let refund_notice = !get("refund_fee").is_empty() || !get("out_biz_no").is_empty();
+        // A (partial) refund notice carries out_biz_no / gmt_refund and a non-zero refund_fee;
+        // a payment notice may carry refund_fee=0.00.
+        let refund_notice = !get("out_biz_no").is_empty()
+            || !get("gmt_refund").is_empty()
+            || money::parse_fen(&get("refund_fee")).is_ok_and(|f| f > 0);
         let kind = match get("trade_status").as_str() {
             "TRADE_SUCCESS" | "TRADE_FINISHED" if !refund_notice => NotificationKind::Paid,
             "TRADE_CLOSED" if !refund_notice => NotificationKind::Closed,
@@ -425,6 +429,66 @@ mod tests {
             "requests keep sign_type"
         );
         assert!(!request_sign_content(&p).contains("sign=x"));
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The documented request example (payments reference §1.3, from the official SDKs).
+    #[test]
+    fn request_string_to_sign_known_answer() {
+        let p = map(&[
+            ("app_id", "2021000000000001"),
+            (
+                "biz_content",
+                r#"{"out_trade_no":"SUB-1","total_amount":"9.90","subject":"月度订阅"}"#,
+            ),
+            ("charset", "utf-8"),
+            ("method", "alipay.trade.precreate"),
+            ("notify_url", "https://example.com/notify/alipay"),
+            ("sign_type", "RSA2"),
+            ("timestamp", "2024-01-02 03:04:05"),
+            ("version", "1.0"),
+            ("sign", "ignored"),
+        ]);
+        assert_eq!(
+            request_sign_content(&p),
+            r#"app_id=2021000000000001&biz_content={"out_trade_no":"SUB-1","total_amount":"9.90","subject":"月度订阅"}&charset=utf-8&method=alipay.trade.precreate&notify_url=https://example.com/notify/alipay&sign_type=RSA2&timestamp=2024-01-02 03:04:05&version=1.0"#
+        );
+    }
+
+    /// The documented notification example (payments reference §1.6, Alipay's own page).
+    #[test]
+    fn notification_string_to_sign_known_answer() {
+        let p = map(&[
+            ("app_id", "2015102700040153"),
+            ("body", "大乐透2.1"),
+            ("buyer_id", "2088102116773037"),
+            ("charset", "utf-8"),
+            ("gmt_close", "2016-07-19 14:10:46"),
+            ("gmt_payment", "2016-07-19 14:10:47"),
+            ("notify_id", "4a91b7a78a503640467525113fb7d8bg8e"),
+            ("notify_time", "2016-07-19 14:10:49"),
+            ("notify_type", "trade_status_sync"),
+            ("out_trade_no", "0719141034-6418"),
+            ("refund_fee", "0.00"),
+            ("seller_id", "2088102119685838"),
+            ("subject", "大乐透2.1"),
+            ("total_amount", "2.00"),
+            ("trade_no", "2016071921001003030200089909"),
+            ("trade_status", "TRADE_SUCCESS"),
+            ("version", "1.0"),
+            ("sign", "x"),
+            ("sign_type", "RSA2"),
+        ]);
+        assert_eq!(
+            notify_sign_content(&p),
+            "app_id=2015102700040153&body=大乐透2.1&buyer_id=2088102116773037&charset=utf-8&gmt_close=2016-07-19 14:10:46&gmt_payment=2016-07-19 14:10:47&notify_id=4a91b7a78a503640467525113fb7d8bg8e&notify_time=2016-07-19 14:10:49&notify_type=trade_status_sync&out_trade_no=0719141034-6418&refund_fee=0.00&seller_id=2088102119685838&subject=大乐透2.1&total_amount=2.00&trade_no=2016071921001003030200089909&trade_status=TRADE_SUCCESS&version=1.0"
+        );
     }
 
     #[test]
