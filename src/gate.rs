@@ -176,8 +176,9 @@ impl Gate {
         // Phase 1: route.
         let path =
             canonicalize(req.uri().path()).map_err(|e| GateError::bad_request(e.to_string()))?;
+        let (path, to_backend) = self.layout(path);
         log.path = path.clone();
-        if self.api.owns(&path) {
+        if !to_backend && self.api.owns(&path) {
             log.route = "gate";
             let mut req = with_canonical_path(req, &path)?;
             req.extensions_mut().insert(ClientAddr(peer));
@@ -351,6 +352,31 @@ impl Gate {
             resp.headers_mut().insert(name, value);
         }
         Ok(resp)
+    }
+
+    /// The platform layout (what its nginx did): a path under `backend_prefix` is the backend's,
+    /// with the prefix removed; a path under `api_prefix` that the gate owns is the gate's, with
+    /// the prefix removed. Runs on the canonical path, so the result is canonical too. Returns
+    /// the path to route and whether it must go to the backend.
+    fn layout(&self, path: String) -> (String, bool) {
+        let strip = |prefix: &Option<String>| {
+            let p = prefix.as_deref()?;
+            let rest = path.strip_prefix(p)?;
+            match rest {
+                "" => Some("/".to_string()),
+                r if r.starts_with('/') => Some(r.to_string()),
+                _ => None,
+            }
+        };
+        if let Some(rest) = strip(&self.config.backend_prefix) {
+            return (rest, true);
+        }
+        if let Some(rest) = strip(&self.config.api_prefix) {
+            if self.api.owns(&rest) {
+                return (rest, false);
+            }
+        }
+        (path, false)
     }
 
     fn route(&self, method: &Method, path: &str) -> Result<Arc<RouteSpec>, GateError> {

@@ -31,6 +31,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub unknown_routes: DefaultAccess,
     pub trusted_proxies: Vec<IpAddr>,
+    pub api_prefix: Option<String>,
+    pub backend_prefix: Option<String>,
     pub upstream: UpstreamConfig,
     pub database: DatabaseConfig,
     pub cors: CorsConfig,

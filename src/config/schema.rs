@@ -62,6 +62,13 @@ pub struct ServerSection {
     pub unknown_routes: DefaultAccess,
     #[serde(default)]
     pub trusted_proxies: Vec<IpAddr>,
+    /// The platform layout: the gate's own endpoints also under this prefix (`/api/auth/login`).
+    #[serde(default)]
+    pub api_prefix: Option<String>,
+    /// The platform layout: backend paths under this prefix, forwarded with it removed
+    /// (`/api/ctai/process/...` -> `/process/...`).
+    #[serde(default)]
+    pub backend_prefix: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -76,6 +83,8 @@ impl Default for ServerSection {
             shutdown_grace_secs: default_shutdown_grace(),
             unknown_routes: DefaultAccess::default(),
             trusted_proxies: Vec::new(),
+            api_prefix: None,
+            backend_prefix: None,
         }
     }
 }

@@ -71,6 +71,22 @@ pub fn validate(
     if s.max_body.0 == 0 {
         p.at(None, "server.max_body", "must be greater than zero");
     }
+    for (key, prefix) in [
+        ("server.api_prefix", &s.api_prefix),
+        ("server.backend_prefix", &s.backend_prefix),
+    ] {
+        if let Some(pfx) = prefix {
+            if pfx.len() < 2 || check_template(pfx).is_err() || pfx.contains('{') {
+                p.at(
+                    None,
+                    key,
+                    format!(
+                        "`{pfx}` must be a plain path such as /api (no trailing `/`, no parameters)"
+                    ),
+                );
+            }
+        }
+    }
     if s.data_dir.trim().is_empty() {
         p.at(None, "server.data_dir", "must not be empty");
     }
@@ -143,6 +159,8 @@ pub fn validate(
         shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
         unknown_routes: s.unknown_routes,
         trusted_proxies: s.trusted_proxies.clone(),
+        api_prefix: s.api_prefix.clone(),
+        backend_prefix: s.backend_prefix.clone(),
         upstream,
         database,
         cors,

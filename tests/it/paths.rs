@@ -1,7 +1,8 @@
 //! The bypass corpus: variants of blocked and metered backend routes, drawn from the path CVEs
 //! of Envoy (CVE-2019-9901 `..`, CVE-2021-29492 `%2F`, CVE-2021-32779 `#`), APISIX
 //! (CVE-2021-43557 raw vs normalised URI), Caddy (GHSA-m8m5 `..%2f`), case and `;` tricks,
-//! and request-target forms. Each is sent as raw bytes (an HTTP client library would
+//! request-target forms, and all of it again under the platform layout's `/api/ctai` prefix.
+//! Each is sent as raw bytes (an HTTP client library would
 //! normalise them first), through the shipped proxy.toml with one addition: a public catch-all,
 //! so that anything the gate does not recognise as sensitive IS forwarded. The property: nothing
 //! that reaches the backend is something the backend would route to a blocked or metered handler.
@@ -131,7 +132,24 @@ async fn no_variant_of_a_blocked_or_metered_route_reaches_the_backend() {
     let mut sent = 0;
     let mut statuses = std::collections::BTreeMap::<String, usize>::new();
     for base in bases {
-        for target in variants(base) {
+        // Every variant also under the platform layout's backend prefix, and under mangled
+        // spellings of it.
+        let mut targets = variants(base);
+        for v in variants(base) {
+            targets.push(format!("/api/ctai{v}"));
+        }
+        for p in [
+            "/api//ctai",
+            "/api/./ctai",
+            "/api/x/../ctai",
+            "/API/ctai",
+            "/api/ctai%2f",
+            "/api%2Fctai",
+            "/api/ct%61i",
+        ] {
+            targets.push(format!("{p}{base}"));
+        }
+        for target in targets {
             for method in ["GET", "POST"] {
                 let req = format!(
                     "{method} {target} HTTP/1.1\r\nHost: gate.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -161,7 +179,7 @@ async fn no_variant_of_a_blocked_or_metered_route_reaches_the_backend() {
         );
     }
     // The corpus is not vacuous: the catch-all forwards what is harmless, and the rest is refused.
-    assert!(sent > 500, "{sent}");
+    assert!(sent > 1000, "{sent}");
     assert!(
         !seen.is_empty(),
         "harmless variants (such as upper case) are forwarded"

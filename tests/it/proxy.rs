@@ -477,3 +477,89 @@ async fn cors_preflight_allows_the_gates_headers() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_platform_layout_serves_the_gate_under_api_and_the_backend_under_api_ctai() {
+    let app = crate::common::spawn_shipped("").await;
+    let resp = app
+        .client
+        .post(app.url("/api/auth/register"))
+        .json(&serde_json::json!({"email": "plat@example.com", "username": "platform", "password": "password-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let tokens: serde_json::Value = app
+        .client
+        .post(app.url("/api/auth/login"))
+        .json(&serde_json::json!({"username_or_email": "platform", "password": "password-1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let auth = format!("Bearer {}", tokens["access_token"].as_str().unwrap());
+    let plans = app
+        .client
+        .get(app.url("/api/plans/?active_only=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plans.status(), 200);
+    let quotas = app
+        .client
+        .get(app.url("/api/admin/quotas/users/me"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(quotas.status(), 200);
+
+    // Backend paths: prefix removed, matched, authenticated and metered as without it.
+    let resp = app
+        .client
+        .get(app.url("/api/ctai/list_patients?x=1"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        app.upstream.seen().last().unwrap().path_and_query,
+        "/list_patients?x=1"
+    );
+    let resp = app
+        .client
+        .post(app.url("/api/ctai/process/p1/20250101"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-quota-used"], "1");
+    assert_eq!(
+        app.upstream.seen().last().unwrap().path(),
+        "/process/p1/20250101"
+    );
+    let resp = app
+        .client
+        .get(app.url("/api/ctai/list_tasks"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = app
+        .client
+        .get(app.url("/api/ctai/auth/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        404,
+        "under the backend prefix, gate paths are the backend's (and unknown)"
+    );
+    app.stop().await;
+}
