@@ -4,6 +4,7 @@
 //! path the gate owns ([`Api::owns`]) is handed to this router, everything else to the proxy.
 //! Every endpoint here is described in the OpenAPI document served at `/openapi.json`.
 
+mod admin;
 mod api_keys;
 mod auth;
 pub mod extract;
@@ -61,6 +62,9 @@ const OWNED: &[&str] = &[
     "/subscriptions",
     "/subscriptions/{*rest}",
     "/admin/quotas/{*rest}",
+    "/admin/users",
+    "/admin/users/{*rest}",
+    "/admin/audit-log",
     "/payments",
     "/payments/{*rest}",
     "/webhooks/{*rest}",
@@ -117,6 +121,7 @@ impl Api {
             .merge(quotas::routes())
             .merge(payments::routes())
             .merge(webhooks::routes())
+            .merge(admin::routes())
             .fallback(|| async {
                 crate::error::GateError::not_found("no such endpoint on the gate")
             })

@@ -57,6 +57,11 @@ use super::ApiState;
         super::payments::sandbox_checkout,
         super::payments::sandbox_pay,
         super::webhooks::notify,
+        super::admin::list_users,
+        super::admin::disable,
+        super::admin::enable,
+        super::admin::grant,
+        super::admin::audit_log,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&SecuritySchemes),
@@ -68,7 +73,8 @@ use super::ApiState;
         (name = "plans", description = "The plan catalogue"),
         (name = "subscriptions", description = "Subscriptions and their quota"),
         (name = "quotas", description = "Quota balances and usage (the paths the frontends read)"),
-        (name = "payments", description = "Orders, refunds and provider notifications")
+        (name = "payments", description = "Orders, refunds and provider notifications"),
+        (name = "admin", description = "Operators: users, grants, the audit log")
     )
 )]
 pub struct ApiDoc;

@@ -319,6 +319,15 @@ pub async fn refund(
         .refund(&order, amount_fen, &refund_no, &reason)
         .await?;
     tracing::info!(actor = %admin.user_id, order_no = %row.order_no, amount_fen, "refund");
+    state
+        .store
+        .audit(
+            Some(&admin.user_id),
+            "payment.refund",
+            &row.id,
+            serde_json::json!({"amount_fen": amount_fen, "refund_no": refund_no, "reason": reason}),
+        )
+        .await?;
     Ok(Json(RefundResponse {
         success: true,
         message: "退款成功".into(),

@@ -203,7 +203,7 @@ fn merge(state: &ApiState, base: PlanInput, req: PlanRequest) -> Result<PlanInpu
     responses((status = 201, body = PlanResponse), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<Arc<ApiState>>,
-    Superuser(_admin): Superuser,
+    Superuser(admin): Superuser,
     JsonBody(req): JsonBody<PlanRequest>,
 ) -> Result<(StatusCode, Json<PlanResponse>), GateError> {
     if req.name.is_none() || req.price.is_none() {
@@ -228,6 +228,15 @@ pub async fn create(
         ),
         e => e.into(),
     })?;
+    state
+        .store
+        .audit(
+            Some(&admin.user_id),
+            "plan.create",
+            &plan.row.id,
+            serde_json::json!({"name": plan.row.name, "price_fen": plan.row.price_fen}),
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(plan_response(plan, state.billing.main_quota())),
@@ -255,7 +264,7 @@ fn input_of(plan: Plan) -> PlanInput {
     responses((status = 200, body = PlanResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     State(state): State<Arc<ApiState>>,
-    Superuser(_admin): Superuser,
+    Superuser(admin): Superuser,
     Path(plan_id): Path<String>,
     JsonBody(req): JsonBody<PlanRequest>,
 ) -> Result<Json<PlanResponse>, GateError> {
@@ -270,6 +279,15 @@ pub async fn update(
         .update_plan(&plan_id, &input)
         .await?
         .ok_or_else(no_plan)?;
+    state
+        .store
+        .audit(
+            Some(&admin.user_id),
+            "plan.update",
+            &plan_id,
+            serde_json::json!({"name": plan.row.name, "price_fen": plan.row.price_fen}),
+        )
+        .await?;
     Ok(Json(plan_response(plan, state.billing.main_quota())))
 }
 
@@ -280,10 +298,19 @@ pub async fn update(
     responses((status = 200, body = PlanResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn deactivate(
     State(state): State<Arc<ApiState>>,
-    Superuser(_admin): Superuser,
+    Superuser(admin): Superuser,
     Path(plan_id): Path<String>,
 ) -> Result<Json<PlanResponse>, GateError> {
     let plan = state.store.plan(&plan_id).await?.ok_or_else(no_plan)?;
+    state
+        .store
+        .audit(
+            Some(&admin.user_id),
+            "plan.deactivate",
+            &plan_id,
+            serde_json::json!({}),
+        )
+        .await?;
     if plan.row.is_default != 0 {
         return Err(unprocessable("the default plan cannot be deactivated"));
     }

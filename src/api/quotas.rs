@@ -321,6 +321,15 @@ pub async fn reset(
         .reset_used(&user_id, quota_type, now_ms())
         .await?;
     tracing::info!(actor = %admin.user_id, user_id = %user_id, quota_type = quota_type.unwrap_or("*"), "quota reset");
+    state
+        .store
+        .audit(
+            Some(&admin.user_id),
+            "quota.reset",
+            &user_id,
+            serde_json::json!({"quota_type": quota_type}),
+        )
+        .await?;
     Ok(Json(ResetResult {
         message: "配额已重置".into(),
         user_id,
@@ -386,6 +395,15 @@ pub async fn adjust(
         )));
     };
     tracing::info!(actor = %admin.user_id, user_id = %user_id, quota_type, new_limit, "quota limit adjusted");
+    state
+        .store
+        .audit(
+            Some(&admin.user_id),
+            "quota.adjust",
+            &user_id,
+            serde_json::json!({"quota_type": quota_type, "new_limit": new_limit}),
+        )
+        .await?;
     Ok(Json(AdjustResult {
         message: "配额已调整".into(),
         user_id,

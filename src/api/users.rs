@@ -100,5 +100,14 @@ pub async fn delete_user(
     Path(user_id): Path<String>,
 ) -> Result<StatusCode, GateError> {
     state.auth.delete_user(&actor, &user_id).await?;
+    state
+        .store
+        .audit(
+            Some(&actor.user_id),
+            "user.delete",
+            &user_id,
+            serde_json::json!({}),
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

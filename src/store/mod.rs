@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod api_keys;
+mod audit;
 mod codes;
 mod ledger;
 mod payments;
@@ -22,6 +23,7 @@ mod subscriptions;
 mod users;
 
 pub use api_keys::{ApiKeyRow, NewApiKey};
+pub use audit::AuditRow;
 pub use codes::CodeRow;
 pub use ledger::{BalanceRow, Charge, UsageQuery, UsageRow};
 pub use payments::{PaidEvent, PaidOutcome, PaymentRow};

@@ -16,6 +16,7 @@ macro_rules! on_both {
 mod common;
 
 mod accounts;
+mod admin;
 mod alipay;
 mod config;
 mod gate_api;
