@@ -59,9 +59,7 @@ impl Store {
         let pattern = format!(
             "%{}%",
             q.to_lowercase()
-                .replace('\\', "")
-                .replace('%', "")
-                .replace('_', "")
+                .replace(['\', '%', '_'], "")
         );
         Ok(sqlx::query_as::<_, super::UserRow>(
             "SELECT id, email, username, hashed_password, is_active, is_superuser, email_verified, created_at, updated_at \
