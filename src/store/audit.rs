@@ -56,11 +56,7 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<super::UserRow>, StoreError> {
-        let pattern = format!(
-            "%{}%",
-            q.to_lowercase()
-                .replace(['\', '%', '_'], "")
-        );
+        let pattern = format!("%{}%", q.to_lowercase().replace(['\\', '%', '_'], ""));
         Ok(sqlx::query_as::<_, super::UserRow>(
             "SELECT id, email, username, hashed_password, is_active, is_superuser, email_verified, created_at, updated_at \
              FROM users WHERE LOWER(email) LIKE $1 OR LOWER(username) LIKE $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3",
