@@ -157,6 +157,7 @@ impl Gate {
             duration_us = started.elapsed().as_micros() as u64,
             "request"
         );
+        record_metrics(&log, resp.status(), started.elapsed());
         resp
     }
 
@@ -296,10 +297,12 @@ impl Gate {
         *up_req.version_mut() = Version::HTTP_11;
         *up_req.headers_mut() = out_headers;
 
+        let upstream_started = Instant::now();
         let sent = self
             .upstream
             .send(up_req, route.timeout, Some(exceeded))
             .await;
+        log.upstream = Some(upstream_started.elapsed());
         let mut resp = match sent {
             Ok(resp) => resp,
             Err(mut e) => {
@@ -418,6 +421,35 @@ struct RequestLog {
     user_id: String,
     /// reserved, committed, refunded, denied, error, or empty for unmetered requests.
     quota: &'static str,
+    /// How long the backend took to answer (its reply head), for proxied requests.
+    upstream: Option<std::time::Duration>,
+}
+
+/// Counts the request and its latencies for `/metrics`.
+fn record_metrics(log: &RequestLog, status: StatusCode, total: std::time::Duration) {
+    let route = if log.route.is_empty() {
+        "rejected"
+    } else {
+        log.route
+    };
+    let class = match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!("gate_requests_total", "route" => route, "status" => class).increment(1);
+    metrics::histogram!("gate_request_duration_seconds", "route" => route)
+        .record(total.as_secs_f64());
+    if let Some(up) = log.upstream {
+        metrics::histogram!("gate_upstream_duration_seconds").record(up.as_secs_f64());
+        metrics::histogram!("gate_overhead_duration_seconds")
+            .record(total.saturating_sub(up).as_secs_f64());
+    }
+    if !log.quota.is_empty() {
+        metrics::counter!("gate_quota_decisions_total", "decision" => log.quota).increment(1);
+    }
 }
 
 /// Refuses transfer codings other than a single `chunked`: the gate cannot undo `gzip, chunked`,

@@ -9,6 +9,7 @@ mod api_keys;
 mod auth;
 pub mod extract;
 mod health;
+mod metrics;
 mod openapi;
 mod payments;
 mod plans;
@@ -52,6 +53,7 @@ const OWNED: &[&str] = &[
     "/healthz",
     "/readyz",
     "/openapi.json",
+    "/metrics",
     "/auth/{*rest}",
     "/users",
     "/users/{*rest}",
@@ -113,6 +115,7 @@ impl Api {
         let router = Router::new()
             .merge(health::routes())
             .merge(openapi::routes())
+            .merge(metrics::routes())
             .merge(auth::routes())
             .merge(users::routes())
             .merge(api_keys::routes())

@@ -19,6 +19,7 @@ use super::ApiState;
         super::health::healthz,
         super::health::readyz,
         openapi_json,
+        super::metrics::metrics,
         super::auth::register,
         super::auth::login,
         super::auth::refresh,

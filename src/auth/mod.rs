@@ -128,6 +128,23 @@ impl AuthService {
         parts: &Parts,
         query_token: bool,
     ) -> Result<Option<Principal>, GateError> {
+        let result = self.authenticate_inner(parts, query_token).await;
+        let outcome = match &result {
+            Ok(None) => "none",
+            Ok(Some(_)) => "ok",
+            Err(e) if e.status == http::StatusCode::FORBIDDEN => "disabled",
+            Err(e) if e.status.is_server_error() => "error",
+            Err(_) => "invalid",
+        };
+        metrics::counter!("gate_auth_total", "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn authenticate_inner(
+        &self,
+        parts: &Parts,
+        query_token: bool,
+    ) -> Result<Option<Principal>, GateError> {
         let Some(credential) = credentials::extract(parts, query_token)? else {
             return Ok(None);
         };

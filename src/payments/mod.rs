@@ -156,6 +156,7 @@ impl Payments {
         let n = match provider.verify_notification(headers, body) {
             Ok(n) => n,
             Err(reason) => {
+                metrics::counter!("gate_payment_notifications_total", "provider" => provider.name(), "outcome" => "refused").increment(1);
                 tracing::warn!(provider = method, reason = %reason, "payment notification refused: nothing changed");
                 return provider.ack(false);
             }
@@ -228,6 +229,13 @@ impl Payments {
                         PaidOutcome::UnknownOrder
                     }
                 };
+                let label = match &outcome {
+                    PaidOutcome::Applied => "applied",
+                    PaidOutcome::Duplicate => "duplicate",
+                    PaidOutcome::Late(_) => "late",
+                    PaidOutcome::UnknownOrder | PaidOutcome::AmountMismatch { .. } => "rejected",
+                };
+                metrics::counter!("gate_payment_notifications_total", "provider" => method.to_string(), "outcome" => label).increment(1);
                 match &outcome {
                     PaidOutcome::Applied => tracing::info!(
                         provider = method,

@@ -74,24 +74,33 @@ impl Upstream {
         };
         match result {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(_)) if too_large() => Err(GateError::new(
-                http::StatusCode::PAYLOAD_TOO_LARGE,
-                "request body exceeds the limit for this route",
-            )),
+            Ok(Err(_)) if too_large() => {
+                metrics::counter!("gate_upstream_errors_total", "kind" => "body_limit")
+                    .increment(1);
+                Err(GateError::new(
+                    http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body exceeds the limit for this route",
+                ))
+            }
             Ok(Err(e)) if e.is_connect() => {
+                metrics::counter!("gate_upstream_errors_total", "kind" => "connect").increment(1);
                 tracing::warn!(error = %e, "upstream connect failed");
                 Err(GateError::bad_gateway("the backend is unreachable"))
             }
             Ok(Err(e)) => {
+                metrics::counter!("gate_upstream_errors_total", "kind" => "closed").increment(1);
                 tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
                 Err(GateError::bad_gateway(
                     "the backend closed the connection before answering",
                 ))
             }
-            Err(_) => Err(GateError::gateway_timeout(format!(
-                "the backend did not answer within {} s",
-                timeout.as_secs()
-            ))),
+            Err(_) => {
+                metrics::counter!("gate_upstream_errors_total", "kind" => "timeout").increment(1);
+                Err(GateError::gateway_timeout(format!(
+                    "the backend did not answer within {} s",
+                    timeout.as_secs()
+                )))
+            }
         }
     }
 }

@@ -55,3 +55,69 @@ async fn healthz_readyz_and_openapi() {
     assert_ne!(v["upstream"], "ok");
     app.stop().await;
 }
+
+fn metric_value(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name_and_labels} not in /metrics:\n{text}"))
+}
+
+#[tokio::test]
+async fn metrics_count_requests_decisions_and_outcomes() {
+    let app = crate::common::spawn_shipped("").await;
+    let a = app.signup("metered").await;
+    let auth = format!("Bearer {}", a.access);
+    let resp = app
+        .client
+        .post(app.url("/process/p1/20250101"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = app
+        .client
+        .get(app.url("/list_patients"))
+        .header("authorization", "Bearer forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metric_value(&text, "gate_requests_total{route=\"user\",status=\"2xx\"}") >= 1.0);
+    assert!(metric_value(&text, "gate_quota_decisions_total{decision=\"committed\"}") >= 1.0);
+    assert!(metric_value(&text, "gate_auth_total{outcome=\"invalid\"}") >= 1.0);
+    assert!(metric_value(&text, "gate_auth_total{outcome=\"ok\"}") >= 1.0);
+    assert!(
+        metric_value(
+            &text,
+            "gate_cache_requests_total{cache=\"principal\",result=\"miss\"}"
+        ) >= 1.0
+    );
+    assert!(metric_value(&text, "gate_db_pool_connections{state=\"open\"}") >= 1.0);
+    assert!(
+        text.contains("gate_upstream_duration_seconds_bucket"),
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("duration"))
+            .take(8)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(text.contains("gate_overhead_duration_seconds_bucket"));
+    assert!(
+        !text.contains(&a.access) && !text.contains(&a.id),
+        "no user or token in metrics"
+    );
+    app.stop().await;
+}

@@ -1,0 +1,32 @@
+//! `/metrics`: Prometheus text format. Expose it to the scraper only (an internal network, or
+//! block the path at the edge): it names routes and outcomes, never users or secrets.
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use std::sync::Arc;
+
+use super::ApiState;
+
+pub fn routes() -> Router<Arc<ApiState>> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+/// Requests by route class and status, latency of the gate and of the backend, quota
+/// decisions, authentication outcomes, cache hits, upstream errors, database pool use,
+/// payment notifications by outcome.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(
+    State(state): State<Arc<ApiState>>,
+) -> ([(http::HeaderName, &'static str); 1], String) {
+    let pool = state.store.pool();
+    metrics::gauge!("gate_db_pool_connections", "state" => "open").set(pool.size() as f64);
+    metrics::gauge!("gate_db_pool_connections", "state" => "idle").set(pool.num_idle() as f64);
+    let handle = crate::telemetry::metrics();
+    handle.run_upkeep();
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+}
