@@ -54,6 +54,8 @@ const OWNED: &[&str] = &[
     "/readyz",
     "/openapi.json",
     "/metrics",
+    "/docs",
+    "/docs/{*rest}",
     "/auth/{*rest}",
     "/users",
     "/users/{*rest}",

@@ -5,6 +5,7 @@ use axum::{Json, Router};
 use std::sync::Arc;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::ApiState;
 
@@ -103,8 +104,12 @@ impl Modify for SecuritySchemes {
     }
 }
 
+/// `/openapi.json`, and Swagger UI at `/docs` (served from the binary: no CDN, works offline).
 pub fn routes() -> Router<Arc<ApiState>> {
-    Router::new().route("/openapi.json", get(openapi_json))
+    let ui = SwaggerUi::new("/docs").config(Config::from("/openapi.json"));
+    Router::new()
+        .route("/openapi.json", get(openapi_json))
+        .merge(Router::from(ui))
 }
 
 /// This document.

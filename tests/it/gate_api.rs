@@ -121,3 +121,151 @@ async fn metrics_count_requests_decisions_and_outcomes() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn swagger_ui_is_served_offline() {
+    let app = spawn_app().await;
+    let resp = app.client.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    for cdn in ["unpkg.com", "cdn.jsdelivr", "cdnjs", "https://"] {
+        assert!(!html.contains(cdn), "the page loads nothing from {cdn}");
+    }
+    let js = app
+        .client
+        .get(app.url("/docs/swagger-ui-bundle.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(js.status(), 200);
+    assert!(
+        js.bytes().await.unwrap().len() > 100_000,
+        "the bundle is in the binary"
+    );
+    let init = app
+        .client
+        .get(app.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(init.contains("/openapi.json"), "{init}");
+    app.stop().await;
+}
+
+/// The properties a schema (a `$ref` into components) requires.
+fn required_of(doc: &serde_json::Value, schema: &serde_json::Value) -> Vec<String> {
+    let target = match schema.get("$ref").and_then(|r| r.as_str()) {
+        Some(r) => &doc["components"]["schemas"][r.rsplit('/').next().unwrap()],
+        None => schema,
+    };
+    target["required"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Walks every endpoint the OpenAPI document lists and calls it as an anonymous client: each is
+/// routed (never the gate's "no such endpoint"), answers one of its documented statuses, every
+/// error is the documented `{"detail": "..."}`, and a JSON success has the documented fields.
+#[tokio::test]
+async fn every_documented_endpoint_answers_as_documented() {
+    let app = crate::common::spawn_shipped("").await;
+    let doc: serde_json::Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut walked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let url = path
+                .replace("{provider}", "sandbox")
+                .replace("{quota_type}", "api_calls_full_process")
+                .split('/')
+                .map(|seg| {
+                    if seg.starts_with('{') {
+                        "00000000-0000-0000-0000-000000000000"
+                    } else {
+                        seg
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            let req = app
+                .client
+                .request(method.to_uppercase().parse().unwrap(), app.url(&url));
+            let req = if matches!(method.as_str(), "post" | "put" | "patch") {
+                req.json(&serde_json::json!({}))
+            } else {
+                req
+            };
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let ctype = resp
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            let body = resp.bytes().await.unwrap();
+            let documented: Vec<u16> = op["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter_map(|k| k.parse().ok())
+                .collect();
+            let secured = op.get("security").is_some();
+            let allowed =
+                documented.contains(&status) || (secured && status == 401) || status == 422;
+            assert!(
+                allowed,
+                "{method} {url}: {status} is not documented ({documented:?})"
+            );
+            if status >= 400 && ctype.starts_with("application/json") {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert!(
+                    v["detail"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{method} {url}: {v}"
+                );
+                assert_ne!(
+                    v["detail"], "no such endpoint on the gate",
+                    "{method} {url} is not routed"
+                );
+            }
+            if (200..300).contains(&status) && ctype.starts_with("application/json") {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let schema =
+                    &op["responses"][status.to_string()]["content"]["application/json"]["schema"];
+                let (item, sample) = match schema.get("type").and_then(|t| t.as_str()) {
+                    Some("array") => (
+                        &schema["items"],
+                        v.as_array().and_then(|a| a.first()).cloned(),
+                    ),
+                    _ => (schema, Some(v.clone())),
+                };
+                if let Some(sample) = sample {
+                    for field in required_of(&doc, item) {
+                        assert!(
+                            sample.get(&field).is_some(),
+                            "{method} {url}: `{field}` missing in {sample}"
+                        );
+                    }
+                }
+            }
+            walked += 1;
+        }
+    }
+    assert!(walked >= 40, "{walked} endpoints");
+    app.stop().await;
+}
