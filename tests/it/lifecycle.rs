@@ -103,3 +103,205 @@ async fn sigterm_drains_requests_and_tunnels_then_exits() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// A whole scenario through the binary with JSON logs: every request is one line with its id,
+/// route, status, quota decision and duration, and no password, token, key, code or secret
+/// appears anywhere in the output.
+#[tokio::test]
+async fn logs_are_json_lines_without_secrets() {
+    let upstream = Upstream::start().await;
+    let smtp = crate::common::smtp::Smtp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let shipped = crate::common::shipped_config()
+        .replace(
+            "listen = \"0.0.0.0:9000\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        .replace(
+            "data_dir = \"./data\"",
+            &format!("data_dir = \"{}\"", dir.path().display()),
+        )
+        .replace(
+            "url = \"http://127.0.0.1:4200\"",
+            &format!("url = \"{}\"", upstream.url()),
+        );
+    let config = dir.path().join("gate.toml");
+    std::fs::write(
+        &config,
+        format!("{shipped}\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom_email = \"noreply@idoctor.test\"\n", smtp.port),
+    )
+    .unwrap();
+    let log_path = dir.path().join("gate.log");
+    let jwt_secret = "a-jwt-secret-that-must-never-be-logged-0123456789";
+    let pepper = "an-api-key-pepper-that-must-never-be-logged-0123";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_idoctor-gate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("GATE_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env("GATE_JWT_SECRET", jwt_secret)
+        .env("GATE_API_KEY_PEPPER", pepper)
+        .stdout(std::fs::File::create(&log_path).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the gate did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let password = "a-very-secret-password";
+    let post = |path: &str, body: serde_json::Value| {
+        client.post(format!("{base}{path}")).json(&body).send()
+    };
+    assert_eq!(
+        post(
+            "/auth/send-verification-code",
+            serde_json::json!({"email": "log@example.com"})
+        )
+        .await
+        .unwrap()
+        .status(),
+        200
+    );
+    let code = smtp.last_code_for("log@example.com").unwrap();
+    assert_eq!(
+        post(
+            "/auth/verify-email",
+            serde_json::json!({"email": "log@example.com", "code": code})
+        )
+        .await
+        .unwrap()
+        .status(),
+        200
+    );
+    let resp = post(
+        "/auth/register",
+        serde_json::json!({"email": "log@example.com", "username": "logger", "password": password}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 201);
+    let tokens: serde_json::Value = post(
+        "/auth/login",
+        serde_json::json!({"username_or_email": "logger", "password": password}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    let bad = post(
+        "/auth/login",
+        serde_json::json!({"username_or_email": "logger", "password": "wrong-secret-guess"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), 401);
+    let auth = format!("Bearer {access}");
+    let key: serde_json::Value = client
+        .post(format!("{base}/api-keys/"))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({"name": "k"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_string();
+    let resp = client
+        .post(format!("{base}/process/p1/20250101"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = client
+        .get(format!("{base}/get_image/p1/20250101/a.png?token={access}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let renewed: serde_json::Value = client
+        .post(format!("{base}/auth/refresh?refresh_token={refresh}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let plans: serde_json::Value = client
+        .get(format!("{base}/plans/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let order: serde_json::Value = client
+        .post(format!("{base}/payments/"))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({"plan_id": plans[1]["id"], "payment_method": "sandbox"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pay = client
+        .post(format!(
+            "{base}/payments/sandbox/checkout/{}",
+            order["order_id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pay.status(), 200);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    for secret in [
+        password,
+        "wrong-secret-guess",
+        &access,
+        &refresh,
+        renewed["access_token"].as_str().unwrap(),
+        renewed["refresh_token"].as_str().unwrap(),
+        &key,
+        &key[8..],
+        &code,
+        jwt_secret,
+        pepper,
+    ] {
+        assert!(!log.contains(secret), "a secret reached the logs: {secret}");
+    }
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let requests: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "request")
+        .collect();
+    assert!(requests.len() >= 10, "{}", requests.len());
+    let metered = requests
+        .iter()
+        .find(|l| l["fields"]["path"] == "/process/p1/20250101")
+        .expect("the metered request is logged");
+    for field in ["request_id", "user_id", "route", "status", "duration_us"] {
+        assert!(!metered["fields"][field].is_null(), "{field} in {metered}");
+    }
+    assert_eq!(metered["fields"]["quota"], "committed");
+    assert_eq!(metered["fields"]["status"], 200);
+}
