@@ -58,7 +58,7 @@ pub struct Gate {
 
 impl Gate {
     /// Builds the gate; must run inside the tokio runtime (the auth service starts tasks).
-    pub fn new(config: Config, store: Store) -> Result<Gate, String> {
+    pub fn new(config: Config, store: Store, tunnels: Tunnels) -> Result<Gate, String> {
         let routes = RouteTable::build(&config).map_err(|e| e.to_string())?;
         let config = Arc::new(config);
         let auth = AuthService::new(config.clone(), store.clone())?;
@@ -103,7 +103,7 @@ impl Gate {
             billing,
             payments,
             api,
-            tunnels: Tunnels::default(),
+            tunnels,
         })
     }
 

@@ -64,7 +64,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Serve => serve(config),
+        Command::Serve => serve(config, cli.config),
         Command::CreateAdmin { email, username } => create_admin(config, &email, &username),
     }
 }
@@ -128,7 +128,7 @@ fn create_admin(config: Config, email: &str, username: &str) -> ExitCode {
     })
 }
 
-fn serve(config: Config) -> ExitCode {
+fn serve(config: Config, path: PathBuf) -> ExitCode {
     idoctor_gate::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -150,19 +150,34 @@ fn serve(config: Config) -> ExitCode {
             }
         };
         tracing::info!(addr = %running.addr, upstream = %upstream, "idoctor-gate listening");
-        wait_for_signal().await;
+        serve_until_stopped(&running, &path).await;
         running.shutdown();
         running.stopped().await;
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
+/// Reloads the configuration on SIGHUP (validated first; a bad file is refused and the old one
+/// keeps serving) until SIGTERM or SIGINT.
+async fn serve_until_stopped(running: &idoctor_gate::server::RunningGate, path: &std::path::Path) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); return; }
+            _ = int.recv() => { tracing::info!("SIGINT received"); return; }
+            _ = hup.recv() => {
+                let checked = Config::load(path).and_then(|c| RouteTable::build(&c).map(|_| c));
+                match checked {
+                    Err(e) => tracing::error!(config = %path.display(), problems = %e, "reload refused: the old configuration keeps serving"),
+                    Ok(config) => match running.reload(config).await {
+                        Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
+                        Err(e) => tracing::error!(config = %path.display(), problem = %e, "reload refused: the old configuration keeps serving"),
+                    },
+                }
+            }
+        }
     }
 }

@@ -5,6 +5,10 @@
 //! silently off and a slow-loris client could hold connections forever. On shutdown the
 //! listener closes first (new connections are refused), then in-flight requests and open
 //! upgrade tunnels get `shutdown_grace` to finish before they are cut.
+//!
+//! The configuration can be replaced while serving ([`RunningGate::reload`], on SIGHUP): a new
+//! [`Gate`] is built beside the old one and swapped in; requests already in flight finish on
+//! the gate they started on, new ones take the new one.
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -12,14 +16,28 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::gate::Gate;
+use crate::proxy::upgrade::Tunnels;
 use crate::store::Store;
+
+/// The gate new requests go to; replaced whole by a reload.
+struct Current(RwLock<Arc<Gate>>);
+
+impl Current {
+    fn get(&self) -> Arc<Gate> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, gate: Arc<Gate>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = gate;
+    }
+}
 
 /// A gate that is serving.
 pub struct RunningGate {
@@ -27,7 +45,9 @@ pub struct RunningGate {
     pub addr: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
-    gate: Arc<Gate>,
+    current: Arc<Current>,
+    store: Store,
+    tunnels: Tunnels,
 }
 
 impl RunningGate {
@@ -41,8 +61,32 @@ impl RunningGate {
         let _ = self.task.await;
     }
 
-    pub fn gate(&self) -> &Arc<Gate> {
-        &self.gate
+    /// The gate serving new requests now.
+    pub fn gate(&self) -> Arc<Gate> {
+        self.current.get()
+    }
+
+    /// Replaces the configuration: validates, builds, seeds, then swaps. On any error the old
+    /// configuration keeps serving. The listener and the database need a restart to change.
+    pub async fn reload(&self, config: Config) -> Result<(), String> {
+        let old = self.current.get();
+        if config.listen != old.config().listen {
+            return Err(format!(
+                "server.listen changed ({} -> {}): that needs a restart",
+                old.config().listen,
+                config.listen
+            ));
+        }
+        if config.database.url != old.config().database.url {
+            return Err("database.url changed: that needs a restart".into());
+        }
+        let gate = Arc::new(Gate::new(config, self.store.clone(), self.tunnels.clone())?);
+        gate.billing()
+            .seed()
+            .await
+            .map_err(|e| format!("cannot seed plans and quota types: {}", e.detail))?;
+        self.current.set(gate);
+        Ok(())
     }
 }
 
@@ -65,7 +109,8 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         .await
         .map_err(|e| StartError(e.to_string()))?;
     let listen = config.listen;
-    let gate = Arc::new(Gate::new(config, store).map_err(StartError)?);
+    let tunnels = Tunnels::default();
+    let gate = Arc::new(Gate::new(config, store.clone(), tunnels.clone()).map_err(StartError)?);
     gate.billing()
         .seed()
         .await
@@ -77,17 +122,31 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         .local_addr()
         .map_err(|e| StartError(e.to_string()))?;
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(listener, gate.clone(), shutdown.clone()));
+    let current = Arc::new(Current(RwLock::new(gate)));
+    let task = tokio::spawn(serve(
+        listener,
+        current.clone(),
+        tunnels.clone(),
+        shutdown.clone(),
+    ));
     Ok(RunningGate {
         addr,
         shutdown,
         task,
-        gate,
+        current,
+        store,
+        tunnels,
     })
 }
 
-async fn serve(listener: TcpListener, gate: Arc<Gate>, shutdown: CancellationToken) {
-    let cfg = gate.config();
+async fn serve(
+    listener: TcpListener,
+    current: Arc<Current>,
+    tunnels: Tunnels,
+    shutdown: CancellationToken,
+) {
+    let first = current.get();
+    let cfg = first.config();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -114,9 +173,9 @@ async fn serve(listener: TcpListener, gate: Arc<Gate>, shutdown: CancellationTok
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let gate_for_conn = gate.clone();
+        let current = current.clone();
         let svc = service_fn(move |req| {
-            let gate = gate_for_conn.clone();
+            let gate = current.get();
             async move { Ok::<_, Infallible>(gate.handle(req, peer).await) }
         });
         let conn = builder
@@ -131,12 +190,11 @@ async fn serve(listener: TcpListener, gate: Arc<Gate>, shutdown: CancellationTok
     }
 
     drop(listener);
-    let grace = gate.config().shutdown_grace;
+    let grace = current.get().config().shutdown_grace;
     tracing::info!(
         grace_secs = grace.as_secs(),
         "shutting down: draining requests and tunnels"
     );
-    let tunnels = gate.tunnels().clone();
     let drained = tokio::time::timeout(grace, async {
         graceful.shutdown().await;
         tunnels.wait().await;

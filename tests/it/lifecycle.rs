@@ -305,3 +305,102 @@ async fn logs_are_json_lines_without_secrets() {
     assert_eq!(metered["fields"]["quota"], "committed");
     assert_eq!(metered["fields"]["status"], 200);
 }
+
+/// SIGHUP reloads proxy.toml: a valid file takes over without disturbing requests in flight; a
+/// bad one is refused with a log line and the old configuration keeps serving.
+#[tokio::test]
+async fn sighup_reloads_a_valid_config_and_refuses_a_bad_one() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("gate.toml");
+    let write = |routes: &[&str], extra: &str| {
+        let mut text = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n{extra}\n[upstream]\nurl = \"{}\"\n",
+            dir.path().display(),
+            upstream.url()
+        );
+        for r in routes {
+            text.push_str(&format!("[[route]]\npath = \"{r}\"\naccess = \"public\"\n"));
+        }
+        std::fs::write(&config, text).unwrap();
+    };
+    write(&["/a", "/slow"], "");
+    let log_path = dir.path().join("gate.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_idoctor-gate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(&log_path).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the gate did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = |path: &'static str| {
+        let c = client.clone();
+        let url = format!("{base}{path}");
+        async move { c.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!((status("/a").await, status("/b").await), (200, 404));
+
+    // A request in flight across the reload.
+    let slow = tokio::spawn(status("/slow?ms=1500"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    write(&["/a", "/b", "/slow"], "");
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status("/b").await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the new configuration did not take over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(slow.await.unwrap(), 200, "the request in flight finished");
+
+    // A bad file: refused, logged, and the old configuration keeps serving.
+    std::fs::write(&config, "[server]\nlisten_port = 1\n").unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!((status("/a").await, status("/b").await), (200, 200));
+    // A valid file that changes what needs a restart: refused too.
+    write(&["/a"], "");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&format!(":{port}\""), ":1\""),
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status("/b").await, 200);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert_eq!(log.matches("reload refused").count(), 2, "{log}");
+    assert!(
+        log.contains("listen_port"),
+        "the refusal names the problem: {log}"
+    );
+}

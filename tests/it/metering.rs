@@ -29,7 +29,8 @@ fn bearer(a: &Account) -> String {
 }
 
 async fn set_limit(app: &TestApp, user_id: &str, quota: &str, limit: i64) {
-    let store = app.gate().billing().store();
+    let gate = app.gate();
+    let store = gate.billing().store();
     store
         .set_limit(user_id, quota, limit, idoctor_gate::store::now_ms())
         .await

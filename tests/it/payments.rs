@@ -510,7 +510,8 @@ async fn reconciliation_closes_expired_orders(db: Db) {
         .json()
         .await
         .unwrap();
-    let store = app.gate().billing().store();
+    let gate = app.gate();
+    let store = gate.billing().store();
     sqlx::query("UPDATE payment_transactions SET created_at = created_at - 7200000 WHERE id = $1")
         .bind(order["id"].as_str().unwrap())
         .execute(store.pool())

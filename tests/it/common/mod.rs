@@ -124,7 +124,7 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub fn gate(&self) -> &std::sync::Arc<idoctor_gate::gate::Gate> {
+    pub fn gate(&self) -> std::sync::Arc<idoctor_gate::gate::Gate> {
         self.running.as_ref().expect("running").gate()
     }
 
