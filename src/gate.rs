@@ -54,12 +54,17 @@ pub struct Gate {
     api: Api,
     cors: Cors,
     tunnels: Tunnels,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Gate {
     /// Builds the gate; must run inside the tokio runtime (the auth service starts tasks).
     pub fn new(config: Config, store: Store, tunnels: Tunnels) -> Result<Gate, String> {
         let routes = RouteTable::build(&config).map_err(|e| e.to_string())?;
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(crate::server::tls::acceptor(cert, key)?),
+            None => None,
+        };
         let config = Arc::new(config);
         let auth = AuthService::new(config.clone(), store.clone())?;
         let billing = Arc::new(Billing::new(store.clone(), config.clone()));
@@ -104,7 +109,13 @@ impl Gate {
             payments,
             api,
             tunnels,
+            tls,
         })
+    }
+
+    /// The TLS acceptor, when `[server.tls]` is configured.
+    pub fn tls(&self) -> Option<&tokio_rustls::TlsAcceptor> {
+        self.tls.as_ref()
     }
 
     pub fn config(&self) -> &Config {
@@ -128,7 +139,13 @@ impl Gate {
     }
 
     /// Serves one request; never fails: every error becomes a JSON response.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    /// `secure`: the request came over TLS (for `X-Forwarded-Proto`).
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        secure: bool,
+    ) -> Response<Body> {
         let started = Instant::now();
         let request_id = uuid::Uuid::new_v4().to_string();
         let request_id_value =
@@ -137,7 +154,7 @@ impl Gate {
         let method = req.method().clone();
         let mut log = RequestLog::default();
 
-        let mut resp = match self.serve(req, peer, &request_id, &mut log).await {
+        let mut resp = match self.serve(req, peer, secure, &request_id, &mut log).await {
             Ok(resp) => resp,
             Err(e) => e.into_http(),
         };
@@ -165,6 +182,7 @@ impl Gate {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
+        secure: bool,
         request_id: &str,
         log: &mut RequestLog,
     ) -> Result<Response<Body>, GateError> {
@@ -277,7 +295,7 @@ impl Gate {
             client_xff.as_ref(),
             trusted,
             host.as_ref(),
-            "http",
+            if secure { "https" } else { "http" },
         );
         out_headers.insert(header::HOST, self.upstream_host.clone());
         out_headers.insert(

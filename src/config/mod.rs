@@ -33,6 +33,8 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     pub api_prefix: Option<String>,
     pub backend_prefix: Option<String>,
+    /// (certificate chain PEM file, private key PEM file).
+    pub tls: Option<(String, String)>,
     pub upstream: UpstreamConfig,
     pub database: DatabaseConfig,
     pub cors: CorsConfig,

@@ -69,6 +69,18 @@ pub struct ServerSection {
     /// (`/api/ctai/process/...` -> `/process/...`).
     #[serde(default)]
     pub backend_prefix: Option<String>,
+    /// `[server.tls]`: terminate TLS (HTTP/2 by ALPN). Reloaded with the configuration.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM: the certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
 }
 
 impl Default for ServerSection {
@@ -85,6 +97,7 @@ impl Default for ServerSection {
             trusted_proxies: Vec::new(),
             api_prefix: None,
             backend_prefix: None,
+            tls: None,
         }
     }
 }

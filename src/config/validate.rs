@@ -87,6 +87,11 @@ pub fn validate(
             }
         }
     }
+    if let Some(t) = &s.tls {
+        if let Err(e) = crate::server::tls::acceptor(&t.cert_file, &t.key_file) {
+            p.at(None, "server.tls", e);
+        }
+    }
     if s.data_dir.trim().is_empty() {
         p.at(None, "server.data_dir", "must not be empty");
     }
@@ -160,6 +165,10 @@ pub fn validate(
         unknown_routes: s.unknown_routes,
         trusted_proxies: s.trusted_proxies.clone(),
         api_prefix: s.api_prefix.clone(),
+        tls: s
+            .tls
+            .as_ref()
+            .map(|t| (t.cert_file.clone(), t.key_file.clone())),
         backend_prefix: s.backend_prefix.clone(),
         upstream,
         database,

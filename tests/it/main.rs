@@ -26,4 +26,5 @@ mod paths;
 mod payments;
 mod proxy;
 mod store;
+mod tls;
 mod wechat;

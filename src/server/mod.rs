@@ -21,10 +21,15 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod tls;
+
 use crate::config::Config;
 use crate::gate::Gate;
 use crate::proxy::upgrade::Tunnels;
 use crate::store::Store;
+
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The gate new requests go to; replaced whole by a reload.
 struct Current(RwLock<Arc<Gate>>);
@@ -173,17 +178,45 @@ async fn serve(
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        let tls = current.get().tls().cloned();
         let current = current.clone();
-        let svc = service_fn(move |req| {
-            let gate = current.get();
-            async move { Ok::<_, Infallible>(gate.handle(req, peer).await) }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        // The TLS handshake runs in the connection's own task, never in the accept loop.
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let service = |secure: bool| {
+                service_fn(move |req| {
+                    let gate = current.get();
+                    async move { Ok::<_, Infallible>(gate.handle(req, peer, secure).await) }
+                })
+            };
+            let ended = match tls {
+                None => {
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service(false));
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = builder.serve_connection_with_upgrades(
+                                TokioIo::new(tls_stream),
+                                service(true),
+                            );
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });

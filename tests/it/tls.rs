@@ -1,0 +1,155 @@
+//! TLS termination: a certificate made in the test, HTTP/2 by ALPN (and HTTP/1.1 for clients
+//! that want it), X-Forwarded-Proto https to the backend, and new certificates on reload.
+
+use crate::common::{Options, spawn_app_with};
+
+/// A CA and a server certificate for localhost / 127.0.0.1 signed by it, made with openssl:
+/// (CA certificate, server certificate chain, server key) paths.
+fn certificate(dir: &std::path::Path, name: &str) -> (String, String, String) {
+    let p = |f: &str| dir.join(format!("{name}-{f}")).display().to_string();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=gate test CA",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.crt"),
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        &p("server.key"),
+        "-out",
+        &p("server.csr"),
+    ]);
+    std::fs::write(p("ext.cnf"), "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("server.csr"),
+        "-CA",
+        &p("ca.crt"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p("ext.cnf"),
+        "-out",
+        &p("server.crt"),
+    ]);
+    (p("ca.crt"), p("server.crt"), p("server.key"))
+}
+
+fn client_trusting(cert: &str, http1: bool) -> reqwest::Client {
+    let pem = std::fs::read(cert).unwrap();
+    let b = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()]);
+    let b = if http1 { b.http1_only() } else { b };
+    b.build().unwrap()
+}
+
+#[tokio::test]
+async fn terminates_tls_with_http2_by_alpn_and_reloads_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificate(dir.path(), "first");
+    let app = spawn_app_with(Options {
+        server: format!("[server.tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n"),
+        ..Options::default()
+    })
+    .await;
+    let url = |path: &str| format!("https://localhost:{}{path}", app.addr.port());
+
+    let h2 = client_trusting(&ca, false);
+    let resp = h2.get(url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.version(),
+        reqwest::Version::HTTP_2,
+        "h2 negotiated by ALPN"
+    );
+    let resp = h2.get(url("/anything")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        app.upstream.seen().last().unwrap().headers["x-forwarded-proto"],
+        "https"
+    );
+
+    let h1 = client_trusting(&ca, true);
+    let resp = h1.get(url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    assert!(
+        app.client
+            .get(format!("http://127.0.0.1:{}/healthz", app.addr.port()))
+            .send()
+            .await
+            .is_err()
+    );
+
+    // A renewed certificate, by reload: new connections present it.
+    let (ca2, cert2, key2) = certificate(dir.path(), "second");
+    let running = app.running.as_ref().unwrap();
+    let mut config = running.gate().config().clone();
+    config.tls = Some((cert2.clone(), key2));
+    running.reload(config).await.unwrap();
+    let fresh = client_trusting(&ca2, false);
+    assert_eq!(
+        fresh.get(url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    assert!(
+        client_trusting(&ca, false)
+            .get(url("/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "the old certificate is gone"
+    );
+
+    // A key that does not parse is refused at load, naming the file, never its content.
+    std::fs::write(
+        dir.path().join("bad.key"),
+        "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let text = format!(
+        "[server.tls]\ncert_file = \"{cert}\"\nkey_file = \"{}\"\n",
+        dir.path().join("bad.key").display()
+    );
+    let err = idoctor_gate::config::Config::from_toml_str_isolated(&text, "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("server.tls") && err.contains("bad.key") && !err.contains("not a key"),
+        "{err}"
+    );
+    app.stop().await;
+}
