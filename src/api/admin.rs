@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::extract::Superuser;
 use super::schemas::UserResponse;
 use super::time::iso;
-use super::{ApiState, both, query_opt};
+use super::{ApiState, both, query_int, query_opt};
 use crate::error::{ErrorBody, GateError};
 
 pub fn routes() -> Router<Arc<ApiState>> {
@@ -24,28 +24,6 @@ pub fn routes() -> Router<Arc<ApiState>> {
     r = both(r, "/admin/users/{user_id}/grant", post(grant));
     r = both(r, "/admin/audit-log", get(audit_log));
     r
-}
-
-fn int(
-    q: &HashMap<String, String>,
-    name: &str,
-    default: i64,
-    min: i64,
-    max: i64,
-) -> Result<i64, GateError> {
-    match query_opt(q, name) {
-        None => Ok(default),
-        Some(t) => t
-            .parse::<i64>()
-            .ok()
-            .filter(|v| (min..=max).contains(v))
-            .ok_or_else(|| {
-                GateError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("{name} must be a whole number from {min} to {max}"),
-                )
-            }),
-    }
 }
 
 /// Users, newest first; `q` searches email and username.
@@ -61,8 +39,8 @@ pub async fn list_users(
         .store
         .search_users(
             query_opt(&q, "q").unwrap_or(""),
-            int(&q, "limit", 50, 1, 500)?,
-            int(&q, "offset", 0, 0, i64::MAX)?,
+            query_int(&q, "limit", 50, 1, 500)?,
+            query_int(&q, "offset", 0, 0, i64::MAX)?,
         )
         .await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
@@ -149,7 +127,7 @@ pub async fn grant(
             "no quota type `{quota_type}`"
         )));
     }
-    let amount = int(&q, "amount", 0, 1, 1_000_000_000)?;
+    let amount = query_int(&q, "amount", 0, 1, 1_000_000_000)?;
     if state.store.user_by_id(&user_id).await?.is_none() {
         return Err(GateError::not_found("用户不存在: no such user"));
     }
@@ -201,8 +179,8 @@ pub async fn audit_log(
         .store
         .audit_log(
             query_opt(&q, "action"),
-            int(&q, "limit", 100, 1, 1000)?,
-            int(&q, "offset", 0, 0, i64::MAX)?,
+            query_int(&q, "limit", 100, 1, 1000)?,
+            query_int(&q, "offset", 0, 0, i64::MAX)?,
         )
         .await?;
     Ok(Json(

@@ -83,6 +83,29 @@ pub(crate) fn query_opt<'a>(
     q.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
+/// A whole-number query parameter within [min, max], `default` when absent.
+pub(crate) fn query_int(
+    q: &std::collections::HashMap<String, String>,
+    name: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, crate::error::GateError> {
+    match query_opt(q, name) {
+        None => Ok(default),
+        Some(t) => t
+            .parse::<i64>()
+            .ok()
+            .filter(|v| (min..=max).contains(v))
+            .ok_or_else(|| {
+                crate::error::GateError::new(
+                    http::StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("{name} must be a whole number from {min} to {max}"),
+                )
+            }),
+    }
+}
+
 /// A boolean query parameter (`true/false/1/0`), `default` when absent.
 pub(crate) fn query_flag(
     q: &std::collections::HashMap<String, String>,

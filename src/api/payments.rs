@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::extract::{CurrentUser, JsonBody, Superuser, parse_json, read_body};
 use super::time::{iso, iso_opt};
-use super::{ApiState, both, query_flag, query_opt};
+use super::{ApiState, both, query_flag, query_int, query_opt};
 use crate::billing::money;
 use crate::error::{ErrorBody, GateError};
 use crate::store::PaymentRow;
@@ -112,12 +112,8 @@ pub async fn create(
                 .amount
                 .as_ref()
                 .ok_or_else(|| unprocessable("send plan_id (or the amount of a plan)".into()))?;
-            let text = match amount {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Number(n) => n.to_string(),
-                other => return Err(unprocessable(format!("amount {other} is not an amount"))),
-            };
-            let fen = money::parse_fen(&text).map_err(unprocessable)?;
+            let fen = money::json_to_fen("amount", amount).map_err(unprocessable)?;
+            let text = money::fen_to_string(fen);
             let currency = req.currency.clone().unwrap_or_else(|| "CNY".into());
             let plans = state.store.plans(true).await?;
             plans
@@ -161,19 +157,7 @@ pub async fn list(
     CurrentUser(p): CurrentUser,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<PaymentListItem>>, GateError> {
-    let limit = match query_opt(&q, "limit") {
-        None => 50,
-        Some(t) => t
-            .parse::<i64>()
-            .ok()
-            .filter(|v| (1..=500).contains(v))
-            .ok_or_else(|| {
-                GateError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "limit must be a whole number from 1 to 500",
-                )
-            })?,
-    };
+    let limit = query_int(&q, "limit", 50, 1, 500)?;
     let who = (!p.is_superuser).then_some(p.user_id.as_str());
     let rows = state
         .store
@@ -291,20 +275,8 @@ pub async fn refund(
     let order = owned(&state, &admin, &payment_id).await?;
     let amount_fen = match &r.refund_amount {
         None => order.amount_fen - order.refunded_fen,
-        Some(v) => {
-            let text = match v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Number(n) => n.to_string(),
-                other => {
-                    return Err(GateError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        format!("refund_amount {other} is not an amount"),
-                    ));
-                }
-            };
-            money::parse_fen(&text)
-                .map_err(|e| GateError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?
-        }
+        Some(v) => money::json_to_fen("refund_amount", v)
+            .map_err(|e| GateError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?,
     };
     let refund_no = match parts
         .headers

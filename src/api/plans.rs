@@ -139,12 +139,7 @@ fn merge(state: &ApiState, base: PlanInput, req: PlanRequest) -> Result<PlanInpu
         p.description = d;
     }
     if let Some(price) = req.price {
-        let text = match &price {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) => n.to_string(),
-            other => return Err(unprocessable(format!("price {other} is not an amount"))),
-        };
-        p.price_fen = money::parse_fen(&text).map_err(unprocessable)?;
+        p.price_fen = money::json_to_fen("price", &price).map_err(unprocessable)?;
     }
     if let Some(c) = req.currency {
         if !matches!(c.as_str(), "CNY" | "USD") {

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::extract::{CurrentUser, Superuser};
 use super::time::iso;
-use super::{ApiState, both, query_opt};
+use super::{ApiState, both, query_int, query_opt};
 use crate::auth::Principal;
 use crate::error::{ErrorBody, GateError};
 use crate::store::{UsageQuery, now_ms};
@@ -162,28 +162,6 @@ fn parse_date(name: &str, text: Option<&str>) -> Result<Option<i64>, GateError> 
     }
 }
 
-fn parse_int(
-    name: &str,
-    text: Option<&str>,
-    default: i64,
-    min: i64,
-    max: i64,
-) -> Result<i64, GateError> {
-    match text {
-        None => Ok(default),
-        Some(t) => t
-            .parse::<i64>()
-            .ok()
-            .filter(|v| (min..=max).contains(v))
-            .ok_or_else(|| {
-                GateError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("{name} must be a whole number from {min} to {max}"),
-                )
-            }),
-    }
-}
-
 /// Committed charges, newest first: one's own; superusers may filter by `user_id` or see all.
 #[utoipa::path(get, path = "/admin/quotas/usage-logs", tag = "quotas", security(("bearer" = []), ("api_key" = [])),
     params(
@@ -212,8 +190,8 @@ pub async fn usage_logs(
             quota_type: query_opt(&q, "quota_type"),
             since: parse_date("start_date", query_opt(&q, "start_date"))?,
             until: parse_date("end_date", query_opt(&q, "end_date"))?,
-            limit: parse_int("limit", query_opt(&q, "limit"), 100, 1, 1000)?,
-            offset: parse_int("offset", query_opt(&q, "offset"), 0, 0, i64::MAX)?,
+            limit: query_int(&q, "limit", 100, 1, 1000)?,
+            offset: query_int(&q, "offset", 0, 0, i64::MAX)?,
         })
         .await?;
     Ok(Json(
@@ -259,7 +237,7 @@ pub async fn statistics(
             "no quota type `{quota_type}`"
         )));
     }
-    let days = parse_int("days", query_opt(&q, "days"), 30, 1, 366)?;
+    let days = query_int(&q, "days", 30, 1, 366)?;
     let since = now_ms() - days * 86_400_000;
     let user = (!p.is_superuser).then_some(p.user_id.as_str());
     let rows = state.store.usage_since(&quota_type, user, since).await?;
@@ -366,13 +344,7 @@ pub async fn adjust(
             "no quota type `{quota_type}`"
         )));
     }
-    let new_limit = parse_int(
-        "new_limit",
-        query_opt(&q, "new_limit"),
-        i64::MIN,
-        -1,
-        i64::MAX / 2,
-    )?;
+    let new_limit = query_int(&q, "new_limit", i64::MIN, -1, i64::MAX / 2)?;
     if new_limit == i64::MIN {
         return Err(unprocessable("new_limit is required".into()));
     }

@@ -12,6 +12,17 @@ pub fn parse_fen(text: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("`{text}` must be a non-negative amount with at most two decimals"))
 }
 
+/// An amount sent as JSON, a decimal string ("99.00") or a number (99, 99.9), in fen. The
+/// number's text is parsed as a decimal, so no float rounding is involved.
+pub fn json_to_fen(name: &str, v: &serde_json::Value) -> Result<i64, String> {
+    let text = match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        other => return Err(format!("{name} {other} is not an amount")),
+    };
+    parse_fen(&text)
+}
+
 pub fn decimal_to_fen(d: Decimal) -> Option<i64> {
     if d.is_sign_negative() && !d.is_zero() {
         return None;

@@ -1,12 +1,8 @@
 //! Operators' endpoints, on SQLite and PostgreSQL: user search, disable/enable taking effect at
 //! once, quota grants, and the audit log of every change.
 
-use crate::common::{Account, Db, Options, spawn_app_with};
+use crate::common::{Db, Options, bearer, spawn_app_with};
 use serde_json::Value;
-
-fn bearer(a: &Account) -> String {
-    format!("Bearer {}", a.access)
-}
 
 async fn operators_manage_users_and_every_change_is_audited(db: Db) {
     let app = spawn_app_with(Options {

@@ -3,7 +3,7 @@
 //! rejection.
 
 use crate::common::fake_alipay::{self, FakeAlipay};
-use crate::common::{Account, Db, Options, TestApp, spawn_app_with};
+use crate::common::{Account, Db, Options, TestApp, bearer, spawn_app_with};
 use serde_json::{Value, json};
 
 async fn app(db: Db, fake: &FakeAlipay) -> TestApp {
@@ -25,10 +25,6 @@ async fn app(db: Db, fake: &FakeAlipay) -> TestApp {
         ..Options::default()
     })
     .await
-}
-
-fn bearer(a: &Account) -> String {
-    format!("Bearer {}", a.access)
 }
 
 async fn order(app: &TestApp, a: &Account, plan: &str) -> Value {
@@ -75,20 +71,6 @@ async fn status(app: &TestApp, id: &str) -> String {
         .unwrap()
         .unwrap()
         .status
-}
-
-async fn plan_of(app: &TestApp, a: &Account) -> String {
-    let c: Value = app
-        .client
-        .get(app.url("/subscriptions/current"))
-        .header("authorization", bearer(a))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    c["plan_name"].as_str().unwrap().to_string()
 }
 
 async fn precreate_notify_activate(db: Db) {
@@ -152,7 +134,7 @@ async fn precreate_notify_activate(db: Db) {
     );
     assert_eq!(notify(&app, unknown).await.0, 200);
     assert_eq!(status(&app, &id).await, "pending");
-    assert_eq!(plan_of(&app, &a).await, "免费版");
+    assert_eq!(app.current_plan(&a).await, "免费版");
 
     // The real notification, replayed ten times: credited once.
     let good = fake.notification("n-4", &no, "99.00", "TRADE_SUCCESS", fake_alipay::APP_ID);
@@ -160,7 +142,7 @@ async fn precreate_notify_activate(db: Db) {
         assert_eq!(notify(&app, good.clone()).await, (200, "success".into()));
     }
     assert_eq!(status(&app, &id).await, "completed");
-    assert_eq!(plan_of(&app, &a).await, "专业版");
+    assert_eq!(app.current_plan(&a).await, "专业版");
     // TRADE_FINISHED later (another notify_id): nothing more.
     let finished = fake.notification("n-5", &no, "99.00", "TRADE_FINISHED", fake_alipay::APP_ID);
     assert_eq!(notify(&app, finished).await.0, 200);
@@ -172,13 +154,7 @@ async fn precreate_notify_activate(db: Db) {
     assert_eq!(paid, 1);
 
     // Refund goes to Alipay with an out_request_no.
-    app.gate()
-        .auth()
-        .create_admin("root@example.com", "root", "root-password")
-        .await
-        .unwrap();
-    let t = app.login("root", "root-password").await;
-    let root = format!("Bearer {}", t["access_token"].as_str().unwrap());
+    let root = app.admin_bearer().await;
     let resp = app
         .client
         .post(app.url(&format!("/payments/{id}/refund")))
@@ -230,7 +206,7 @@ async fn lost_notifications_are_found_by_query(db: Db) {
         p["status"], "completed",
         "the signed query answer completes it"
     );
-    assert_eq!(plan_of(&app, &a).await, "企业版");
+    assert_eq!(app.current_plan(&a).await, "企业版");
 
     // An expired order is queried, then closed at Alipay and here.
     let o2 = order(&app, &a, "专业版").await;

@@ -2,7 +2,7 @@
 //! PostgreSQL: concurrency never overspends, every refund path gives the units back, periods
 //! roll over, and no user sees another's usage.
 
-use crate::common::{Account, Db, Options, TestApp, spawn_app_with};
+use crate::common::{Account, Db, Options, TestApp, bearer, spawn_app_with};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -22,10 +22,6 @@ async fn app_on(db: Db, database_url: Option<String>, env: Vec<(String, String)>
 
 async fn app(db: Db) -> TestApp {
     app_on(db, None, Vec::new()).await
-}
-
-fn bearer(a: &Account) -> String {
-    format!("Bearer {}", a.access)
 }
 
 async fn set_limit(app: &TestApp, user_id: &str, quota: &str, limit: i64) {
@@ -494,13 +490,7 @@ async fn users_see_only_their_own_usage(db: Db) {
     assert_eq!(adjust.status(), 403);
 
     // A superuser sees everyone, and can reset and adjust.
-    app.gate()
-        .auth()
-        .create_admin("root@example.com", "root", "root-password")
-        .await
-        .unwrap();
-    let t = app.login("root", "root-password").await;
-    let root = format!("Bearer {}", t["access_token"].as_str().unwrap());
+    let root = app.admin_bearer().await;
     let all: Value = app
         .client
         .get(app.url("/admin/quotas/usage-logs"))
@@ -745,13 +735,7 @@ async fn plans_and_subscriptions(db: Db) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
-    app.gate()
-        .auth()
-        .create_admin("root@example.com", "root", "root-password")
-        .await
-        .unwrap();
-    let t = app.login("root", "root-password").await;
-    let root = format!("Bearer {}", t["access_token"].as_str().unwrap());
+    let root = app.admin_bearer().await;
     let resp = app
         .client
         .post(app.url("/plans/"))

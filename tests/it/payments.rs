@@ -2,7 +2,7 @@
 //! pay, active plan, fresh quota), amounts only from plans, webhooks that credit at most once,
 //! refunds, reconciliation.
 
-use crate::common::{Account, Db, Options, TestApp, spawn_app_with};
+use crate::common::{Account, Db, Options, TestApp, bearer, spawn_app_with};
 use serde_json::{Value, json};
 
 const PROCESS: &str = "api_calls_full_process";
@@ -15,22 +15,6 @@ async fn app(db: Db) -> TestApp {
         ..Options::default()
     })
     .await
-}
-
-fn bearer(a: &Account) -> String {
-    format!("Bearer {}", a.access)
-}
-
-async fn plan_id(app: &TestApp, name: &str) -> String {
-    app.gate()
-        .billing()
-        .store()
-        .plan_by_name(name)
-        .await
-        .unwrap()
-        .unwrap()
-        .row
-        .id
 }
 
 async fn quota(app: &TestApp, a: &Account) -> (i64, i64) {
@@ -52,20 +36,6 @@ async fn quota(app: &TestApp, a: &Account) -> (i64, i64) {
         .unwrap()
         .clone();
     (q["limit"].as_i64().unwrap(), q["used"].as_i64().unwrap())
-}
-
-async fn current_plan(app: &TestApp, a: &Account) -> String {
-    let c: Value = app
-        .client
-        .get(app.url("/subscriptions/current"))
-        .header("authorization", bearer(a))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    c["plan_name"].as_str().unwrap().to_string()
 }
 
 /// A sandbox notification for `order_no`, signed with the gate's sandbox key.
@@ -101,7 +71,7 @@ async fn subscribe_pay_activate(db: Db) {
         .client
         .post(app.url("/subscriptions/subscribe"))
         .header("authorization", bearer(&a))
-        .json(&json!({"plan_id": plan_id(&app, "专业版").await, "payment_method": "sandbox"}))
+        .json(&json!({"plan_id": app.plan_id("专业版").await, "payment_method": "sandbox"}))
         .send()
         .await
         .unwrap();
@@ -135,7 +105,7 @@ async fn subscribe_pay_activate(db: Db) {
         .unwrap();
     assert!(page.contains("99.00") && page.contains("pending"));
     assert_eq!(
-        current_plan(&app, &a).await,
+        app.current_plan(&a).await,
         "免费版",
         "nothing changes before the payment"
     );
@@ -143,7 +113,7 @@ async fn subscribe_pay_activate(db: Db) {
     let paid = app.client.post(app.url(&path)).send().await.unwrap();
     assert_eq!(paid.status(), 200);
     assert!(paid.text().await.unwrap().contains("completed"));
-    assert_eq!(current_plan(&app, &a).await, "专业版");
+    assert_eq!(app.current_plan(&a).await, "专业版");
     assert_eq!(quota(&app, &a).await, (100, 0), "the Pro quota, fresh");
     let p: Value = app
         .client
@@ -201,20 +171,20 @@ async fn amounts_come_from_plans(db: Db) {
     let o: Value = resp.json().await.unwrap();
     assert_eq!(
         (o["amount"].as_str(), o["plan_id"].as_str()),
-        (Some("99.00"), Some(plan_id(&app, "专业版").await.as_str()))
+        (Some("99.00"), Some(app.plan_id("专业版").await.as_str()))
     );
     // An amount no plan has, the free plan, an unknown method: 422, nothing created.
     for body in [
         json!({"amount": "98.99", "payment_method": "sandbox"}),
         json!({"amount": "0.00", "payment_method": "sandbox"}),
-        json!({"plan_id": plan_id(&app, "免费版").await, "payment_method": "sandbox"}),
-        json!({"plan_id": plan_id(&app, "企业版").await, "payment_method": "paypal"}),
+        json!({"plan_id": app.plan_id("免费版").await, "payment_method": "sandbox"}),
+        json!({"plan_id": app.plan_id("企业版").await, "payment_method": "paypal"}),
         json!({"payment_method": "sandbox"}),
     ] {
         assert_eq!(pay(body.clone()).await.unwrap().status(), 422, "{body}");
     }
     // With a plan id, a client amount is ignored.
-    let o: Value = pay(json!({"plan_id": plan_id(&app, "企业版").await, "amount": "0.01", "payment_method": "sandbox"})).await.unwrap().json().await.unwrap();
+    let o: Value = pay(json!({"plan_id": app.plan_id("企业版").await, "amount": "0.01", "payment_method": "sandbox"})).await.unwrap().json().await.unwrap();
     assert_eq!(o["amount"], "999.00");
     // Anonymous: 401.
     let resp = app
@@ -268,7 +238,7 @@ async fn notifications_credit_at_most_once(db: Db) {
         .client
         .post(app.url("/payments/"))
         .header("authorization", bearer(&a))
-        .json(&json!({"plan_id": plan_id(&app, "专业版").await, "payment_method": "sandbox"}))
+        .json(&json!({"plan_id": app.plan_id("专业版").await, "payment_method": "sandbox"}))
         .send()
         .await
         .unwrap()
@@ -314,7 +284,7 @@ async fn notifications_credit_at_most_once(db: Db) {
     let (body, sig) = event(&app, "e-unknown", "no-such-order", 9900, "paid");
     assert_eq!(post_event(&app, body, &sig).await.0, 200);
     assert_eq!(status().await, "pending");
-    assert_eq!(current_plan(&app, &a).await, "免费版");
+    assert_eq!(app.current_plan(&a).await, "免费版");
 
     // The real one, replayed ten times: applied once.
     let (body, sig) = event(&app, "e-paid", &no, 9900, "paid");
@@ -325,7 +295,7 @@ async fn notifications_credit_at_most_once(db: Db) {
         );
     }
     assert_eq!(status().await, "completed");
-    assert_eq!(current_plan(&app, &a).await, "专业版");
+    assert_eq!(app.current_plan(&a).await, "专业版");
     // Use some quota, then a late, different notification for the same trade: no second reset.
     let resp = app
         .client
@@ -359,7 +329,7 @@ async fn notifications_credit_at_most_once(db: Db) {
         .client
         .post(app.url("/payments/"))
         .header("authorization", bearer(&a))
-        .json(&json!({"plan_id": plan_id(&app, "企业版").await, "payment_method": "sandbox"}))
+        .json(&json!({"plan_id": app.plan_id("企业版").await, "payment_method": "sandbox"}))
         .send()
         .await
         .unwrap()
@@ -381,7 +351,7 @@ async fn notifications_credit_at_most_once(db: Db) {
     );
     assert_eq!(post_event(&app, body, &sig).await.0, 200);
     assert_eq!(
-        current_plan(&app, &a).await,
+        app.current_plan(&a).await,
         "专业版",
         "a closed order does not activate"
     );
@@ -395,7 +365,7 @@ async fn refunds_are_for_superusers_partial_and_idempotent(db: Db) {
         .client
         .post(app.url("/payments/"))
         .header("authorization", bearer(&a))
-        .json(&json!({"plan_id": plan_id(&app, "专业版").await, "payment_method": "sandbox"}))
+        .json(&json!({"plan_id": app.plan_id("专业版").await, "payment_method": "sandbox"}))
         .send()
         .await
         .unwrap()
@@ -421,13 +391,7 @@ async fn refunds_are_for_superusers_partial_and_idempotent(db: Db) {
             .status(),
         403
     );
-    app.gate()
-        .auth()
-        .create_admin("root@example.com", "root", "root-password")
-        .await
-        .unwrap();
-    let t = app.login("root", "root-password").await;
-    let root = format!("Bearer {}", t["access_token"].as_str().unwrap());
+    let root = app.admin_bearer().await;
     assert_eq!(
         refund(root.clone(), json!({}), None)
             .await
@@ -441,7 +405,7 @@ async fn refunds_are_for_superusers_partial_and_idempotent(db: Db) {
         order["order_id"].as_str().unwrap()
     );
     app.client.post(app.url(&path)).send().await.unwrap();
-    assert_eq!(current_plan(&app, &a).await, "专业版");
+    assert_eq!(app.current_plan(&a).await, "专业版");
 
     for _ in 0..3 {
         let r: Value = refund(
@@ -480,7 +444,7 @@ async fn refunds_are_for_superusers_partial_and_idempotent(db: Db) {
         (Some("refunded"), Some("99.00"))
     );
     // Fully refunded: the paid plan ends, the user is back on the free plan.
-    assert_eq!(current_plan(&app, &a).await, "免费版");
+    assert_eq!(app.current_plan(&a).await, "免费版");
     assert_eq!(quota(&app, &a).await.0, 5);
     app.stop().await;
 }
@@ -492,7 +456,7 @@ async fn reconciliation_closes_expired_orders(db: Db) {
         .client
         .post(app.url("/payments/"))
         .header("authorization", bearer(&a))
-        .json(&json!({"plan_id": plan_id(&app, "专业版").await, "payment_method": "sandbox"}))
+        .json(&json!({"plan_id": app.plan_id("专业版").await, "payment_method": "sandbox"}))
         .send()
         .await
         .unwrap()
@@ -503,7 +467,7 @@ async fn reconciliation_closes_expired_orders(db: Db) {
         .client
         .post(app.url("/payments/"))
         .header("authorization", bearer(&a))
-        .json(&json!({"plan_id": plan_id(&app, "企业版").await, "payment_method": "sandbox"}))
+        .json(&json!({"plan_id": app.plan_id("企业版").await, "payment_method": "sandbox"}))
         .send()
         .await
         .unwrap()

@@ -3,7 +3,7 @@
 //! every rejection.
 
 use crate::common::fake_wechat::{self, FakeWechat};
-use crate::common::{Account, Db, Options, TestApp, spawn_app_with};
+use crate::common::{Account, Db, Options, TestApp, bearer, spawn_app_with};
 use serde_json::{Value, json};
 
 async fn app(db: Db, fake: &FakeWechat, cert: Option<&std::path::Path>) -> TestApp {
@@ -39,10 +39,6 @@ async fn app(db: Db, fake: &FakeWechat, cert: Option<&std::path::Path>) -> TestA
         ..Options::default()
     })
     .await
-}
-
-fn bearer(a: &Account) -> String {
-    format!("Bearer {}", a.access)
 }
 
 async fn order(app: &TestApp, a: &Account, plan: &str) -> Value {
@@ -89,20 +85,6 @@ async fn status(app: &TestApp, id: &str) -> String {
         .unwrap()
         .unwrap()
         .status
-}
-
-async fn plan_of(app: &TestApp, a: &Account) -> String {
-    let c: Value = app
-        .client
-        .get(app.url("/subscriptions/current"))
-        .header("authorization", bearer(a))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    c["plan_name"].as_str().unwrap().to_string()
 }
 
 async fn native_pay_callback_activate(db: Db) {
@@ -202,7 +184,7 @@ async fn native_pay_callback_activate(db: Db) {
         assert_eq!(s.unwrap(), 204);
     }
     assert_eq!(status(&app, &id).await, "completed");
-    assert_eq!(plan_of(&app, &a).await, "专业版");
+    assert_eq!(app.current_plan(&a).await, "专业版");
     let applied: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM webhook_events WHERE provider = 'wechat' AND outcome = 'applied'",
     )
@@ -212,13 +194,7 @@ async fn native_pay_callback_activate(db: Db) {
     assert_eq!(applied, 1);
 
     // Refund goes to WeChat with the original total.
-    app.gate()
-        .auth()
-        .create_admin("root@example.com", "root", "root-password")
-        .await
-        .unwrap();
-    let t = app.login("root", "root-password").await;
-    let root = format!("Bearer {}", t["access_token"].as_str().unwrap());
+    let root = app.admin_bearer().await;
     let resp = app
         .client
         .post(app.url(&format!("/payments/{id}/refund")))
@@ -269,7 +245,7 @@ async fn platform_certificates_query_and_close(db: Db) {
             .1
             .ends_with(&format!("?mchid={}", fake_wechat::MCHID))
     );
-    assert_eq!(plan_of(&app, &a).await, "企业版");
+    assert_eq!(app.current_plan(&a).await, "企业版");
     // A callback signed under the certificate's serial is accepted (and changes nothing more).
     assert_eq!(
         callback(

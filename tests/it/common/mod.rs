@@ -156,6 +156,45 @@ impl TestApp {
         }
     }
 
+    /// Makes the superuser `root` and returns its `Authorization` value.
+    pub async fn admin_bearer(&self) -> String {
+        self.gate()
+            .auth()
+            .create_admin("root@example.com", "root", "root-password")
+            .await
+            .unwrap();
+        let t = self.login("root", "root-password").await;
+        format!("Bearer {}", t["access_token"].as_str().unwrap())
+    }
+
+    /// The id of the plan named `name`.
+    pub async fn plan_id(&self, name: &str) -> String {
+        self.gate()
+            .billing()
+            .store()
+            .plan_by_name(name)
+            .await
+            .unwrap()
+            .unwrap()
+            .row
+            .id
+    }
+
+    /// The name of the account's current plan, as the API reports it.
+    pub async fn current_plan(&self, a: &Account) -> String {
+        let c: serde_json::Value = self
+            .client
+            .get(self.url("/subscriptions/current"))
+            .header("authorization", bearer(a))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        c["plan_name"].as_str().unwrap().to_string()
+    }
+
     pub async fn login(&self, login: &str, password: &str) -> serde_json::Value {
         let resp = self
             .client
@@ -174,6 +213,11 @@ impl TestApp {
             r.stopped().await;
         }
     }
+}
+
+/// `Authorization` for an account's access token.
+pub fn bearer(a: &Account) -> String {
+    format!("Bearer {}", a.access)
 }
 
 /// A signed-up, signed-in user.
