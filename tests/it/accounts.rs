@@ -970,8 +970,8 @@ on_both!(
     email_verification_when_required,
 );
 
-/// Two gates on one PostgreSQL: a key revoked or a user disabled on one stops working on the
-/// other within about a second (LISTEN/NOTIFY), although both had it cached.
+/// Two gate processes on one PostgreSQL: a key revoked or a user disabled on one stops working
+/// on the other within about a second (LISTEN/NOTIFY), although both had it cached.
 #[tokio::test]
 async fn revocation_reaches_the_other_replica() {
     let db_url = crate::common::pg::fresh_database().await;
@@ -1000,14 +1000,47 @@ async fn revocation_reaches_the_other_replica() {
         })
         .await
     };
-    let b = spawn_app_with(Options {
-        db: Db::Postgres,
-        database_url: Some(db_url),
-        routes: routes(""),
-        env,
-        ..Options::default()
-    })
-    .await;
+    // Replica B: another gate process (the binary), on the same database and secrets.
+    let b_dir = tempfile::tempdir().unwrap();
+    let b_port = crate::common::dead_port();
+    let b_config = b_dir.path().join("gate.toml");
+    std::fs::write(
+        &b_config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{b_port}\"\ndata_dir = \"{}\"\n[upstream]\nurl = \"{}\"\n[database]\nurl = \"{db_url}\"\n{}",
+            b_dir.path().display(),
+            a.upstream.url(),
+            routes("")
+        ),
+    )
+    .unwrap();
+    let mut b_process = std::process::Command::new(env!("CARGO_BIN_EXE_idoctor-gate"))
+        .args(["serve", "--config"])
+        .arg(&b_config)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let b = Replica {
+        base: format!("http://127.0.0.1:{b_port}"),
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+    };
+    let started = std::time::Instant::now();
+    while b
+        .client
+        .get(format!("{}/healthz", b.base))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "replica B did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let acct = a.signup("nina").await;
     let created: Value = a
         .client
@@ -1022,7 +1055,11 @@ async fn revocation_reaches_the_other_replica() {
         .unwrap();
     let key = created["key"].as_str().unwrap().to_string();
     // Warm both caches.
-    for app in [&a, &b] {
+    let a_replica = Replica {
+        base: format!("http://{}", a.addr),
+        client: a.client.clone(),
+    };
+    for app in [&a_replica, &b] {
         assert_eq!(
             app.client
                 .get(app.url("/mine/x"))
@@ -1067,10 +1104,23 @@ async fn revocation_reaches_the_other_replica() {
     a.gate().auth().set_active(&acct.id, false).await.unwrap();
     wait_for_status(&b, &acct.access, false, 403).await;
     a.stop().await;
-    b.stop().await;
+    let _ = b_process.kill();
+    let _ = b_process.wait();
 }
 
-async fn wait_for_status(app: &TestApp, credential: &str, is_key: bool, want: u16) {
+/// A gate reached over HTTP (this process's or another's).
+struct Replica {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Replica {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+async fn wait_for_status(app: &Replica, credential: &str, is_key: bool, want: u16) {
     let started = std::time::Instant::now();
     loop {
         let req = app.client.get(app.url("/mine/x"));
