@@ -23,6 +23,8 @@ CONNS=${CONNS:-64}
 BIG_MB=${BIG_MB:-1024}
 IDLE=${IDLE:-10000}
 OUT=${OUT:-bench/results/latest.md}
+# Extra PostgreSQL server options, e.g. PG_OPTS="-c synchronous_commit=off" to see what fsync costs.
+PG_OPTS=${PG_OPTS:-}
 
 log() { printf '== %s\n' "$*" >&2; }
 
@@ -197,7 +199,7 @@ PGDATA="$DIR/pg/data"
 mkdir -p "$DIR/pg" && chown postgres: "$DIR/pg"
 runuser -u postgres -- "$(pg_bin initdb)" -D "$PGDATA" -A trust -U postgres -N --no-instructions >/dev/null
 runuser -u postgres -- "$(pg_bin pg_ctl)" -D "$PGDATA" -l "$DIR/pg/log" -w \
-  -o "-p $PG_PORT -k $DIR/pg -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+  -o "-p $PG_PORT -k $DIR/pg -c listen_addresses=127.0.0.1 -c max_connections=200 ${PG_OPTS:-}" start >/dev/null
 start_gate pg "postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 sign_in
 wrk_run "gate, JWT route (PostgreSQL)" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"

@@ -457,16 +457,15 @@ fn record_metrics(log: &RequestLog, status: StatusCode, total: std::time::Durati
         400..=499 => "4xx",
         _ => "5xx",
     };
-    metrics::counter!("gate_requests_total", "route" => route, "status" => class).increment(1);
-    metrics::histogram!("gate_request_duration_seconds", "route" => route)
-        .record(total.as_secs_f64());
+    let m = crate::telemetry::meters();
+    m.request(route, class).increment(1);
+    m.duration(route).record(total.as_secs_f64());
     if let Some(up) = log.upstream {
-        metrics::histogram!("gate_upstream_duration_seconds").record(up.as_secs_f64());
-        metrics::histogram!("gate_overhead_duration_seconds")
-            .record(total.saturating_sub(up).as_secs_f64());
+        m.upstream.record(up.as_secs_f64());
+        m.overhead.record(total.saturating_sub(up).as_secs_f64());
     }
     if !log.quota.is_empty() {
-        metrics::counter!("gate_quota_decisions_total", "decision" => log.quota).increment(1);
+        m.quota(log.quota).increment(1);
     }
 }
 

@@ -46,3 +46,99 @@ pub fn init() {
     // A second init (tests that start several gates) keeps the first subscriber.
     let _ = result;
 }
+
+/// Route classes, status classes and outcomes the gate counts; handles for every combination
+/// are registered once, so recording on the request path is an atomic add, not a registry
+/// lookup per metric.
+pub const ROUTES: [&str; 7] = [
+    "gate",
+    "public",
+    "user",
+    "admin",
+    "blocked",
+    "preflight",
+    "rejected",
+];
+pub const STATUS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+pub const QUOTA: [&str; 5] = ["reserved", "committed", "refunded", "denied", "error"];
+pub const AUTH: [&str; 5] = ["ok", "none", "invalid", "disabled", "error"];
+
+pub struct Meters {
+    requests: Vec<Vec<metrics::Counter>>,
+    duration: Vec<metrics::Histogram>,
+    pub upstream: metrics::Histogram,
+    pub overhead: metrics::Histogram,
+    quota: Vec<metrics::Counter>,
+    auth: Vec<metrics::Counter>,
+    /// [principal, api_key] x [hit, miss]
+    cache: [[metrics::Counter; 2]; 2],
+}
+
+fn index(set: &[&str], value: &str) -> usize {
+    set.iter()
+        .position(|v| *v == value)
+        .unwrap_or(set.len() - 1)
+}
+
+impl Meters {
+    pub fn request(&self, route: &str, status: &str) -> &metrics::Counter {
+        &self.requests[index(&ROUTES, route)][index(&STATUS, status)]
+    }
+    pub fn duration(&self, route: &str) -> &metrics::Histogram {
+        &self.duration[index(&ROUTES, route)]
+    }
+    pub fn quota(&self, decision: &str) -> &metrics::Counter {
+        &self.quota[index(&QUOTA, decision)]
+    }
+    pub fn auth(&self, outcome: &str) -> &metrics::Counter {
+        &self.auth[index(&AUTH, outcome)]
+    }
+    pub fn cache(&self, api_key: bool, hit: bool) -> &metrics::Counter {
+        &self.cache[api_key as usize][(!hit) as usize]
+    }
+}
+
+/// Drains the histograms' sample buffers every few seconds. The Prometheus recorder keeps raw
+/// samples until upkeep runs; without this they would pile up between scrapes (memory and
+/// time on the request path).
+pub fn spawn_upkeep() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    if STARTED.set(()).is_err() {
+        return;
+    }
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            metrics().run_upkeep();
+        }
+    });
+}
+
+pub fn meters() -> &'static Meters {
+    static METERS: OnceLock<Meters> = OnceLock::new();
+    METERS.get_or_init(|| {
+        metrics();
+        let cache = |c: &'static str| {
+            [
+                metrics::counter!("gate_cache_requests_total", "cache" => c, "result" => "hit"),
+                metrics::counter!("gate_cache_requests_total", "cache" => c, "result" => "miss"),
+            ]
+        };
+        Meters {
+            requests: ROUTES
+                .iter()
+                .map(|r| STATUS.iter().map(|s| metrics::counter!("gate_requests_total", "route" => *r, "status" => *s)).collect())
+                .collect(),
+            duration: ROUTES
+                .iter()
+                .map(|r| metrics::histogram!("gate_request_duration_seconds", "route" => *r))
+                .collect(),
+            upstream: metrics::histogram!("gate_upstream_duration_seconds"),
+            overhead: metrics::histogram!("gate_overhead_duration_seconds"),
+            quota: QUOTA.iter().map(|d| metrics::counter!("gate_quota_decisions_total", "decision" => *d)).collect(),
+            auth: AUTH.iter().map(|o| metrics::counter!("gate_auth_total", "outcome" => *o)).collect(),
+            cache: [cache("principal"), cache("api_key")],
+        }
+    })
+}

@@ -73,11 +73,10 @@ impl AuthCache {
     ) -> Result<Option<Arc<UserState>>, StoreError> {
         // The hot path: a hit costs one lookup and no allocation.
         if let Some(hit) = self.users.get(id).await {
-            metrics::counter!("gate_cache_requests_total", "cache" => "principal", "result" => "hit").increment(1);
+            crate::telemetry::meters().cache(false, true).increment(1);
             return Ok(hit);
         }
-        metrics::counter!("gate_cache_requests_total", "cache" => "principal", "result" => "miss")
-            .increment(1);
+        crate::telemetry::meters().cache(false, false).increment(1);
         let store = store.clone();
         let key = id.to_string();
         self.users
@@ -101,12 +100,10 @@ impl AuthCache {
         hash: &str,
     ) -> Result<Option<Arc<KeyState>>, StoreError> {
         if let Some(hit) = self.keys.get(hash).await {
-            metrics::counter!("gate_cache_requests_total", "cache" => "api_key", "result" => "hit")
-                .increment(1);
+            crate::telemetry::meters().cache(true, true).increment(1);
             return Ok(hit);
         }
-        metrics::counter!("gate_cache_requests_total", "cache" => "api_key", "result" => "miss")
-            .increment(1);
+        crate::telemetry::meters().cache(true, false).increment(1);
         let store = store.clone();
         let key = hash.to_string();
         self.keys

@@ -136,7 +136,7 @@ impl AuthService {
             Err(e) if e.status.is_server_error() => "error",
             Err(_) => "invalid",
         };
-        metrics::counter!("gate_auth_total", "outcome" => outcome).increment(1);
+        crate::telemetry::meters().auth(outcome).increment(1);
         result
     }
 
