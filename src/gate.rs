@@ -357,7 +357,7 @@ impl Gate {
         let amount = reservation.amount;
         let (balance, charged) = if judged.success {
             log.quota = "committed";
-            (reservation.commit().await, amount)
+            (reservation.commit(), amount)
         } else {
             log.quota = "refunded";
             (reservation.refund().await, 0)

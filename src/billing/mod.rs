@@ -35,13 +35,13 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// Makes the charge final. If the store fails now, the charge stays reserved (the work was
-    /// done; the user is not given it for free) and the failure is logged.
-    pub async fn commit(mut self) -> BalanceRow {
+    /// Makes the charge final. The write is queued and batched (`store::commits`); if the
+    /// store fails, the charge stays reserved (the work was done; the user is not given it for
+    /// free) and the failure is logged.
+    pub fn commit(mut self) -> BalanceRow {
         self.settled = true;
-        if let Err(e) = self.store.commit_charge(&self.request_id, now_ms()).await {
-            tracing::error!(request_id = %self.request_id, error = %e, "could not commit a charge; it stays reserved");
-        }
+        self.store
+            .commit_charge(std::mem::take(&mut self.request_id), now_ms());
         self.balance.clone()
     }
 

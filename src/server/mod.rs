@@ -241,5 +241,7 @@ async fn serve(
         );
         tunnels.cancel();
     }
+    // Charges committed by the last replies are still queued: write them before exiting.
+    current.get().billing().store().flush_commits().await;
     tracing::info!("stopped");
 }

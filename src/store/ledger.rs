@@ -67,85 +67,31 @@ pub struct UsageQuery<'a> {
     pub offset: i64,
 }
 
-const BALANCE: &str =
+pub(super) const BALANCE: &str =
     "user_id, quota_type, limit_amount, used_amount, period_start, period_end, updated_at";
-const USAGE: &str = "id, request_id, user_id, quota_type, amount, endpoint, method, state, metadata, created_at, settled_at";
+pub(super) const USAGE: &str = "id, request_id, user_id, quota_type, amount, endpoint, method, state, metadata, created_at, settled_at";
 
 impl Store {
     /// Reserves the charge if the balance allows it in the current period; returns the balance
-    /// after the charge, or `None` (nothing written) when it does not.
+    /// after the charge, or `None` (nothing written) when it does not. Concurrent reservations
+    /// are written together (`reservations`).
     pub async fn reserve(
         &self,
         c: &Charge<'_>,
         now: i64,
     ) -> Result<Option<BalanceRow>, StoreError> {
-        if self.backend() == super::Backend::Postgres {
-            // One statement, one round trip: the usage row is written only if the balance
-            // allowed the charge (data-modifying CTEs run atomically in PostgreSQL).
-            return Ok(sqlx::query_as::<_, BalanceRow>(&format!(
-                "WITH b AS (UPDATE quota_balances SET used_amount = used_amount + $3, updated_at = $4 \
-                 WHERE user_id = $1 AND quota_type = $2 AND period_start <= $4 AND period_end > $4 \
-                 AND (limit_amount < 0 OR used_amount + $3 <= limit_amount) RETURNING {BALANCE}), \
-                 l AS (INSERT INTO usage_logs ({USAGE}) \
-                 SELECT $5, $6, user_id, quota_type, $3, $7, $8, 'reserved', $9, $4, NULL FROM b) \
-                 SELECT {BALANCE} FROM b"
-            ))
-            .bind(c.user_id)
-            .bind(c.quota_type)
-            .bind(c.amount)
-            .bind(now)
-            .bind(uuid::Uuid::new_v4().to_string())
-            .bind(c.request_id)
-            .bind(c.endpoint)
-            .bind(c.method)
-            .bind(c.metadata)
-            .fetch_optional(self.pool())
-            .await?);
-        }
-        // SQLite has no data-modifying CTEs: the same two writes in one transaction.
-        let mut tx = self.pool().begin().await?;
-        let row = sqlx::query_as::<_, BalanceRow>(&format!(
-            "UPDATE quota_balances SET used_amount = used_amount + $3, updated_at = $4 \
-             WHERE user_id = $1 AND quota_type = $2 AND period_start <= $4 AND period_end > $4 \
-             AND (limit_amount < 0 OR used_amount + $3 <= limit_amount) RETURNING {BALANCE}"
-        ))
-        .bind(c.user_id)
-        .bind(c.quota_type)
-        .bind(c.amount)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        sqlx::query(&format!(
-            "INSERT INTO usage_logs ({USAGE}) VALUES ($1, $2, $3, $4, $5, $6, $7, 'reserved', $8, $9, NULL)"
-        ))
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(c.request_id)
-        .bind(c.user_id)
-        .bind(c.quota_type)
-        .bind(c.amount)
-        .bind(c.endpoint)
-        .bind(c.method)
-        .bind(c.metadata)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(row))
+        self.reservations.reserve(c, now).await
     }
 
-    /// Makes a reserved charge final. False if it was already settled.
-    pub async fn commit_charge(&self, request_id: &str, now: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE usage_logs SET state = 'committed', settled_at = $2 WHERE request_id = $1 AND state = 'reserved'",
-        )
-        .bind(request_id)
-        .bind(now)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() > 0)
+    /// Makes a reserved charge final: queued and written in a batch with others (see
+    /// `commits`); the balance does not change, it was taken by the reservation.
+    pub fn commit_charge(&self, request_id: String, now: i64) {
+        self.commits.commit(request_id, now);
+    }
+
+    /// Waits until every charge committed before this call is written.
+    pub async fn flush_commits(&self) {
+        self.commits.flush().await;
     }
 
     /// Gives a reserved charge back; returns the balance after it (None if there was nothing
@@ -272,6 +218,7 @@ impl Store {
     }
 
     pub async fn usage_logs(&self, q: &UsageQuery<'_>) -> Result<Vec<UsageRow>, StoreError> {
+        self.flush_commits().await;
         Ok(sqlx::query_as::<_, UsageRow>(&format!(
             "SELECT {USAGE} FROM usage_logs WHERE state = 'committed' \
              AND ($1 = '' OR user_id = $1) AND ($2 = '' OR quota_type = $2) \
@@ -295,6 +242,7 @@ impl Store {
         user_id: Option<&str>,
         since: i64,
     ) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        self.flush_commits().await;
         Ok(sqlx::query_as(
             "SELECT user_id, amount, created_at FROM usage_logs WHERE state = 'committed' AND quota_type = $1 \
              AND ($2 = '' OR user_id = $2) AND created_at >= $3",
@@ -312,6 +260,7 @@ impl Store {
         user_id: &str,
         quota_type: &str,
     ) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        self.flush_commits().await;
         Ok(sqlx::query_as(
             "SELECT state, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM usage_logs WHERE user_id = $1 AND quota_type = $2 GROUP BY state ORDER BY state",
         )
@@ -320,4 +269,69 @@ impl Store {
         .fetch_all(self.pool())
         .await?)
     }
+}
+
+/// One reservation in its own transaction: the balance after it, or `None` (nothing written)
+/// when it does not fit in the current period.
+pub(super) async fn reserve_one(
+    pool: &sqlx::AnyPool,
+    backend: super::Backend,
+    c: &Charge<'_>,
+    now: i64,
+) -> Result<Option<BalanceRow>, StoreError> {
+    if backend == super::Backend::Postgres {
+        // One statement, one round trip: the usage row is written only if the balance
+        // allowed the charge (data-modifying CTEs run atomically in PostgreSQL).
+        return Ok(sqlx::query_as::<_, BalanceRow>(&format!(
+            "WITH b AS (UPDATE quota_balances SET used_amount = used_amount + $3, updated_at = $4 \
+             WHERE user_id = $1 AND quota_type = $2 AND period_start <= $4 AND period_end > $4 \
+             AND (limit_amount < 0 OR used_amount + $3 <= limit_amount) RETURNING {BALANCE}), \
+             l AS (INSERT INTO usage_logs ({USAGE}) \
+             SELECT $5, $6, user_id, quota_type, $3, $7, $8, 'reserved', $9, $4, NULL FROM b) \
+             SELECT {BALANCE} FROM b"
+        ))
+        .bind(c.user_id)
+        .bind(c.quota_type)
+        .bind(c.amount)
+        .bind(now)
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(c.request_id)
+        .bind(c.endpoint)
+        .bind(c.method)
+        .bind(c.metadata)
+        .fetch_optional(pool)
+        .await?);
+    }
+    // SQLite has no data-modifying CTEs: the same two writes in one transaction.
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query_as::<_, BalanceRow>(&format!(
+        "UPDATE quota_balances SET used_amount = used_amount + $3, updated_at = $4 \
+         WHERE user_id = $1 AND quota_type = $2 AND period_start <= $4 AND period_end > $4 \
+         AND (limit_amount < 0 OR used_amount + $3 <= limit_amount) RETURNING {BALANCE}"
+    ))
+    .bind(c.user_id)
+    .bind(c.quota_type)
+    .bind(c.amount)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    sqlx::query(&format!(
+        "INSERT INTO usage_logs ({USAGE}) VALUES ($1, $2, $3, $4, $5, $6, $7, 'reserved', $8, $9, NULL)"
+    ))
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(c.request_id)
+    .bind(c.user_id)
+    .bind(c.quota_type)
+    .bind(c.amount)
+    .bind(c.endpoint)
+    .bind(c.method)
+    .bind(c.metadata)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(row))
 }

@@ -14,11 +14,14 @@ use std::time::Duration;
 
 mod api_keys;
 mod audit;
+mod batch;
 mod codes;
+mod commits;
 mod ledger;
 mod payments;
 mod plans;
 mod refresh_tokens;
+mod reservations;
 mod subscriptions;
 mod users;
 
@@ -56,10 +59,14 @@ pub struct Store {
     backend: Backend,
     /// The PostgreSQL URL, for `LISTEN` connections outside the pool.
     postgres_url: Option<std::sync::Arc<str>>,
+    /// Settle-commits, batched off the request path.
+    commits: commits::CommitWriter,
+    /// Reservations, batched into shared transactions.
+    reservations: reservations::ReserveWriter,
 }
 
 /// A store error. Messages never carry the database URL (and so never a password).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum StoreError {
     /// The database cannot be reached or is overloaded: callers answer 503 (fail closed).
     Unavailable(String),
@@ -138,9 +145,11 @@ impl Store {
                 ))
             })?;
         let store = Store {
-            pool,
+            pool: pool.clone(),
             backend,
             postgres_url: (backend == Backend::Postgres).then(|| url.as_str().into()),
+            commits: commits::CommitWriter::start(pool.clone()),
+            reservations: reservations::ReserveWriter::start(pool.clone(), backend),
         };
         store.migrate().await?;
         Ok(store)

@@ -2,7 +2,7 @@
 //! together do not trip over each other.
 
 use crate::common::{Db, database_url};
-use idoctor_gate::store::Store;
+use idoctor_gate::store::{Charge, Store};
 
 const TABLES: &[&str] = &[
     "api_keys",
@@ -77,7 +77,125 @@ async fn constraints_hold(db: Db) {
     assert_eq!(active, 1, "flags default to 1 on both backends");
 }
 
+/// Settle-commits are queued and written in batches: after a flush every committed charge is
+/// `committed` exactly once, a second commit or a refund of a committed charge changes nothing,
+/// and the balance is what the reservations took.
+async fn batched_commits_are_written_once(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&database_url(db, &dir).await, 4)
+        .await
+        .unwrap();
+    let pool = store.pool();
+    sqlx::query("INSERT INTO users (id, email, username, hashed_password, created_at, updated_at) VALUES ('u1', 'a@b.c', 'alice', 'x', 0, 0)")
+        .execute(pool).await.unwrap();
+    store.upsert_quota_type("runs", "runs", "x").await.unwrap();
+    sqlx::query("INSERT INTO quota_balances (user_id, quota_type, limit_amount, used_amount, period_start, period_end, updated_at) VALUES ('u1', 'runs', 1000, 0, 0, $1, 0)")
+        .bind(i64::MAX).execute(pool).await.unwrap();
+    let now = idoctor_gate::store::now_ms();
+    let ids: Vec<String> = (0..300).map(|i| format!("req-{i}")).collect();
+    let reserved = futures_util::future::join_all(ids.iter().map(|id| {
+        let store = store.clone();
+        async move {
+            let charge = Charge {
+                request_id: id,
+                user_id: "u1",
+                quota_type: "runs",
+                amount: 2,
+                endpoint: "/process",
+                method: "POST",
+                metadata: "{}",
+            };
+            store.reserve(&charge, now).await.unwrap().is_some()
+        }
+    }))
+    .await;
+    assert!(reserved.iter().all(|r| *r));
+    // All but the last ten are committed (those are refunded), some of them twice.
+    for id in &ids[..290] {
+        store.commit_charge(id.clone(), now);
+    }
+    for id in &ids[..50] {
+        store.commit_charge(id.clone(), now + 1);
+    }
+    for id in &ids[290..] {
+        assert!(store.refund_charge(id, now).await.unwrap().is_some());
+    }
+    let summary = store.usage_summary("u1", "runs").await.unwrap();
+    assert_eq!(
+        summary,
+        vec![
+            ("committed".to_string(), 290, 580),
+            ("refunded".to_string(), 10, 20)
+        ]
+    );
+    // A committed charge cannot be refunded afterwards.
+    assert!(store.refund_charge(&ids[0], now).await.unwrap().is_none());
+    let balance = store.balance("u1", "runs").await.unwrap().unwrap();
+    assert_eq!(balance.used_amount, 580);
+}
+
+/// Reservations arriving together share a transaction: two users with different limits, 150
+/// concurrent charges each (of 1 and 2 units), admit exactly what each limit allows, and every
+/// admitted charge sees its own balance (the used amounts are all distinct).
+async fn batched_reservations_spend_exactly_the_limit(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&database_url(db, &dir).await, 4)
+        .await
+        .unwrap();
+    let pool = store.pool();
+    store.upsert_quota_type("runs", "runs", "x").await.unwrap();
+    for (user, limit) in [("u1", 37), ("u2", 101)] {
+        sqlx::query("INSERT INTO users (id, email, username, hashed_password, created_at, updated_at) VALUES ($1, $2, $1, 'x', 0, 0)")
+            .bind(user).bind(format!("{user}@b.c")).execute(pool).await.unwrap();
+        sqlx::query("INSERT INTO quota_balances (user_id, quota_type, limit_amount, used_amount, period_start, period_end, updated_at) VALUES ($1, 'runs', $2, 0, 0, $3, 0)")
+            .bind(user).bind(limit as i64).bind(i64::MAX).execute(pool).await.unwrap();
+    }
+    let now = idoctor_gate::store::now_ms();
+    let jobs: Vec<(String, &str, i64)> = (0..300)
+        .map(|i| {
+            let (user, amount) = if i % 2 == 0 { ("u1", 1) } else { ("u2", 2) };
+            (format!("r{i}"), user, amount)
+        })
+        .collect();
+    let results = futures_util::future::join_all(jobs.iter().map(|(id, user, amount)| {
+        let store = store.clone();
+        async move {
+            let charge = Charge {
+                request_id: id,
+                user_id: user,
+                quota_type: "runs",
+                amount: *amount,
+                endpoint: "/process",
+                method: "POST",
+                metadata: "{}",
+            };
+            let b = store.reserve(&charge, now).await.unwrap();
+            (*user, b.map(|b| b.used_amount))
+        }
+    }))
+    .await;
+    for (user, limit, amount) in [("u1", 37, 1), ("u2", 101, 2)] {
+        let mut seen: Vec<i64> = results
+            .iter()
+            .filter(|(u, _)| *u == user)
+            .filter_map(|(_, used)| *used)
+            .collect();
+        seen.sort();
+        let admitted = limit / amount;
+        let expected: Vec<i64> = (1..=admitted).map(|n| n * amount).collect();
+        assert_eq!(seen, expected, "{user}: each charge sees its own balance");
+        let b = store.balance(user, "runs").await.unwrap().unwrap();
+        assert_eq!(b.used_amount, admitted * amount);
+        assert_eq!(
+            store.usage_summary(user, "runs").await.unwrap(),
+            vec![("reserved".to_string(), admitted, admitted * amount)]
+        );
+    }
+}
+
 on_both!(
+    batched_reservations_spend_exactly_the_limit,
+    batched_commits_are_written_once,
     migrations_create_the_data_model,
     replicas_starting_together_both_migrate,
     constraints_hold,

@@ -1,0 +1,113 @@
+//! Settle-commits, written in batches off the request path.
+//!
+//! Committing a charge only moves its usage row from `reserved` to `committed`: the balance
+//! was already taken, durably, by the reservation before the request was forwarded. So the
+//! reply does not wait for this write. Committed charges go into a queue; one writer task
+//! takes everything queued (up to [`MAX_BATCH`]) and marks it in ONE statement, so under load
+//! one transaction (one WAL flush on PostgreSQL) settles many requests instead of one each.
+//! At low load the queue holds one charge and it is written at once.
+//!
+//! If the process dies between the reply and the write, the row stays `reserved`: still
+//! counted in the balance, exactly as a crash during forwarding leaves it. Nothing is given
+//! away. Readers of usage rows call [`CommitWriter::flush`] first, so a client that reads its
+//! usage right after a reply sees that reply's charge.
+
+use sqlx::AnyPool;
+use tokio::sync::{mpsc, oneshot};
+
+/// At most this many charges in one statement (well under both databases' bind limits).
+const MAX_BATCH: usize = 500;
+
+/// Retries of a batch the database refused for being unreachable, 200 ms apart.
+const RETRIES: u32 = 5;
+
+enum Msg {
+    Commit { request_id: String, at: i64 },
+    Flush(oneshot::Sender<()>),
+}
+
+/// The queue of committed charges and its writer task.
+#[derive(Clone)]
+pub struct CommitWriter {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl CommitWriter {
+    /// Starts the writer; must run inside the tokio runtime.
+    pub fn start(pool: AnyPool) -> CommitWriter {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(pool, rx));
+        CommitWriter { tx }
+    }
+
+    /// Queues a reserved charge to be made final.
+    pub fn commit(&self, request_id: String, at: i64) {
+        if self.tx.send(Msg::Commit { request_id, at }).is_err() {
+            // Only when the runtime is going away: the row stays reserved (charged).
+            tracing::error!("the commit writer is gone; a charge stays reserved");
+        }
+    }
+
+    /// Waits until every charge queued before this call is written (or given up on).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    let mut batch = Vec::new();
+    while super::batch::next(&mut rx, &mut batch, MAX_BATCH).await {
+        let mut ids = Vec::new();
+        let mut waiters = Vec::new();
+        let mut at = 0;
+        for m in batch.drain(..) {
+            match m {
+                Msg::Commit { request_id, at: t } => {
+                    ids.push(request_id);
+                    at = at.max(t);
+                }
+                Msg::Flush(w) => waiters.push(w),
+            }
+        }
+        if !ids.is_empty() {
+            write(&pool, &ids, at).await;
+        }
+        for w in waiters {
+            let _ = w.send(());
+        }
+    }
+}
+
+/// Marks `ids` committed in one statement, retrying while the database is unreachable.
+async fn write(pool: &AnyPool, ids: &[String], at: i64) {
+    let placeholders = (0..ids.len())
+        .map(|i| format!("${}", i + 2))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "UPDATE usage_logs SET state = 'committed', settled_at = $1 \
+         WHERE state = 'reserved' AND request_id IN ({placeholders})"
+    );
+    let mut attempt = 0;
+    loop {
+        let mut q = sqlx::query(&sql).bind(at);
+        for id in ids {
+            q = q.bind(id.as_str());
+        }
+        let Err(e) = q.execute(pool).await else {
+            return;
+        };
+        let e = super::StoreError::from(e);
+        if attempt < RETRIES && matches!(e, super::StoreError::Unavailable(_)) {
+            attempt += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
+        }
+        tracing::error!(charges = ids.len(), error = %e,
+            "could not commit charges; they stay reserved (still counted)");
+        return;
+    }
+}

@@ -1,0 +1,245 @@
+//! Reservations, written in batches: group commit done by the gate.
+//!
+//! Every reservation must be durable before its request is forwarded, and reservations of one
+//! user serialise on that user's balance row: written one transaction each, a busy user gets at
+//! most one reservation per WAL flush. So one writer task takes every reservation queued (up to
+//! [`MAX_BATCH`]) and writes them in ONE transaction:
+//!
+//! 1. one conditional `UPDATE ... FROM` adds each (user, quota type)'s total, only where the
+//!    whole total fits in the current period (`used + total <= limit`, as for one charge);
+//! 2. the charges of a group that did not fit as a whole are tried one by one, in arrival order,
+//!    with the single-charge conditional `UPDATE`, so the quota is still spent exactly up to
+//!    its limit and never beyond;
+//! 3. one multi-row `INSERT` writes the usage rows of the admitted charges;
+//! 4. one commit, then every request gets its answer.
+//!
+//! A batch of one is written as before ([`super::ledger::reserve_one`], one round trip on
+//! PostgreSQL), so latency at low load does not change. If a batch fails for any reason but an
+//! unreachable database, its charges are retried one by one, each in its own transaction, so
+//! one bad charge (a user deleted meanwhile) cannot fail the others.
+
+use sqlx::AnyPool;
+use std::collections::HashMap;
+use tokio::sync::{mpsc, oneshot};
+
+use super::ledger::{BALANCE, BalanceRow, Charge, USAGE, reserve_one};
+use super::{Backend, StoreError};
+
+/// At most this many charges in one transaction (the INSERT binds 9 values per charge).
+const MAX_BATCH: usize = 128;
+
+/// A charge waiting in the queue (the owned form of [`Charge`]).
+struct Job {
+    request_id: String,
+    user_id: String,
+    quota_type: String,
+    amount: i64,
+    endpoint: String,
+    method: String,
+    metadata: String,
+    now: i64,
+    reply: oneshot::Sender<Result<Option<BalanceRow>, StoreError>>,
+}
+
+impl Job {
+    fn charge(&self) -> Charge<'_> {
+        Charge {
+            request_id: &self.request_id,
+            user_id: &self.user_id,
+            quota_type: &self.quota_type,
+            amount: self.amount,
+            endpoint: &self.endpoint,
+            method: &self.method,
+            metadata: &self.metadata,
+        }
+    }
+}
+
+/// The queue of reservations and its writer task.
+#[derive(Clone)]
+pub struct ReserveWriter {
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+impl ReserveWriter {
+    /// Starts the writer; must run inside the tokio runtime.
+    pub fn start(pool: AnyPool, backend: Backend) -> ReserveWriter {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(pool, backend, rx));
+        ReserveWriter { tx }
+    }
+
+    /// Reserves the charge; the balance after it, or `None` (nothing written) when it does not
+    /// fit in the current period.
+    pub async fn reserve(
+        &self,
+        c: &Charge<'_>,
+        now: i64,
+    ) -> Result<Option<BalanceRow>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            request_id: c.request_id.to_string(),
+            user_id: c.user_id.to_string(),
+            quota_type: c.quota_type.to_string(),
+            amount: c.amount,
+            endpoint: c.endpoint.to_string(),
+            method: c.method.to_string(),
+            metadata: c.metadata.to_string(),
+            now,
+            reply,
+        };
+        let gone = || StoreError::Unavailable("the reservation writer stopped".into());
+        self.tx.send(job).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut batch = Vec::new();
+    while super::batch::next(&mut rx, &mut batch, MAX_BATCH).await {
+        if batch.len() == 1 {
+            let job = batch.pop().expect("one job");
+            let result = reserve_one(&pool, backend, &job.charge(), job.now).await;
+            let _ = job.reply.send(result);
+            continue;
+        }
+        match write(&pool, &batch).await {
+            Ok(balances) => {
+                for (job, balance) in batch.drain(..).zip(balances) {
+                    let _ = job.reply.send(Ok(balance));
+                }
+            }
+            Err(e @ StoreError::Unavailable(_)) => {
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, charges = batch.len(), "a reservation batch failed; retrying its charges one by one");
+                for job in batch.drain(..) {
+                    let result = reserve_one(&pool, backend, &job.charge(), job.now).await;
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+/// Writes a batch in one transaction; the balance after each admitted charge, in job order.
+async fn write(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<Option<BalanceRow>>, StoreError> {
+    let now = jobs.iter().map(|j| j.now).max().unwrap_or(0);
+    // (user, type) -> total asked, in first-arrival order.
+    let mut groups: Vec<(&str, &str, i64)> = Vec::new();
+    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+    for j in jobs {
+        let key = (j.user_id.as_str(), j.quota_type.as_str());
+        let i = *index.entry(key).or_insert_with(|| {
+            groups.push((key.0, key.1, 0));
+            groups.len() - 1
+        });
+        groups[i].2 = groups[i].2.saturating_add(j.amount);
+    }
+
+    let mut tx = pool.begin().await?;
+    // 1. Whole groups.
+    let values = (0..groups.len())
+        .map(|i| format!("(${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "WITH v(uid, qt, total) AS (VALUES {values}) \
+         UPDATE quota_balances SET used_amount = used_amount + v.total, updated_at = $1 FROM v \
+         WHERE quota_balances.user_id = v.uid AND quota_balances.quota_type = v.qt \
+         AND quota_balances.period_start <= $1 AND quota_balances.period_end > $1 \
+         AND (quota_balances.limit_amount < 0 OR quota_balances.used_amount + v.total <= quota_balances.limit_amount) \
+         RETURNING {BALANCE}"
+    );
+    let mut q = sqlx::query_as::<_, BalanceRow>(&sql).bind(now);
+    for (user, quota, total) in &groups {
+        q = q.bind(*user).bind(*quota).bind(*total);
+    }
+    let whole: HashMap<(String, String), BalanceRow> = q
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|b| ((b.user_id.clone(), b.quota_type.clone()), b))
+        .collect();
+
+    // The balance after each charge: a whole group's final balance, walked back to each
+    // charge by the amounts that came after it.
+    let mut out: Vec<Option<BalanceRow>> = vec![None; jobs.len()];
+    let mut after: HashMap<(&str, &str), i64> = HashMap::new();
+    for (k, j) in jobs.iter().enumerate().rev() {
+        let key = (j.user_id.as_str(), j.quota_type.as_str());
+        if let Some(b) = whole.get(&(j.user_id.clone(), j.quota_type.clone())) {
+            let later = after.entry(key).or_insert(0);
+            let mut mine = b.clone();
+            mine.used_amount -= *later;
+            *later += j.amount;
+            out[k] = Some(mine);
+        }
+    }
+    // 2. Groups that did not fit whole: charge by charge.
+    for (k, j) in jobs.iter().enumerate() {
+        if whole.contains_key(&(j.user_id.clone(), j.quota_type.clone())) {
+            continue;
+        }
+        out[k] = sqlx::query_as::<_, BalanceRow>(&format!(
+            "UPDATE quota_balances SET used_amount = used_amount + $3, updated_at = $4 \
+             WHERE user_id = $1 AND quota_type = $2 AND period_start <= $4 AND period_end > $4 \
+             AND (limit_amount < 0 OR used_amount + $3 <= limit_amount) RETURNING {BALANCE}"
+        ))
+        .bind(&j.user_id)
+        .bind(&j.quota_type)
+        .bind(j.amount)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+    }
+
+    // 3. The usage rows of the admitted charges.
+    let admitted: Vec<&Job> = jobs
+        .iter()
+        .zip(&out)
+        .filter(|(_, b)| b.is_some())
+        .map(|(j, _)| j)
+        .collect();
+    if !admitted.is_empty() {
+        let rows = (0..admitted.len())
+            .map(|i| {
+                let p = |n: usize| format!("${}", 9 * i + n);
+                format!(
+                    "({}, {}, {}, {}, {}, {}, {}, 'reserved', {}, {}, NULL)",
+                    p(1),
+                    p(2),
+                    p(3),
+                    p(4),
+                    p(5),
+                    p(6),
+                    p(7),
+                    p(8),
+                    p(9)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("INSERT INTO usage_logs ({USAGE}) VALUES {rows}");
+        let mut q = sqlx::query(&sql);
+        for j in &admitted {
+            q = q
+                .bind(uuid::Uuid::new_v4().to_string())
+                .bind(&j.request_id)
+                .bind(&j.user_id)
+                .bind(&j.quota_type)
+                .bind(j.amount)
+                .bind(&j.endpoint)
+                .bind(&j.method)
+                .bind(&j.metadata)
+                .bind(j.now);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    // 4. One commit for all.
+    tx.commit().await?;
+    Ok(out)
+}
