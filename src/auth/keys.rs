@@ -50,11 +50,14 @@ impl KeyHasher {
         mac.update(domain.as_bytes());
         mac.update(&[0]);
         mac.update(value.as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let digest = mac.finalize().into_bytes();
+        let mut out = String::with_capacity(2 * digest.len());
+        for b in digest {
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+        out
     }
 }
 
@@ -80,5 +83,20 @@ mod tests {
         assert_ne!(a.hash("key", "x"), b.hash("key", "x"));
         assert_ne!(a.hash("key", "x"), a.hash("code", "x"));
         assert_eq!(a.hash("key", "x").len(), 64);
+    }
+
+    #[test]
+    fn hashes_are_lowercase_hex_of_the_hmac() {
+        // HMAC-SHA256 over domain, a 0 byte and the value, spelled as lower-case hex.
+        let h = KeyHasher::new(b"Jefe");
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
+        mac.update(b"what do ya want\0for nothing?");
+        let expected: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(h.hash("what do ya want", "for nothing?"), expected);
     }
 }

@@ -17,6 +17,7 @@ pub mod secrets;
 mod sessions;
 mod throttle;
 pub mod tokens;
+mod verified;
 
 use http::HeaderValue;
 use http::request::Parts;
@@ -58,6 +59,8 @@ pub struct AuthService {
     cache: Arc<AuthCache>,
     throttle: Throttle,
     mailer: mail::Mailer,
+    /// Access tokens that verified before, until their expiry.
+    verified: verified::VerifiedTokens,
     /// Keys used since the last flush: id -> time (ms). Written to the store in batches.
     key_uses: Mutex<HashMap<String, i64>>,
 }
@@ -93,6 +96,7 @@ impl AuthService {
             cache,
             mailer,
             key_uses: Mutex::new(HashMap::new()),
+            verified: Default::default(),
             store,
             config,
         });
@@ -156,8 +160,15 @@ impl AuthService {
     }
 
     fn verify_access(&self, token: &str) -> Result<String, GateError> {
+        let now = tokens::now_secs();
+        if let Some(sub) = self.verified.get(token, now, tokens::LEEWAY) {
+            return Ok(sub);
+        }
         match self.signer.verify(token, Kind::Access) {
-            Ok(c) => Ok(c.sub),
+            Ok(c) => {
+                self.verified.insert(token, &c.sub, c.exp);
+                Ok(c.sub)
+            }
             Err(TokenError::Expired) => Err(GateError::unauthorized(
                 "无效的认证令牌: the access token has expired",
             )),

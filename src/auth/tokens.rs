@@ -47,13 +47,16 @@ pub enum TokenError {
 }
 
 /// Signs and verifies tokens with one HS256 secret.
+/// Seconds a token is still accepted after its `exp` (clock skew between replicas).
+pub const LEEWAY: i64 = 5;
+
 pub struct Signer {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
 }
 
-fn now_secs() -> i64 {
+pub fn now_secs() -> i64 {
     crate::store::now_ms() / 1000
 }
 
@@ -61,7 +64,7 @@ impl Signer {
     pub fn new(secret: &[u8]) -> Signer {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY as u64;
         Signer {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),

@@ -28,6 +28,11 @@ use crate::gate::Gate;
 use crate::proxy::upgrade::Tunnels;
 use crate::store::Store;
 
+/// What the service returns for one request.
+type Handled = std::pin::Pin<
+    Box<dyn Future<Output = Result<http::Response<axum::body::Body>, Infallible>> + Send>,
+>;
+
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -188,7 +193,12 @@ async fn serve(
             let service = |secure: bool| {
                 service_fn(move |req| {
                     let gate = current.get();
-                    async move { Ok::<_, Infallible>(gate.handle(req, peer, secure).await) }
+                    // Boxed: hyper keeps each connection's in-flight slot allocated at the size
+                    // of this future for the connection's whole life, so unboxed every idle
+                    // keep-alive connection would hold several KiB of request state.
+                    let handled: Handled =
+                        Box::pin(async move { Ok(gate.handle(req, peer, secure).await) });
+                    handled
                 })
             };
             let ended = match tls {
