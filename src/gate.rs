@@ -459,10 +459,10 @@ fn record_metrics(log: &RequestLog, status: StatusCode, total: std::time::Durati
     };
     let m = crate::telemetry::meters();
     m.request(route, class).increment(1);
-    m.duration(route).record(total.as_secs_f64());
+    m.duration(route).record(total);
     if let Some(up) = log.upstream {
-        m.upstream.record(up.as_secs_f64());
-        m.overhead.record(total.saturating_sub(up).as_secs_f64());
+        m.upstream.record(up);
+        m.overhead.record(total.saturating_sub(up));
     }
     if !log.quota.is_empty() {
         m.quota(log.quota).increment(1);

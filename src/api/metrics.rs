@@ -23,10 +23,8 @@ pub async fn metrics(
     let pool = state.store.pool();
     metrics::gauge!("gate_db_pool_connections", "state" => "open").set(pool.size() as f64);
     metrics::gauge!("gate_db_pool_connections", "state" => "idle").set(pool.num_idle() as f64);
-    let handle = crate::telemetry::metrics();
-    handle.run_upkeep();
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        handle.render(),
+        crate::telemetry::render(),
     )
 }

@@ -115,7 +115,6 @@ impl std::error::Error for StartError {}
 /// Connects the store, builds the gate, binds the listener and starts serving.
 pub async fn start(config: Config) -> Result<RunningGate, StartError> {
     crate::telemetry::metrics();
-    crate::telemetry::spawn_upkeep();
     let store = Store::connect(&config.database.url, config.database.max_connections)
         .await
         .map_err(|e| StartError(e.to_string()))?;

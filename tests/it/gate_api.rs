@@ -115,6 +115,13 @@ async fn metrics_count_requests_decisions_and_outcomes() {
             .join("\n")
     );
     assert!(text.contains("gate_overhead_duration_seconds_bucket"));
+    assert!(metric_value(&text, "gate_request_duration_seconds_count{route=\"user\"}") >= 1.0);
+    assert!(
+        metric_value(
+            &text,
+            "gate_request_duration_seconds_bucket{route=\"user\",le=\"+Inf\"}"
+        ) >= 1.0
+    );
     assert!(
         !text.contains(&a.access) && !text.contains(&a.id),
         "no user or token in metrics"

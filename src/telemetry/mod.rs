@@ -1,26 +1,22 @@
 //! Logging and metrics set-up. Logs: human-readable lines by default, JSON with
-//! `GATE_LOG_FORMAT=json`, levels from `RUST_LOG` (default `info`). Metrics: one process-wide
-//! Prometheus recorder, rendered by the gate's own `/metrics` endpoint.
+//! `GATE_LOG_FORMAT=json`, levels from `RUST_LOG` (default `info`). Metrics: counters and
+//! gauges in one process-wide Prometheus recorder, latencies in fixed-bucket atomic histograms
+//! (`latency`), both rendered by the gate's own `/metrics` endpoint.
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use tracing_subscriber::EnvFilter;
+
+mod latency;
+
+pub use latency::Latency;
 
 /// The process's metrics recorder (installed on first use; several gates in one process, as in
 /// the tests, share it).
 pub fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Suffix("_seconds".into()),
-                &[
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                    0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0,
-                ],
-            )
-            .expect("valid buckets");
-        let recorder = builder.build_recorder();
+        let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         // Another recorder may already be installed (a library user's): then ours still renders
         // what is recorded through it... only if it is the global one, so say so in the log.
@@ -65,9 +61,10 @@ pub const AUTH: [&str; 5] = ["ok", "none", "invalid", "disabled", "error"];
 
 pub struct Meters {
     requests: Vec<Vec<metrics::Counter>>,
-    duration: Vec<metrics::Histogram>,
-    pub upstream: metrics::Histogram,
-    pub overhead: metrics::Histogram,
+    /// Latencies: per route class, then the backend's share and the gate's own (`latency`).
+    duration: Vec<Latency>,
+    pub upstream: Latency,
+    pub overhead: Latency,
     quota: Vec<metrics::Counter>,
     auth: Vec<metrics::Counter>,
     /// [principal, api_key] x [hit, miss]
@@ -84,7 +81,7 @@ impl Meters {
     pub fn request(&self, route: &str, status: &str) -> &metrics::Counter {
         &self.requests[index(&ROUTES, route)][index(&STATUS, status)]
     }
-    pub fn duration(&self, route: &str) -> &metrics::Histogram {
+    pub fn duration(&self, route: &str) -> &Latency {
         &self.duration[index(&ROUTES, route)]
     }
     pub fn quota(&self, decision: &str) -> &metrics::Counter {
@@ -98,21 +95,15 @@ impl Meters {
     }
 }
 
-/// Drains the histograms' sample buffers every few seconds. The Prometheus recorder keeps raw
-/// samples until upkeep runs; without this they would pile up between scrapes (memory and
-/// time on the request path).
-pub fn spawn_upkeep() {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    if STARTED.set(()).is_err() {
-        return;
-    }
-    tokio::spawn(async {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-        loop {
-            tick.tick().await;
-            metrics().run_upkeep();
-        }
-    });
+/// Everything `/metrics` shows: the recorder's counters and gauges, then the latencies.
+pub fn render() -> String {
+    let mut out = metrics().render();
+    let m = meters();
+    latency::render(
+        m.duration.iter().chain([&m.upstream, &m.overhead]),
+        &mut out,
+    );
+    out
 }
 
 pub fn meters() -> &'static Meters {
@@ -132,10 +123,10 @@ pub fn meters() -> &'static Meters {
                 .collect(),
             duration: ROUTES
                 .iter()
-                .map(|r| metrics::histogram!("gate_request_duration_seconds", "route" => *r))
+                .map(|r| Latency::new("gate_request_duration_seconds", format!("route=\"{r}\"")))
                 .collect(),
-            upstream: metrics::histogram!("gate_upstream_duration_seconds"),
-            overhead: metrics::histogram!("gate_overhead_duration_seconds"),
+            upstream: Latency::new("gate_upstream_duration_seconds", String::new()),
+            overhead: Latency::new("gate_overhead_duration_seconds", String::new()),
             quota: QUOTA.iter().map(|d| metrics::counter!("gate_quota_decisions_total", "decision" => *d)).collect(),
             auth: AUTH.iter().map(|o| metrics::counter!("gate_auth_total", "outcome" => *o)).collect(),
             cache: [cache("principal"), cache("api_key")],
