@@ -1,7 +1,7 @@
 //! Passwords: argon2id with the OWASP parameters (m = 19 MiB, t = 2, p = 1).
 //!
 //! A hash holds 19 MiB and ~25 ms of a core. It runs on a small pool of dedicated threads at
-//! the lowest OS priority (nice 19), so the scheduler gives proxied traffic the cores first and
+//! the lowest OS priority (`SCHED_IDLE`), so the scheduler gives proxied traffic the cores first and
 //! a burst of logins slows down logins, not the requests beside them. A semaphore bounds how
 //! many wait, so a flood cannot queue unbounded memory.
 //!
@@ -101,12 +101,18 @@ impl Passwords {
     }
 }
 
-/// nice 19 for the calling thread (on Linux, priority is per thread).
+/// The calling thread to `SCHED_IDLE` (and nice 19 where that is refused; on Linux both are
+/// per thread). Under `SCHED_IDLE` the thread runs only on a core nothing else wants, and any
+/// waking proxy worker preempts it at once; under nice 19 alone a hash could keep a worker
+/// waiting for the rest of its time slice, which showed in proxied p99 beside logins.
 fn lower_priority() {
-    // SAFETY: plain syscalls on the calling thread's own id; failure only leaves the priority.
+    // SAFETY: plain syscalls on the calling thread's own id with a zeroed, valid sched_param;
+    // failure only leaves the priority as it was.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
         libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
     }
 }
 
@@ -119,4 +125,19 @@ fn hash_now(password: &str) -> Option<String> {
 
 fn busy() -> GateError {
     GateError::unavailable("password hashing is unavailable; try again")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hashing_threads_run_only_on_idle_cores() {
+        let policy = std::thread::spawn(|| {
+            super::lower_priority();
+            // SAFETY: a query of the calling thread's own policy.
+            unsafe { libc::sched_getscheduler(0) }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(policy, libc::SCHED_IDLE);
+    }
 }
