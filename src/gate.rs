@@ -351,7 +351,7 @@ impl Gate {
         // Phase 5: settle, by the route's rule. A client that goes away before this point drops
         // the reservation, which refunds it.
         let (Some(reservation), Some(meter)) = (reservation, route.meter.as_ref()) else {
-            return Ok(resp.map(Body::new));
+            return Ok(resp);
         };
         let judged = settle::judge(resp, &meter.settle).await;
         let amount = reservation.amount;

@@ -9,7 +9,6 @@ use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use http::Response;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use crate::config::{JsonPredicate, SettleRule};
 
@@ -24,12 +23,12 @@ pub struct Judged {
     pub broken: bool,
 }
 
-pub async fn judge(resp: Response<Incoming>, rule: &SettleRule) -> Judged {
+pub async fn judge(resp: Response<Body>, rule: &SettleRule) -> Judged {
     let status = resp.status().as_u16();
     let status_ok = rule.status.iter().any(|s| s.matches(status));
     let Some(predicate) = rule.json.as_ref().filter(|_| status_ok) else {
         return Judged {
-            response: resp.map(Body::new),
+            response: resp,
             success: status_ok,
             broken: false,
         };
@@ -72,9 +71,8 @@ pub async fn judge(resp: Response<Incoming>, rule: &SettleRule) -> Judged {
 }
 
 /// The bytes already read, followed by the rest of the body.
-fn prefixed(prefix: Bytes, rest: Incoming) -> Body {
+fn prefixed(prefix: Bytes, rest: Body) -> Body {
     let head = http_body_util::Full::new(prefix).map_err(|never| match never {});
-    let rest = rest.map_err(axum::Error::new);
     Body::new(Chain {
         head: Some(head),
         rest,

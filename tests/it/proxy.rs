@@ -3,7 +3,10 @@
 
 use crate::common::{self, ORIGIN, Options, raw_exchange, spawn_app, spawn_app_with, upstream};
 use futures_util::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn forwards_path_query_and_sets_forwarding_headers() {
@@ -561,5 +564,74 @@ async fn the_platform_layout_serves_the_gate_under_api_and_the_backend_under_api
         404,
         "under the backend prefix, gate paths are the backend's (and unknown)"
     );
+    app.stop().await;
+}
+
+/// A backend written on raw sockets: answers every request on a connection with `{}` and keeps
+/// the connection open until `linger` passes without a request, then closes it the way uvicorn
+/// does past its keep-alive (a plain FIN, no `Connection: close`). Counts connections.
+async fn lingering_backend(linger: Duration) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let read = tokio::time::timeout(linger, stream.read(&mut chunk)).await;
+                    let n = match read {
+                        Ok(Ok(n)) if n > 0 => n,
+                        _ => return, // idle for too long, or the gate closed it
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                        if stream.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, count)
+}
+
+#[tokio::test]
+async fn backend_connections_are_reused_and_replaced_when_the_backend_closes_them() {
+    // Kept alive: sequential requests share one connection.
+    let (url, connections) = lingering_backend(Duration::from_secs(30)).await;
+    let app = spawn_app_with(Options {
+        upstream_url: Some(url),
+        ..Options::default()
+    })
+    .await;
+    for _ in 0..10 {
+        let resp = app.client.get(app.url("/anything")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "{}");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    app.stop().await;
+
+    // Closed by the backend while idle in the pool: the next request still gets its answer,
+    // on a new connection.
+    let (url, connections) = lingering_backend(Duration::from_millis(100)).await;
+    let app = spawn_app_with(Options {
+        upstream_url: Some(url),
+        ..Options::default()
+    })
+    .await;
+    for round in 1..=3 {
+        let resp = app.client.get(app.url("/anything")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "round {round}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
     app.stop().await;
 }
