@@ -24,6 +24,14 @@ const HOP_BY_HOP_EXTRA: &[&str] = &["keep-alive", "proxy-connection"];
 /// With `keep_upgrade`, `Upgrade` survives and `Connection: upgrade` is set (the only
 /// connection-level request a proxy must pass on).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of them: one pass over the names (cheap comparisons of
+    // standard names) instead of nine hashed removals, twice per proxied request.
+    let any = headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(name) || HOP_BY_HOP_EXTRA.contains(&name.as_str()));
+    if !any {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
