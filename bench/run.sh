@@ -154,8 +154,12 @@ UP_DIRECT=$(transfer "" up "http://127.0.0.1:$UPSTREAM_PORT/sink")
 UP_GATE=$(transfer "" up "$GATE/sink")
 DOWN_DIRECT=$(transfer "" down "http://127.0.0.1:$UPSTREAM_PORT/big")
 DOWN_GATE=$(transfer "" down "$GATE/big")
+# The reference for a copying proxy on one core: nginx streaming the same bytes. Downloads
+# only: the stand-in backend answers /sink before reading the body, and nginx then stops
+# passing the body on, so its upload would not be a full transfer.
+DOWN_NGINX=$(transfer "" down "http://127.0.0.1:$NGINX_PROXY_PORT/big")
 PEAK_KB=$(rss_kb "$GATE_PID" VmHWM)
-log "upload MiB/s direct $UP_DIRECT gate $UP_GATE; download direct $DOWN_DIRECT gate $DOWN_GATE; peak RSS ${PEAK_KB} KiB"
+log "upload MiB/s direct $UP_DIRECT gate $UP_GATE; download direct $DOWN_DIRECT gate $DOWN_GATE nginx $DOWN_NGINX; peak RSS ${PEAK_KB} KiB"
 
 RSS_BEFORE=$(rss_kb "$GATE_PID" VmRSS)
 mkfifo "$DIR/idle.in"
@@ -223,11 +227,13 @@ CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
     echo "| $label | $rps | $p50 | $p99 | $errs | $ratio |"
   done
   echo
-  echo "| transfer of ${BIG_MB} MiB | direct MiB/s | gate MiB/s | gate / direct |"
-  echo "|---|---:|---:|---:|"
-  echo "| upload (streamed POST) | $UP_DIRECT | $UP_GATE | $(python3 -c "print(f'{$UP_GATE / $UP_DIRECT:.2f}x')") |"
-  echo "| download | $DOWN_DIRECT | $DOWN_GATE | $(python3 -c "print(f'{$DOWN_GATE / $DOWN_DIRECT:.2f}x')") |"
+  ratio() { python3 -c "print(f'{$1 / $2:.2f}x')"; }
+  echo "| transfer of ${BIG_MB} MiB | direct MiB/s | gate MiB/s | gate / direct | nginx proxy MiB/s | nginx / direct |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  echo "| upload (streamed POST) | $UP_DIRECT | $UP_GATE | $(ratio "$UP_GATE" "$UP_DIRECT") | - | - |"
+  echo "| download | $DOWN_DIRECT | $DOWN_GATE | $(ratio "$DOWN_GATE" "$DOWN_DIRECT") | $DOWN_NGINX | $(ratio "$DOWN_NGINX" "$DOWN_DIRECT") |"
   echo
+  echo "- nginx proxy uploads are not measured: the stand-in backend answers /sink before reading the body, and nginx then stops passing it on"
   echo "- gate peak RSS over the transfers: $((PEAK_KB / 1024)) MiB"
   echo "- $IDLE idle keep-alive connections ($IDLE_LINE): gate RSS $((RSS_BEFORE / 1024)) MiB -> $((RSS_IDLE / 1024)) MiB"
   echo "- backend direct p99 at half load: ${DIRECT_P99_HALF} ms (the gate's added p99 is its row minus this)"

@@ -59,8 +59,10 @@ pub struct AuthService {
     cache: Arc<AuthCache>,
     throttle: Throttle,
     mailer: mail::Mailer,
-    /// Access tokens that verified before, until their expiry.
-    verified: verified::VerifiedTokens,
+    /// Access tokens that verified before (subject, exp), until their expiry.
+    verified_tokens: verified::Remembered<(String, i64)>,
+    /// API keys seen before and their keyed hashes (the key's state is still looked up).
+    key_hashes: verified::Remembered<String>,
     /// Keys used since the last flush: id -> time (ms). Written to the store in batches.
     key_uses: Mutex<HashMap<String, i64>>,
 }
@@ -96,7 +98,8 @@ impl AuthService {
             cache,
             mailer,
             key_uses: Mutex::new(HashMap::new()),
-            verified: Default::default(),
+            verified_tokens: Default::default(),
+            key_hashes: Default::default(),
             store,
             config,
         });
@@ -160,13 +163,17 @@ impl AuthService {
     }
 
     fn verify_access(&self, token: &str) -> Result<String, GateError> {
+        // Valid while `exp` is, with the leeway the full verification allows.
         let now = tokens::now_secs();
-        if let Some(sub) = self.verified.get(token, now, tokens::LEEWAY) {
+        if let Some((sub, _)) = self
+            .verified_tokens
+            .get(token, |(_, exp)| *exp >= now - tokens::LEEWAY)
+        {
             return Ok(sub);
         }
         match self.signer.verify(token, Kind::Access) {
             Ok(c) => {
-                self.verified.insert(token, &c.sub, c.exp);
+                self.verified_tokens.insert(token, (c.sub.clone(), c.exp));
                 Ok(c.sub)
             }
             Err(TokenError::Expired) => Err(GateError::unauthorized(
@@ -185,7 +192,11 @@ impl AuthService {
         if !keys::looks_like_key(key) {
             return Err(GateError::unauthorized("invalid API key"));
         }
-        let hash = self.hasher.hash("api-key", key);
+        let remembered = self.key_hashes.get(key, |_| true);
+        let hash = match &remembered {
+            Some(hash) => hash.clone(),
+            None => self.hasher.hash("api-key", key),
+        };
         let Some(state) = self.cache.key(&self.store, &hash).await? else {
             return Err(GateError::unauthorized("invalid API key"));
         };
@@ -197,6 +208,10 @@ impl AuthService {
             .is_some_and(|t| t <= crate::store::now_ms())
         {
             return Err(GateError::unauthorized("this API key has expired"));
+        }
+        // Only keys that passed are remembered, so random keys cannot crowd out real ones.
+        if remembered.is_none() {
+            self.key_hashes.insert(key, hash);
         }
         self.key_uses
             .lock()

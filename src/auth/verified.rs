@@ -1,57 +1,54 @@
-//! Access tokens already verified, remembered until they expire.
+//! Credentials already verified, remembered so a client's repeated credential costs one hash
+//! lookup instead of the full check.
 //!
-//! A client sends the same access token with every request for its whole life (30 minutes by
-//! default). Verifying it means base64, two JSON parses and an HMAC: about a tenth of the
-//! gate's CPU per proxied request in a profile of the JWT route. A token that verified once
-//! verifies again until its `exp` (the secret is fixed for the life of an `AuthService`, which
-//! a configuration reload replaces), so the subject is kept here, keyed by the whole token
-//! string: a token that differs in any byte is a miss and is verified in full. Only successes
-//! are kept; the account's state (deleted, disabled) is still checked on every request by the
-//! principal cache. Bounded: when full it is emptied, which costs one verification per client.
+//! A client sends the same access token (30 minutes by default) or API key with every
+//! request. Verifying a token means base64, two JSON parses and an HMAC, about a tenth of the
+//! gate's CPU per proxied request in a profile of the JWT route; an API key needs an HMAC with
+//! the pepper before its cache lookup. Both results depend only on the credential and on
+//! secrets that are fixed for the life of an `AuthService` (a reload builds a new one), so they
+//! are kept here, keyed by the whole credential string: one that differs in any byte is a miss
+//! and is checked in full. Only successes are kept (a token's subject and `exp`, a key's
+//! hash); the account's and the key's state (deleted, disabled, revoked) are still checked on
+//! every request by the principal and key caches. Bounded: when full, it is emptied, which
+//! costs one full check per client.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// How many tokens are remembered at most.
+/// How many credentials are remembered at most.
 const CAPACITY: usize = 20_000;
 
-#[derive(Default)]
-pub struct VerifiedTokens {
-    map: Mutex<HashMap<Box<str>, Verified>>,
+pub struct Remembered<V> {
+    map: Mutex<HashMap<Box<str>, V>>,
 }
 
-#[derive(Clone)]
-struct Verified {
-    sub: String,
-    exp: i64,
+impl<V> Default for Remembered<V> {
+    fn default() -> Self {
+        Remembered {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
-impl VerifiedTokens {
-    /// The subject of a token verified before, if it is still valid at `now` (Unix seconds,
-    /// with the same leeway the full verification allows).
-    pub fn get(&self, token: &str, now: i64, leeway: i64) -> Option<String> {
+impl<V: Clone> Remembered<V> {
+    /// What was remembered for `credential`, if it is still `valid`; forgets it otherwise.
+    pub fn get(&self, credential: &str, valid: impl Fn(&V) -> bool) -> Option<V> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let v = map.get(token)?;
-        if v.exp < now - leeway {
-            map.remove(token);
+        let v = map.get(credential)?;
+        if !valid(v) {
+            map.remove(credential);
             return None;
         }
-        Some(v.sub.clone())
+        Some(v.clone())
     }
 
-    /// Remembers a token that just passed full verification.
-    pub fn insert(&self, token: &str, sub: &str, exp: i64) {
+    /// Remembers what a full check of `credential` just gave.
+    pub fn insert(&self, credential: &str, value: V) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= CAPACITY {
             map.clear();
         }
-        map.insert(
-            token.into(),
-            Verified {
-                sub: sub.to_string(),
-                exp,
-            },
-        );
+        map.insert(credential.into(), value);
     }
 }
 
@@ -60,23 +57,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remembers_until_expiry_and_only_the_exact_token() {
-        let v = VerifiedTokens::default();
-        v.insert("a.b.c", "u1", 100);
-        assert_eq!(v.get("a.b.c", 90, 5).as_deref(), Some("u1"));
-        assert_eq!(v.get("a.b.d", 90, 5), None);
-        assert_eq!(v.get("a.b.c", 104, 5).as_deref(), Some("u1"), "leeway");
-        assert_eq!(v.get("a.b.c", 106, 5), None, "expired");
-        assert_eq!(v.get("a.b.c", 90, 5), None, "an expired token is forgotten");
+    fn remembers_while_valid_and_only_the_exact_credential() {
+        let r: Remembered<(String, i64)> = Remembered::default();
+        r.insert("a.b.c", ("u1".into(), 100));
+        let until = |now: i64| move |v: &(String, i64)| v.1 >= now;
+        assert_eq!(r.get("a.b.c", until(90)).map(|v| v.0), Some("u1".into()));
+        assert_eq!(r.get("a.b.d", until(90)), None);
+        assert_eq!(r.get("a.b.c", until(101)), None, "no longer valid");
+        assert_eq!(r.get("a.b.c", until(90)), None, "and then forgotten");
     }
 
     #[test]
     fn stays_bounded() {
-        let v = VerifiedTokens::default();
+        let r: Remembered<u8> = Remembered::default();
         for i in 0..CAPACITY + 10 {
-            v.insert(&format!("t{i}"), "u", i64::MAX);
+            r.insert(&format!("t{i}"), 1);
         }
-        assert!(v.map.lock().unwrap().len() <= CAPACITY);
-        assert!(v.get(&format!("t{}", CAPACITY + 9), 0, 0).is_some());
+        assert!(r.map.lock().unwrap().len() <= CAPACITY);
+        assert_eq!(r.get(&format!("t{}", CAPACITY + 9), |_| true), Some(1));
     }
 }
