@@ -304,18 +304,7 @@ pub(super) async fn reserve_one(
     }
     // SQLite has no data-modifying CTEs: the same two writes in one transaction.
     let mut tx = pool.begin().await?;
-    let row = sqlx::query_as::<_, BalanceRow>(&format!(
-        "UPDATE quota_balances SET used_amount = used_amount + $3, updated_at = $4 \
-         WHERE user_id = $1 AND quota_type = $2 AND period_start <= $4 AND period_end > $4 \
-         AND (limit_amount < 0 OR used_amount + $3 <= limit_amount) RETURNING {BALANCE}"
-    ))
-    .bind(c.user_id)
-    .bind(c.quota_type)
-    .bind(c.amount)
-    .bind(now)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
+    let Some(row) = take_units(&mut tx, c.user_id, c.quota_type, c.amount, now).await? else {
         return Ok(None);
     };
     sqlx::query(&format!(
@@ -334,4 +323,26 @@ pub(super) async fn reserve_one(
     .await?;
     tx.commit().await?;
     Ok(Some(row))
+}
+
+/// The conditional statement every charge comes down to: adds `amount` to the balance only if
+/// it fits the limit in the current period; the balance after it, or `None` (nothing changed).
+pub(super) async fn take_units(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+    quota_type: &str,
+    amount: i64,
+    now: i64,
+) -> Result<Option<BalanceRow>, StoreError> {
+    Ok(sqlx::query_as::<_, BalanceRow>(&format!(
+        "UPDATE quota_balances SET used_amount = used_amount + $3, updated_at = $4 \
+         WHERE user_id = $1 AND quota_type = $2 AND period_start <= $4 AND period_end > $4 \
+         AND (limit_amount < 0 OR used_amount + $3 <= limit_amount) RETURNING {BALANCE}"
+    ))
+    .bind(user_id)
+    .bind(quota_type)
+    .bind(amount)
+    .bind(now)
+    .fetch_optional(conn)
+    .await?)
 }

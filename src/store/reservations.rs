@@ -22,7 +22,7 @@ use sqlx::AnyPool;
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
-use super::ledger::{BALANCE, BalanceRow, Charge, USAGE, reserve_one};
+use super::ledger::{BALANCE, BalanceRow, Charge, USAGE, reserve_one, take_units};
 use super::{Backend, StoreError};
 
 /// At most this many charges in one transaction (the INSERT binds 9 values per charge).
@@ -184,17 +184,7 @@ async fn write(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<Option<BalanceRow>>, 
         if whole.contains_key(&(j.user_id.clone(), j.quota_type.clone())) {
             continue;
         }
-        out[k] = sqlx::query_as::<_, BalanceRow>(&format!(
-            "UPDATE quota_balances SET used_amount = used_amount + $3, updated_at = $4 \
-             WHERE user_id = $1 AND quota_type = $2 AND period_start <= $4 AND period_end > $4 \
-             AND (limit_amount < 0 OR used_amount + $3 <= limit_amount) RETURNING {BALANCE}"
-        ))
-        .bind(&j.user_id)
-        .bind(&j.quota_type)
-        .bind(j.amount)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
+        out[k] = take_units(&mut tx, &j.user_id, &j.quota_type, j.amount, now).await?;
     }
 
     // 3. The usage rows of the admitted charges.
