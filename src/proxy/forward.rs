@@ -201,15 +201,14 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The most recently used connection that can take a request now. One still busy (its
+    /// reply ended before the request body did, say) stays for later rather than making this
+    /// request wait behind an upload.
     fn checkout(&self) -> Option<SendRequest<Body>> {
         let mut idle = self.lock();
         self.prune(&mut idle);
-        while let Some(i) = idle.pop() {
-            if !i.sender.is_closed() {
-                return Some(i.sender);
-            }
-        }
-        None
+        let ready = idle.iter().rposition(|i| i.sender.is_ready())?;
+        Some(idle.remove(ready).sender)
     }
 
     fn put(&self, sender: SendRequest<Body>) {

@@ -635,3 +635,71 @@ async fn backend_connections_are_reused_and_replaced_when_the_backend_closes_the
     assert_eq!(connections.load(Ordering::SeqCst), 3);
     app.stop().await;
 }
+
+/// A backend that answers as soon as it has a request's head (as nginx's `return` does) and
+/// then reads whatever follows on that connection without answering again.
+async fn early_answer_backend() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
+                let reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                if stream.write_all(reply).await.is_err() {
+                    return;
+                }
+                while matches!(stream.read(&mut chunk).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_connection_still_sending_an_upload_is_not_handed_to_the_next_request() {
+    let app = spawn_app_with(Options {
+        upstream_url: Some(early_answer_backend().await),
+        ..Options::default()
+    })
+    .await;
+    // An upload whose reply comes back while its body is still being sent.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tx.send(Ok(vec![b'x'; 1024])).await.unwrap();
+    let body = reqwest::Body::wrap_stream(stream_of(rx));
+    let upload = app
+        .client
+        .post(app.url("/anything"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 200);
+    assert_eq!(upload.text().await.unwrap(), "{}");
+    // The upload's connection is back in the pool but busy: the next request must not wait
+    // for it (it would wait until the upload ends, which only happens after this request).
+    let next = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.client.get(app.url("/anything")).send(),
+    )
+    .await
+    .expect("the next request was held behind an unfinished upload")
+    .unwrap();
+    assert_eq!(next.status(), 200);
+    drop(tx);
+    app.stop().await;
+}
+
+/// A body stream from a channel of chunks.
+fn stream_of(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
