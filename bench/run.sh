@@ -150,10 +150,20 @@ transfer() { # label method url
   fi
   python3 -c "print(f'{$BIG_MB / $t:.0f}')"
 }
+# Busy and total jiffies of one CPU, to say which core limits a transfer.
+cpu_ticks() { awk -v c="cpu$1" '$1 == c { print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8 }' /proc/stat; }
+busy_since() { # cpu "busy total" -> percent busy since then
+  read -r b0 t0 <<<"$2"; read -r b1 t1 <<<"$(cpu_ticks "$1")"
+  python3 -c "print(round(100 * ($b1 - $b0) / max(1, $t1 - $t0)))"
+}
 UP_DIRECT=$(transfer "" up "http://127.0.0.1:$UPSTREAM_PORT/sink")
+C0=$(cpu_ticks 0); C1=$(cpu_ticks 1)
 UP_GATE=$(transfer "" up "$GATE/sink")
+UP_BUSY="CPU 0 (gate) $(busy_since 0 "$C0") %, CPU 1 (backend and client) $(busy_since 1 "$C1") %"
 DOWN_DIRECT=$(transfer "" down "http://127.0.0.1:$UPSTREAM_PORT/big")
+C0=$(cpu_ticks 0); C1=$(cpu_ticks 1)
 DOWN_GATE=$(transfer "" down "$GATE/big")
+DOWN_BUSY="CPU 0 (gate) $(busy_since 0 "$C0") %, CPU 1 (backend and client) $(busy_since 1 "$C1") %"
 # The reference for a copying proxy on one core: nginx streaming the same bytes. Downloads
 # only: the stand-in backend answers /sink before reading the body, and nginx then stops
 # passing the body on, so its upload would not be a full transfer.
@@ -234,6 +244,7 @@ CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "| download | $DOWN_DIRECT | $DOWN_GATE | $(ratio "$DOWN_GATE" "$DOWN_DIRECT") | $DOWN_NGINX | $(ratio "$DOWN_NGINX" "$DOWN_DIRECT") |"
   echo
   echo "- nginx proxy uploads are not measured: the stand-in backend answers /sink before reading the body, and nginx then stops passing it on"
+  echo "- busy during the upload through the gate: $UP_BUSY; during the download: $DOWN_BUSY"
   echo "- gate peak RSS over the transfers: $((PEAK_KB / 1024)) MiB"
   echo "- $IDLE idle keep-alive connections ($IDLE_LINE): gate RSS $((RSS_BEFORE / 1024)) MiB -> $((RSS_IDLE / 1024)) MiB"
   echo "- backend direct p99 at half load: ${DIRECT_P99_HALF} ms (the gate's added p99 is its row minus this)"
