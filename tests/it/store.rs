@@ -193,7 +193,62 @@ async fn batched_reservations_spend_exactly_the_limit(db: Db) {
     }
 }
 
+/// A batch that the database refuses as a whole (here: two charges with one request id, which
+/// the usage log's unique key forbids) is retried charge by charge: the others are reserved,
+/// exactly one of the pair is, and no balance keeps units of a charge that failed.
+async fn a_refused_batch_falls_back_to_single_charges(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&database_url(db, &dir).await, 4)
+        .await
+        .unwrap();
+    let pool = store.pool();
+    store.upsert_quota_type("runs", "runs", "x").await.unwrap();
+    sqlx::query("INSERT INTO users (id, email, username, hashed_password, created_at, updated_at) VALUES ('u1', 'a@b.c', 'alice', 'x', 0, 0)")
+        .execute(pool).await.unwrap();
+    sqlx::query("INSERT INTO quota_balances (user_id, quota_type, limit_amount, used_amount, period_start, period_end, updated_at) VALUES ('u1', 'runs', 100, 0, 0, $1, 0)")
+        .bind(i64::MAX).execute(pool).await.unwrap();
+    let now = idoctor_gate::store::now_ms();
+    let ids: Vec<String> = (0..20)
+        .map(|i| {
+            if i < 2 {
+                "twin".to_string()
+            } else {
+                format!("r{i}")
+            }
+        })
+        .collect();
+    let results = futures_util::future::join_all(ids.iter().map(|id| {
+        let store = store.clone();
+        async move {
+            let charge = Charge {
+                request_id: id,
+                user_id: "u1",
+                quota_type: "runs",
+                amount: 3,
+                endpoint: "/process",
+                method: "POST",
+                metadata: "{}",
+            };
+            store.reserve(&charge, now).await.map(|b| b.is_some())
+        }
+    }))
+    .await;
+    let twins: Vec<bool> = results[..2].iter().map(|r| r.is_ok()).collect();
+    assert_eq!(twins.iter().filter(|ok| **ok).count(), 1, "{results:?}");
+    assert!(
+        results[2..].iter().all(|r| matches!(r, Ok(true))),
+        "{results:?}"
+    );
+    let balance = store.balance("u1", "runs").await.unwrap().unwrap();
+    assert_eq!(balance.used_amount, 19 * 3);
+    assert_eq!(
+        store.usage_summary("u1", "runs").await.unwrap(),
+        vec![("reserved".to_string(), 19, 57)]
+    );
+}
+
 on_both!(
+    a_refused_batch_falls_back_to_single_charges,
     batched_reservations_spend_exactly_the_limit,
     batched_commits_are_written_once,
     migrations_create_the_data_model,
