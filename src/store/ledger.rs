@@ -307,20 +307,7 @@ pub(super) async fn reserve_one(
     let Some(row) = take_units(&mut tx, c.user_id, c.quota_type, c.amount, now).await? else {
         return Ok(None);
     };
-    sqlx::query(&format!(
-        "INSERT INTO usage_logs ({USAGE}) VALUES ($1, $2, $3, $4, $5, $6, $7, 'reserved', $8, $9, NULL)"
-    ))
-    .bind(uuid::Uuid::new_v4().to_string())
-    .bind(c.request_id)
-    .bind(c.user_id)
-    .bind(c.quota_type)
-    .bind(c.amount)
-    .bind(c.endpoint)
-    .bind(c.method)
-    .bind(c.metadata)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+    insert_reserved(&mut tx, &[(c, now)]).await?;
     tx.commit().await?;
     Ok(Some(row))
 }
@@ -345,4 +332,41 @@ pub(super) async fn take_units(
     .bind(now)
     .fetch_optional(conn)
     .await?)
+}
+
+/// Writes the usage rows of reserved charges (each with the time it was made) in one statement.
+pub(super) async fn insert_reserved(
+    conn: &mut sqlx::AnyConnection,
+    charges: &[(&Charge<'_>, i64)],
+) -> Result<(), StoreError> {
+    if charges.is_empty() {
+        return Ok(());
+    }
+    let rows = (0..charges.len())
+        .map(|i| {
+            let p: Vec<String> = (1..=9).map(|n| format!("${}", 9 * i + n)).collect();
+            format!(
+                "({}, 'reserved', {}, NULL)",
+                p[..7].join(", "),
+                p[7..].join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("INSERT INTO usage_logs ({USAGE}) VALUES {rows}");
+    let mut q = sqlx::query(&sql);
+    for (c, at) in charges {
+        q = q
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(c.request_id)
+            .bind(c.user_id)
+            .bind(c.quota_type)
+            .bind(c.amount)
+            .bind(c.endpoint)
+            .bind(c.method)
+            .bind(c.metadata)
+            .bind(*at);
+    }
+    q.execute(conn).await?;
+    Ok(())
 }

@@ -22,7 +22,7 @@ use sqlx::AnyPool;
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
-use super::ledger::{BALANCE, BalanceRow, Charge, USAGE, reserve_one, take_units};
+use super::ledger::{BALANCE, BalanceRow, Charge, insert_reserved, reserve_one, take_units};
 use super::{Backend, StoreError};
 
 /// At most this many charges in one transaction (the INSERT binds 9 values per charge).
@@ -128,17 +128,21 @@ async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::UnboundedReceiver<Jo
 /// Writes a batch in one transaction; the balance after each admitted charge, in job order.
 async fn write(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<Option<BalanceRow>>, StoreError> {
     let now = jobs.iter().map(|j| j.now).max().unwrap_or(0);
-    // (user, type) -> total asked, in first-arrival order.
+    // (user, type, total asked) in first-arrival order, and each job's group.
     let mut groups: Vec<(&str, &str, i64)> = Vec::new();
     let mut index: HashMap<(&str, &str), usize> = HashMap::new();
-    for j in jobs {
-        let key = (j.user_id.as_str(), j.quota_type.as_str());
-        let i = *index.entry(key).or_insert_with(|| {
-            groups.push((key.0, key.1, 0));
-            groups.len() - 1
-        });
-        groups[i].2 = groups[i].2.saturating_add(j.amount);
-    }
+    let group_of: Vec<usize> = jobs
+        .iter()
+        .map(|j| {
+            let key = (j.user_id.as_str(), j.quota_type.as_str());
+            let g = *index.entry(key).or_insert_with(|| {
+                groups.push((key.0, key.1, 0));
+                groups.len() - 1
+            });
+            groups[g].2 = groups[g].2.saturating_add(j.amount);
+            g
+        })
+        .collect();
 
     let mut tx = pool.begin().await?;
     // 1. Whole groups.
@@ -158,77 +162,44 @@ async fn write(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<Option<BalanceRow>>, 
     for (user, quota, total) in &groups {
         q = q.bind(*user).bind(*quota).bind(*total);
     }
-    let whole: HashMap<(String, String), BalanceRow> = q
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|b| ((b.user_id.clone(), b.quota_type.clone()), b))
-        .collect();
+    // Each group's balance after its whole total, or None where it did not fit.
+    let mut whole: Vec<Option<BalanceRow>> = vec![None; groups.len()];
+    for b in q.fetch_all(&mut *tx).await? {
+        if let Some(&g) = index.get(&(b.user_id.as_str(), b.quota_type.as_str())) {
+            whole[g] = Some(b);
+        }
+    }
 
-    // The balance after each charge: a whole group's final balance, walked back to each
-    // charge by the amounts that came after it.
+    // The balance after each charge of a whole group: the group's final balance, walked back
+    // by the amounts of the charges that came after it.
     let mut out: Vec<Option<BalanceRow>> = vec![None; jobs.len()];
-    let mut after: HashMap<(&str, &str), i64> = HashMap::new();
+    let mut later = vec![0i64; groups.len()];
     for (k, j) in jobs.iter().enumerate().rev() {
-        let key = (j.user_id.as_str(), j.quota_type.as_str());
-        if let Some(b) = whole.get(&(j.user_id.clone(), j.quota_type.clone())) {
-            let later = after.entry(key).or_insert(0);
+        let g = group_of[k];
+        if let Some(b) = &whole[g] {
             let mut mine = b.clone();
-            mine.used_amount -= *later;
-            *later += j.amount;
+            mine.used_amount -= later[g];
+            later[g] += j.amount;
             out[k] = Some(mine);
         }
     }
     // 2. Groups that did not fit whole: charge by charge.
     for (k, j) in jobs.iter().enumerate() {
-        if whole.contains_key(&(j.user_id.clone(), j.quota_type.clone())) {
-            continue;
+        if whole[group_of[k]].is_none() {
+            out[k] = take_units(&mut tx, &j.user_id, &j.quota_type, j.amount, now).await?;
         }
-        out[k] = take_units(&mut tx, &j.user_id, &j.quota_type, j.amount, now).await?;
     }
 
     // 3. The usage rows of the admitted charges.
-    let admitted: Vec<&Job> = jobs
+    let charges: Vec<Charge<'_>> = jobs.iter().map(Job::charge).collect();
+    let admitted: Vec<(&Charge<'_>, i64)> = charges
         .iter()
+        .zip(jobs)
         .zip(&out)
         .filter(|(_, b)| b.is_some())
-        .map(|(j, _)| j)
+        .map(|((c, j), _)| (c, j.now))
         .collect();
-    if !admitted.is_empty() {
-        let rows = (0..admitted.len())
-            .map(|i| {
-                let p = |n: usize| format!("${}", 9 * i + n);
-                format!(
-                    "({}, {}, {}, {}, {}, {}, {}, 'reserved', {}, {}, NULL)",
-                    p(1),
-                    p(2),
-                    p(3),
-                    p(4),
-                    p(5),
-                    p(6),
-                    p(7),
-                    p(8),
-                    p(9)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!("INSERT INTO usage_logs ({USAGE}) VALUES {rows}");
-        let mut q = sqlx::query(&sql);
-        for j in &admitted {
-            q = q
-                .bind(uuid::Uuid::new_v4().to_string())
-                .bind(&j.request_id)
-                .bind(&j.user_id)
-                .bind(&j.quota_type)
-                .bind(j.amount)
-                .bind(&j.endpoint)
-                .bind(&j.method)
-                .bind(&j.metadata)
-                .bind(j.now);
-        }
-        q.execute(&mut *tx).await?;
-    }
+    insert_reserved(&mut tx, &admitted).await?;
     // 4. One commit for all.
     tx.commit().await?;
     Ok(out)
