@@ -13,7 +13,6 @@
 use axum::body::Body;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use crate::auth::{AuthService, Principal};
 use crate::billing::{Billing, quota_headers};
 use crate::config::{Access, Config, Cost, DefaultAccess, RouteSpec};
 use crate::error::GateError;
-use crate::proxy::body::LimitedBody;
+use crate::proxy::body::{Inbound, LimitedBody};
 use crate::proxy::cors::Cors;
 use crate::proxy::forward::Upstream;
 use crate::proxy::headers;
@@ -142,7 +141,7 @@ impl Gate {
     /// `secure`: the request came over TLS (for `X-Forwarded-Proto`).
     pub async fn handle(
         &self,
-        req: Request<Incoming>,
+        req: Request<Inbound>,
         peer: SocketAddr,
         secure: bool,
     ) -> Response<Body> {
@@ -180,7 +179,7 @@ impl Gate {
 
     async fn serve(
         &self,
-        req: Request<Incoming>,
+        req: Request<Inbound>,
         peer: SocketAddr,
         secure: bool,
         request_id: &str,
@@ -570,7 +569,7 @@ fn decoded_eq(encoded: &str, name: &str) -> bool {
 }
 
 /// The request for the gate's own router, with its path replaced by the canonical one.
-fn with_canonical_path(req: Request<Incoming>, path: &str) -> Result<Request<Body>, GateError> {
+fn with_canonical_path(req: Request<Inbound>, path: &str) -> Result<Request<Body>, GateError> {
     let (mut parts, body) = req.into_parts();
     let pq = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),

@@ -1,13 +1,94 @@
 //! The request body on its way to the backend: streamed frame by frame, never collected, and
 //! cut off when it passes the route's limit (for chunked uploads, whose size is unknown up
 //! front; a too-large `Content-Length` is refused before any byte is read).
+//!
+//! It arrives as an [`Inbound`]: hyper's body plus a [`Hold`] on its client connection, so the
+//! front door knows when nothing is in progress there and the connection may give back its
+//! buffers while it waits (`crate::server::idle`).
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+
+/// What is in progress on one client connection: each request counts from the moment hyper
+/// hands it over until its body has been read or dropped, and again until its reply has been
+/// written. A connection is quiet when nothing is counted.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    holds: AtomicUsize,
+    /// Set for good once the connection was switched to another protocol (a tunnel): it then
+    /// belongs to the tunnel, which is never quiet in HTTP's sense.
+    upgraded: AtomicBool,
+}
+
+impl InFlight {
+    pub fn is_quiet(&self) -> bool {
+        self.holds.load(Ordering::Acquire) == 0 && !self.upgraded.load(Ordering::Acquire)
+    }
+
+    pub fn mark_upgraded(&self) {
+        self.upgraded.store(true, Ordering::Release);
+    }
+}
+
+/// One count on an [`InFlight`], released when dropped.
+#[derive(Debug)]
+pub struct Hold(Arc<InFlight>);
+
+impl Hold {
+    pub fn new(in_flight: &Arc<InFlight>) -> Hold {
+        in_flight.holds.fetch_add(1, Ordering::AcqRel);
+        Hold(in_flight.clone())
+    }
+
+    /// The reply switched protocols: the connection is a tunnel's from now on.
+    pub fn mark_upgraded(&self) {
+        self.0.mark_upgraded();
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.holds.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The client's request body as hyper hands it over, holding its connection busy until it is
+/// read to the end or dropped.
+pub struct Inbound {
+    body: Incoming,
+    _hold: Option<Hold>,
+}
+
+impl Inbound {
+    pub fn new(body: Incoming, hold: Option<Hold>) -> Inbound {
+        Inbound { body, _hold: hold }
+    }
+}
+
+impl Body for Inbound {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// Error raised inside the body stream when the limit is passed.
 #[derive(Debug)]

@@ -1,5 +1,6 @@
-//! The front door: the accept loop, per-connection HTTP/1 and HTTP/2 with header-read
-//! timeouts, and graceful shutdown.
+//! The front door: the accept loop, each connection's HTTP/1 or HTTP/2 (`conn`), idle
+//! keep-alive connections parked without hyper's buffers (`idle`), header-read timeouts, and
+//! graceful shutdown.
 //!
 //! `axum::serve` is not used: it sets no timer, so hyper's header-read timeout would be
 //! silently off and a slow-loris client could hold connections forever. On shutdown the
@@ -10,31 +11,24 @@
 //! [`Gate`] is built beside the old one and swapped in; requests already in flight finish on
 //! the gate they started on, new ones take the new one.
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+mod conn;
+mod idle;
 pub mod tls;
 
 use crate::config::Config;
 use crate::gate::Gate;
 use crate::proxy::upgrade::Tunnels;
 use crate::store::Store;
-
-/// What the service returns for one request.
-type Handled = std::pin::Pin<
-    Box<dyn Future<Output = Result<http::Response<axum::body::Body>, Infallible>> + Send>,
->;
-
-/// How long a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The gate new requests go to; replaced whole by a reload.
 struct Current(RwLock<Arc<Gate>>);
@@ -58,6 +52,7 @@ pub struct RunningGate {
     current: Arc<Current>,
     store: Store,
     tunnels: Tunnels,
+    parked: Arc<AtomicUsize>,
 }
 
 impl RunningGate {
@@ -69,6 +64,12 @@ impl RunningGate {
     /// Waits until draining is over.
     pub async fn stopped(self) {
         let _ = self.task.await;
+    }
+
+    /// Keep-alive connections waiting for their client without hyper's buffers
+    /// (`idle`).
+    pub fn parked_connections(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
     }
 
     /// The gate serving new requests now.
@@ -133,11 +134,13 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         .map_err(|e| StartError(e.to_string()))?;
     let shutdown = CancellationToken::new();
     let current = Arc::new(Current(RwLock::new(gate)));
+    let parked = Arc::new(AtomicUsize::new(0));
     let task = tokio::spawn(serve(
         listener,
         current.clone(),
         tunnels.clone(),
         shutdown.clone(),
+        parked.clone(),
     ));
     Ok(RunningGate {
         addr,
@@ -146,6 +149,7 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         current,
         store,
         tunnels,
+        parked,
     })
 }
 
@@ -154,20 +158,36 @@ async fn serve(
     current: Arc<Current>,
     tunnels: Tunnels,
     shutdown: CancellationToken,
+    parked: Arc<AtomicUsize>,
 ) {
     let first = current.get();
     let cfg = first.config();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .keep_alive(true);
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
+    let mut tls = auto::Builder::new(TokioExecutor::new());
+    tls.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
         .keep_alive(true);
-    builder
-        .http2()
+    tls.http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
-    let graceful = GracefulShutdown::new();
+    let shared = Arc::new(conn::Shared {
+        current: current.clone(),
+        h1,
+        h2,
+        tls,
+        header_read_timeout: cfg.header_read_timeout,
+        shutdown: shutdown.clone(),
+        parked,
+    });
+    drop(first);
+    let connections = TaskTracker::new();
 
     loop {
         let (stream, peer) = tokio::select! {
@@ -183,53 +203,13 @@ async fn serve(
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let tls = current.get().tls().cloned();
-        let current = current.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
         // The TLS handshake runs in the connection's own task, never in the accept loop.
-        tokio::spawn(async move {
-            let service = |secure: bool| {
-                service_fn(move |req| {
-                    let gate = current.get();
-                    // Boxed: hyper keeps each connection's in-flight slot allocated at the size
-                    // of this future for the connection's whole life, so unboxed every idle
-                    // keep-alive connection would hold several KiB of request state.
-                    let handled: Handled =
-                        Box::pin(async move { Ok(gate.handle(req, peer, secure).await) });
-                    handled
-                })
-            };
-            let ended = match tls {
-                None => {
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service(false));
-                    watcher.watch(conn.into_owned()).await
-                }
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            let conn = builder.serve_connection_with_upgrades(
-                                TokioIo::new(tls_stream),
-                                service(true),
-                            );
-                            watcher.watch(conn.into_owned()).await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    }
-                }
-            };
-            if let Err(e) = ended {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+        match current.get().tls().cloned() {
+            None => connections.spawn(conn::serve_plain(shared.clone(), stream, peer)),
+            Some(acceptor) => {
+                connections.spawn(conn::serve_tls(shared.clone(), stream, peer, acceptor))
             }
-        });
+        };
     }
 
     drop(listener);
@@ -238,8 +218,9 @@ async fn serve(
         grace_secs = grace.as_secs(),
         "shutting down: draining requests and tunnels"
     );
+    connections.close();
     let drained = tokio::time::timeout(grace, async {
-        graceful.shutdown().await;
+        connections.wait().await;
         tunnels.wait().await;
     })
     .await;

@@ -19,6 +19,7 @@ mod accounts;
 mod admin;
 mod alipay;
 mod config;
+mod connections;
 mod gate_api;
 mod lifecycle;
 mod metering;

@@ -275,6 +275,8 @@ async fn upgrade_tunnels_only_after_the_backend_says_101() {
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(head.to_ascii_lowercase().contains("upgrade: echo"));
+    // Quiet for longer than an idle HTTP connection takes to park: a tunnel never parks.
+    tokio::time::sleep(Duration::from_millis(800)).await;
     s.write_all(b"ping-through-tunnel").await.unwrap();
     let mut got = Vec::new();
     while got.len() < 19 {

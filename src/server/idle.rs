@@ -1,0 +1,183 @@
+//! Idle keep-alive connections without their buffers.
+//!
+//! hyper gives every HTTP/1 connection an 8 KiB read buffer and an 8 KiB header buffer for its
+//! whole life, so 10,000 idle keep-alive clients would hold some 160 MiB doing nothing. nginx
+//! frees its buffers whenever a keep-alive connection goes idle; this does the same for hyper,
+//! from outside it. [`Watched`] sits between hyper and the socket. When the connection has
+//! received nothing for [`PARK_AFTER`], nothing is in progress on it (no request body being
+//! read, no reply being written: [`InFlight`]) and no write is waiting for the socket, the next
+//! read hyper asks for answers "end of stream". hyper takes that for a client closing an idle
+//! connection and finishes without writing anything; `poll_shutdown` is swallowed so the
+//! socket stays open. The connection driver (`super::conn`) then takes the socket back, drops
+//! hyper's state and waits for the client's next bytes with nothing but the socket; those bytes
+//! get a fresh hyper connection.
+//!
+//! If the client had sent part of a request head before going quiet, hyper reports an
+//! incomplete message instead, without writing anything, and hands back the partial bytes: the
+//! driver replays them ([`Watched::new`]'s `prefix`) into the next connection.
+//!
+//! A busy connection never parks: every read that returns bytes restarts the quiet time, and the
+//! timer that wakes a quiet connection is moved at most once per [`PARK_AFTER`], so the request
+//! path pays one clock read per wait, not a timer-wheel update.
+
+use bytes::{Buf, Bytes};
+use hyper::rt::{Read, ReadBufCursor, Write};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+use crate::proxy::body::InFlight;
+
+/// How long a keep-alive connection must be quiet before it gives back its buffers. Long
+/// enough that a client in a busy exchange never pays for a new hyper connection, short enough
+/// that a crowd of idle clients costs little.
+pub const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// The socket as hyper sees it: replays bytes read earlier, tracks writes, and parks.
+pub struct Watched<T> {
+    io: T,
+    /// Bytes already taken off the socket that hyper has not seen yet.
+    prefix: Bytes,
+    park: Option<Parking>,
+    /// The last write found the socket full: hyper still holds bytes of a reply.
+    write_blocked: bool,
+}
+
+/// What a parkable connection needs to decide.
+struct Parking {
+    in_flight: Arc<InFlight>,
+    quiet_since: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+    parked: bool,
+}
+
+impl<T> Watched<T> {
+    /// `in_flight`: `Some` to let the connection park (plain HTTP/1 only: a TLS session or an
+    /// HTTP/2 connection keeps state of its own that cannot be set aside like this).
+    pub fn new(io: T, prefix: Bytes, in_flight: Option<Arc<InFlight>>) -> Watched<T> {
+        Watched {
+            io,
+            prefix,
+            park: in_flight.map(|in_flight| Parking {
+                in_flight,
+                quiet_since: None,
+                timer: None,
+                parked: false,
+            }),
+            write_blocked: false,
+        }
+    }
+
+    /// The read that hyper saw end was ours: the socket is open and idle.
+    pub fn parked(&self) -> bool {
+        self.park.as_ref().is_some_and(|p| p.parked)
+    }
+
+    pub fn into_inner(self) -> T {
+        self.io
+    }
+
+    /// The inner read would wait: park, or arrange to be woken when parking may be due.
+    fn on_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let write_blocked = self.write_blocked;
+        let Some(p) = self.park.as_mut() else {
+            return Poll::Pending;
+        };
+        let now = Instant::now();
+        let since = *p.quiet_since.get_or_insert(now);
+        let quiet_long_enough = now.duration_since(since) >= PARK_AFTER;
+        if quiet_long_enough && !write_blocked && p.in_flight.is_quiet() {
+            p.parked = true;
+            // Zero bytes: end of stream, as far as hyper can tell.
+            return Poll::Ready(Ok(()));
+        }
+        // Check again when parking may be due; something still in progress is looked at again
+        // a period later.
+        let due = if quiet_long_enough {
+            now + PARK_AFTER
+        } else {
+            since + PARK_AFTER
+        };
+        match p.timer.as_mut() {
+            None => p.timer = Some(Box::pin(tokio::time::sleep_until(due))),
+            Some(t) if t.is_elapsed() => t.as_mut().reset(due),
+            // Armed for an earlier wait: it fires early, and this is decided again then.
+            Some(_) => {}
+        }
+        let timer = p.timer.as_mut().expect("armed above");
+        if timer.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}
+
+impl<T: Read + Unpin> Read for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Pending => this.on_pending(cx),
+            ready => {
+                if let Some(p) = this.park.as_mut() {
+                    p.quiet_since = None;
+                }
+                ready
+            }
+        }
+    }
+}
+
+impl<T: Write + Unpin> Write for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.write_blocked = polled.is_pending();
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.write_blocked = polled.is_pending();
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.parked() {
+            // hyper closing "its" idle connection: the socket goes on without it.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
