@@ -3,8 +3,12 @@
 idle N PORT                               open N keep-alive connections, one request each,
                                           and hold them until stdin closes
 logins PORT USER PASSWORD THREADS SECONDS sign in over and over (argon2 on the gate)
+transfer-backend PORT FILE                the backend for the big transfers: GET sends FILE
+                                          with sendfile(2), POST reads the whole body in
+                                          1 MiB reads, then answers
 parse-wrk FILE / parse-hey FILE           print "rps p50_ms p99_ms errors"
 """
+import os
 import socket
 import sys
 import threading
@@ -61,6 +65,95 @@ def logins(port, user, password, threads, seconds):
     print(f"logins {done[0]} in {seconds}s", flush=True)
 
 
+def transfer_backend(port, path):
+    """A stand-in backend for the 1 GiB transfers that costs as little as the kernel allows, so
+    the figures show the proxy, not the backend: a download is one sendfile(2), an upload is
+    read whole (Content-Length or chunked) in 1 MiB reads before the answer. nginx's own
+    `return 200` would answer before reading and then discard the body 4 KiB at a time."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(128)
+    size = os.path.getsize(path)
+
+    def serve(c):
+        view = memoryview(bytearray(1 << 20))
+        pending = bytearray()
+
+        def fill(n):
+            """Ensures `pending` holds at least n bytes."""
+            while len(pending) < n:
+                d = c.recv(1 << 16)
+                if not d:
+                    raise EOFError
+                pending.extend(d)
+
+        def skip(n):
+            """Reads and drops n body bytes, from `pending` first."""
+            take = min(n, len(pending))
+            del pending[:take]
+            n -= take
+            while n:
+                got = c.recv_into(view[: min(n, len(view))])
+                if not got:
+                    raise EOFError
+                n -= got
+
+        def line():
+            while b"\r\n" not in pending:
+                fill(len(pending) + 1)
+            i = pending.index(b"\r\n")
+            text = bytes(pending[:i])
+            del pending[: i + 2]
+            return text
+
+        with c:
+            try:
+                while True:
+                    while b"\r\n\r\n" not in pending:
+                        fill(len(pending) + 1)
+                    i = pending.index(b"\r\n\r\n")
+                    head = bytes(pending[:i]).split(b"\r\n")
+                    del pending[: i + 4]
+                    method = head[0].split()[0]
+                    h = {}
+                    for l in head[1:]:
+                        k, _, v = l.partition(b":")
+                        h[k.strip().lower()] = v.strip().lower()
+                    if h.get(b"expect") == b"100-continue":
+                        c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    if method == b"GET":
+                        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                                  b"Content-Length: %d\r\n\r\n" % size)
+                        with open(path, "rb") as f:
+                            c.sendfile(f)
+                        continue
+                    n = 0
+                    if h.get(b"transfer-encoding") == b"chunked":
+                        while True:
+                            k = int(line().split(b";")[0], 16)
+                            if k == 0:
+                                while line():
+                                    pass
+                                break
+                            skip(k)
+                            n += k
+                            fill(2)
+                            del pending[:2]
+                    else:
+                        n = int(h.get(b"content-length", b"0"))
+                        skip(n)
+                    body = b'{"status":"ok","bytes":%d}' % n
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            except (EOFError, ConnectionError):
+                return
+
+    while True:
+        c, _ = srv.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+
 def _ms(text):
     """'1.23ms' / '850.00us' / '1.02s' (wrk) -> milliseconds."""
     for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
@@ -109,6 +202,8 @@ if __name__ == "__main__":
         idle(int(sys.argv[2]), int(sys.argv[3]))
     elif cmd == "logins":
         logins(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), float(sys.argv[6]))
+    elif cmd == "transfer-backend":
+        transfer_backend(int(sys.argv[2]), sys.argv[3])
     elif cmd == "parse-wrk":
         parse_wrk(sys.argv[2])
     elif cmd == "parse-hey":

@@ -9,8 +9,10 @@
 #   - nginx as a plain reverse proxy in front of it (no auth): the reference;
 #   - the gate on a public, a JWT, an API-key and a metered route (SQLite and PostgreSQL);
 #   - latency at half the gate's load, with and without logins (argon2) running beside it;
-#   - a streamed upload and download of BIG_MB through the gate versus direct, peak RSS;
-#   - IDLE idle keep-alive connections held by the gate, and its RSS.
+#   - a streamed upload and download of BIG_MB, direct, through nginx and through the gate,
+#     against a backend that costs little (bench/helpers.py transfer-backend), and the gate's
+#     peak RSS;
+#   - IDLE idle keep-alive connections held by a freshly started gate, and its RSS.
 # Every proxy under test runs on CPU 0 with one thread (nginx: one worker; the gate: one tokio
 # worker); the backend and the load generator share CPU 1. Prints one table and writes it to
 # bench/results/latest.md.
@@ -70,15 +72,19 @@ UPSTREAM_PORT=$(free_port)
 NGINX_PROXY_PORT=$(free_port)
 GATE_PORT=$(free_port)
 PG_PORT=$(free_port)
+XFER_PORT=$(free_port)
+NGINX_XFER_PORT=$(free_port)
 
-render() {
+render() { # file [data-dir database-url upstream-port]
   sed -e "s|@DIR@|$DIR|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@NGINX_PROXY_PORT@|$NGINX_PROXY_PORT|g" \
-      -e "s|@GATE_PORT@|$GATE_PORT|g" -e "s|@DATA@|${2:-}|g" -e "s|@DATABASE_URL@|${3:-}|g" "$1"
+      -e "s|@XFER_PORT@|$XFER_PORT|g" -e "s|@NGINX_XFER_PORT@|$NGINX_XFER_PORT|g" \
+      -e "s|@GATE_PORT@|$GATE_PORT|g" -e "s|@DATA@|${2:-}|g" -e "s|@DATABASE_URL@|${3:-}|g" \
+      -e "s|@GATE_UPSTREAM_PORT@|${4:-$UPSTREAM_PORT}|g" "$1"
 }
 
-wait_http() {
+wait_http() { # url [curl args...]
   for _ in $(seq 1 300); do
-    curl -s -o /dev/null "$1" && return 0
+    curl -s -o /dev/null "$@" && return 0
     sleep 0.1
   done
   log "nothing answers at $1"
@@ -92,17 +98,19 @@ render bench/backend.nginx.conf >"$DIR/backend.conf"
 render bench/proxy.nginx.conf >"$DIR/proxy.conf"
 taskset -c 1 nginx -c "$DIR/backend.conf" -e "$DIR/backend-error.log" & PIDS+=($!)
 taskset -c 0 nginx -c "$DIR/proxy.conf" -e "$DIR/proxy-error.log" & PIDS+=($!)
+taskset -c 1 python3 bench/helpers.py transfer-backend "$XFER_PORT" "$DIR/big.bin" & PIDS+=($!)
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/json"
 wait_http "http://127.0.0.1:$NGINX_PROXY_PORT/json"
+wait_http "http://127.0.0.1:$XFER_PORT/sink" -X POST -d x
 
 # --- the gate ----------------------------------------------------------------------------------
 export GATE_JWT_SECRET=bench-secret-bench-secret-bench-secret-0123
 export GATE_API_KEY_PEPPER=bench-pepper-bench-pepper-bench-pepper-0123
 GATE_PID=""
-start_gate() { # name database_url
+start_gate() { # name database_url [upstream_port]
   local data="$DIR/gate-$1"
   mkdir -p "$data"
-  render bench/gate.toml "$data" "$2" >"$data/gate.toml"
+  render bench/gate.toml "$data" "$2" "${3:-}" >"$data/gate.toml"
   TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c 0 "$BIN" serve --config "$data/gate.toml" \
     >"$data/gate.log" 2>&1 &
   GATE_PID=$!
@@ -137,16 +145,12 @@ hey_run() { # label rate url [hey args...]
   row "$label" "$(python3 bench/helpers.py parse-hey "$DIR/hey.out")"
 }
 
-log "SQLite gate: transfers, idle connections, throughput"
-start_gate sqlite "sqlite://$DIR/gate-sqlite/gate.db"
-sign_in
-
-transfer() { # label method url
+transfer() { # up|down url
   local t
-  if [[ "$2" == up ]]; then
-    t=$(taskset -c 1 curl -s -o /dev/null -w '%{time_total}' -T "$DIR/big.bin" -X POST "$3")
+  if [[ "$1" == up ]]; then
+    t=$(taskset -c 1 curl -s -o /dev/null -w '%{time_total}' -T "$DIR/big.bin" -X POST "$2")
   else
-    t=$(taskset -c 1 curl -s -o /dev/null -w '%{time_total}' "$3")
+    t=$(taskset -c 1 curl -s -o /dev/null -w '%{time_total}' "$2")
   fi
   python3 -c "print(f'{$BIG_MB / $t:.0f}')"
 }
@@ -156,20 +160,28 @@ busy_since() { # cpu "busy total" -> percent busy since then
   read -r b0 t0 <<<"$2"; read -r b1 t1 <<<"$(cpu_ticks "$1")"
   python3 -c "print(round(100 * ($b1 - $b0) / max(1, $t1 - $t0)))"
 }
-UP_DIRECT=$(transfer "" up "http://127.0.0.1:$UPSTREAM_PORT/sink")
+
+log "transfers of ${BIG_MB} MiB: direct, through nginx, through the gate"
+start_gate xfer "sqlite://$DIR/gate-xfer/gate.db" "$XFER_PORT"
+XFER="http://127.0.0.1:$XFER_PORT"
+NGINX_XFER="http://127.0.0.1:$NGINX_XFER_PORT"
+UP_DIRECT=$(transfer up "$XFER/sink")
+UP_NGINX=$(transfer up "$NGINX_XFER/sink")
 C0=$(cpu_ticks 0); C1=$(cpu_ticks 1)
-UP_GATE=$(transfer "" up "$GATE/sink")
+UP_GATE=$(transfer up "$GATE/sink")
 UP_BUSY="CPU 0 (gate) $(busy_since 0 "$C0") %, CPU 1 (backend and client) $(busy_since 1 "$C1") %"
-DOWN_DIRECT=$(transfer "" down "http://127.0.0.1:$UPSTREAM_PORT/big")
+DOWN_DIRECT=$(transfer down "$XFER/big")
+DOWN_NGINX=$(transfer down "$NGINX_XFER/big")
 C0=$(cpu_ticks 0); C1=$(cpu_ticks 1)
-DOWN_GATE=$(transfer "" down "$GATE/big")
+DOWN_GATE=$(transfer down "$GATE/big")
 DOWN_BUSY="CPU 0 (gate) $(busy_since 0 "$C0") %, CPU 1 (backend and client) $(busy_since 1 "$C1") %"
-# The reference for a copying proxy on one core: nginx streaming the same bytes. Downloads
-# only: the stand-in backend answers /sink before reading the body, and nginx then stops
-# passing the body on, so its upload would not be a full transfer.
-DOWN_NGINX=$(transfer "" down "http://127.0.0.1:$NGINX_PROXY_PORT/big")
 PEAK_KB=$(rss_kb "$GATE_PID" VmHWM)
-log "upload MiB/s direct $UP_DIRECT gate $UP_GATE; download direct $DOWN_DIRECT gate $DOWN_GATE nginx $DOWN_NGINX; peak RSS ${PEAK_KB} KiB"
+log "upload MiB/s direct $UP_DIRECT nginx $UP_NGINX gate $UP_GATE; download direct $DOWN_DIRECT nginx $DOWN_NGINX gate $DOWN_GATE; peak RSS ${PEAK_KB} KiB"
+stop_gate
+
+log "SQLite gate: idle connections, throughput"
+start_gate sqlite "sqlite://$DIR/gate-sqlite/gate.db"
+sign_in
 
 RSS_BEFORE=$(rss_kb "$GATE_PID" VmRSS)
 mkfifo "$DIR/idle.in"
@@ -177,6 +189,8 @@ python3 bench/helpers.py idle "$IDLE" "$GATE_PORT" <"$DIR/idle.in" >"$DIR/idle.o
 IDLE_PID=$!
 exec 7>"$DIR/idle.in"
 for _ in $(seq 1 600); do grep -q '^open' "$DIR/idle.out" 2>/dev/null && break; sleep 0.1; done
+# An idle connection gives back its buffers after 250 ms of quiet; the last ones opened need that.
+sleep 1
 IDLE_LINE=$(cat "$DIR/idle.out")
 RSS_IDLE=$(rss_kb "$GATE_PID" VmRSS)
 exec 7>&-
@@ -240,13 +254,13 @@ CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   ratio() { python3 -c "print(f'{$1 / $2:.2f}x')"; }
   echo "| transfer of ${BIG_MB} MiB | direct MiB/s | gate MiB/s | gate / direct | nginx proxy MiB/s | nginx / direct |"
   echo "|---|---:|---:|---:|---:|---:|"
-  echo "| upload (streamed POST) | $UP_DIRECT | $UP_GATE | $(ratio "$UP_GATE" "$UP_DIRECT") | - | - |"
+  echo "| upload (streamed POST) | $UP_DIRECT | $UP_GATE | $(ratio "$UP_GATE" "$UP_DIRECT") | $UP_NGINX | $(ratio "$UP_NGINX" "$UP_DIRECT") |"
   echo "| download | $DOWN_DIRECT | $DOWN_GATE | $(ratio "$DOWN_GATE" "$DOWN_DIRECT") | $DOWN_NGINX | $(ratio "$DOWN_NGINX" "$DOWN_DIRECT") |"
   echo
-  echo "- nginx proxy uploads are not measured: the stand-in backend answers /sink before reading the body, and nginx then stops passing it on"
+  echo "- transfers against bench/helpers.py transfer-backend: downloads sent with sendfile(2), uploads read whole in 1 MiB reads"
   echo "- busy during the upload through the gate: $UP_BUSY; during the download: $DOWN_BUSY"
   echo "- gate peak RSS over the transfers: $((PEAK_KB / 1024)) MiB"
-  echo "- $IDLE idle keep-alive connections ($IDLE_LINE): gate RSS $((RSS_BEFORE / 1024)) MiB -> $((RSS_IDLE / 1024)) MiB"
+  echo "- $IDLE idle keep-alive connections ($IDLE_LINE), on a freshly started gate: RSS $((RSS_BEFORE / 1024)) MiB -> $((RSS_IDLE / 1024)) MiB"
   echo "- backend direct p99 at half load: ${DIRECT_P99_HALF} ms (the gate's added p99 is its row minus this)"
   echo "- logins during the last half-load row: $LOGINS"
 } >"$DIR/table.md"
