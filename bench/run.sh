@@ -13,8 +13,8 @@
 #     against a backend that costs little (bench/helpers.py transfer-backend), and the gate's
 #     peak RSS;
 #   - IDLE idle keep-alive connections held by a freshly started gate, and its RSS.
-# Every proxy under test runs on CPU 0 with one thread (nginx: one worker; the gate: one tokio
-# worker); the backend and the load generator share CPU 1. Prints one table and writes it to
+# Every proxy under test runs on CPU 0 with one thread (nginx: one worker; the gate: one worker
+# thread); the backend and the load generator share CPU 1. Prints one table and writes it to
 # bench/results/latest.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -111,7 +111,7 @@ start_gate() { # name database_url [upstream_port]
   local data="$DIR/gate-$1"
   mkdir -p "$data"
   render bench/gate.toml "$data" "$2" "${3:-}" >"$data/gate.toml"
-  TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c 0 "$BIN" serve --config "$data/gate.toml" \
+  RUST_LOG=warn taskset -c 0 "$BIN" serve --config "$data/gate.toml" \
     >"$data/gate.log" 2>&1 &
   GATE_PID=$!
   PIDS+=("$GATE_PID")

@@ -73,7 +73,7 @@ impl Gate {
             config.clone(),
         )?);
         payments.spawn_reconciler();
-        let upstream = Arc::new(Upstream::new(&config.upstream));
+        let upstream = Arc::new(Upstream::new(&config.upstream, config.workers));
         let upstream_host = HeaderValue::from_str(upstream.authority().as_str())
             .expect("an authority is a valid header value");
         let unknown = |access| {

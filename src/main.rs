@@ -146,7 +146,8 @@ fn create_admin(config: Config, email: &str, username: &str) -> ExitCode {
 
 fn serve(config: Config, path: PathBuf) -> ExitCode {
     idoctor_gate::telemetry::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Worker 0's event loop; `server::start` starts the other workers' threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -165,7 +166,7 @@ fn serve(config: Config, path: PathBuf) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(addr = %running.addr, upstream = %upstream, "idoctor-gate listening");
+        tracing::info!(addr = %running.addr, upstream = %upstream, workers = running.workers(), "idoctor-gate listening");
         serve_until_stopped(&running, &path).await;
         running.shutdown();
         running.stopped().await;

@@ -6,6 +6,7 @@
 //! | `GATE_LISTEN` | `server.listen` |
 //! | `GATE_ENVIRONMENT` | `server.environment` |
 //! | `GATE_DATA_DIR` | `server.data_dir` |
+//! | `GATE_WORKERS` | `server.workers` |
 //! | `GATE_UPSTREAM_URL` | `upstream.url` |
 //! | `GATE_DATABASE_URL` (or `GATE_DATABASE_URL_FILE`) | `database.url` |
 //! | `GATE_JWT_SECRET` (or `_FILE`) | the secret that signs the gate's tokens |
@@ -30,6 +31,7 @@ const NAMES: &[&str] = &[
     "GATE_LISTEN",
     "GATE_ENVIRONMENT",
     "GATE_DATA_DIR",
+    "GATE_WORKERS",
     "GATE_UPSTREAM_URL",
     "GATE_DATABASE_URL",
     "GATE_DATABASE_URL_FILE",
@@ -140,6 +142,13 @@ impl Env {
         }
         if let Some(v) = self.get("GATE_DATA_DIR") {
             file.server.data_dir = v.to_string();
+        }
+        if let Some(v) = self.get("GATE_WORKERS") {
+            file.server.workers = v.parse().map_err(|_| {
+                ConfigError::one(format!(
+                    "GATE_WORKERS: `{v}` is not a number of threads (0: one per core)"
+                ))
+            })?;
         }
         if let Some(v) = self.get("GATE_UPSTREAM_URL") {
             file.upstream.url = v.to_string();

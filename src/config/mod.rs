@@ -29,6 +29,8 @@ pub struct Config {
     pub timeout: Duration,
     pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Threads that serve connections (`server.workers`, resolved: at least 1).
+    pub workers: usize,
     pub unknown_routes: DefaultAccess,
     pub trusted_proxies: Vec<IpAddr>,
     pub api_prefix: Option<String>,

@@ -58,6 +58,9 @@ pub struct ServerSection {
     pub header_read_timeout_secs: u64,
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
+    /// Threads that serve connections, each with its own event loop; 0: one per core.
+    #[serde(default)]
+    pub workers: usize,
     #[serde(default)]
     pub unknown_routes: DefaultAccess,
     #[serde(default)]
@@ -93,6 +96,7 @@ impl Default for ServerSection {
             timeout_secs: default_timeout(),
             header_read_timeout_secs: default_header_read_timeout(),
             shutdown_grace_secs: default_shutdown_grace(),
+            workers: 0,
             unknown_routes: DefaultAccess::default(),
             trusted_proxies: Vec::new(),
             api_prefix: None,

@@ -46,6 +46,8 @@ pub fn line_of(text: &str, offset: usize) -> usize {
 }
 
 const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
+/// More connection threads than this is a typo, not a machine.
+const MAX_WORKERS: usize = 1024;
 
 pub fn validate(
     file: FileConfig,
@@ -65,6 +67,13 @@ pub fn validate(
         "server.header_read_timeout_secs",
         s.header_read_timeout_secs,
     );
+    if s.workers > MAX_WORKERS {
+        p.at(
+            None,
+            "server.workers",
+            format!("must be at most {MAX_WORKERS} (0: one per core)"),
+        );
+    }
     if s.shutdown_grace_secs > 3600 {
         p.at(None, "server.shutdown_grace_secs", "must be at most 3600");
     }
@@ -162,6 +171,10 @@ pub fn validate(
         timeout: default_timeout,
         header_read_timeout: Duration::from_secs(s.header_read_timeout_secs),
         shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
+        workers: match s.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        },
         unknown_routes: s.unknown_routes,
         trusted_proxies: s.trusted_proxies.clone(),
         api_prefix: s.api_prefix.clone(),

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,7 +37,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first bytes of an HTTP/2 connection without TLS ("prior knowledge").
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// What every connection of one server shares.
+/// What every connection of one server shares, on every worker.
 pub(super) struct Shared {
     pub current: Arc<Current>,
     pub h1: http1::Builder,
@@ -46,6 +46,41 @@ pub(super) struct Shared {
     pub header_read_timeout: Duration,
     pub shutdown: CancellationToken,
     pub parked: Arc<AtomicUsize>,
+}
+
+impl Shared {
+    /// hyper's settings from the configuration serving at start (they need a restart to change).
+    pub fn new(
+        current: Arc<Current>,
+        shutdown: CancellationToken,
+        parked: Arc<AtomicUsize>,
+    ) -> Shared {
+        let header_read_timeout = current.get().config().header_read_timeout;
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .keep_alive(true);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)));
+        let mut tls = auto::Builder::new(TokioExecutor::new());
+        tls.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .keep_alive(true);
+        tls.http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)));
+        Shared {
+            current,
+            h1,
+            h2,
+            tls,
+            header_read_timeout,
+            shutdown,
+            parked,
+        }
+    }
 }
 
 /// A plain-TCP connection.

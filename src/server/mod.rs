@@ -1,6 +1,13 @@
 //! The front door: the accept loop, each connection's HTTP/1 or HTTP/2 (`conn`), idle
-//! keep-alive connections parked without hyper's buffers (`idle`), header-read timeouts, and
-//! graceful shutdown.
+//! keep-alive connections parked without hyper's buffers (`idle`), header-read timeouts, the
+//! worker threads (`workers`), and graceful shutdown.
+//!
+//! Connections are served thread per core, the way nginx runs worker processes: every worker
+//! thread has a single-threaded runtime and accepts on the same listening socket, and a
+//! connection stays on the worker that accepted it, with its requests, their backend
+//! connections and their replies. A multi-threaded runtime moved work between its threads
+//! through shared queues and woke its own threads across cores; one thread per core without
+//! sharing served 15-25 % more proxied requests per core in an A/B.
 //!
 //! `axum::serve` is not used: it sets no timer, so hyper's header-read timeout would be
 //! silently off and a slow-loris client could hold connections forever. On shutdown the
@@ -11,8 +18,6 @@
 //! [`Gate`] is built beside the old one and swapped in; requests already in flight finish on
 //! the gate they started on, new ones take the new one.
 
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -24,6 +29,7 @@ use tokio_util::task::TaskTracker;
 mod conn;
 mod idle;
 pub mod tls;
+mod workers;
 
 use crate::config::Config;
 use crate::gate::Gate;
@@ -48,7 +54,8 @@ pub struct RunningGate {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
     shutdown: CancellationToken,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
+    workers: workers::Workers,
     current: Arc<Current>,
     store: Store,
     tunnels: Tunnels,
@@ -61,9 +68,12 @@ impl RunningGate {
         self.shutdown.cancel();
     }
 
-    /// Waits until draining is over.
-    pub async fn stopped(self) {
-        let _ = self.task.await;
+    /// Waits until draining is over and every worker thread has ended.
+    pub async fn stopped(mut self) {
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.workers.join().await;
     }
 
     /// Keep-alive connections waiting for their client without hyper's buffers
@@ -72,13 +82,19 @@ impl RunningGate {
         self.parked.load(Ordering::Relaxed)
     }
 
+    /// The threads serving connections.
+    pub fn workers(&self) -> usize {
+        self.workers.count()
+    }
+
     /// The gate serving new requests now.
     pub fn gate(&self) -> Arc<Gate> {
         self.current.get()
     }
 
     /// Replaces the configuration: validates, builds, seeds, then swaps. On any error the old
-    /// configuration keeps serving. The listener and the database need a restart to change.
+    /// configuration keeps serving. The listener, the workers and the database need a restart
+    /// to change.
     pub async fn reload(&self, config: Config) -> Result<(), String> {
         let old = self.current.get();
         if config.listen != old.config().listen {
@@ -86,6 +102,13 @@ impl RunningGate {
                 "server.listen changed ({} -> {}): that needs a restart",
                 old.config().listen,
                 config.listen
+            ));
+        }
+        if config.workers != old.config().workers {
+            return Err(format!(
+                "server.workers changed ({} -> {}): that needs a restart",
+                old.config().workers,
+                config.workers
             ));
         }
         if config.database.url != old.config().database.url {
@@ -101,6 +124,15 @@ impl RunningGate {
     }
 }
 
+/// A gate dropped without [`RunningGate::stopped`] (a test that ends) stops too, and lets its
+/// worker threads go.
+impl Drop for RunningGate {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.workers.release();
+    }
+}
+
 /// Why the gate could not start.
 #[derive(Debug)]
 pub struct StartError(pub String);
@@ -113,7 +145,8 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// Connects the store, builds the gate, binds the listener and starts serving.
+/// Connects the store, builds the gate, binds the listener and starts serving: this task's
+/// runtime is worker 0, and `server.workers - 1` more threads accept on the same listener.
 pub async fn start(config: Config) -> Result<RunningGate, StartError> {
     crate::telemetry::metrics();
     let store = Store::connect(&config.database.url, config.database.max_connections)
@@ -133,19 +166,34 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         .local_addr()
         .map_err(|e| StartError(e.to_string()))?;
     let shutdown = CancellationToken::new();
-    let current = Arc::new(Current(RwLock::new(gate)));
     let parked = Arc::new(AtomicUsize::new(0));
-    let task = tokio::spawn(serve(
-        listener,
-        current.clone(),
-        tunnels.clone(),
+    let worker_count = gate.config().workers.max(1);
+    let shared = Arc::new(conn::Shared::new(
+        Arc::new(Current(RwLock::new(gate))),
         shutdown.clone(),
         parked.clone(),
+    ));
+    let connections = TaskTracker::new();
+    let workers = workers::Workers::start(
+        worker_count - 1,
+        &listener,
+        shared.clone(),
+        connections.clone(),
+    )
+    .map_err(|e| StartError(format!("cannot start the worker threads: {e}")))?;
+    let current = shared.current.clone();
+    let task = tokio::spawn(serve(
+        listener,
+        shared,
+        connections,
+        tunnels.clone(),
+        workers.releaser(),
     ));
     Ok(RunningGate {
         addr,
         shutdown,
-        task,
+        task: Some(task),
+        workers,
         current,
         store,
         tunnels,
@@ -153,66 +201,19 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
     })
 }
 
+/// Worker 0: accepts until shutdown, then drains every worker's requests and tunnels, writes
+/// the charges still queued, and lets the other workers' runtimes go (their sockets, database
+/// connections among them, are needed until then).
 async fn serve(
     listener: TcpListener,
-    current: Arc<Current>,
+    shared: Arc<conn::Shared>,
+    connections: TaskTracker,
     tunnels: Tunnels,
-    shutdown: CancellationToken,
-    parked: Arc<AtomicUsize>,
+    release: CancellationToken,
 ) {
-    let first = current.get();
-    let cfg = first.config();
-    let mut h1 = hyper::server::conn::http1::Builder::new();
-    h1.timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout)
-        .keep_alive(true);
-    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    h2.timer(TokioTimer::new())
-        .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
-    let mut tls = auto::Builder::new(TokioExecutor::new());
-    tls.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout)
-        .keep_alive(true);
-    tls.http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
-    let shared = Arc::new(conn::Shared {
-        current: current.clone(),
-        h1,
-        h2,
-        tls,
-        header_read_timeout: cfg.header_read_timeout,
-        shutdown: shutdown.clone(),
-        parked,
-    });
-    drop(first);
-    let connections = TaskTracker::new();
-
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        // The TLS handshake runs in the connection's own task, never in the accept loop.
-        match current.get().tls().cloned() {
-            None => connections.spawn(conn::serve_plain(shared.clone(), stream, peer)),
-            Some(acceptor) => {
-                connections.spawn(conn::serve_tls(shared.clone(), stream, peer, acceptor))
-            }
-        };
-    }
-
+    accept_loop(&listener, &shared, &connections).await;
     drop(listener);
+    let current = shared.current.clone();
     let grace = current.get().config().shutdown_grace;
     tracing::info!(
         grace_secs = grace.as_secs(),
@@ -233,5 +234,36 @@ async fn serve(
     }
     // Charges committed by the last replies are still queued: write them before exiting.
     current.get().billing().store().flush_commits().await;
+    release.cancel();
     tracing::info!("stopped");
+}
+
+/// Accepts connections until shutdown; each is served by a task on this worker's runtime.
+async fn accept_loop(
+    listener: &TcpListener,
+    shared: &Arc<conn::Shared>,
+    connections: &TaskTracker,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        // The TLS handshake runs in the connection's own task, never in the accept loop.
+        match shared.current.get().tls().cloned() {
+            None => connections.spawn(conn::serve_plain(shared.clone(), stream, peer)),
+            Some(acceptor) => {
+                connections.spawn(conn::serve_tls(shared.clone(), stream, peer, acceptor))
+            }
+        };
+    }
 }

@@ -84,6 +84,11 @@ fn unknown_keys_are_refused_with_their_line() {
 fn impossible_values_are_refused_with_key_and_line() {
     let cases: &[(&str, &[&str])] = &[
         ("[server]\ntimeout_secs = 0\n", &["server.timeout_secs"]),
+        (
+            "[server]\nworkers = 5000\n",
+            &["server.workers", "at most 1024"],
+        ),
+        ("[server]\nworkers = -1\n", &["workers"]),
         ("[server]\nmax_body = \"12 parsecs\"\n", &["parsecs"]),
         (
             "[upstream]\nurl = \"https://x\"\n",
@@ -237,4 +242,28 @@ fn the_environment_overrides_the_file() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("GATE_LISTEN"));
+
+    let out = gate_bin()
+        .args(["check-config", "--config", shipped])
+        .env("GATE_WORKERS", "two")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GATE_WORKERS"));
+}
+
+#[test]
+fn workers_default_to_one_per_core_and_follow_the_environment() {
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let config = Config::from_toml_str_isolated("", "t.toml").unwrap();
+    assert_eq!(config.workers, cores);
+    let config = Config::from_toml_str_isolated("[server]\nworkers = 3\n", "t.toml").unwrap();
+    assert_eq!(config.workers, 3);
+    let config = Config::from_toml_str_with_env(
+        "[server]\nworkers = 3\n",
+        "t.toml",
+        &[("GATE_WORKERS", "1")],
+    )
+    .unwrap();
+    assert_eq!(config.workers, 1);
 }

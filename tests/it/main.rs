@@ -29,3 +29,4 @@ mod proxy;
 mod store;
 mod tls;
 mod wechat;
+mod workers;

@@ -1,0 +1,98 @@
+//! Worker threads: every worker accepts and serves on its own, a reload cannot change how many
+//! there are, and shutdown ends them all.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use crate::common::*;
+
+/// The test backend on a thread of its own, so that it answers while the test's thread (the
+/// gate's worker 0) is blocked. Dropping the sender stops it.
+fn backend_on_own_thread() -> (String, tokio::sync::oneshot::Sender<()>) {
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let up = Upstream::start().await;
+            url_tx.send(up.url()).unwrap();
+            let _ = stopped.await;
+        });
+    });
+    (url_rx.recv().unwrap(), stop)
+}
+
+/// One request on a fresh connection with blocking I/O: while it waits, the calling thread's
+/// runtime cannot run anything.
+fn blocking_request(app: &TestApp, head: &str) -> String {
+    let mut s = std::net::TcpStream::connect(app.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The test's runtime is worker 0; blocking it leaves worker 1 alone to accept, authenticate,
+/// forward (on worker 1's own backend connections) and answer the gate's own API.
+#[tokio::test]
+async fn a_second_worker_serves_alone_while_the_first_is_blocked() {
+    let (backend, stop_backend) = backend_on_own_thread();
+    let app = spawn_app_with(Options {
+        server: "workers = 2".into(),
+        upstream_url: Some(backend),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.running.as_ref().unwrap().workers(), 2);
+    let user = app.signup("worker").await;
+
+    // From here on this thread blocks: only worker 1 can serve.
+    for i in 0..4 {
+        let out = blocking_request(
+            &app,
+            &format!(
+                "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nConnection: close\r\n\r\nbody-{i}"
+            ),
+        );
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.ends_with(&format!("body-{i}")), "{out}");
+    }
+    let out = blocking_request(
+        &app,
+        &format!(
+            "GET /users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            user.access
+        ),
+    );
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("worker@example.com"), "{out}");
+
+    let running = app.running.as_ref().unwrap();
+    running.shutdown();
+    drop(stop_backend);
+    let mut app = app;
+    let running = app.running.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running.stopped())
+        .await
+        .expect("every worker ends after shutdown");
+}
+
+#[tokio::test]
+async fn a_reload_cannot_change_the_number_of_workers() {
+    let app = spawn_app_with(Options {
+        server: "workers = 2".into(),
+        ..Options::default()
+    })
+    .await;
+    let running = app.running.as_ref().unwrap();
+    let mut config = app.gate().config().clone();
+    config.workers = 3;
+    let refused = running.reload(config).await.unwrap_err();
+    assert!(refused.contains("server.workers"), "{refused}");
+    assert_eq!(running.workers(), 2);
+    app.stop().await;
+}
