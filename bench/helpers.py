@@ -6,7 +6,9 @@ logins PORT USER PASSWORD THREADS SECONDS sign in over and over (argon2 on the g
 transfer-backend PORT FILE                the backend for the big transfers: GET sends FILE
                                           with sendfile(2), POST reads the whole body in
                                           1 MiB reads, then answers
-parse-wrk FILE / parse-hey FILE           print "rps p50_ms p99_ms errors"
+upload PORT FILE PATH                     POST FILE to PATH with sendfile(2); print MiB/s
+download PORT PATH                        GET PATH into a 1 MiB buffer; print MiB/s
+parse-wrk FILE                            print "rps p50_ms p99_ms errors"
 """
 import os
 import socket
@@ -65,6 +67,15 @@ def logins(port, user, password, threads, seconds):
     print(f"logins {done[0]} in {seconds}s", flush=True)
 
 
+# Reads of big bodies wait until this much has arrived (or the body's end), for the backend
+# and for the download client alike: fewer wake-ups per byte, on the core they share.
+BIG_READ = 256 << 10
+
+
+def low_water(s, n):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, max(1, n))
+
+
 def transfer_backend(port, path):
     """A stand-in backend for the 1 GiB transfers that costs as little as the kernel allows, so
     the figures show the proxy, not the backend: a download is one sendfile(2), an upload is
@@ -89,15 +100,20 @@ def transfer_backend(port, path):
                 pending.extend(d)
 
         def skip(n):
-            """Reads and drops n body bytes, from `pending` first."""
+            """Reads and drops n body bytes, from `pending` first, waking for 256 KiB at a time
+            (SO_RCVLOWAT) rather than for every segment that arrives."""
             take = min(n, len(pending))
             del pending[:take]
             n -= take
+            low_water(c, min(n, BIG_READ))
             while n:
+                if n < BIG_READ:
+                    low_water(c, n)
                 got = c.recv_into(view[: min(n, len(view))])
                 if not got:
                     raise EOFError
                 n -= got
+            low_water(c, 1)
 
         def line():
             while b"\r\n" not in pending:
@@ -154,6 +170,65 @@ def transfer_backend(port, path):
         threading.Thread(target=serve, args=(c,), daemon=True).start()
 
 
+def _head(s):
+    """Reads a response head; returns (status line, content-length, body bytes already read)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(65536)
+        if not d:
+            raise EOFError(buf)
+        buf += d
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    length = 0
+    for line in lines[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            length = int(v)
+    return lines[0], length, rest
+
+
+def upload(port, path, target):
+    """The upload client: the body goes out with sendfile(2), so the client costs next to
+    nothing on the core it shares with the backend (curl copies every byte through itself)."""
+    size = os.path.getsize(path)
+    s = socket.create_connection(("127.0.0.1", port))
+    started = time.monotonic()
+    s.sendall(b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/octet-stream\r\n"
+              b"Content-Length: %d\r\n\r\n" % (target.encode(), size))
+    with open(path, "rb") as f:
+        s.sendfile(f)
+    status, length, rest = _head(s)
+    while len(rest) < length:
+        rest += s.recv(65536)
+    took = time.monotonic() - started
+    if b" 200 " not in status or b'"bytes":%d' % size not in rest:
+        sys.exit(f"upload failed: {status!r} {rest[:200]!r}")
+    print(f"{size / took / (1 << 20):.0f}")
+
+
+def download(port, target):
+    """The download client: reads into one 1 MiB buffer, waking for 256 KiB at a time."""
+    s = socket.create_connection(("127.0.0.1", port))
+    started = time.monotonic()
+    s.sendall(b"GET %s HTTP/1.1\r\nHost: bench\r\n\r\n" % target.encode())
+    status, length, rest = _head(s)
+    if b" 200 " not in status:
+        sys.exit(f"download failed: {status!r}")
+    view = memoryview(bytearray(1 << 20))
+    left = length - len(rest)
+    low_water(s, min(left, BIG_READ))
+    while left:
+        if left < BIG_READ:
+            low_water(s, left)
+        got = s.recv_into(view[: min(left, len(view))])
+        if not got:
+            sys.exit(f"download cut off with {left} bytes to go")
+        left -= got
+    took = time.monotonic() - started
+    print(f"{length / took / (1 << 20):.0f}")
+
+
 def _ms(text):
     """'1.23ms' / '850.00us' / '1.02s' (wrk) -> milliseconds."""
     for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
@@ -180,22 +255,6 @@ def parse_wrk(path):
     print(f"{rps:.0f} {p50:.3f} {p99:.3f} {errors}")
 
 
-def parse_hey(path):
-    rps = p50 = p99 = 0.0
-    errors = 0
-    for line in open(path):
-        parts = line.split()
-        if line.strip().startswith("Requests/sec:"):
-            rps = float(parts[1])
-        elif len(parts) >= 3 and parts[0] == "50%" and parts[1] == "in":
-            p50 = float(parts[2]) * 1000
-        elif len(parts) >= 3 and parts[0] == "99%" and parts[1] == "in":
-            p99 = float(parts[2]) * 1000
-        elif line.strip().startswith("[") and "]" in line and not line.strip().startswith("[200]"):
-            errors += int(parts[1])
-    print(f"{rps:.0f} {p50:.3f} {p99:.3f} {errors}")
-
-
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "idle":
@@ -204,9 +263,11 @@ if __name__ == "__main__":
         logins(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), float(sys.argv[6]))
     elif cmd == "transfer-backend":
         transfer_backend(int(sys.argv[2]), sys.argv[3])
+    elif cmd == "upload":
+        upload(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    elif cmd == "download":
+        download(int(sys.argv[2]), sys.argv[3])
     elif cmd == "parse-wrk":
         parse_wrk(sys.argv[2])
-    elif cmd == "parse-hey":
-        parse_hey(sys.argv[2])
     else:
         sys.exit(f"unknown command {cmd}")

@@ -3,15 +3,15 @@
 #
 #   bash bench/run.sh            (DURATION=10 CONNS=64 BIG_MB=1024 IDLE=10000 by default)
 #
-# Installs what it needs (wrk, hey, nginx-light; PostgreSQL server binaries if missing), builds
+# Installs what it needs (wrk, nginx-light; PostgreSQL server binaries if missing), builds
 # the release binary, and measures side by side:
 #   - the bare backend (nginx returning a small JSON body, standing in for iDoctor);
 #   - nginx as a plain reverse proxy in front of it (no auth): the reference;
 #   - the gate on a public, a JWT, an API-key and a metered route (SQLite and PostgreSQL);
 #   - latency at half the gate's load, with and without logins (argon2) running beside it;
 #   - a streamed upload and download of BIG_MB, direct, through nginx and through the gate,
-#     against a backend that costs little (bench/helpers.py transfer-backend), and the gate's
-#     peak RSS;
+#     against a backend and by a client that cost little (bench/helpers.py), with each proxy's
+#     CPU time and the gate's peak RSS;
 #   - IDLE idle keep-alive connections held by a freshly started gate, and its RSS.
 # Every proxy under test runs on CPU 0 with one thread (nginx: one worker; the gate: one worker
 # thread); the backend and the load generator share CPU 1. Prints one table and writes it to
@@ -33,7 +33,6 @@ log() { printf '== %s\n' "$*" >&2; }
 # --- what a fresh machine lacks ----------------------------------------------------------------
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
-command -v hey >/dev/null || missing+=(hey)
 command -v nginx >/dev/null || missing+=(nginx-light)
 if ! command -v initdb >/dev/null && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   missing+=(postgresql)
@@ -98,6 +97,7 @@ render bench/backend.nginx.conf >"$DIR/backend.conf"
 render bench/proxy.nginx.conf >"$DIR/proxy.conf"
 taskset -c 1 nginx -c "$DIR/backend.conf" -e "$DIR/backend-error.log" & PIDS+=($!)
 taskset -c 0 nginx -c "$DIR/proxy.conf" -e "$DIR/proxy-error.log" & PIDS+=($!)
+NGINX_PROXY_PID=$!
 taskset -c 1 python3 bench/helpers.py transfer-backend "$XFER_PORT" "$DIR/big.bin" & PIDS+=($!)
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/json"
 wait_http "http://127.0.0.1:$NGINX_PROXY_PORT/json"
@@ -137,23 +137,32 @@ wrk_run() { # label url [wrk args...]
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url" >"$DIR/wrk.out" 2>&1
   row "$label" "$(python3 bench/helpers.py parse-wrk "$DIR/wrk.out")"
 }
-hey_run() { # label rate url [hey args...]
+# About `rate` requests/s: every connection pauses 1 ms after each answer (bench/paced.lua), so
+# a connection makes 1 / (1 ms + latency) requests a second. A 2 s trial measures that, and
+# the row runs with as many connections as the rate asked needs.
+paced_run() { # label rate url [wrk args...]
   local label=$1 rate=$2 url=$3; shift 3
-  local workers=16
-  local per=$(( (rate + workers - 1) / workers ))
-  taskset -c 1 hey -z "${DURATION}s" -c "$workers" -q "$per" "$@" "$url" >"$DIR/hey.out" 2>&1
-  row "$label" "$(python3 bench/helpers.py parse-hey "$DIR/hey.out")"
+  local conns=$(( (rate + 749) / 750 )) got
+  PACE_MS=1 taskset -c 1 wrk -t1 -c"$conns" -d2s --latency -s bench/paced.lua "$@" "$url" >"$DIR/wrk.out" 2>&1
+  got=$(python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f1)
+  conns=$(python3 -c "import math; print(max(1, math.ceil($conns * $rate / max(1, $got))))")
+  PACE_MS=1 taskset -c 1 wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s bench/paced.lua "$@" "$url" >"$DIR/wrk.out" 2>&1
+  row "$label" "$(python3 bench/helpers.py parse-wrk "$DIR/wrk.out")"
 }
 
-transfer() { # up|down url
-  local t
+# A transfer's MiB/s, by a client that costs little on the core it shares with the backend
+# (the body goes out with sendfile(2), comes in 256 KiB at a time).
+transfer() { # up|down port
   if [[ "$1" == up ]]; then
-    t=$(taskset -c 1 curl -s -o /dev/null -w '%{time_total}' -T "$DIR/big.bin" -X POST "$2")
+    taskset -c 1 python3 bench/helpers.py upload "$2" "$DIR/big.bin" /sink
   else
-    t=$(taskset -c 1 curl -s -o /dev/null -w '%{time_total}' "$2")
+    taskset -c 1 python3 bench/helpers.py download "$2" /big
   fi
-  python3 -c "print(f'{$BIG_MB / $t:.0f}')"
 }
+# CPU time (user + system, clock ticks) a process has used so far.
+cpu_of() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# Seconds of CPU a process used since an earlier cpu_of.
+cpu_since() { python3 -c "print(f'{($(cpu_of "$1") - $2) / $(getconf CLK_TCK):.2f}')"; }
 # Busy and total jiffies of one CPU, to say which core limits a transfer.
 cpu_ticks() { awk -v c="cpu$1" '$1 == c { print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8 }' /proc/stat; }
 busy_since() { # cpu "busy total" -> percent busy since then
@@ -163,18 +172,25 @@ busy_since() { # cpu "busy total" -> percent busy since then
 
 log "transfers of ${BIG_MB} MiB: direct, through nginx, through the gate"
 start_gate xfer "sqlite://$DIR/gate-xfer/gate.db" "$XFER_PORT"
-XFER="http://127.0.0.1:$XFER_PORT"
-NGINX_XFER="http://127.0.0.1:$NGINX_XFER_PORT"
-UP_DIRECT=$(transfer up "$XFER/sink")
-UP_NGINX=$(transfer up "$NGINX_XFER/sink")
-C0=$(cpu_ticks 0); C1=$(cpu_ticks 1)
-UP_GATE=$(transfer up "$GATE/sink")
+NGINX_WORKER=$(pgrep -P "$NGINX_PROXY_PID" | head -1)
+UP_DIRECT=$(transfer up "$XFER_PORT")
+T=$(cpu_of "$NGINX_WORKER"); UP_NGINX=$(transfer up "$NGINX_XFER_PORT"); UP_NGINX_CPU=$(cpu_since "$NGINX_WORKER" "$T")
+C0=$(cpu_ticks 0); C1=$(cpu_ticks 1); T=$(cpu_of "$GATE_PID")
+UP_GATE=$(transfer up "$GATE_PORT")
+UP_GATE_CPU=$(cpu_since "$GATE_PID" "$T")
 UP_BUSY="CPU 0 (gate) $(busy_since 0 "$C0") %, CPU 1 (backend and client) $(busy_since 1 "$C1") %"
-DOWN_DIRECT=$(transfer down "$XFER/big")
-DOWN_NGINX=$(transfer down "$NGINX_XFER/big")
-C0=$(cpu_ticks 0); C1=$(cpu_ticks 1)
-DOWN_GATE=$(transfer down "$GATE/big")
+DOWN_DIRECT=$(transfer down "$XFER_PORT")
+T=$(cpu_of "$NGINX_WORKER"); DOWN_NGINX=$(transfer down "$NGINX_XFER_PORT"); DOWN_NGINX_CPU=$(cpu_since "$NGINX_WORKER" "$T")
+C0=$(cpu_ticks 0); C1=$(cpu_ticks 1); T=$(cpu_of "$GATE_PID")
+DOWN_GATE=$(transfer down "$GATE_PORT")
+DOWN_GATE_CPU=$(cpu_since "$GATE_PID" "$T")
 DOWN_BUSY="CPU 0 (gate) $(busy_since 0 "$C0") %, CPU 1 (backend and client) $(busy_since 1 "$C1") %"
+# curl as the client, for comparison with earlier runs: it copies every byte through itself
+# on the core it shares with the backend, which then limits the figures.
+curl_up() { python3 -c "print(f'{$BIG_MB / $(taskset -c 1 curl -s -o /dev/null -w '%{time_total}' -T "$DIR/big.bin" -X POST "$1"):.0f}')"; }
+CURL_UP_DIRECT=$(curl_up "http://127.0.0.1:$XFER_PORT/sink")
+CURL_UP_NGINX=$(curl_up "http://127.0.0.1:$NGINX_XFER_PORT/sink")
+CURL_UP_GATE=$(curl_up "$GATE/sink")
 PEAK_KB=$(rss_kb "$GATE_PID" VmHWM)
 log "upload MiB/s direct $UP_DIRECT nginx $UP_NGINX gate $UP_GATE; download direct $DOWN_DIRECT nginx $DOWN_NGINX gate $DOWN_GATE; peak RSS ${PEAK_KB} KiB"
 stop_gate
@@ -213,11 +229,11 @@ field_of() { # label-prefix field-number: a figure of an earlier row
 }
 JWT_RPS=$(field_of "gate, JWT route|" 1)
 HALF=$(( JWT_RPS / 2 ))
-hey_run "backend direct at ${HALF}/s" "$HALF" "http://127.0.0.1:$UPSTREAM_PORT/json"
-hey_run "gate JWT at ${HALF}/s" "$HALF" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
+paced_run "backend direct at ${HALF}/s" "$HALF" "http://127.0.0.1:$UPSTREAM_PORT/json"
+paced_run "gate JWT at ${HALF}/s" "$HALF" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
 taskset -c 1 python3 bench/helpers.py logins "$GATE_PORT" bench bench-password 2 "$DURATION" >"$DIR/logins.out" &
 LOGIN_PID=$!
-hey_run "gate JWT at ${HALF}/s, logins beside" "$HALF" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
+paced_run "gate JWT at ${HALF}/s, logins beside" "$HALF" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
 wait "$LOGIN_PID" || true
 LOGINS=$(cat "$DIR/logins.out")
 stop_gate
@@ -237,9 +253,11 @@ stop_gate
 # --- the table ---------------------------------------------------------------------------------
 NGINX_RPS=$(field_of "nginx plain reverse proxy|" 1)
 DIRECT_P99_HALF=$(field_of "backend direct at " 3)
+GATE_P99_HALF=$(field_of "gate JWT at ${HALF}/s|" 3)
+LOGINS_P99_HALF=$(field_of "gate JWT at ${HALF}/s, logins beside|" 3)
 CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 {
-  echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($CPU), loopback; ${DURATION}s per row, wrk -c$CONNS (hey at a fixed rate for the half-load rows)."
+  echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($CPU), loopback; ${DURATION}s per row, wrk -c$CONNS (wrk paced to about half the JWT route's rate for the half-load rows)."
   echo "Proxies under test on CPU 0 with one thread; backend and load generator on CPU 1."
   echo
   echo "| row | requests/s | p50 ms | p99 ms | errors | vs nginx proxy |"
@@ -252,17 +270,18 @@ CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   done
   echo
   ratio() { python3 -c "print(f'{$1 / $2:.2f}x')"; }
-  echo "| transfer of ${BIG_MB} MiB | direct MiB/s | gate MiB/s | gate / direct | nginx proxy MiB/s | nginx / direct |"
-  echo "|---|---:|---:|---:|---:|---:|"
-  echo "| upload (streamed POST) | $UP_DIRECT | $UP_GATE | $(ratio "$UP_GATE" "$UP_DIRECT") | $UP_NGINX | $(ratio "$UP_NGINX" "$UP_DIRECT") |"
-  echo "| download | $DOWN_DIRECT | $DOWN_GATE | $(ratio "$DOWN_GATE" "$DOWN_DIRECT") | $DOWN_NGINX | $(ratio "$DOWN_NGINX" "$DOWN_DIRECT") |"
+  echo "| transfer of ${BIG_MB} MiB | direct MiB/s | gate MiB/s | gate / direct | gate CPU s | nginx proxy MiB/s | nginx / direct | nginx CPU s |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| upload (streamed POST) | $UP_DIRECT | $UP_GATE | $(ratio "$UP_GATE" "$UP_DIRECT") | $UP_GATE_CPU | $UP_NGINX | $(ratio "$UP_NGINX" "$UP_DIRECT") | $UP_NGINX_CPU |"
+  echo "| download | $DOWN_DIRECT | $DOWN_GATE | $(ratio "$DOWN_GATE" "$DOWN_DIRECT") | $DOWN_GATE_CPU | $DOWN_NGINX | $(ratio "$DOWN_NGINX" "$DOWN_DIRECT") | $DOWN_NGINX_CPU |"
   echo
-  echo "- transfers against bench/helpers.py transfer-backend: downloads sent with sendfile(2), uploads read whole in 1 MiB reads"
+  echo "- transfers against bench/helpers.py transfer-backend (downloads sent with sendfile(2), uploads read whole), by bench/helpers.py upload/download (sendfile(2) out, 256 KiB reads in); direct runs client and backend on CPU 1, through a proxy the proxy has CPU 0 besides"
+  echo "- with curl as the upload client (it copies every byte through itself on CPU 1): direct $CURL_UP_DIRECT MiB/s, gate $CURL_UP_GATE MiB/s ($(ratio "$CURL_UP_GATE" "$CURL_UP_DIRECT")), nginx $CURL_UP_NGINX MiB/s ($(ratio "$CURL_UP_NGINX" "$CURL_UP_DIRECT"))"
   echo "- busy during the upload through the gate: $UP_BUSY; during the download: $DOWN_BUSY"
   echo "- gate peak RSS over the transfers: $((PEAK_KB / 1024)) MiB"
   echo "- $IDLE idle keep-alive connections ($IDLE_LINE), on a freshly started gate: RSS $((RSS_BEFORE / 1024)) MiB -> $((RSS_IDLE / 1024)) MiB"
   echo "- backend direct p99 at half load: ${DIRECT_P99_HALF} ms (the gate's added p99 is its row minus this)"
-  echo "- logins during the last half-load row: $LOGINS"
+  echo "- logins during the last half-load row: $LOGINS; they moved the gate's p99 from ${GATE_P99_HALF} to ${LOGINS_P99_HALF} ms ($(python3 -c "print(f'{100 * ($LOGINS_P99_HALF / $GATE_P99_HALF - 1):+.0f} %')"))"
 } >"$DIR/table.md"
 mkdir -p "$(dirname "$OUT")"
 cp "$DIR/table.md" "$OUT"
