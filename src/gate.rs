@@ -12,9 +12,8 @@
 
 use axum::body::Body;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::upgrade::OnUpgrade;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,7 +26,7 @@ use crate::error::GateError;
 use crate::proxy::body::{Inbound, LimitedBody};
 use crate::proxy::cors::Cors;
 use crate::proxy::forward::Upstream;
-use crate::proxy::headers;
+use crate::proxy::headers::{self, Peer};
 use crate::proxy::path::canonicalize;
 use crate::proxy::routes::{RouteMatch, RouteTable};
 use crate::proxy::settle;
@@ -139,21 +138,21 @@ impl Gate {
 
     /// Serves one request; never fails: every error becomes a JSON response.
     /// `secure`: the request came over TLS (for `X-Forwarded-Proto`).
-    pub async fn handle(
-        &self,
-        req: Request<Inbound>,
-        peer: SocketAddr,
-        secure: bool,
-    ) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Inbound>, peer: &Peer, secure: bool) -> Response<Body> {
         let started = Instant::now();
-        let request_id = uuid::Uuid::new_v4().to_string();
+        // Spelled on the stack, then once as a header value (which the backend's request shares).
+        let mut spelled = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let request_id: &str = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut spelled);
         let request_id_value =
-            HeaderValue::from_str(&request_id).expect("a uuid is a valid header value");
+            HeaderValue::from_str(request_id).expect("a uuid is a valid header value");
         let origin = req.headers().get(header::ORIGIN).cloned();
         let method = req.method().clone();
         let mut log = RequestLog::default();
 
-        let mut resp = match self.serve(req, peer, secure, &request_id, &mut log).await {
+        let mut resp = match self
+            .serve(req, peer, secure, (request_id, &request_id_value), &mut log)
+            .await
+        {
             Ok(resp) => resp,
             Err(e) => e.into_http(),
         };
@@ -167,7 +166,7 @@ impl Gate {
             method = %method,
             path = %log.path,
             route = %log.route,
-            user_id = %log.user_id,
+            user_id = log.user_id.as_deref().unwrap_or(""),
             quota = %log.quota,
             status = resp.status().as_u16(),
             duration_us = started.elapsed().as_micros() as u64,
@@ -177,12 +176,13 @@ impl Gate {
         resp
     }
 
+    /// `request_id`: the id as text and as the header value sent to the backend.
     async fn serve(
         &self,
         req: Request<Inbound>,
-        peer: SocketAddr,
+        peer: &Peer,
         secure: bool,
-        request_id: &str,
+        (request_id, request_id_value): (&str, &HeaderValue),
         log: &mut RequestLog,
     ) -> Result<Response<Body>, GateError> {
         if let Some(preflight) = self.cors.preflight(req.method(), req.headers()) {
@@ -195,11 +195,13 @@ impl Gate {
         let path =
             canonicalize(req.uri().path()).map_err(|e| GateError::bad_request(e.to_string()))?;
         let (path, to_backend) = self.layout(path);
-        log.path = path.clone();
+        if tracing::enabled!(tracing::Level::INFO) {
+            log.path = path.clone();
+        }
         if !to_backend && self.api.owns(&path) {
             log.route = "gate";
             let mut req = with_canonical_path(req, &path)?;
-            req.extensions_mut().insert(ClientAddr(peer));
+            req.extensions_mut().insert(ClientAddr(peer.addr));
             return Ok(self.api.call(req).await);
         }
         let route = self.route(req.method(), &path)?;
@@ -216,7 +218,7 @@ impl Gate {
         };
         authorize(route.access, principal.as_ref())?;
         if let Some(p) = &principal {
-            log.user_id = p.user_id.clone();
+            log.user_id = Some(p.user_id.clone());
         }
         let content_length = content_length(&parts.headers)?;
         if content_length.is_some_and(|len| len > route.max_body) {
@@ -275,8 +277,21 @@ impl Gate {
         } else {
             None
         };
-        let target = forward_target(&path, parts.uri.query(), route.query_token);
-        let uri = self.upstream.uri_for(&target)?;
+        let uri = match parts.uri.path_and_query() {
+            // Most requests go on as they came (the canonical path is the one received and
+            // there is no token to take out of the query): the received target is shared.
+            Some(received)
+                if received.path() == path
+                    && !(route.query_token && received.query().is_some()) =>
+            {
+                Uri::from(received.clone())
+            }
+            _ => self.upstream.uri_for(forward_target(
+                &path,
+                parts.uri.query(),
+                route.query_token,
+            ))?,
+        };
         let host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri
@@ -287,38 +302,38 @@ impl Gate {
         let mut out_headers = std::mem::take(&mut parts.headers);
         headers::strip_hop_by_hop(&mut out_headers, upgrade);
         headers::strip_client_identity(&mut out_headers);
-        let trusted = self.config.trusted_proxies.contains(&peer.ip());
+        let trusted = self.config.trusted_proxies.contains(&peer.addr.ip());
         headers::set_forwarded(
             &mut out_headers,
-            peer.ip(),
+            peer,
             client_xff.as_ref(),
             trusted,
             host.as_ref(),
             if secure { "https" } else { "http" },
         );
         out_headers.insert(header::HOST, self.upstream_host.clone());
-        out_headers.insert(
-            X_REQUEST_ID.clone(),
-            HeaderValue::from_str(request_id).expect("a uuid is a valid header value"),
-        );
+        out_headers.insert(X_REQUEST_ID.clone(), request_id_value.clone());
         if let Some(p) = &principal {
             set_identity(&mut out_headers, p);
             if let Some(authz) = self.auth.backend_authorization(p).await {
                 out_headers.insert(header::AUTHORIZATION, authz);
             }
         }
-        let (body, exceeded) = LimitedBody::new(body, route.max_body);
-        let mut up_req = Request::new(Body::new(body));
+        // A request without a body (most GETs) sends none: nothing to count against the limit.
+        let (body, exceeded) = if http_body::Body::is_end_stream(&body) {
+            (Body::empty(), None)
+        } else {
+            let (body, exceeded) = LimitedBody::new(body, route.max_body);
+            (Body::new(body), Some(exceeded))
+        };
+        let mut up_req = Request::new(body);
         *up_req.method_mut() = parts.method;
         *up_req.uri_mut() = uri;
         *up_req.version_mut() = Version::HTTP_11;
         *up_req.headers_mut() = out_headers;
 
         let upstream_started = Instant::now();
-        let sent = self
-            .upstream
-            .send(up_req, route.timeout, Some(exceeded))
-            .await;
+        let sent = self.upstream.send(up_req, route.timeout, exceeded).await;
         log.upstream = Some(upstream_started.elapsed());
         let mut resp = match sent {
             Ok(resp) => resp,
@@ -435,7 +450,7 @@ impl Gate {
 struct RequestLog {
     path: String,
     route: &'static str,
-    user_id: String,
+    user_id: Option<std::sync::Arc<str>>,
     /// reserved, committed, refunded, denied, error, or empty for unmetered requests.
     quota: &'static str,
     /// How long the backend took to answer (its reply head), for proxied requests.
@@ -513,15 +528,11 @@ fn authorize(access: Access, principal: Option<&Principal>) -> Result<(), GateEr
 }
 
 fn set_identity(h: &mut http::HeaderMap, p: &Principal) {
-    if let Ok(v) = HeaderValue::from_str(&p.user_id) {
-        h.insert(X_USER_ID.clone(), v);
+    if let Some(v) = &p.identity.user_id {
+        h.insert(X_USER_ID.clone(), v.clone());
     }
-    if let Some(v) = p
-        .email
-        .as_deref()
-        .and_then(|e| HeaderValue::from_str(e).ok())
-    {
-        h.insert(X_USER_EMAIL.clone(), v);
+    if let Some(v) = &p.identity.email {
+        h.insert(X_USER_EMAIL.clone(), v.clone());
     }
 }
 

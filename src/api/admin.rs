@@ -52,7 +52,7 @@ async fn set_active(
     user_id: &str,
     active: bool,
 ) -> Result<UserResponse, GateError> {
-    if admin.user_id == user_id && !active {
+    if &*admin.user_id == user_id && !active {
         return Err(GateError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "you cannot disable your own account",

@@ -158,7 +158,7 @@ pub async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<PaymentListItem>>, GateError> {
     let limit = query_int(&q, "limit", 50, 1, 500)?;
-    let who = (!p.is_superuser).then_some(p.user_id.as_str());
+    let who = (!p.is_superuser).then_some(&*p.user_id);
     let rows = state
         .store
         .payments(who, query_opt(&q, "status_filter"), limit)
@@ -192,7 +192,7 @@ async fn owned(
 ) -> Result<PaymentRow, GateError> {
     let order = state.store.payment(id).await?;
     match order {
-        Some(o) if o.user_id == p.user_id || p.is_superuser => Ok(o),
+        Some(o) if *o.user_id == *p.user_id || p.is_superuser => Ok(o),
         // Someone else's order is as invisible as a missing one.
         _ => Err(GateError::not_found("支付记录不存在: no such payment")),
     }

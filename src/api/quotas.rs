@@ -106,7 +106,7 @@ pub async fn mine(
 }
 
 fn own_or_superuser(p: &Principal, user_id: &str) -> Result<(), GateError> {
-    if p.user_id == user_id || p.is_superuser {
+    if &*p.user_id == user_id || p.is_superuser {
         Ok(())
     } else {
         Err(GateError::forbidden(
@@ -181,7 +181,7 @@ pub async fn usage_logs(
             Some(u)
         }
         None if p.is_superuser => None,
-        None => Some(p.user_id.as_str()),
+        None => Some(&*p.user_id),
     };
     let rows = state
         .store
@@ -239,7 +239,7 @@ pub async fn statistics(
     }
     let days = query_int(&q, "days", 30, 1, 366)?;
     let since = now_ms() - days * 86_400_000;
-    let user = (!p.is_superuser).then_some(p.user_id.as_str());
+    let user = (!p.is_superuser).then_some(&*p.user_id);
     let rows = state.store.usage_since(&quota_type, user, since).await?;
     let total_usage: i64 = rows.iter().map(|r| r.1).sum();
     let users: HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();

@@ -271,7 +271,7 @@ impl AuthService {
     }
 
     pub async fn delete_user(&self, actor: &Principal, id: &str) -> Result<(), GateError> {
-        if actor.user_id == id {
+        if &*actor.user_id == id {
             return Err(unprocessable(
                 "不能删除自己的账号: you cannot delete your own account",
             ));
@@ -305,7 +305,7 @@ impl AuthService {
         let row = self
             .store
             .create_api_key(NewApiKey {
-                user_id: who.user_id.clone(),
+                user_id: who.user_id.to_string(),
                 key_prefix: keys::display_prefix(&key),
                 key_hash: hash.clone(),
                 name: name.to_string(),

@@ -17,17 +17,18 @@ use crate::store::{Backend, Store, StoreError};
 /// What authorization needs to know about a user.
 #[derive(Debug, Clone)]
 pub struct UserState {
-    pub id: String,
-    pub email: String,
+    pub id: Arc<str>,
+    pub email: Arc<str>,
     pub active: bool,
     pub superuser: bool,
+    pub identity: super::Identity,
 }
 
 /// What authentication needs to know about an API key.
 #[derive(Debug, Clone)]
 pub struct KeyState {
-    pub id: String,
-    pub user_id: String,
+    pub id: Arc<str>,
+    pub user_id: Arc<str>,
     pub active: bool,
     pub expires_at: Option<i64>,
 }
@@ -85,8 +86,9 @@ impl AuthCache {
                     Arc::new(UserState {
                         active: u.active(),
                         superuser: u.superuser(),
-                        id: u.id,
-                        email: u.email,
+                        identity: super::Identity::new(&u.id, Some(&u.email)),
+                        id: u.id.into(),
+                        email: u.email.into(),
                     })
                 }))
             })
@@ -111,8 +113,8 @@ impl AuthCache {
                 Ok::<_, StoreError>(store.api_key_by_hash(&key).await?.map(|k| {
                     Arc::new(KeyState {
                         active: k.is_active != 0,
-                        id: k.id,
-                        user_id: k.user_id,
+                        id: k.id.into(),
+                        user_id: k.user_id.into(),
                         expires_at: k.expires_at,
                     })
                 }))

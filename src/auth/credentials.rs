@@ -7,14 +7,17 @@ use super::keys;
 use crate::error::GateError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Credential {
-    Jwt(String),
-    ApiKey(String),
+pub enum Credential<'a> {
+    Jwt(&'a str),
+    ApiKey(&'a str),
 }
 
 /// The one credential of a request, `None` when it carries none. Two different credentials in
 /// one request are refused rather than guessed between.
-pub fn extract(parts: &Parts, allow_query_token: bool) -> Result<Option<Credential>, GateError> {
+pub fn extract(
+    parts: &Parts,
+    allow_query_token: bool,
+) -> Result<Option<Credential<'_>>, GateError> {
     let from_header = match parts.headers.get(http::header::AUTHORIZATION) {
         None => None,
         Some(v) => {
@@ -32,8 +35,7 @@ pub fn extract(parts: &Parts, allow_query_token: bool) -> Result<Option<Credenti
         Some(v) => Some(Credential::ApiKey(
             v.to_str()
                 .map_err(|_| GateError::unauthorized("X-API-Key is not text"))?
-                .trim()
-                .to_string(),
+                .trim(),
         )),
     };
     let from_query = if allow_query_token {
@@ -62,20 +64,20 @@ pub fn bearer(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-fn classify(token: &str) -> Credential {
+fn classify(token: &str) -> Credential<'_> {
     if token.starts_with(keys::PREFIX) {
-        Credential::ApiKey(token.to_string())
+        Credential::ApiKey(token)
     } else {
-        Credential::Jwt(token.to_string())
+        Credential::Jwt(token)
     }
 }
 
-fn query_token(query: Option<&str>) -> Option<String> {
+fn query_token(query: Option<&str>) -> Option<&str> {
     query?
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == "token")
-        .map(|(_, v)| v.to_string())
+        .map(|(_, v)| v)
         .filter(|v| !v.is_empty())
 }
 
@@ -96,7 +98,7 @@ mod tests {
         let key = "sk_live_0123456789012345678901234567890123456789012";
         assert_eq!(
             extract(&parts(&[("authorization", "Bearer abc")], "/"), false).unwrap(),
-            Some(Credential::Jwt("abc".into()))
+            Some(Credential::Jwt("abc"))
         );
         assert_eq!(
             extract(
@@ -104,15 +106,15 @@ mod tests {
                 false
             )
             .unwrap(),
-            Some(Credential::ApiKey(key.into()))
+            Some(Credential::ApiKey(key))
         );
         assert_eq!(
             extract(&parts(&[("x-api-key", key)], "/"), false).unwrap(),
-            Some(Credential::ApiKey(key.into()))
+            Some(Credential::ApiKey(key))
         );
         assert_eq!(
             extract(&parts(&[], "/i?t=1&token=abc"), true).unwrap(),
-            Some(Credential::Jwt("abc".into()))
+            Some(Credential::Jwt("abc"))
         );
         assert_eq!(extract(&parts(&[], "/i?token=abc"), false).unwrap(), None);
         assert!(extract(&parts(&[("authorization", "Basic abc")], "/"), false).is_err());

@@ -39,12 +39,31 @@ use tokens::{Kind, Signer, TokenError};
 pub use accounts::{ApiKeyCreated, NewAccount, ProfileUpdate, normalise_email};
 pub use sessions::TokenPair;
 
-/// A verified caller.
+/// A verified caller. Cloned from the principal cache for every authenticated request, so it
+/// is made of shared parts: cloning it allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub user_id: String,
-    pub email: Option<String>,
+    pub user_id: Arc<str>,
+    pub email: Option<Arc<str>>,
     pub is_superuser: bool,
+    /// The account as the backend is told it, made once per cache entry.
+    pub identity: Identity,
+}
+
+/// `X-User-Id` and `X-User-Email` for the backend (`None` where a value cannot be a header).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    pub user_id: Option<HeaderValue>,
+    pub email: Option<HeaderValue>,
+}
+
+impl Identity {
+    pub fn new(user_id: &str, email: Option<&str>) -> Identity {
+        Identity {
+            user_id: HeaderValue::from_str(user_id).ok(),
+            email: email.and_then(|e| HeaderValue::from_str(e).ok()),
+        }
+    }
 }
 
 /// Everything accounts and authentication need, built once per configuration.
@@ -60,11 +79,11 @@ pub struct AuthService {
     throttle: Throttle,
     mailer: mail::Mailer,
     /// Access tokens that verified before (subject, exp), until their expiry.
-    verified_tokens: verified::Remembered<(String, i64)>,
+    verified_tokens: verified::Remembered<(Arc<str>, i64)>,
     /// API keys seen before and their keyed hashes (the key's state is still looked up).
-    key_hashes: verified::Remembered<String>,
+    key_hashes: verified::Remembered<Arc<str>>,
     /// Keys used since the last flush: id -> time (ms). Written to the store in batches.
-    key_uses: Mutex<HashMap<String, i64>>,
+    key_uses: Mutex<HashMap<Arc<str>, i64>>,
 }
 
 impl AuthService {
@@ -156,13 +175,13 @@ impl AuthService {
             return Ok(None);
         };
         let user_id = match credential {
-            Credential::Jwt(token) => self.verify_access(&token)?,
-            Credential::ApiKey(key) => self.verify_key(&key).await?,
+            Credential::Jwt(token) => self.verify_access(token)?,
+            Credential::ApiKey(key) => self.verify_key(key).await?,
         };
         self.principal(&user_id).await.map(Some)
     }
 
-    fn verify_access(&self, token: &str) -> Result<String, GateError> {
+    fn verify_access(&self, token: &str) -> Result<Arc<str>, GateError> {
         // Valid while `exp` is, with the leeway the full verification allows.
         let now = tokens::now_secs();
         if let Some((sub, _)) = self
@@ -173,8 +192,9 @@ impl AuthService {
         }
         match self.signer.verify(token, Kind::Access) {
             Ok(c) => {
-                self.verified_tokens.insert(token, (c.sub.clone(), c.exp));
-                Ok(c.sub)
+                let sub: Arc<str> = c.sub.into();
+                self.verified_tokens.insert(token, (sub.clone(), c.exp));
+                Ok(sub)
             }
             Err(TokenError::Expired) => Err(GateError::unauthorized(
                 "无效的认证令牌: the access token has expired",
@@ -188,14 +208,14 @@ impl AuthService {
         }
     }
 
-    async fn verify_key(&self, key: &str) -> Result<String, GateError> {
+    async fn verify_key(&self, key: &str) -> Result<Arc<str>, GateError> {
         if !keys::looks_like_key(key) {
             return Err(GateError::unauthorized("invalid API key"));
         }
         let remembered = self.key_hashes.get(key, |_| true);
         let hash = match &remembered {
             Some(hash) => hash.clone(),
-            None => self.hasher.hash("api-key", key),
+            None => self.hasher.hash("api-key", key).into(),
         };
         let Some(state) = self.cache.key(&self.store, &hash).await? else {
             return Err(GateError::unauthorized("invalid API key"));
@@ -236,6 +256,7 @@ impl AuthService {
             user_id: user.id.clone(),
             email: Some(user.email.clone()),
             is_superuser: user.superuser,
+            identity: user.identity.clone(),
         })
     }
 
@@ -263,7 +284,7 @@ impl AuthService {
     pub async fn flush_key_uses(&self) {
         let uses: Vec<(String, i64)> = {
             let mut map = self.key_uses.lock().unwrap_or_else(|p| p.into_inner());
-            map.drain().collect()
+            map.drain().map(|(id, at)| (id.to_string(), at)).collect()
         };
         if uses.is_empty() {
             return;

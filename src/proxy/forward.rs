@@ -75,8 +75,8 @@ impl Upstream {
     }
 
     /// The request target for a canonical path and query (origin form: the gate sets `Host`).
-    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, GateError> {
-        let pq = PathAndQuery::try_from(path_and_query)
+    pub fn uri_for(&self, path_and_query: String) -> Result<Uri, GateError> {
+        let pq = PathAndQuery::from_maybe_shared(bytes::Bytes::from(path_and_query))
             .map_err(|_| GateError::bad_request("the request target is not a valid URI"))?;
         Ok(Uri::from(pq))
     }

@@ -6,7 +6,26 @@
 //! is removed here, before the gate adds its own.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use std::net::IpAddr;
+use std::net::SocketAddr;
+
+/// The address a client connection came from, and its `X-Forwarded-For` spelling, made once
+/// per connection rather than formatted for every request.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        let forwarded_for = HeaderValue::from_str(&addr.ip().to_string())
+            .expect("an IP address is a valid header value");
+        Peer {
+            addr,
+            forwarded_for,
+        }
+    }
+}
 
 /// Headers that describe one connection, not the message.
 const HOP_BY_HOP: &[HeaderName] = &[
@@ -32,20 +51,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !any {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
     let upgrade = if keep_upgrade {
         headers.get(header::UPGRADE).cloned()
     } else {
         None
     };
-    for name in named {
-        headers.remove(name);
+    // The names `Connection` lists are removed by their spelling (no owned names made); its
+    // values are taken out first, so the map can be changed while they are read.
+    let mut connection = headers.get_all(header::CONNECTION).iter();
+    match (connection.next(), connection.next()) {
+        (None, _) => {}
+        (Some(_), None) => {
+            if let Some(value) = headers.remove(header::CONNECTION) {
+                remove_listed(headers, &value);
+            }
+        }
+        (Some(_), Some(_)) => {
+            let values: Vec<HeaderValue> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .cloned()
+                .collect();
+            for value in &values {
+                remove_listed(headers, value);
+            }
+        }
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
@@ -56,6 +86,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if let Some(up) = upgrade {
         headers.insert(header::UPGRADE, up);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes the headers a `Connection` value names (`close` and `keep-alive` name no header;
+/// removing them is harmless).
+fn remove_listed(headers: &mut HeaderMap, connection: &HeaderValue) {
+    let Ok(list) = connection.to_str() else {
+        return;
+    };
+    for name in list.split(',') {
+        let name = name.trim();
+        if !name.is_empty() {
+            headers.remove(name);
+        }
     }
 }
 
@@ -73,6 +117,10 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// Removes what a client could use to pose as someone, or to mislead the backend about where
 /// the request came from. The gate sets its own values afterwards.
 pub fn strip_client_identity(headers: &mut HeaderMap) {
+    // The credentials are there on most requests: removed by name, so that the scan below
+    // usually finds nothing and collects nothing.
+    headers.remove(header::AUTHORIZATION);
+    headers.remove("x-api-key");
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
@@ -84,9 +132,7 @@ pub fn strip_client_identity(headers: &mut HeaderMap) {
                 || n.starts_with("x-quota-")
                 || matches!(
                     n,
-                    "authorization"
-                        | "x-api-key"
-                        | "forwarded"
+                    "forwarded"
                         | "x-real-ip"
                         | "x-request-id"
                         | "x-original-url"
@@ -106,17 +152,19 @@ pub fn strip_client_identity(headers: &mut HeaderMap) {
 /// only when the peer is a configured trusted proxy; `client_xff` is that header as received.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &Peer,
     client_xff: Option<&HeaderValue>,
     trusted: bool,
     host: Option<&HeaderValue>,
     proto: &'static str,
 ) {
     let xff = match (trusted, client_xff.and_then(|v| v.to_str().ok())) {
-        (true, Some(prev)) if !prev.trim().is_empty() => format!("{}, {peer}", prev.trim()),
-        _ => peer.to_string(),
+        (true, Some(prev)) if !prev.trim().is_empty() => {
+            HeaderValue::from_str(&format!("{}, {}", prev.trim(), peer.addr.ip())).ok()
+        }
+        _ => Some(peer.forwarded_for.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
     headers.insert(
@@ -147,6 +195,26 @@ mod tests {
         assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none());
         assert!(h.get("connection").is_none() && h.get("te").is_none());
         assert_eq!(h.get("x-kept").unwrap(), "1");
+    }
+
+    #[test]
+    fn every_connection_header_counts_and_odd_names_are_ignored() {
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static("x-one"));
+        h.append(
+            "connection",
+            HeaderValue::from_static(" , x-two ,bad name,"),
+        );
+        for n in ["x-one", "x-two", "x-three"] {
+            h.insert(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_static("1"),
+            );
+        }
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-one").is_none() && h.get("x-two").is_none());
+        assert!(h.get("connection").is_none());
+        assert_eq!(h.get("x-three").unwrap(), "1");
     }
 
     #[test]

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::Current;
 use super::idle::{PARK_AFTER, Watched};
 use crate::proxy::body::{Hold, InFlight, Inbound};
+use crate::proxy::headers::Peer;
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,6 +96,7 @@ pub(super) async fn serve_plain(shared: Arc<Shared>, stream: TcpStream, peer: So
         _ => return,
     };
     let in_flight = Arc::new(InFlight::default());
+    let client = Peer::new(peer);
     if h2 {
         let io = Watched::new(TokioIo::new(stream), prefix, None);
         // Boxed, like every connection below: the task of a parked HTTP/1 connection is only as
@@ -102,7 +104,7 @@ pub(super) async fn serve_plain(shared: Arc<Shared>, stream: TcpStream, peer: So
         let mut conn = Box::pin(
             shared
                 .h2
-                .serve_connection(io, front(&shared, peer, false, &in_flight)),
+                .serve_connection(io, front(&shared, &client, false, &in_flight)),
         );
         let ended = drive(conn.as_mut(), &shared.shutdown, |c| c.graceful_shutdown()).await;
         log_end(ended, peer);
@@ -119,7 +121,7 @@ pub(super) async fn serve_plain(shared: Arc<Shared>, stream: TcpStream, peer: So
         let mut conn = Box::new(
             shared
                 .h1
-                .serve_connection(io, front(&shared, peer, false, &in_flight))
+                .serve_connection(io, front(&shared, &client, false, &in_flight))
                 .with_upgrades(),
         );
         let ended = drive(Pin::new(&mut *conn), &shared.shutdown, |c| {
@@ -189,11 +191,11 @@ pub(super) async fn serve_tls(
         }
     };
     let in_flight = Arc::new(InFlight::default());
-    let mut conn =
-        Box::pin(shared.tls.serve_connection_with_upgrades(
-            TokioIo::new(tls),
-            front(&shared, peer, true, &in_flight),
-        ));
+    let client = Peer::new(peer);
+    let mut conn = Box::pin(shared.tls.serve_connection_with_upgrades(
+        TokioIo::new(tls),
+        front(&shared, &client, true, &in_flight),
+    ));
     let ended = drive(conn.as_mut(), &shared.shutdown, |c| c.graceful_shutdown()).await;
     log_end(ended, peer);
 }
@@ -265,10 +267,10 @@ impl Drop for Counted<'_> {
 /// slot allocated at the size of this future while the connection lives.
 type Handled = Pin<Box<dyn Future<Output = Result<Response<Outbound>, Infallible>> + Send>>;
 
-fn front(shared: &Shared, peer: SocketAddr, secure: bool, in_flight: &Arc<InFlight>) -> Front {
+fn front(shared: &Shared, peer: &Peer, secure: bool, in_flight: &Arc<InFlight>) -> Front {
     Front {
         current: shared.current.clone(),
-        peer,
+        peer: peer.clone(),
         secure,
         in_flight: in_flight.clone(),
     }
@@ -279,7 +281,7 @@ fn front(shared: &Shared, peer: SocketAddr, secure: bool, in_flight: &Arc<InFlig
 #[derive(Clone)]
 struct Front {
     current: Arc<Current>,
-    peer: SocketAddr,
+    peer: Peer,
     secure: bool,
     in_flight: Arc<InFlight>,
 }
@@ -293,9 +295,9 @@ impl hyper::service::Service<Request<Incoming>> for Front {
         let gate = self.current.get();
         let req = req.map(|body| Inbound::new(body, Some(Hold::new(&self.in_flight))));
         let reply = Hold::new(&self.in_flight);
-        let (peer, secure) = (self.peer, self.secure);
+        let (peer, secure) = (self.peer.clone(), self.secure);
         Box::pin(async move {
-            let resp = gate.handle(req, peer, secure).await;
+            let resp = gate.handle(req, &peer, secure).await;
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 reply.mark_upgraded();
             }
