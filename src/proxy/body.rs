@@ -20,6 +20,9 @@ use std::task::{Context, Poll};
 #[derive(Debug, Default)]
 pub struct InFlight {
     holds: AtomicUsize,
+    /// Requests hyper has handed over on this connection so far: a head whose clock started
+    /// before the last of them is over.
+    requests: AtomicUsize,
     /// Set for good once the connection was switched to another protocol (a tunnel): it then
     /// belongs to the tunnel, which is never quiet in HTTP's sense.
     upgraded: AtomicBool,
@@ -32,6 +35,15 @@ impl InFlight {
 
     pub fn mark_upgraded(&self) {
         self.upgraded.store(true, Ordering::Release);
+    }
+
+    /// Counts a request whose head hyper has read.
+    pub fn request_started(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
     }
 }
 

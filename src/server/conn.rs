@@ -58,8 +58,10 @@ impl Shared {
     ) -> Shared {
         let header_read_timeout = current.get().config().header_read_timeout;
         let mut h1 = http1::Builder::new();
+        // The header-read timeout of plain HTTP/1 is kept by `idle::Watched`, without a timer
+        // per request.
         h1.timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
+            .header_read_timeout(None)
             .keep_alive(true);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
@@ -98,7 +100,7 @@ pub(super) async fn serve_plain(shared: Arc<Shared>, stream: TcpStream, peer: So
     let in_flight = Arc::new(InFlight::default());
     let client = Peer::new(peer);
     if h2 {
-        let io = Watched::new(TokioIo::new(stream), prefix, None);
+        let io = Watched::plain(TokioIo::new(stream), prefix);
         // Boxed, like every connection below: the task of a parked HTTP/1 connection is only as
         // large as its largest state.
         let mut conn = Box::pin(
@@ -112,11 +114,16 @@ pub(super) async fn serve_plain(shared: Arc<Shared>, stream: TcpStream, peer: So
     }
 
     let mut stream = stream;
-    // When the bytes carried over are the start of a request head: since when (a client that
-    // trickles a head across parks gets no more time than one that does not).
-    let mut head_since: Option<Instant> = None;
+    // The first bytes are the start of a request head. Across parks, the head keeps its start:
+    // a client that trickles a head gets no more time than one that does not.
+    let mut head_since: Option<Instant> = Some(Instant::now());
     loop {
-        let io = Watched::new(TokioIo::new(stream), prefix, Some(in_flight.clone()));
+        let io = Watched::parking(
+            TokioIo::new(stream),
+            prefix,
+            in_flight.clone(),
+            (shared.header_read_timeout, head_since),
+        );
         // Boxed, so that a parked connection's task holds a pointer, not hyper's state.
         let mut conn = Box::new(
             shared
@@ -149,6 +156,7 @@ pub(super) async fn serve_plain(shared: Arc<Shared>, stream: TcpStream, peer: So
         // parking gives back.
         prefix = Bytes::copy_from_slice(&read_buf);
         drop(read_buf);
+        head_since = io.head_since();
         stream = io.into_inner().into_inner();
 
         let wait = if prefix.is_empty() {
@@ -293,6 +301,7 @@ impl hyper::service::Service<Request<Incoming>> for Front {
 
     fn call(&self, req: Request<Incoming>) -> Handled {
         let gate = self.current.get();
+        self.in_flight.request_started();
         let req = req.map(|body| Inbound::new(body, Some(Hold::new(&self.in_flight))));
         let reply = Hold::new(&self.in_flight);
         let (peer, secure) = (self.peer.clone(), self.secure);

@@ -19,6 +19,13 @@
 //! A busy connection never parks: every read that returns bytes restarts the quiet time, and the
 //! timer that wakes a quiet connection is moved at most once per [`PARK_AFTER`], so the request
 //! path pays one clock read per wait, not a timer-wheel update.
+//!
+//! The header-read timeout is kept here too, instead of by hyper (which arms a timer for every
+//! request head it reads: an allocation and a timer-wheel entry per request). Bytes that arrive
+//! while no request is in progress belong to the next head; the head's clock starts with the
+//! first of them, and a read after `head_limit` fails the connection, so a client that trickles
+//! a head faster than the park delay is cut off on time. One that pauses longer parks, and the
+//! driver carries the head's start over ([`Watched::head_since`]).
 
 use bytes::{Buf, Bytes};
 use hyper::rt::{Read, ReadBufCursor, Write};
@@ -53,23 +60,53 @@ struct Parking {
     quiet_since: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     parked: bool,
+    /// When the first byte of the request head still being read arrived, and how many
+    /// requests had been handed over then (once there are more, that head is complete).
+    head_since: Option<(Instant, usize)>,
+    head_limit: Duration,
 }
 
 impl<T> Watched<T> {
-    /// `in_flight`: `Some` to let the connection park (plain HTTP/1 only: a TLS session or an
-    /// HTTP/2 connection keeps state of its own that cannot be set aside like this).
-    pub fn new(io: T, prefix: Bytes, in_flight: Option<Arc<InFlight>>) -> Watched<T> {
+    /// A connection that does not park (a TLS session or an HTTP/2 connection keeps state of
+    /// its own that cannot be set aside like this).
+    pub fn plain(io: T, prefix: Bytes) -> Watched<T> {
         Watched {
             io,
             prefix,
-            park: in_flight.map(|in_flight| Parking {
+            park: None,
+            write_blocked: false,
+        }
+    }
+
+    /// A plain HTTP/1 connection that parks when idle and times request heads: `head` is the
+    /// header-read timeout and, when `prefix` starts a head, since when that head is arriving.
+    pub fn parking(
+        io: T,
+        prefix: Bytes,
+        in_flight: Arc<InFlight>,
+        head: (Duration, Option<Instant>),
+    ) -> Watched<T> {
+        Watched {
+            io,
+            prefix,
+            park: Some(Parking {
+                head_since: head.1.map(|at| (at, in_flight.requests())),
                 in_flight,
                 quiet_since: None,
                 timer: None,
                 parked: false,
+                head_limit: head.0,
             }),
             write_blocked: false,
         }
+    }
+
+    /// Since when the request head being read has been arriving (`None` between requests).
+    pub fn head_since(&self) -> Option<Instant> {
+        let p = self.park.as_ref()?;
+        p.head_since
+            .filter(|(_, requests)| *requests == p.in_flight.requests())
+            .map(|(at, _)| at)
     }
 
     /// The read that hyper saw end was ours: the socket is open and idle.
@@ -134,6 +171,24 @@ impl<T: Read + Unpin> Read for Watched<T> {
             ready => {
                 if let Some(p) = this.park.as_mut() {
                     p.quiet_since = None;
+                    if p.in_flight.is_quiet() {
+                        // Bytes of the next request's head: its clock starts with the first.
+                        let now = Instant::now();
+                        let requests = p.in_flight.requests();
+                        let since = match p.head_since {
+                            Some((at, counted)) if counted == requests => at,
+                            _ => {
+                                p.head_since = Some((now, requests));
+                                now
+                            }
+                        };
+                        if now.duration_since(since) > p.head_limit {
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "the request head took longer than header_read_timeout",
+                            )));
+                        }
+                    }
                 }
                 ready
             }

@@ -212,5 +212,39 @@ async fn parked_connections_keep_the_idle_and_header_timeouts() {
         "cut after {:?}",
         started.elapsed()
     );
+
+    // Trickled faster than the park delay (the connection never parks): cut about a second in
+    // all the same.
+    let mut fast = Client::connect(&app).await;
+    let started = Instant::now();
+    fast.send(b"GET /slow-loris HTTP/1.1\r\n").await;
+    let mut cut = false;
+    while started.elapsed() < Duration::from_secs(4) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if fast.s.write_all(b"X").await.is_err()
+            || fast.closed_within(Duration::from_millis(1)).await.is_some()
+        {
+            cut = true;
+            break;
+        }
+    }
+    assert!(
+        cut,
+        "a head trickled faster than the park delay was not cut off"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "cut after {took:?}"
+    );
+
+    // Whole requests for longer than the timeout on one busy connection: each head is timed
+    // on its own, so none is cut.
+    let mut busy = Client::connect(&app).await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        assert!(busy.get("/x").await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     app.stop().await;
 }
