@@ -202,7 +202,7 @@ impl Gate {
             log.route = "gate";
             let mut req = with_canonical_path(req, &path)?;
             req.extensions_mut().insert(ClientAddr(peer.addr));
-            return Ok(self.api.call(req).await);
+            return Ok(Box::pin(self.api.call(req)).await);
         }
         let route = self.route(req.method(), &path)?;
         log.route = route.access.as_str();
@@ -241,17 +241,15 @@ impl Gate {
                     }
                 };
                 let amount = i64::try_from(amount).unwrap_or(i64::MAX);
-                let reserved = self
-                    .billing
-                    .reserve(
-                        &p.user_id,
-                        &meter.quota,
-                        amount,
-                        request_id,
-                        &path,
-                        parts.method.as_str(),
-                    )
-                    .await;
+                let reserved = Box::pin(self.billing.reserve(
+                    &p.user_id,
+                    &meter.quota,
+                    amount,
+                    request_id,
+                    &path,
+                    parts.method.as_str(),
+                ))
+                .await;
                 match reserved {
                     Ok(r) => {
                         log.quota = "reserved";
@@ -315,7 +313,7 @@ impl Gate {
         out_headers.insert(X_REQUEST_ID.clone(), request_id_value.clone());
         if let Some(p) = &principal {
             set_identity(&mut out_headers, p);
-            if let Some(authz) = self.auth.backend_authorization(p).await {
+            if let Some(authz) = Box::pin(self.auth.backend_authorization(p)).await {
                 out_headers.insert(header::AUTHORIZATION, authz);
             }
         }
@@ -341,7 +339,7 @@ impl Gate {
                 // Phase 5 for a failed forward: connection errors, timeouts and bodies cut off
                 // at their limit refund.
                 if let (Some(r), Some(meter)) = (reservation, route.meter.as_ref()) {
-                    let balance = r.refund().await;
+                    let balance = Box::pin(r.refund()).await;
                     e.headers.extend(quota_headers(&meter.quota, &balance, 0));
                     log.quota = "refunded";
                 }
@@ -367,14 +365,14 @@ impl Gate {
         let (Some(reservation), Some(meter)) = (reservation, route.meter.as_ref()) else {
             return Ok(resp);
         };
-        let judged = settle::judge(resp, &meter.settle).await;
+        let judged = Box::pin(settle::judge(resp, &meter.settle)).await;
         let amount = reservation.amount;
         let (balance, charged) = if judged.success {
             log.quota = "committed";
             (reservation.commit(), amount)
         } else {
             log.quota = "refunded";
-            (reservation.refund().await, 0)
+            (Box::pin(reservation.refund()).await, 0)
         };
         let quota = quota_headers(&meter.quota, &balance, charged);
         if judged.broken {

@@ -80,20 +80,20 @@ impl AuthCache {
         crate::telemetry::meters().cache(false, false).increment(1);
         let store = store.clone();
         let key = id.to_string();
-        self.users
-            .try_get_with(key.clone(), async move {
-                Ok::<_, StoreError>(store.user_by_id(&key).await?.map(|u| {
-                    Arc::new(UserState {
-                        active: u.active(),
-                        superuser: u.superuser(),
-                        identity: super::Identity::new(&u.id, Some(&u.email)),
-                        id: u.id.into(),
-                        email: u.email.into(),
-                    })
-                }))
-            })
-            .await
-            .map_err(unshare)
+        // Boxed: a miss is rare, and its future would otherwise make every request's larger.
+        Box::pin(self.users.try_get_with(key.clone(), async move {
+            Ok::<_, StoreError>(store.user_by_id(&key).await?.map(|u| {
+                Arc::new(UserState {
+                    active: u.active(),
+                    superuser: u.superuser(),
+                    identity: super::Identity::new(&u.id, Some(&u.email)),
+                    id: u.id.into(),
+                    email: u.email.into(),
+                })
+            }))
+        }))
+        .await
+        .map_err(unshare)
     }
 
     pub async fn key(
@@ -108,19 +108,18 @@ impl AuthCache {
         crate::telemetry::meters().cache(true, false).increment(1);
         let store = store.clone();
         let key = hash.to_string();
-        self.keys
-            .try_get_with(key.clone(), async move {
-                Ok::<_, StoreError>(store.api_key_by_hash(&key).await?.map(|k| {
-                    Arc::new(KeyState {
-                        active: k.is_active != 0,
-                        id: k.id.into(),
-                        user_id: k.user_id.into(),
-                        expires_at: k.expires_at,
-                    })
-                }))
-            })
-            .await
-            .map_err(unshare)
+        Box::pin(self.keys.try_get_with(key.clone(), async move {
+            Ok::<_, StoreError>(store.api_key_by_hash(&key).await?.map(|k| {
+                Arc::new(KeyState {
+                    active: k.is_active != 0,
+                    id: k.id.into(),
+                    user_id: k.user_id.into(),
+                    expires_at: k.expires_at,
+                })
+            }))
+        }))
+        .await
+        .map_err(unshare)
     }
 
     /// Drops a user here and tells the other replicas to.

@@ -136,7 +136,7 @@ impl Upstream {
         loop {
             let (mut sender, reused) = match self.pool().checkout() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                None => (Box::pin(self.connect()).await?, false),
             };
             if let Err(e) = sender.ready().await {
                 if reused {
