@@ -23,6 +23,9 @@ pub struct InFlight {
     /// Requests hyper has handed over on this connection so far: a head whose clock started
     /// before the last of them is over.
     requests: AtomicUsize,
+    /// A request body was let go before its end: hyper will close the connection after the
+    /// reply, which must then say so.
+    unread: AtomicBool,
     /// Set for good once the connection was switched to another protocol (a tunnel): it then
     /// belongs to the tunnel, which is never quiet in HTTP's sense.
     upgraded: AtomicBool,
@@ -45,6 +48,11 @@ impl InFlight {
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::Relaxed)
     }
+
+    /// Whether a request body was let go before its end since this was last asked.
+    pub fn take_unread(&self) -> bool {
+        self.unread.swap(false, Ordering::AcqRel)
+    }
 }
 
 /// One count on an [`InFlight`], released when dropped.
@@ -61,6 +69,12 @@ impl Hold {
     pub fn mark_upgraded(&self) {
         self.0.mark_upgraded();
     }
+
+    /// Whether a request body of this connection was let go before its end (and not yet
+    /// reported).
+    pub fn body_left_unread(&self) -> bool {
+        self.0.take_unread()
+    }
 }
 
 impl Drop for Hold {
@@ -73,12 +87,24 @@ impl Drop for Hold {
 /// read to the end or dropped.
 pub struct Inbound {
     body: Incoming,
-    _hold: Option<Hold>,
+    hold: Option<Hold>,
+}
+
+impl Drop for Inbound {
+    /// Let go before its end (a reply that did not need the rest, such as a 413): hyper reads
+    /// no further and will close the connection after the reply.
+    fn drop(&mut self) {
+        if let Some(hold) = &self.hold {
+            if !self.body.is_end_stream() {
+                hold.0.unread.store(true, Ordering::Release);
+            }
+        }
+    }
 }
 
 impl Inbound {
     pub fn new(body: Incoming, hold: Option<Hold>) -> Inbound {
-        Inbound { body, _hold: hold }
+        Inbound { body, hold }
     }
 }
 

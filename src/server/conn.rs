@@ -305,10 +305,20 @@ impl hyper::service::Service<Request<Incoming>> for Front {
         let req = req.map(|body| Inbound::new(body, Some(Hold::new(&self.in_flight))));
         let reply = Hold::new(&self.in_flight);
         let (peer, secure) = (self.peer.clone(), self.secure);
+        let http1 = req.version() < http::Version::HTTP_2;
         Box::pin(async move {
-            let resp = gate.handle(req, &peer, secure).await;
+            let mut resp = gate.handle(req, &peer, secure).await;
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 reply.mark_upgraded();
+            }
+            // hyper closes a connection whose request body was not read to its end once the
+            // reply is out; the reply says so, or a client would send its next request into a
+            // closing connection.
+            if http1 && reply.body_left_unread() {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
             }
             Ok(resp.map(|body| Outbound { body, _hold: reply }))
         })

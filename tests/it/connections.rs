@@ -248,3 +248,40 @@ async fn parked_connections_keep_the_idle_and_header_timeouts() {
     }
     app.stop().await;
 }
+
+/// An answer given before the request body was read (a JSON body over the API's 64 KiB limit)
+/// ends the connection, and says so; a body read whole keeps it open.
+#[tokio::test]
+async fn an_answer_before_the_body_is_read_says_connection_close() {
+    let app = spawn_app().await;
+    let mut c = Client::connect(&app).await;
+    c.send(
+        b"POST /auth/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 300000\r\n\r\n",
+    )
+    .await;
+    c.send(&vec![b'a'; 150_000]).await;
+    let early = c.response().await.to_ascii_lowercase();
+    assert!(early.starts_with("http/1.1 413"), "{early}");
+    assert!(early.contains("\r\nconnection: close\r\n"), "{early}");
+    assert!(
+        c.closed_within(Duration::from_secs(3)).await.is_some(),
+        "the connection ends after the early answer"
+    );
+
+    let mut c = Client::connect(&app).await;
+    let body = br#"{"email": "not-an-email"}"#;
+    c.send(
+        format!(
+            "POST /auth/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    c.send(body).await;
+    let read_whole = c.response().await.to_ascii_lowercase();
+    assert!(read_whole.starts_with("http/1.1 422"), "{read_whole}");
+    assert!(!read_whole.contains("connection: close"), "{read_whole}");
+    assert!(c.get("/healthz").await.starts_with("HTTP/1.1 200"));
+    app.stop().await;
+}
