@@ -67,15 +67,6 @@ def logins(port, user, password, threads, seconds):
     print(f"logins {done[0]} in {seconds}s", flush=True)
 
 
-# Reads of big bodies wait until this much has arrived (or the body's end), for the backend
-# and for the download client alike: fewer wake-ups per byte, on the core they share.
-BIG_READ = 256 << 10
-
-
-def low_water(s, n):
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, max(1, n))
-
-
 def transfer_backend(port, path):
     """A stand-in backend for the 1 GiB transfers that costs as little as the kernel allows, so
     the figures show the proxy, not the backend: a download is one sendfile(2), an upload is
@@ -100,20 +91,15 @@ def transfer_backend(port, path):
                 pending.extend(d)
 
         def skip(n):
-            """Reads and drops n body bytes, from `pending` first, waking for 256 KiB at a time
-            (SO_RCVLOWAT) rather than for every segment that arrives."""
+            """Reads and drops n body bytes, from `pending` first."""
             take = min(n, len(pending))
             del pending[:take]
             n -= take
-            low_water(c, min(n, BIG_READ))
             while n:
-                if n < BIG_READ:
-                    low_water(c, n)
                 got = c.recv_into(view[: min(n, len(view))])
                 if not got:
                     raise EOFError
                 n -= got
-            low_water(c, 1)
 
         def line():
             while b"\r\n" not in pending:
@@ -170,6 +156,10 @@ def transfer_backend(port, path):
         threading.Thread(target=serve, args=(c,), daemon=True).start()
 
 
+# A transfer that moves nothing for this long has stalled: the run fails instead of waiting.
+STALL = 60
+
+
 def _head(s):
     """Reads a response head; returns (status line, content-length, body bytes already read)."""
     buf = b""
@@ -192,7 +182,7 @@ def upload(port, path, target):
     """The upload client: the body goes out with sendfile(2), so the client costs next to
     nothing on the core it shares with the backend (curl copies every byte through itself)."""
     size = os.path.getsize(path)
-    s = socket.create_connection(("127.0.0.1", port))
+    s = socket.create_connection(("127.0.0.1", port), timeout=STALL)
     started = time.monotonic()
     s.sendall(b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/octet-stream\r\n"
               b"Content-Length: %d\r\n\r\n" % (target.encode(), size))
@@ -208,8 +198,8 @@ def upload(port, path, target):
 
 
 def download(port, target):
-    """The download client: reads into one 1 MiB buffer, waking for 256 KiB at a time."""
-    s = socket.create_connection(("127.0.0.1", port))
+    """The download client: reads into one 1 MiB buffer."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=STALL)
     started = time.monotonic()
     s.sendall(b"GET %s HTTP/1.1\r\nHost: bench\r\n\r\n" % target.encode())
     status, length, rest = _head(s)
@@ -217,10 +207,7 @@ def download(port, target):
         sys.exit(f"download failed: {status!r}")
     view = memoryview(bytearray(1 << 20))
     left = length - len(rest)
-    low_water(s, min(left, BIG_READ))
     while left:
-        if left < BIG_READ:
-            low_water(s, left)
         got = s.recv_into(view[: min(left, len(view))])
         if not got:
             sys.exit(f"download cut off with {left} bytes to go")

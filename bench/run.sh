@@ -137,9 +137,10 @@ wrk_run() { # label url [wrk args...]
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url" >"$DIR/wrk.out" 2>&1
   row "$label" "$(python3 bench/helpers.py parse-wrk "$DIR/wrk.out")"
 }
-# About `rate` requests/s: every connection pauses 1 ms after each answer (bench/paced.lua), so
-# a connection makes 1 / (1 ms + latency) requests a second. A 2 s trial measures that, and
-# the row runs with as many connections as the rate asked needs.
+# About `rate` requests/s: every connection pauses 1 ms on average after each answer
+# (bench/paced.lua, at random between 0 and 2 ms), so a connection makes 1 / (1 ms + latency)
+# requests a second. A 2 s trial measures that, and the row runs with as many connections as
+# the rate asked needs.
 paced_run() { # label rate url [wrk args...]
   local label=$1 rate=$2 url=$3; shift 3
   local conns=$(( (rate + 749) / 750 )) got
@@ -151,7 +152,7 @@ paced_run() { # label rate url [wrk args...]
 }
 
 # A transfer's MiB/s, by a client that costs little on the core it shares with the backend
-# (the body goes out with sendfile(2), comes in 256 KiB at a time).
+# (the body goes out with sendfile(2), comes in 1 MiB reads).
 transfer() { # up|down port
   if [[ "$1" == up ]]; then
     taskset -c 1 python3 bench/helpers.py upload "$2" "$DIR/big.bin" /sink
@@ -275,7 +276,7 @@ CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "| upload (streamed POST) | $UP_DIRECT | $UP_GATE | $(ratio "$UP_GATE" "$UP_DIRECT") | $UP_GATE_CPU | $UP_NGINX | $(ratio "$UP_NGINX" "$UP_DIRECT") | $UP_NGINX_CPU |"
   echo "| download | $DOWN_DIRECT | $DOWN_GATE | $(ratio "$DOWN_GATE" "$DOWN_DIRECT") | $DOWN_GATE_CPU | $DOWN_NGINX | $(ratio "$DOWN_NGINX" "$DOWN_DIRECT") | $DOWN_NGINX_CPU |"
   echo
-  echo "- transfers against bench/helpers.py transfer-backend (downloads sent with sendfile(2), uploads read whole), by bench/helpers.py upload/download (sendfile(2) out, 256 KiB reads in); direct runs client and backend on CPU 1, through a proxy the proxy has CPU 0 besides"
+  echo "- transfers against bench/helpers.py transfer-backend (downloads sent with sendfile(2), uploads read whole), by bench/helpers.py upload/download (sendfile(2) out, 1 MiB reads in); direct runs client and backend on CPU 1, through a proxy the proxy has CPU 0 besides"
   echo "- with curl as the upload client (it copies every byte through itself on CPU 1): direct $CURL_UP_DIRECT MiB/s, gate $CURL_UP_GATE MiB/s ($(ratio "$CURL_UP_GATE" "$CURL_UP_DIRECT")), nginx $CURL_UP_NGINX MiB/s ($(ratio "$CURL_UP_NGINX" "$CURL_UP_DIRECT"))"
   echo "- busy during the upload through the gate: $UP_BUSY; during the download: $DOWN_BUSY"
   echo "- gate peak RSS over the transfers: $((PEAK_KB / 1024)) MiB"
