@@ -83,6 +83,23 @@ impl Client {
     }
 }
 
+/// Starts a request head and sends one more byte of it every `every`; how long until the gate
+/// cut the connection (`None`: not within 4 s).
+async fn trickle_head(app: &TestApp, every: Duration) -> Option<Duration> {
+    let mut c = Client::connect(app).await;
+    let started = Instant::now();
+    c.send(b"GET /slow-loris HTTP/1.1\r\n").await;
+    while started.elapsed() < Duration::from_secs(4) {
+        tokio::time::sleep(every).await;
+        if c.s.write_all(b"X").await.is_err()
+            || c.closed_within(Duration::from_millis(1)).await.is_some()
+        {
+            return Some(started.elapsed());
+        }
+    }
+    None
+}
+
 fn parked(app: &TestApp) -> usize {
     app.running.as_ref().unwrap().parked_connections()
 }
@@ -191,48 +208,14 @@ async fn parked_connections_keep_the_idle_and_header_timeouts() {
 
     // A head trickled in one byte at a time, each after a pause long enough to park: the
     // parks do not restart the clock, the connection is cut about a second in.
-    let mut slow = Client::connect(&app).await;
-    let started = Instant::now();
-    slow.send(b"GET /slow-loris HTTP/1.1\r\n").await;
-    let mut cut = false;
-    while started.elapsed() < Duration::from_secs(4) {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        if slow.s.write_all(b"X").await.is_err() {
-            cut = true;
-            break;
-        }
-        if slow.closed_within(Duration::from_millis(1)).await.is_some() {
-            cut = true;
-            break;
-        }
-    }
-    assert!(cut, "a trickled head was not cut off");
-    assert!(
-        started.elapsed() < Duration::from_millis(2500),
-        "cut after {:?}",
-        started.elapsed()
-    );
+    let took = trickle_head(&app, Duration::from_millis(400)).await;
+    let took = took.expect("a trickled head was not cut off");
+    assert!(took < Duration::from_millis(2500), "cut after {took:?}");
 
     // Trickled faster than the park delay (the connection never parks): cut about a second in
     // all the same.
-    let mut fast = Client::connect(&app).await;
-    let started = Instant::now();
-    fast.send(b"GET /slow-loris HTTP/1.1\r\n").await;
-    let mut cut = false;
-    while started.elapsed() < Duration::from_secs(4) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if fast.s.write_all(b"X").await.is_err()
-            || fast.closed_within(Duration::from_millis(1)).await.is_some()
-        {
-            cut = true;
-            break;
-        }
-    }
-    assert!(
-        cut,
-        "a head trickled faster than the park delay was not cut off"
-    );
-    let took = started.elapsed();
+    let took = trickle_head(&app, Duration::from_millis(100)).await;
+    let took = took.expect("a head trickled faster than the park delay was not cut off");
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
         "cut after {took:?}"
