@@ -1,4 +1,4 @@
-"""Load helpers for bench/run.sh that wrk and hey do not cover (standard library only).
+"""Load helpers for bench/run.sh that wrk does not cover (standard library only).
 
 idle N PORT                               open N keep-alive connections, one request each,
                                           and hold them until stdin closes
