@@ -313,7 +313,7 @@ impl Gate {
         out_headers.insert(X_REQUEST_ID.clone(), request_id_value.clone());
         if let Some(p) = &principal {
             set_identity(&mut out_headers, p);
-            if let Some(authz) = Box::pin(self.auth.backend_authorization(p)).await {
+            if let Some(authz) = self.auth.backend_authorization(p).await {
                 out_headers.insert(header::AUTHORIZATION, authz);
             }
         }
@@ -448,7 +448,7 @@ impl Gate {
 struct RequestLog {
     path: String,
     route: &'static str,
-    user_id: Option<std::sync::Arc<str>>,
+    user_id: Option<Arc<str>>,
     /// reserved, committed, refunded, denied, error, or empty for unmetered requests.
     quota: &'static str,
     /// How long the backend took to answer (its reply head), for proxied requests.

@@ -267,16 +267,17 @@ impl AuthService {
         let signer = self.backend_signer.as_ref()?;
         let ttl = self.config.auth.backend_jwt_ttl;
         let key = format!("{}\u{0}{}", p.user_id, p.email.as_deref().unwrap_or(""));
+        // Boxed here, past the check above: without a backend secret nothing is allocated,
+        // and with one the cache's large future stays out of every request's.
         Some(
-            self.backend_tokens
-                .get_with(key, async {
-                    let jti = uuid::Uuid::new_v4().to_string();
-                    let (token, _) =
-                        signer.issue(&p.user_id, Kind::Access, &jti, ttl, p.email.as_deref());
-                    HeaderValue::from_str(&format!("Bearer {token}"))
-                        .expect("a JWT is a valid header value")
-                })
-                .await,
+            Box::pin(self.backend_tokens.get_with(key, async {
+                let jti = uuid::Uuid::new_v4().to_string();
+                let (token, _) =
+                    signer.issue(&p.user_id, Kind::Access, &jti, ttl, p.email.as_deref());
+                HeaderValue::from_str(&format!("Bearer {token}"))
+                    .expect("a JWT is a valid header value")
+            }))
+            .await,
         )
     }
 
