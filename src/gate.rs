@@ -25,7 +25,7 @@ use crate::config::{Access, Config, Cost, DefaultAccess, RouteSpec};
 use crate::error::GateError;
 use crate::proxy::body::{Inbound, LimitedBody};
 use crate::proxy::cors::Cors;
-use crate::proxy::forward::Upstream;
+use crate::proxy::forward::{self, Upstream};
 use crate::proxy::headers::{self, Peer};
 use crate::proxy::path::canonicalize;
 use crate::proxy::routes::{RouteMatch, RouteTable};
@@ -353,8 +353,12 @@ impl Gate {
                     "the backend switched protocols although the client did not ask to",
                 ));
             };
-            let backend_upgrade = hyper::upgrade::on(&mut resp);
-            self.tunnels.splice(client_upgrade, backend_upgrade);
+            let Some(backend) = forward::take_switched(&mut resp) else {
+                return Err(GateError::bad_gateway(
+                    "the backend's switched connection was lost",
+                ));
+            };
+            self.tunnels.splice(client_upgrade, backend);
             headers::strip_hop_by_hop(resp.headers_mut(), true);
         } else {
             headers::strip_hop_by_hop(resp.headers_mut(), false);

@@ -1,34 +1,31 @@
-//! Forwarding: HTTP/1 connections to the backend, kept in a small pool of our own, with a
-//! timeout on the reply and the mapping of every transport failure to a JSON 502 / 504 (or
-//! 413 for a body cut off by its limit).
+//! Forwarding: the request to the backend over HTTP/1.1 connections of our own (`wire`,
+//! `backend`, `reply`), kept per worker in a pool (`pool`), with a timeout on the reply's head
+//! and the mapping of every transport failure to a JSON 502 / 504 (or 413 for a body cut off by
+//! its limit).
 //!
-//! Each worker thread (`crate::worker`) has a pool of its own: a stack of idle connections
-//! behind an uncontended mutex. Check-out pops the most recently used one, and a connection
-//! goes back when its reply body has been read to the end (the [`Pooled`] body does that, also
-//! when the reply has no body). A connection is thus only used by the worker whose event loop
-//! it is registered with, so its wake-ups never cross threads. hyper-util's general-purpose
-//! client did the same through keyed pools, a spawned task per request to wait for the
-//! connection to become ready again and a racing connect; its pool was about 9 % of a proxied
-//! request's CPU in a profile, for one backend host.
+//! The request's own task does the work, as nginx's event handler does: it writes the head,
+//! streams the body while it watches for the reply, and reads the reply's head; hyper's server
+//! side then reads the reply body from the connection as it writes it to the client. Each
+//! worker thread (`crate::worker`) has a pool of its own, so a connection is only used by the
+//! worker whose event loop it is registered with and its wake-ups never cross threads.
 //!
-//! Idle connections are not reused after `pool_idle_timeout` (4 s by default, below uvicorn's
-//! 5 s keep-alive): a connection the backend has already closed would otherwise fail the next
-//! request (hyper #2136). If a reused connection fails before the request was written, the
-//! request is retried on another one; once written, it never is (it may not be idempotent).
+//! A reused connection found closed before any reply byte came is replaced and the request sent
+//! again only when that cannot run it twice: it has no body and its method is safe (GET, HEAD,
+//! OPTIONS), which is nginx's rule for `proxy_next_upstream error`.
 
 use axum::body::Body;
-use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery};
-use http::{Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
-use std::pin::Pin;
+use http::{Method, Request, Response, StatusCode, Uri, header};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 
+use super::backend::{Conn, Pump, PumpError};
+use super::pool::{Pool, reap};
+use super::reply::Reply;
+use super::wire::{self, Framing, ReplyHead};
 use crate::config::UpstreamConfig;
 use crate::error::GateError;
 
@@ -53,13 +50,7 @@ impl Upstream {
             authority.port_u16().unwrap_or(80)
         );
         let pools: Arc<[Arc<Pool>]> = (0..workers.max(1))
-            .map(|_| {
-                Arc::new(Pool {
-                    idle: Mutex::new(Vec::new()),
-                    idle_timeout: cfg.pool_idle_timeout,
-                    max_idle: cfg.pool_max_idle_per_host,
-                })
-            })
+            .map(|_| Arc::new(Pool::new(cfg.pool_idle_timeout, cfg.pool_max_idle_per_host)))
             .collect();
         tokio::spawn(reap(Arc::downgrade(&pools)));
         Upstream {
@@ -112,10 +103,19 @@ impl Upstream {
             }
             Ok(Err(Failure::Closed(e))) => {
                 metrics::counter!("gate_upstream_errors_total", "kind" => "closed").increment(1);
-                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
+                tracing::warn!(error = %e, "upstream request failed");
                 Err(GateError::bad_gateway(
                     "the backend closed the connection before answering",
                 ))
+            }
+            Ok(Err(Failure::Malformed(m))) => {
+                metrics::counter!("gate_upstream_errors_total", "kind" => "malformed").increment(1);
+                tracing::warn!(error = m.0, "upstream reply refused");
+                Err(GateError::bad_gateway(m.0))
+            }
+            Ok(Err(Failure::ClientBody(e))) => {
+                tracing::debug!(error = %e, "request body failed on its way to the backend");
+                Err(GateError::bad_request("the request body could not be read"))
             }
             Err(_) => {
                 metrics::counter!("gate_upstream_errors_total", "kind" => "timeout").increment(1);
@@ -132,43 +132,56 @@ impl Upstream {
         &self.pools[crate::worker::index() % self.pools.len()]
     }
 
-    async fn request(&self, mut req: Request<Body>) -> Result<Response<Body>, Failure> {
+    async fn request(&self, req: Request<Body>) -> Result<Response<Body>, Failure> {
+        let (parts, body) = req.into_parts();
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let framing = if http_body::Body::is_end_stream(&body) {
+            Framing::Empty
+        } else {
+            match declared_length(&parts.headers).or(http_body::Body::size_hint(&body).exact()) {
+                Some(n) => Framing::Length(n),
+                None => Framing::Chunked,
+            }
+        };
+        let mut body = (framing != Framing::Empty).then_some(body);
+        let may_resend =
+            body.is_none() && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let pool = self.pool();
         loop {
-            let (mut sender, reused) = match self.pool().checkout() {
-                Some(sender) => (sender, true),
+            let (mut conn, reused) = match pool.checkout() {
+                Some(conn) => (conn, true),
                 None => (Box::pin(self.connect()).await?, false),
             };
-            if let Err(e) = sender.ready().await {
-                if reused {
+            wire::encode_request(
+                &parts.method,
+                target,
+                &parts.headers,
+                framing,
+                &mut conn.head,
+            );
+            let exchanged = match body.take() {
+                None => bodiless(&mut conn, &parts.method).await,
+                Some(body) => {
+                    let length = match framing {
+                        Framing::Length(n) => Some(n),
+                        _ => None,
+                    };
+                    Box::pin(with_body(&mut conn, Pump::new(body, length), &parts.method)).await
+                }
+            };
+            let (head, keep_alive) = match exchanged {
+                Ok(done) => done,
+                // Nothing came back on a connection the backend had closed while it was idle.
+                Err(Failure::Closed(_)) if reused && may_resend && conn.buf.is_empty() => {
                     continue;
                 }
-                return Err(Failure::Closed(e));
-            }
-            match sender.try_send_request(req).await {
-                Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                    // The connection now belongs to the tunnel; it never returns to the pool.
-                    return Ok(resp.map(Body::new));
-                }
-                Ok(resp) => {
-                    let pool = self.pool().clone();
-                    return Ok(resp.map(|body| {
-                        Body::new(Pooled {
-                            body,
-                            sender: Some(sender),
-                            pool,
-                        })
-                    }));
-                }
-                Err(mut e) => match e.take_message() {
-                    // Not written: a pooled connection the backend had closed. Try another.
-                    Some(back) if reused => req = back,
-                    _ => return Err(Failure::Closed(e.into_error())),
-                },
-            }
+                Err(e) => return Err(e),
+            };
+            return Ok(respond(conn, head, keep_alive, pool));
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Body>, Failure> {
+    async fn connect(&self) -> Result<Conn, Failure> {
         let stream = tokio::time::timeout(
             self.connect_timeout,
             tokio::net::TcpStream::connect(self.address.as_str()),
@@ -177,16 +190,137 @@ impl Upstream {
         .map_err(|_| Failure::Connect("connect timed out".into()))?
         .map_err(|e| Failure::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| Failure::Connect(e.to_string()))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(Conn::new(stream))
     }
+}
+
+/// The request's `Content-Length`, when it has one valid value.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let n = values.next()?.to_str().ok()?.trim().parse().ok()?;
+    values.next().is_none().then_some(n)
+}
+
+/// A request without a body: the head goes out in one write, then the reply's head is read.
+async fn bodiless(conn: &mut Conn, method: &Method) -> Result<(ReplyHead, bool), Failure> {
+    let out = std::mem::take(&mut conn.head);
+    let written = match conn.stream() {
+        Some(s) => s.write_all(&out).await,
+        None => Err(std::io::ErrorKind::NotConnected.into()),
+    };
+    conn.head = out;
+    written.map_err(|e| Failure::Closed(e.to_string()))?;
+    let head = std::future::poll_fn(|cx| poll_head(conn, cx, method)).await?;
+    Ok((head, true))
+}
+
+/// A request with a body: the head, then the body as it comes, while the reply's head is
+/// awaited at the same time (a backend may answer before the upload ends, and an echoing one
+/// streams its reply while the upload goes on). A reply before the body's end leaves the rest
+/// of the body to a task of its own, and the connection is not reused.
+async fn with_body(
+    conn: &mut Conn,
+    mut pump: Pump,
+    method: &Method,
+) -> Result<(ReplyHead, bool), Failure> {
+    let out = std::mem::take(&mut conn.head);
+    let written = match conn.stream() {
+        Some(s) => s.write_all(&out).await,
+        None => Err(std::io::ErrorKind::NotConnected.into()),
+    };
+    conn.head = out;
+    written.map_err(|e| Failure::Closed(e.to_string()))?;
+    let mut sent = false;
+    let mut write_failed = false;
+    let head = std::future::poll_fn(|cx| {
+        if !sent && !write_failed {
+            if let Some(stream) = conn.stream() {
+                match pump.poll_write(cx, stream) {
+                    Poll::Ready(Ok(())) => sent = true,
+                    Poll::Ready(Err(PumpError::Body(e))) => {
+                        return Poll::Ready(Err(Failure::ClientBody(e)));
+                    }
+                    // The backend stopped reading; it may still have answered.
+                    Poll::Ready(Err(PumpError::Write(_))) => write_failed = true,
+                    Poll::Pending => {}
+                }
+            }
+        }
+        poll_head(conn, cx, method)
+    })
+    .await?;
+    if !sent && !write_failed {
+        if let Some(mut writer) = conn.split_writer() {
+            tokio::spawn(async move {
+                let done = std::future::poll_fn(|cx| pump.poll_write(cx, &mut writer)).await;
+                if let Err(e) = done {
+                    tracing::debug!(error = ?e, "request body after an early reply not sent whole");
+                }
+                // Dropping the half would shut the socket's sending side, and a backend that
+                // takes end-of-stream for a hang-up (hyper's default) would drop its reply.
+                writer.forget();
+            });
+        }
+    }
+    Ok((head, sent))
+}
+
+/// Reads until a final reply head (1xx interim replies other than 101 are skipped).
+fn poll_head(
+    conn: &mut Conn,
+    cx: &mut std::task::Context<'_>,
+    method: &Method,
+) -> Poll<Result<ReplyHead, Failure>> {
+    loop {
+        while !conn.buf.is_empty() {
+            match wire::parse_reply(&mut conn.buf, method) {
+                Ok(Some(head))
+                    if head.status.is_informational()
+                        && head.status != StatusCode::SWITCHING_PROTOCOLS => {}
+                Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                Ok(None) => break,
+                Err(m) => return Poll::Ready(Err(Failure::Malformed(m))),
+            }
+        }
+        match std::task::ready!(conn.poll_fill(cx, false)) {
+            Ok(0) => {
+                return Poll::Ready(Err(Failure::Closed(
+                    "the backend closed the connection".into(),
+                )));
+            }
+            Ok(_) => {}
+            Err(e) => return Poll::Ready(Err(Failure::Closed(e.to_string()))),
+        }
+    }
+}
+
+/// The reply as hyper's server side takes it. After a 101 the connection is the tunnel's,
+/// handed over in the reply's extensions ([`take_switched`]).
+fn respond(conn: Conn, head: ReplyHead, keep_alive: bool, pool: &Arc<Pool>) -> Response<Body> {
+    let mut resp = if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        let mut resp = Response::new(Body::empty());
+        resp.extensions_mut()
+            .insert(Switched(Arc::new(Mutex::new(Some(conn)))));
+        resp
+    } else {
+        let keep = keep_alive && head.keep_alive;
+        Response::new(Body::new(Reply::new(conn, head.body, keep, pool.clone())))
+    };
+    *resp.status_mut() = head.status;
+    *resp.version_mut() = head.version;
+    *resp.headers_mut() = head.headers;
+    resp
+}
+
+/// The backend's connection after it switched protocols.
+#[derive(Clone)]
+struct Switched(Arc<Mutex<Option<Conn>>>);
+
+/// Takes the backend's side of a tunnel out of a 101 reply.
+pub fn take_switched(resp: &mut Response<Body>) -> Option<Conn> {
+    let switched = resp.extensions_mut().remove::<Switched>()?;
+    let mut slot = switched.0.lock().unwrap_or_else(|p| p.into_inner());
+    slot.take()
 }
 
 /// Why a request did not get a reply head.
@@ -194,122 +328,9 @@ enum Failure {
     /// No connection could be made.
     Connect(String),
     /// The connection failed or closed before the reply.
-    Closed(hyper::Error),
-}
-
-/// Idle connections, most recently used last.
-struct Pool {
-    idle: Mutex<Vec<Idle>>,
-    idle_timeout: Duration,
-    max_idle: usize,
-}
-
-struct Idle {
-    sender: SendRequest<Body>,
-    since: Instant,
-}
-
-impl Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The most recently used connection that can take a request now. One still busy (its
-    /// reply ended before the request body did, say) stays for later rather than making this
-    /// request wait behind an upload.
-    fn checkout(&self) -> Option<SendRequest<Body>> {
-        let mut idle = self.lock();
-        self.prune(&mut idle);
-        let ready = idle.iter().rposition(|i| i.sender.is_ready())?;
-        Some(idle.remove(ready).sender)
-    }
-
-    fn put(&self, sender: SendRequest<Body>) {
-        if sender.is_closed() || self.max_idle == 0 {
-            return;
-        }
-        let mut idle = self.lock();
-        if idle.len() >= self.max_idle {
-            idle.remove(0);
-        }
-        idle.push(Idle {
-            sender,
-            since: Instant::now(),
-        });
-    }
-
-    /// Drops connections idle for longer than the timeout (the oldest are first); dropping a
-    /// sender ends its connection task, which closes the socket.
-    fn prune(&self, idle: &mut Vec<Idle>) {
-        let now = Instant::now();
-        let expired = idle
-            .iter()
-            .take_while(|i| {
-                now.duration_since(i.since) >= self.idle_timeout || i.sender.is_closed()
-            })
-            .count();
-        idle.drain(..expired);
-    }
-}
-
-/// Closes connections that stay idle without traffic; ends with the pools (a reload builds
-/// new ones). A connection dropped here ends in the worker it belongs to.
-async fn reap(pools: Weak<[Arc<Pool>]>) {
-    loop {
-        let period = match pools.upgrade() {
-            Some(p) => p[0].idle_timeout.max(Duration::from_millis(100)),
-            None => return,
-        };
-        tokio::time::sleep(period).await;
-        let Some(pools) = pools.upgrade() else { return };
-        for p in pools.iter() {
-            let mut idle = p.lock();
-            p.prune(&mut idle);
-        }
-    }
-}
-
-/// A reply body that gives its connection back to the pool once it has been read to the end.
-/// Dropped earlier, the connection is closed with it (the rest of the body is still on the
-/// wire).
-struct Pooled {
-    body: Incoming,
-    sender: Option<SendRequest<Body>>,
-    pool: Arc<Pool>,
-}
-
-impl http_body::Body for Pooled {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            if let Some(sender) = self.sender.take() {
-                self.pool.put(sender);
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            if http_body::Body::is_end_stream(&self.body) {
-                self.pool.put(sender);
-            }
-        }
-    }
+    Closed(String),
+    /// The reply was not HTTP/1.1 the gate can pass on.
+    Malformed(wire::Malformed),
+    /// The client's body failed (cut off, or past its limit) while it was being sent.
+    ClientBody(axum::Error),
 }

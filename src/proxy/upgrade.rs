@@ -6,6 +6,8 @@
 //! shutdown does not see them; [`Tunnels`] tracks them so SIGTERM can wait for them too.
 
 use hyper::upgrade::OnUpgrade;
+
+use super::backend::Conn;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,20 +20,18 @@ pub struct Tunnels {
 }
 
 impl Tunnels {
-    /// Splices the client's and the backend's upgraded connections until either side closes.
-    pub fn splice(&self, client: OnUpgrade, backend: OnUpgrade) {
+    /// Splices the client's upgraded connection and the backend's until either side closes.
+    pub fn splice(&self, client: OnUpgrade, mut backend: Conn) {
         let cancel = self.cancel.clone();
         self.tracker.spawn(async move {
-            let joined = tokio::try_join!(client, backend);
-            let (client, backend) = match joined {
-                Ok(pair) => pair,
+            let client = match client.await {
+                Ok(client) => client,
                 Err(e) => {
                     tracing::debug!(error = %e, "upgrade did not complete");
                     return;
                 }
             };
             let mut client = TokioIo::new(client);
-            let mut backend = TokioIo::new(backend);
             tokio::select! {
                 r = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
                     if let Err(e) = r {
