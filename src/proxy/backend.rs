@@ -12,9 +12,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-/// Bytes asked of the socket per read while a head is awaited, and while a body streams.
+/// Bytes asked of the socket per read while a head is awaited, and at first while a body
+/// streams: a body read that fills its buffer doubles the next one, up to `MAX_BODY_READ`
+/// (fewer, larger reads and frames for a big download; hyper's client grew to ~400 KiB).
 const HEAD_READ: usize = 8 * 1024;
-const BODY_READ: usize = 64 * 1024;
+const BODY_READ: usize = 32 * 1024;
+const MAX_BODY_READ: usize = 512 * 1024;
 
 /// The socket, whole, or only its reading half when a request body is still being written by a
 /// task of its own (a reply that came before the upload ended).
@@ -31,6 +34,8 @@ pub struct Conn {
     pub buf: BytesMut,
     /// The request head being written; kept for its capacity.
     pub head: Vec<u8>,
+    /// The size of the next body read.
+    body_read: usize,
 }
 
 impl Conn {
@@ -39,6 +44,7 @@ impl Conn {
             wire: Wire::Whole(stream),
             buf: BytesMut::new(),
             head: Vec::new(),
+            body_read: BODY_READ,
         }
     }
 
@@ -68,15 +74,24 @@ impl Conn {
 
     /// Reads more bytes into `buf`; `Ok(0)` is the backend's end of stream.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>, in_body: bool) -> Poll<io::Result<usize>> {
-        let want = if in_body { BODY_READ } else { HEAD_READ };
+        let want = if in_body { self.body_read } else { HEAD_READ };
         if self.buf.capacity() - self.buf.len() < want / 2 {
             self.buf.reserve(want);
         }
-        match &mut self.wire {
+        let room = self.buf.capacity() - self.buf.len();
+        let read = ready!(match &mut self.wire {
             Wire::Whole(s) => tokio_util::io::poll_read_buf(Pin::new(s), cx, &mut self.buf),
             Wire::Reading(r) => tokio_util::io::poll_read_buf(Pin::new(r), cx, &mut self.buf),
             Wire::Gone => Poll::Ready(Ok(0)),
+        });
+        if let Ok(n) = read {
+            if in_body && n == room {
+                self.body_read = (self.body_read * 2).min(MAX_BODY_READ);
+            } else if !in_body {
+                self.body_read = BODY_READ;
+            }
         }
+        Poll::Ready(read)
     }
 
     /// The whole socket, for writing. `None` once the writer went to a task of its own.
