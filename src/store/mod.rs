@@ -122,6 +122,11 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            // A SQLite connection lives in this process: pinging it before each use only adds
+            // a round trip to its thread (two context switches on the core the proxy runs on,
+            // per query). A PostgreSQL one may have been dropped by the server; it keeps the
+            // check.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
