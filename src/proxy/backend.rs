@@ -8,7 +8,7 @@ use http_body::Body as _;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -36,6 +36,8 @@ pub struct Conn {
     pub head: Vec<u8>,
     /// The size of the next body read.
     body_read: usize,
+    /// Whether any byte came back since the last request head was written.
+    received: bool,
 }
 
 impl Conn {
@@ -45,6 +47,7 @@ impl Conn {
             buf: BytesMut::new(),
             head: Vec::new(),
             body_read: BODY_READ,
+            received: false,
         }
     }
 
@@ -85,6 +88,7 @@ impl Conn {
             Wire::Gone => Poll::Ready(Ok(0)),
         });
         if let Ok(n) = read {
+            self.received |= n > 0;
             if in_body && n == room {
                 self.body_read = (self.body_read * 2).min(MAX_BODY_READ);
             } else if !in_body {
@@ -92,6 +96,22 @@ impl Conn {
             }
         }
         Poll::Ready(read)
+    }
+
+    /// Whether any byte came back since the request head was written (an interim reply
+    /// counts: the backend saw the request).
+    pub fn received(&self) -> bool {
+        self.received
+    }
+
+    /// Writes the request head (`head`) in one go.
+    pub async fn write_head(&mut self) -> io::Result<()> {
+        self.received = false;
+        let Conn { wire, head, .. } = self;
+        match wire {
+            Wire::Whole(s) => s.write_all(head).await,
+            _ => Err(io::ErrorKind::NotConnected.into()),
+        }
     }
 
     /// The whole socket, for writing. `None` once the writer went to a task of its own.

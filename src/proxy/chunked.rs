@@ -57,10 +57,11 @@ impl Chunked {
         loop {
             match self.state {
                 State::Size => {
-                    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
-                        if buf.len() > MAX_LINE {
-                            return Err(Malformed("a chunk-size line is too long"));
-                        }
+                    let end = buf.windows(2).position(|w| w == b"\r\n");
+                    if end.unwrap_or(buf.len()) > MAX_LINE {
+                        return Err(Malformed("a chunk-size line is too long"));
+                    }
+                    let Some(end) = end else {
                         return Ok(Piece::NeedMore);
                     };
                     let size = chunk_size(&buf[..end])?;
@@ -98,6 +99,9 @@ impl Chunked {
                 State::Trailers => {
                     let mut slots = [httparse::EMPTY_HEADER; 32];
                     match httparse::parse_headers(buf, &mut slots) {
+                        Ok(httparse::Status::Complete((len, _))) if len > MAX_TRAILERS => {
+                            return Err(Malformed("the trailer section is too large"));
+                        }
                         Ok(httparse::Status::Complete((len, fields))) => {
                             let mut trailers = HeaderMap::new();
                             for f in fields {

@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 
 use super::backend::{Conn, Pump, PumpError};
 use super::pool::{Pool, reap};
@@ -80,7 +79,7 @@ impl Upstream {
         timeout: Duration,
         body_exceeded: Option<Arc<AtomicBool>>,
     ) -> Result<Response<Body>, GateError> {
-        let result = tokio::time::timeout(timeout, self.request(req)).await;
+        let result = tokio::time::timeout(timeout, self.request(req, timeout)).await;
         let too_large = || {
             body_exceeded
                 .as_ref()
@@ -132,7 +131,11 @@ impl Upstream {
         &self.pools[crate::worker::index() % self.pools.len()]
     }
 
-    async fn request(&self, req: Request<Body>) -> Result<Response<Body>, Failure> {
+    async fn request(
+        &self,
+        req: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<Body>, Failure> {
         let (parts, body) = req.into_parts();
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let framing = if http_body::Body::is_end_stream(&body) {
@@ -166,17 +169,23 @@ impl Upstream {
                         Framing::Length(n) => Some(n),
                         _ => None,
                     };
-                    Box::pin(with_body(&mut conn, Pump::new(body, length), &parts.method)).await
+                    let pump = Pump::new(body, length);
+                    Box::pin(with_body(&mut conn, pump, &parts.method, timeout)).await
                 }
             };
             let (head, keep_alive) = match exchanged {
                 Ok(done) => done,
-                // Nothing came back on a connection the backend had closed while it was idle.
-                Err(Failure::Closed(_)) if reused && may_resend && conn.buf.is_empty() => {
+                // Not a byte came back on a connection the backend had closed while it was idle.
+                Err(Failure::Closed(_)) if reused && may_resend && !conn.received() => {
                     continue;
                 }
                 Err(e) => return Err(e),
             };
+            if head.status == StatusCode::SWITCHING_PROTOCOLS && conn.stream().is_none() {
+                return Err(Failure::Malformed(wire::Malformed(
+                    "the backend switched protocols before the request body ended",
+                )));
+            }
             return Ok(respond(conn, head, keep_alive, pool));
         }
     }
@@ -203,13 +212,9 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
 
 /// A request without a body: the head goes out in one write, then the reply's head is read.
 async fn bodiless(conn: &mut Conn, method: &Method) -> Result<(ReplyHead, bool), Failure> {
-    let out = std::mem::take(&mut conn.head);
-    let written = match conn.stream() {
-        Some(s) => s.write_all(&out).await,
-        None => Err(std::io::ErrorKind::NotConnected.into()),
-    };
-    conn.head = out;
-    written.map_err(|e| Failure::Closed(e.to_string()))?;
+    conn.write_head()
+        .await
+        .map_err(|e| Failure::Closed(e.to_string()))?;
     let head = std::future::poll_fn(|cx| poll_head(conn, cx, method)).await?;
     Ok((head, true))
 }
@@ -222,43 +227,53 @@ async fn with_body(
     conn: &mut Conn,
     mut pump: Pump,
     method: &Method,
+    timeout: Duration,
 ) -> Result<(ReplyHead, bool), Failure> {
-    let out = std::mem::take(&mut conn.head);
-    let written = match conn.stream() {
-        Some(s) => s.write_all(&out).await,
-        None => Err(std::io::ErrorKind::NotConnected.into()),
-    };
-    conn.head = out;
-    written.map_err(|e| Failure::Closed(e.to_string()))?;
+    conn.write_head()
+        .await
+        .map_err(|e| Failure::Closed(e.to_string()))?;
     let mut sent = false;
     let mut write_failed = false;
+    let mut body_failed = None;
     let head = std::future::poll_fn(|cx| {
-        if !sent && !write_failed {
+        if !sent && !write_failed && body_failed.is_none() {
             if let Some(stream) = conn.stream() {
                 match pump.poll_write(cx, stream) {
                     Poll::Ready(Ok(())) => sent = true,
-                    Poll::Ready(Err(PumpError::Body(e))) => {
-                        return Poll::Ready(Err(Failure::ClientBody(e)));
-                    }
+                    Poll::Ready(Err(PumpError::Body(e))) => body_failed = Some(e),
                     // The backend stopped reading; it may still have answered.
                     Poll::Ready(Err(PumpError::Write(_))) => write_failed = true,
                     Poll::Pending => {}
                 }
             }
         }
-        poll_head(conn, cx, method)
+        match poll_head(conn, cx, method) {
+            // A reply already there wins over the body's failure (the backend answered).
+            Poll::Pending => match body_failed.take() {
+                Some(e) => Poll::Ready(Err(Failure::ClientBody(e))),
+                None => Poll::Pending,
+            },
+            ready => ready,
+        }
     })
     .await?;
-    if !sent && !write_failed {
+    if !sent && !write_failed && body_failed.is_none() {
         if let Some(mut writer) = conn.split_writer() {
+            // The rest of the upload gets as long as the backend had to answer.
             tokio::spawn(async move {
-                let done = std::future::poll_fn(|cx| pump.poll_write(cx, &mut writer)).await;
-                if let Err(e) = done {
-                    tracing::debug!(error = ?e, "request body after an early reply not sent whole");
+                let pumped = std::future::poll_fn(|cx| pump.poll_write(cx, &mut writer));
+                match tokio::time::timeout(timeout, pumped).await {
+                    // Dropping the half would shut the socket's sending side, and a backend
+                    // that takes end-of-stream for a hang-up (hyper's default) would drop the
+                    // reply it is sending.
+                    Ok(Ok(())) => writer.forget(),
+                    // Cut off: the sending side is shut, so the backend sees the body end
+                    // short rather than wait for the rest.
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = ?e, "request body after an early reply not sent whole");
+                    }
+                    Err(_) => tracing::debug!("request body after an early reply timed out"),
                 }
-                // Dropping the half would shut the socket's sending side, and a backend that
-                // takes end-of-stream for a hang-up (hyper's default) would drop its reply.
-                writer.forget();
             });
         }
     }

@@ -5,8 +5,10 @@
 //!
 //! Idle connections are not reused after `idle_timeout` (4 s by default, below uvicorn's 5 s
 //! keep-alive): a connection the backend is about to close would fail the next request
-//! (hyper #2136). One the backend has already closed is seen at check-out, through the
-//! reactor, and skipped.
+//! (hyper #2136). One the backend has closed is skipped at check-out once the worker's reactor
+//! has seen the close; a close still on its way is not seen (the window nginx's and hyper's pools
+//! have too): a bodiless GET, HEAD or OPTIONS is then sent again on another connection, any
+//! other request is answered 502 (`super::forward`).
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};

@@ -108,7 +108,12 @@ impl http_body::Body for Reply {
                 }
                 Decode::Chunked(d) => match d.next(&mut conn.buf) {
                     Ok(Piece::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    Ok(Piece::Trailers(t)) => return Poll::Ready(Some(Ok(Frame::trailers(t)))),
+                    // Trailers end the body (hyper lets the body go right after them).
+                    Ok(Piece::Trailers(t)) => {
+                        this.decode = Decode::Done;
+                        this.finish();
+                        return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                    }
                     Ok(Piece::Done) => {
                         this.decode = Decode::Done;
                         this.finish();

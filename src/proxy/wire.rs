@@ -11,7 +11,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
 /// The most headers a reply head may have (hyper's default is 100 too).
-const MAX_HEADERS: usize = 100;
+pub const MAX_HEADERS: usize = 100;
 /// The longest reply head the gate reads (hyper's default buffer limit is ~400 KiB; a backend
 /// head beyond 64 KiB is broken, not big).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -133,27 +133,20 @@ pub fn parse_reply(buf: &mut BytesMut, method: &Method) -> Result<Option<ReplyHe
     } else {
         Version::HTTP_11
     };
-    // Positions of the names and values in the buffer, so they can be sliced from the frozen
-    // head once the borrow of `buf` by the parser ends.
-    let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let count = reply.headers.len();
-    for (span, h) in spans.iter_mut().zip(reply.headers.iter()) {
-        let name = h.name.as_ptr() as usize - base;
-        let value = h.value.as_ptr() as usize - base;
-        *span = (name, h.name.len(), value, h.value.len());
-    }
+    let spans = Spans::of(buf, reply.headers);
     let head: Bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(n, nl, v, vl) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[n..n + nl])
-            .map_err(|_| Malformed("the backend's reply has an invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
-            .map_err(|_| Malformed("the backend's reply has an invalid header value"))?;
-        headers.append(name, value);
-    }
+    let mut headers = spans
+        .header_map(&head)
+        .ok_or(Malformed("the backend's reply has an invalid header"))?;
     let body = reply_body(status, method, &headers)?;
-    let keep_alive = keep_alive(version, &headers) && body != BodyKind::UntilClose;
+    let mut keep_alive = keep_alive(version, &headers) && body != BodyKind::UntilClose;
+    if body == BodyKind::Chunked && headers.contains_key(header::CONTENT_LENGTH) {
+        // Both framings (RFC 9112 6.3): chunked wins, the length goes (the client would
+        // otherwise be told a length the body does not have), and the connection is not
+        // trusted with another request.
+        headers.remove(header::CONTENT_LENGTH);
+        keep_alive = false;
+    }
     Ok(Some(ReplyHead {
         status,
         version,
@@ -161,6 +154,40 @@ pub fn parse_reply(buf: &mut BytesMut, method: &Method) -> Result<Option<ReplyHe
         body,
         keep_alive,
     }))
+}
+
+/// Where each header's name and value lie in a parsed head, so they can be sliced from the
+/// frozen head once the parser's borrow of the buffer ends (no copy of any value).
+pub struct Spans {
+    spans: [(usize, usize, usize, usize); MAX_HEADERS],
+    count: usize,
+}
+
+impl Spans {
+    /// `headers` must have been parsed from `buf`.
+    pub fn of(buf: &[u8], headers: &[httparse::Header<'_>]) -> Spans {
+        let base = buf.as_ptr() as usize;
+        let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
+        let count = headers.len().min(MAX_HEADERS);
+        for (span, h) in spans.iter_mut().zip(headers) {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            *span = (name, h.name.len(), value, h.value.len());
+        }
+        Spans { spans, count }
+    }
+
+    /// The headers, from `head` (the parsed buffer's start, frozen). `None` if a name or value
+    /// is not valid.
+    pub fn header_map(&self, head: &Bytes) -> Option<HeaderMap> {
+        let mut headers = HeaderMap::with_capacity(self.count);
+        for &(n, nl, v, vl) in &self.spans[..self.count] {
+            let name = HeaderName::from_bytes(head.get(n..n + nl)?).ok()?;
+            let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl)).ok()?;
+            headers.append(name, value);
+        }
+        Some(headers)
+    }
 }
 
 /// RFC 9112 section 6.3, in its order.
@@ -173,18 +200,21 @@ fn reply_body(status: StatusCode, method: &Method, h: &HeaderMap) -> Result<Body
         return Ok(BodyKind::Empty);
     }
     if h.contains_key(header::TRANSFER_ENCODING) {
-        // Chunked must be the last coding; anything else runs until the connection closes.
-        let last = h
+        // Chunked must be the final coding. Any other is refused: the gate removes
+        // `Transfer-Encoding` on the way to the client (it is hop-by-hop), which would then get
+        // coded bytes it cannot tell from the body.
+        let mut codings = h
             .get_all(header::TRANSFER_ENCODING)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|c| !c.is_empty());
-        return Ok(match last {
-            Some(c) if c.eq_ignore_ascii_case("chunked") => BodyKind::Chunked,
-            _ => BodyKind::UntilClose,
-        });
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.is_empty());
+        return match codings.next_back() {
+            Some(c) if c.eq_ignore_ascii_case(b"chunked") => Ok(BodyKind::Chunked),
+            _ => Err(Malformed(
+                "the backend's reply uses a transfer coding other than chunked",
+            )),
+        };
     }
     let mut length = None;
     for value in h.get_all(header::CONTENT_LENGTH) {
@@ -303,20 +333,22 @@ mod tests {
             ),
             BodyKind::Empty
         );
-        assert_eq!(
-            kind(
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n",
-                Method::GET
-            ),
-            BodyKind::Chunked
+        let both = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(both.body, BodyKind::Chunked);
+        assert!(
+            both.headers.get("content-length").is_none(),
+            "the length goes"
         );
-        assert_eq!(
-            kind(
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-                Method::GET
-            ),
-            BodyKind::UntilClose
-        );
+        assert!(!both.keep_alive, "nor is the connection trusted again");
+        for other in ["gzip", "chunked, gzip", "x\u{ff}"] {
+            let text = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {other}\r\n\r\n");
+            assert!(head(&text, Method::GET).is_err(), "{other}");
+        }
         assert_eq!(
             kind(
                 "HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n",

@@ -4,6 +4,7 @@
 //! kept for inspection.
 
 use crate::common::{Options, spawn_app_with};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -26,6 +27,14 @@ fn script(path: &str) -> (&'static [u8], bool) {
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nabc",
             true,
         ),
+        "/te-and-cl" => (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            false,
+        ),
+        "/gzip" => (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n\x1f\x8b",
+            true,
+        ),
         "/cut-chunk" => (
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10\r\nonly-part",
             true,
@@ -34,17 +43,28 @@ fn script(path: &str) -> (&'static [u8], bool) {
     }
 }
 
+/// What the raw backend saw: every request (head and body) and how many connections.
+#[derive(Clone, Default)]
+struct Seen {
+    requests: Arc<Mutex<Vec<String>>>,
+    connections: Arc<AtomicUsize>,
+}
+
 /// Serves [`script`] on raw sockets; every request head received (and its body, read by
-/// `Content-Length` or to the last chunk) is appended to the returned log.
-async fn raw_backend() -> (String, Arc<Mutex<Vec<String>>>) {
+/// `Content-Length` or to the last chunk) is logged. A request for a path under `/stale` on a
+/// connection that already answered one is not answered: the connection closes, the way a
+/// backend that closed it while idle would be found.
+async fn raw_backend() -> (String, Seen) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let log = Arc::new(Mutex::new(Vec::new()));
+    let log = Seen::default();
     let seen = log.clone();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
+            seen.connections.fetch_add(1, Ordering::SeqCst);
             let seen = seen.clone();
             tokio::spawn(async move {
+                let mut answered = 0;
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 loop {
@@ -76,8 +96,12 @@ async fn raw_backend() -> (String, Arc<Mutex<Vec<String>>>) {
                     }
                     let request = String::from_utf8_lossy(&buf).to_string();
                     buf.clear();
-                    seen.lock().unwrap().push(request);
+                    seen.requests.lock().unwrap().push(request);
                     let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    if path.starts_with("/stale") && answered > 0 {
+                        return;
+                    }
+                    answered += 1;
                     let (reply, close) = script(&path);
                     if stream.write_all(reply).await.is_err() || close {
                         return;
@@ -89,7 +113,7 @@ async fn raw_backend() -> (String, Arc<Mutex<Vec<String>>>) {
     (url, log)
 }
 
-async fn app_on_raw_backend() -> (crate::common::TestApp, Arc<Mutex<Vec<String>>>) {
+async fn app_on_raw_backend() -> (crate::common::TestApp, Seen) {
     let (url, log) = raw_backend().await;
     let app = spawn_app_with(Options {
         upstream_url: Some(url),
@@ -101,7 +125,7 @@ async fn app_on_raw_backend() -> (crate::common::TestApp, Arc<Mutex<Vec<String>>
 
 #[tokio::test]
 async fn replies_pass_in_every_framing_and_interim_replies_are_skipped() {
-    let (app, _) = app_on_raw_backend().await;
+    let (app, seen) = app_on_raw_backend().await;
     let get = |path: &str| app.client.get(app.url(path)).send();
 
     let resp = get("/chunked").await.unwrap();
@@ -120,22 +144,29 @@ async fn replies_pass_in_every_framing_and_interim_replies_are_skipped() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "all of it");
 
+    // Bodiless replies (a 204 and a HEAD's, both with a length) leave the connection in step:
+    // the three requests share one, and each reply is read as its own.
+    let before = seen.connections.load(Ordering::SeqCst);
     let resp = get("/no-content").await.unwrap();
     assert_eq!(resp.status(), 204);
-    assert_eq!(resp.text().await.unwrap(), "");
-
     let resp = app.client.head(app.url("/head")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    // Bodiless replies leave the connection in step: the next reply is read as its own.
+    assert_eq!(resp.headers()["content-length"], "5");
     let resp = get("/plain").await.unwrap();
     assert_eq!(resp.text().await.unwrap(), "{}");
+    assert_eq!(seen.connections.load(Ordering::SeqCst), before + 1);
+
+    // Both framings: chunked wins, and the client is not told the backend's length.
+    let resp = get("/te-and-cl").await.unwrap();
+    assert!(resp.headers().get("content-length").is_none());
+    assert_eq!(resp.text().await.unwrap(), "hello");
     app.stop().await;
 }
 
 #[tokio::test]
 async fn broken_replies_get_a_json_502_or_cut_the_client_off() {
     let (app, _) = app_on_raw_backend().await;
-    for path in ["/garbage", "/two-lengths"] {
+    for path in ["/garbage", "/two-lengths", "/gzip"] {
         let resp = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(resp.status(), 502, "{path}");
         let v: serde_json::Value = resp.json().await.unwrap();
@@ -144,12 +175,19 @@ async fn broken_replies_get_a_json_502_or_cut_the_client_off() {
             "{path}: {v}"
         );
     }
-    let resp = app.client.get(app.url("/cut-chunk")).send().await.unwrap();
-    assert_eq!(resp.status(), 200, "the head was already passed on");
-    assert!(
-        resp.bytes().await.is_err(),
-        "a cut-off chunked body must not look complete"
-    );
+    // Cut off mid-body: the client gets the head and a body that fails, or (when the backend's
+    // close is already in when hyper first polls the body, before it flushed the head) a
+    // connection that fails; never a body that looks complete.
+    match app.client.get(app.url("/cut-chunk")).send().await {
+        Ok(resp) => {
+            assert_eq!(resp.status(), 200);
+            assert!(
+                resp.bytes().await.is_err(),
+                "a cut-off chunked body must not look complete"
+            );
+        }
+        Err(e) => assert!(e.is_request(), "{e}"),
+    }
     let resp = app.client.get(app.url("/plain")).send().await.unwrap();
     assert_eq!(resp.text().await.unwrap(), "{}");
     app.stop().await;
@@ -183,7 +221,7 @@ async fn request_bodies_are_framed_by_length_or_chunks() {
     let resp = app.client.get(app.url("/bodiless")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 
-    let log = log.lock().unwrap().clone();
+    let log = log.requests.lock().unwrap().clone();
     let find = |path: &str| {
         log.iter()
             .find(|r| {
@@ -215,5 +253,43 @@ async fn request_bodies_are_framed_by_length_or_chunks() {
         !bodiless.contains("content-length") && !bodiless.contains("transfer-encoding"),
         "{bodiless}"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_closed_pooled_connection_resends_only_what_cannot_run_twice() {
+    let (app, seen) = app_on_raw_backend().await;
+    let resp = app
+        .client
+        .get(app.url("/stale-first"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "{}");
+    // The pooled connection closes when this request reaches it: a GET goes again, on a new
+    // connection.
+    let resp = app.client.get(app.url("/stale-get")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "{}");
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
+    // A POST is not sent twice: the backend may have run it.
+    let resp = app
+        .client
+        .post(app.url("/stale-post"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert!(v["detail"].as_str().unwrap().contains("closed"), "{v}");
+    let posts = seen
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.starts_with("POST /stale-post "))
+        .count();
+    assert_eq!(posts, 1);
     app.stop().await;
 }
