@@ -65,11 +65,6 @@ pub(super) async fn serve(
 ) -> Next {
     let mut buf = BytesMut::from(&prefix[..]);
     let mut out = Vec::new();
-    // One timer and one shutdown watch for the connection's life: moving a timer later is an
-    // atomic store, where a new one per wait was a timer-wheel insertion and removal.
-    let timer = std::pin::pin!(tokio::time::sleep(PARK_AFTER));
-    let shutdown = std::pin::pin!(shared.shutdown.cancelled());
-    let mut waits = Waits { timer, shutdown };
     loop {
         // A whole head, or the reason there is none.
         let head = loop {
@@ -87,7 +82,7 @@ pub(super) async fn serve(
                     }
                 }
             }
-            if !more(shared, &mut waits, &mut stream, &mut buf, &mut out, head_since).await {
+            if !more(shared, &mut stream, &mut buf, &mut out, head_since).await {
                 return Next::Closed;
             }
         };
@@ -116,31 +111,12 @@ pub(super) async fn serve(
     }
 }
 
-/// What a connection waits on besides its socket.
-struct Waits<'a, 'b> {
-    timer: Pin<&'a mut tokio::time::Sleep>,
-    shutdown: Pin<&'a mut tokio_util::sync::WaitForCancellationFuture<'b>>,
-}
-
-impl Waits<'_, '_> {
-    /// Whether `stream` turned readable before `until` and before shutdown.
-    async fn readable(&mut self, stream: &TcpStream, until: Instant) -> Option<bool> {
-        self.timer.as_mut().reset(until);
-        tokio::select! {
-            r = stream.readable() => Some(r.is_ok()),
-            _ = self.timer.as_mut() => None,
-            _ = self.shutdown.as_mut() => Some(false),
-        }
-    }
-}
-
 /// Reads more bytes into `buf`: at once when the socket has them, else after waiting, within
 /// the head's time when a head has begun, or as an idle keep-alive connection (quiet for
 /// [`PARK_AFTER`], it gives back its buffers and counts as parked). False: the connection is
 /// over.
 async fn more(
     shared: &Shared,
-    waits: &mut Waits<'_, '_>,
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     out: &mut Vec<u8>,
@@ -152,7 +128,11 @@ async fn more(
         Some(d) => d.min(Instant::now() + PARK_AFTER),
         None => Instant::now() + PARK_AFTER,
     };
-    let ready = match waits.readable(stream, quick_until).await {
+    let quick = tokio::select! {
+        r = tokio::time::timeout_at(quick_until, stream.readable()) => r.ok().map(|r| r.is_ok()),
+        _ = shared.shutdown.cancelled() => Some(false),
+    };
+    let ready = match quick {
         Some(ready) => ready,
         None if deadline.is_some_and(|d| d <= Instant::now()) => false,
         None => {
@@ -161,7 +141,10 @@ async fn more(
             *out = Vec::new();
             let _parked = Counted::new(&shared.parked);
             let until = deadline.unwrap_or_else(|| Instant::now() + shared.header_read_timeout);
-            waits.readable(stream, until).await.unwrap_or(false)
+            tokio::select! {
+                r = tokio::time::timeout_at(until, stream.readable()) => matches!(r, Ok(Ok(()))),
+                _ = shared.shutdown.cancelled() => false,
+            }
         }
     };
     if !ready {
