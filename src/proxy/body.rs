@@ -86,8 +86,7 @@ impl Drop for Hold {
 /// The client's request body as hyper hands it over, holding its connection busy until it is
 /// read to the end or dropped.
 pub struct Inbound {
-    /// `None`: a request without a body, read by the gate itself (`server::fast`).
-    body: Option<Incoming>,
+    body: Incoming,
     hold: Option<Hold>,
 }
 
@@ -95,8 +94,8 @@ impl Drop for Inbound {
     /// Let go before its end (a reply that did not need the rest, such as a 413): hyper reads
     /// no further and will close the connection after the reply.
     fn drop(&mut self) {
-        if let (Some(hold), Some(body)) = (&self.hold, &self.body) {
-            if !body.is_end_stream() {
+        if let Some(hold) = &self.hold {
+            if !self.body.is_end_stream() {
                 hold.0.unread.store(true, Ordering::Release);
             }
         }
@@ -105,15 +104,7 @@ impl Drop for Inbound {
 
 impl Inbound {
     pub fn new(body: Incoming, hold: Option<Hold>) -> Inbound {
-        Inbound {
-            body: Some(body),
-            hold,
-        }
-    }
-
-    /// No body at all.
-    pub fn empty(hold: Option<Hold>) -> Inbound {
-        Inbound { body: None, hold }
+        Inbound { body, hold }
     }
 }
 
@@ -125,21 +116,15 @@ impl Body for Inbound {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.body {
-            Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
+        Pin::new(&mut self.body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.as_ref().is_none_or(Body::is_end_stream)
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.body {
-            Some(body) => body.size_hint(),
-            None => SizeHint::with_exact(0),
-        }
+        self.body.size_hint()
     }
 }
 

@@ -28,7 +28,6 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::Current;
-use super::fast;
 use super::idle::{PARK_AFTER, Watched};
 use crate::proxy::body::{Hold, InFlight, Inbound};
 use crate::proxy::headers::Peer;
@@ -119,16 +118,6 @@ pub(super) async fn serve_plain(shared: Arc<Shared>, stream: TcpStream, peer: So
     // a client that trickles a head gets no more time than one that does not.
     let mut head_since: Option<Instant> = Some(Instant::now());
     loop {
-        // Bodiless HTTP/1.1 requests are the fast lane's; hyper takes the connection from the
-        // first request the lane does not serve, until it parks.
-        match fast::serve(&shared, stream, prefix, head_since, &client, &in_flight).await {
-            fast::Next::Closed => return,
-            fast::Next::Hyper {
-                stream: s,
-                prefix: p,
-                head_since: h,
-            } => (stream, prefix, head_since) = (s, p, h),
-        }
         let io = Watched::parking(
             TokioIo::new(stream),
             prefix,
@@ -267,10 +256,10 @@ fn log_end<E: std::fmt::Display>(ended: Result<(), E>, peer: SocketAddr) {
 }
 
 /// Counts itself in a gauge while it lives.
-pub(super) struct Counted<'a>(&'a AtomicUsize);
+struct Counted<'a>(&'a AtomicUsize);
 
 impl<'a> Counted<'a> {
-    pub(super) fn new(gauge: &'a AtomicUsize) -> Counted<'a> {
+    fn new(gauge: &'a AtomicUsize) -> Counted<'a> {
         gauge.fetch_add(1, Ordering::Relaxed);
         Counted(gauge)
     }

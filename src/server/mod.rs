@@ -27,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 mod conn;
-mod fast;
 mod idle;
 pub mod tls;
 mod workers;

@@ -268,37 +268,3 @@ async fn an_answer_before_the_body_is_read_says_connection_close() {
     assert!(c.get("/healthz").await.starts_with("HTTP/1.1 200"));
     app.stop().await;
 }
-
-/// Bodiless requests are answered by the gate's own HTTP/1 code, anything else by hyper; one
-/// connection moves between the two and every answer is whole and in order.
-#[tokio::test]
-async fn one_connection_moves_between_the_fast_lane_and_hyper() {
-    let app = spawn_app().await;
-    let mut c = Client::connect(&app).await;
-    let first = c.get("/first").await;
-    let head = first.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{first}");
-    assert_eq!(head.matches("\r\ndate: ").count(), 1, "{head}");
-    assert_eq!(head.matches("\r\ncontent-length: ").count(), 1, "{head}");
-    assert!(first.contains(r#""path":"/first""#), "{first}");
-
-    // A request with a body, pipelined between two without: hyper's, then in order.
-    c.send(b"POST /posted HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /next HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
-    let posted = c.response().await;
-    assert!(posted.contains(r#""path":"/posted""#), "{posted}");
-    let next = c.response().await;
-    assert!(next.contains(r#""path":"/next""#), "{next}");
-    // Quiet, hyper lets the connection go; the next request is the lane's again.
-    tokio::time::sleep(QUIET).await;
-    let again = c.get("/again").await;
-    assert!(again.contains(r#""path":"/again""#), "{again}");
-
-    // A client that says close gets its answer, then the connection closes.
-    c.send(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await;
-    let last = c.response().await;
-    assert!(last.contains(r#""path":"/last""#), "{last}");
-    assert!(c.closed_within(Duration::from_secs(2)).await.is_some());
-    app.stop().await;
-}
