@@ -6,7 +6,7 @@
 //!    the route table (`proxy::routes`).
 //! 2. **Authenticate**: credentials to a `Principal` (`auth`), and the route's access rule.
 //! 3. **Reserve**: a metered route's charge, decided before a byte of the body is streamed.
-//! 4. **Forward**: the streamed request to the backend (`proxy::forward`), upgrades (`proxy::upgrade`).
+//! 4. **Forward**: the streamed request to the backend (`proxy::upstream`), upgrades (`proxy::upgrade`).
 //! 5. **Settle**: commit or refund the reservation from the reply.
 //! 6. **Respond**: request id, CORS (`proxy::cors`), one log line.
 
@@ -25,12 +25,12 @@ use crate::config::{Access, Config, Cost, DefaultAccess, RouteSpec};
 use crate::error::GateError;
 use crate::proxy::body::{Inbound, LimitedBody};
 use crate::proxy::cors::Cors;
-use crate::proxy::forward::{self, Upstream};
 use crate::proxy::headers::{self, Peer};
 use crate::proxy::path::canonicalize;
 use crate::proxy::routes::{RouteMatch, RouteTable};
 use crate::proxy::settle;
 use crate::proxy::upgrade::Tunnels;
+use crate::proxy::upstream::{self, Upstream};
 use crate::store::Store;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -353,7 +353,7 @@ impl Gate {
                     "the backend switched protocols although the client did not ask to",
                 ));
             };
-            let Some(backend) = forward::take_switched(&mut resp) else {
+            let Some(backend) = upstream::take_switched(&mut resp) else {
                 return Err(GateError::bad_gateway(
                     "the backend's switched connection was lost",
                 ));

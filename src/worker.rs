@@ -4,7 +4,7 @@
 //! (a single-threaded tokio runtime, like an nginx worker process): a request, its backend
 //! connection and its reply never change threads, so they wake one another without crossing
 //! cores. What must stay on one thread for that, such as the idle backend connections
-//! (`proxy::forward`), is kept per worker and found by this index.
+//! (`proxy::upstream`), is kept per worker and found by this index.
 
 use std::cell::Cell;
 

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 use crate::auth::AuthService;
-use crate::proxy::forward::Upstream;
+use crate::proxy::upstream::Upstream;
 use crate::store::Store;
 
 pub use openapi::ApiDoc;

@@ -7,7 +7,7 @@
 
 use hyper::upgrade::OnUpgrade;
 
-use super::backend::Conn;
+use super::upstream::Conn;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

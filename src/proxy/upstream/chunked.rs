@@ -48,6 +48,7 @@ impl Default for Chunked {
 }
 
 impl Chunked {
+    #[cfg(test)]
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }

@@ -242,7 +242,10 @@ async fn with_body(
                     Poll::Ready(Ok(())) => sent = true,
                     Poll::Ready(Err(PumpError::Body(e))) => body_failed = Some(e),
                     // The backend stopped reading; it may still have answered.
-                    Poll::Ready(Err(PumpError::Write(_))) => write_failed = true,
+                    Poll::Ready(Err(PumpError::Write(e))) => {
+                        tracing::debug!(error = %e, "the backend stopped reading the request body");
+                        write_failed = true;
+                    }
                     Poll::Pending => {}
                 }
             }
