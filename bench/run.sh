@@ -7,7 +7,8 @@
 # the release binary, and measures side by side:
 #   - the bare backend (nginx returning a small JSON body, standing in for iDoctor);
 #   - nginx as a plain reverse proxy in front of it (no auth): the reference;
-#   - the gate on a public, a JWT, an API-key and a metered route (SQLite and PostgreSQL);
+#   - the gate on a public, a JWT, an API-key and a metered route (SQLite and PostgreSQL),
+#     and ROUNDS alternating rounds of nginx / JWT / API key for ratios taken within a round;
 #   - latency at half the gate's load, with and without logins (argon2) running beside it;
 #   - a streamed upload and download of BIG_MB, direct, through nginx and through the gate,
 #     against a backend and by a client that cost little (bench/helpers.py), with each proxy's
@@ -222,6 +223,26 @@ wrk_run "gate, JWT route" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
 wrk_run "gate, API-key route" "$GATE/user/json" -H "X-API-Key: $KEY"
 wrk_run "gate, metered route (SQLite)" "$GATE/process/p/20250101" -H "Authorization: Bearer $TOKEN" -s bench/post.lua
 
+# Rows run one after the other, and this VM's speed drifts between them by up to 10 %: ROUNDS
+# more rounds of nginx, the JWT route and the API-key route in turn, each ratio taken within
+# its round, and their medians.
+ROUNDS=${ROUNDS:-3}
+RATIO_JWT=() RATIO_KEY=()
+rps_of() { taskset -c 1 wrk -t1 -c"$CONNS" -d"$ROUND_SECS"s "$@" >"$DIR/wrk.out" 2>&1; python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f1; }
+ROUND_SECS=${ROUND_SECS:-5}
+for _ in $(seq 1 "$ROUNDS"); do
+  N=$(rps_of "http://127.0.0.1:$NGINX_PROXY_PORT/json")
+  J=$(rps_of "$GATE/user/json" -H "Authorization: Bearer $TOKEN")
+  K=$(rps_of "$GATE/user/json" -H "X-API-Key: $KEY")
+  RATIO_JWT+=("$(python3 -c "print(f'{$J / $N:.2f}')")")
+  RATIO_KEY+=("$(python3 -c "print(f'{$K / $N:.2f}')")")
+done
+ROUND_LINE=$(python3 -c "
+import statistics as s
+j = [float(x) for x in '${RATIO_JWT[*]}'.split()]; k = [float(x) for x in '${RATIO_KEY[*]}'.split()]
+print(f'over {len(j)} alternating rounds of {$ROUND_SECS} s (nginx, JWT, API key in turn), gate / nginx proxy: JWT {j}, median {s.median(j):.2f}x; API key {k}, median {s.median(k):.2f}x')")
+log "rounds: $ROUND_LINE"
+
 field_of() { # label-prefix field-number: a figure of an earlier row
   local r
   for r in "${ROWS[@]}"; do
@@ -302,6 +323,7 @@ CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "- busy during the upload through the gate: $UP_BUSY; during the download: $DOWN_BUSY"
   echo "- gate peak RSS over the transfers: $((PEAK_KB / 1024)) MiB"
   echo "- $IDLE idle keep-alive connections ($IDLE_LINE), on a freshly started gate: RSS $((RSS_BEFORE / 1024)) MiB -> $((RSS_IDLE / 1024)) MiB"
+  echo "- throughput $ROUND_LINE"
   echo "- backend direct p99 at half load: ${DIRECT_P99_HALF} ms (the gate's added p99 is its row minus this)"
   echo "- logins during the last half-load row: $LOGINS; they moved the gate's p99 from ${GATE_P99_HALF} to ${LOGINS_P99_HALF} ms ($(python3 -c "print(f'{100 * ($LOGINS_P99_HALF / $GATE_P99_HALF - 1):+.0f} %')")); $LOGIN_PAIRS"
 } >"$DIR/table.md"
