@@ -204,12 +204,11 @@ async fn request_bodies_are_framed_by_length_or_chunks() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
-    tx.send(Ok(b"abc".to_vec())).await.unwrap();
-    tx.send(Ok(b"defg".to_vec())).await.unwrap();
-    drop(tx);
-    let stream =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    // A body of unknown length, in two chunks.
+    let stream = futures_util::stream::iter([
+        Ok::<_, std::io::Error>(b"abc".to_vec()),
+        Ok(b"defg".to_vec()),
+    ]);
     let resp = app
         .client
         .post(app.url("/streamed"))
