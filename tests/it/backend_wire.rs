@@ -35,6 +35,10 @@ fn script(path: &str) -> (&'static [u8], bool) {
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n\x1f\x8b",
             true,
         ),
+        "/upgrade-early" => (
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\nwelcome;",
+            false,
+        ),
         "/cut-chunk" => (
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10\r\nonly-part",
             true,
@@ -105,6 +109,14 @@ async fn raw_backend() -> (String, Seen) {
                     let (reply, close) = script(&path);
                     if stream.write_all(reply).await.is_err() || close {
                         return;
+                    }
+                    if path == "/upgrade-early" {
+                        // A tunnel now: echo until the gate closes it.
+                        while let Ok(n) = stream.read(&mut chunk).await {
+                            if n == 0 || stream.write_all(&chunk[..n]).await.is_err() {
+                                return;
+                            }
+                        }
                     }
                 }
             });
@@ -290,5 +302,44 @@ async fn a_closed_pooled_connection_resends_only_what_cannot_run_twice() {
         .filter(|r| r.starts_with("POST /stale-post "))
         .count();
     assert_eq!(posts, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bytes_sent_with_a_101_reach_the_tunnel_first() {
+    let (app, _) = app_on_raw_backend().await;
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(
+        b"GET /upgrade-early HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // The backend wrote its first tunnel bytes in the same write as the 101's head: the gate
+    // read them with the head and must pass them on before anything else.
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !got.ends_with(b"welcome;") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("the tunnel's first bytes within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    assert!(text.ends_with("\r\n\r\nwelcome;"), "{text}");
+    s.write_all(b"ping").await.unwrap();
+    let mut echo = Vec::new();
+    while echo.len() < 4 {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("the echo within 5 s")
+            .unwrap();
+        assert!(n > 0);
+        echo.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(echo, b"ping");
+    drop(s);
     app.stop().await;
 }
