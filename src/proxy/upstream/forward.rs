@@ -15,7 +15,7 @@
 
 use axum::body::Body;
 use http::uri::{Authority, PathAndQuery};
-use http::{Method, Request, Response, StatusCode, Uri, header};
+use http::{Method, Request, Response, StatusCode, Uri};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -138,10 +138,12 @@ impl Upstream {
     ) -> Result<Response<Body>, Failure> {
         let (parts, body) = req.into_parts();
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // The body knows its length when the client declared one (hyper's body carries the
+        // `Content-Length` it decodes by, which `crate::gate` has checked against the limit).
         let framing = if http_body::Body::is_end_stream(&body) {
             Framing::Empty
         } else {
-            match declared_length(&parts.headers).or(http_body::Body::size_hint(&body).exact()) {
+            match http_body::Body::size_hint(&body).exact() {
                 Some(n) => Framing::Length(n),
                 None => Framing::Chunked,
             }
@@ -201,13 +203,6 @@ impl Upstream {
         let _ = stream.set_nodelay(true);
         Ok(Conn::new(stream))
     }
-}
-
-/// The request's `Content-Length`, when it has one valid value.
-fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
-    let n = values.next()?.to_str().ok()?.trim().parse().ok()?;
-    values.next().is_none().then_some(n)
 }
 
 /// A request without a body: the head goes out in one write, then the reply's head is read.
