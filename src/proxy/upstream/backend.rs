@@ -197,9 +197,8 @@ pub enum PumpError {
 /// first, without losing the frame in flight.
 pub struct Pump {
     body: Body,
-    chunked: bool,
     /// Bytes still allowed by a `Content-Length` (a body that runs longer is cut, not passed
-    /// on to be read as a second request).
+    /// on to be read as a second request); `None`: the body goes chunked.
     left: Option<u64>,
     /// The frame being written: size line, data, CRLF (empty parts for a fixed length).
     out: [Bytes; 3],
@@ -210,7 +209,6 @@ impl Pump {
     pub fn new(body: Body, length: Option<u64>) -> Pump {
         Pump {
             body,
-            chunked: length.is_none(),
             left: length,
             out: Default::default(),
             ended: false,
@@ -247,12 +245,14 @@ impl Pump {
             match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
                 None => {
                     self.ended = true;
-                    if self.chunked {
-                        self.out[1] = Bytes::from_static(b"0\r\n\r\n");
-                    } else if self.left != Some(0) {
-                        return Poll::Ready(Err(PumpError::Body(axum::Error::new(
-                            "the request body ended before its Content-Length",
-                        ))));
+                    match self.left {
+                        None => self.out[1] = Bytes::from_static(b"0\r\n\r\n"),
+                        Some(0) => {}
+                        Some(_) => {
+                            return Poll::Ready(Err(PumpError::Body(axum::Error::new(
+                                "the request body ended before its Content-Length",
+                            ))));
+                        }
                     }
                 }
                 Some(Err(e)) => return Poll::Ready(Err(PumpError::Body(e))),
