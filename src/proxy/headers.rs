@@ -105,13 +105,17 @@ fn remove_listed(headers: &mut HeaderMap, connection: &HeaderValue) {
 
 /// True when the client asks for a protocol upgrade (WebSocket and the like).
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    headers.contains_key(header::UPGRADE) && connection_says(headers, "upgrade")
+}
+
+/// Whether a `Connection` header lists `token` (case-insensitive, any of its values).
+pub fn connection_says(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// Removes what a client could use to pose as someone, or to mislead the backend about where

@@ -10,6 +10,8 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
+use crate::proxy::headers::connection_says;
+
 /// The most headers a reply head may have (hyper's default is 100 too).
 pub const MAX_HEADERS: usize = 100;
 /// The longest reply head the gate reads (hyper's default buffer limit is ~400 KiB; a backend
@@ -252,17 +254,10 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
 /// HTTP/1.1 keeps the connection unless it says `close`; HTTP/1.0 only if it says
 /// `keep-alive`.
 fn keep_alive(version: Version, h: &HeaderMap) -> bool {
-    let says = |token: &str| {
-        h.get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
     if version == Version::HTTP_10 {
-        says("keep-alive")
+        connection_says(h, "keep-alive")
     } else {
-        !says("close")
+        !connection_says(h, "close")
     }
 }
 
