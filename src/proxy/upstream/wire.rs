@@ -13,7 +13,7 @@ use http::{Method, StatusCode, Version};
 use crate::proxy::headers::connection_says;
 
 /// The most headers a reply head may have (hyper's default is 100 too).
-pub const MAX_HEADERS: usize = 100;
+const MAX_HEADERS: usize = 100;
 /// The longest reply head the gate reads (hyper's default buffer limit is ~400 KiB; a backend
 /// head beyond 64 KiB is broken, not big).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -62,25 +62,12 @@ pub fn encode_request(
         }
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa(n, &mut [0u8; 20]));
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
-}
-
-/// Decimal digits of `n` in `buf`, without an allocation.
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
 }
 
 /// How a reply body is delimited.
@@ -160,14 +147,14 @@ pub fn parse_reply(buf: &mut BytesMut, method: &Method) -> Result<Option<ReplyHe
 
 /// Where each header's name and value lie in a parsed head, so they can be sliced from the
 /// frozen head once the parser's borrow of the buffer ends (no copy of any value).
-pub struct Spans {
+struct Spans {
     spans: [(usize, usize, usize, usize); MAX_HEADERS],
     count: usize,
 }
 
 impl Spans {
     /// `headers` must have been parsed from `buf`.
-    pub fn of(buf: &[u8], headers: &[httparse::Header<'_>]) -> Spans {
+    fn of(buf: &[u8], headers: &[httparse::Header<'_>]) -> Spans {
         let base = buf.as_ptr() as usize;
         let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
         let count = headers.len().min(MAX_HEADERS);
@@ -181,7 +168,7 @@ impl Spans {
 
     /// The headers, from `head` (the parsed buffer's start, frozen). `None` if a name or value
     /// is not valid.
-    pub fn header_map(&self, head: &Bytes) -> Option<HeaderMap> {
+    fn header_map(&self, head: &Bytes) -> Option<HeaderMap> {
         let mut headers = HeaderMap::with_capacity(self.count);
         for &(n, nl, v, vl) in &self.spans[..self.count] {
             let name = HeaderName::from_bytes(head.get(n..n + nl)?).ok()?;
