@@ -8,6 +8,8 @@ transfer-backend PORT FILE                the backend for the big transfers: GET
                                           1 MiB reads, then answers
 upload PORT FILE PATH                     POST FILE to PATH with sendfile(2); print MiB/s
 download PORT PATH                        GET PATH into a 1 MiB buffer; print MiB/s
+stalls PORT PATH SECONDS                  GET PATH about once a millisecond on one connection
+                                          and report the answers that took over 5 ms
 parse-wrk FILE                            print "rps p50_ms p99_ms errors"
 """
 import os
@@ -65,6 +67,41 @@ def logins(port, user, password, threads, seconds):
     for t in ts:
         t.join()
     print(f"logins {done[0]} in {seconds}s", flush=True)
+
+
+def stalls(port, path, seconds):
+    """The machine's own pauses: an answer from a backend that takes ~0.1 ms and comes back
+    after 5 ms means the machine stopped the backend or this client for that long (run beside
+    a load that leaves both cores some room). Prints how many, the longest, and the median gap
+    between them."""
+    req = b"GET " + path.encode() + b" HTTP/1.1\r\nHost: bench\r\n\r\n"
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    start = time.monotonic()
+    n, slow = 0, []
+    while time.monotonic() < start + seconds:
+        sent = time.monotonic()
+        s.sendall(req)
+        buf = b""
+        while True:
+            buf += s.recv(65536)
+            head, sep, rest = buf.partition(b"\r\n\r\n")
+            if sep:
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                if len(rest) >= length:
+                    break
+        took = time.monotonic() - sent
+        n += 1
+        if took > 0.005:
+            slow.append((sent - start, took))
+        time.sleep(0.001)
+    gaps = sorted(b[0] - a[0] for a, b in zip(slow, slow[1:]))
+    longest = max((t for _, t in slow), default=0)
+    gap = f"{gaps[len(gaps) // 2]:.2f} s" if gaps else "-"
+    print(f"{n} requests in {seconds:.0f} s, {len(slow)} took over 5 ms (longest {longest * 1000:.1f} ms, median gap {gap})", flush=True)
 
 
 def transfer_backend(port, path):
@@ -254,6 +291,8 @@ if __name__ == "__main__":
         upload(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     elif cmd == "download":
         download(int(sys.argv[2]), sys.argv[3])
+    elif cmd == "stalls":
+        stalls(int(sys.argv[2]), sys.argv[3], float(sys.argv[4]))
     elif cmd == "parse-wrk":
         parse_wrk(sys.argv[2])
     else:

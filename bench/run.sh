@@ -9,7 +9,8 @@
 #   - nginx as a plain reverse proxy in front of it (no auth): the reference;
 #   - the gate on a public, a JWT, an API-key and a metered route (SQLite and PostgreSQL),
 #     and ROUNDS alternating rounds of nginx / JWT / API key for ratios taken within a round;
-#   - latency at half the gate's load, with and without logins (argon2) running beside it;
+#   - latency at half the gate's load: alone, beside an idle-priority spinner on its core (the
+#     control) and beside logins (argon2);
 #   - a streamed upload and download of BIG_MB, direct, through nginx and through the gate,
 #     against a backend and by a client that cost little (bench/helpers.py), with each proxy's
 #     CPU time and the gate's peak RSS;
@@ -188,6 +189,20 @@ C0=$(cpu_ticks 0); C1=$(cpu_ticks 1); T=$(cpu_of "$GATE_PID")
 DOWN_GATE=$(transfer down "$GATE_PORT")
 DOWN_GATE_CPU=$(cpu_since "$GATE_PID" "$T")
 DOWN_BUSY="CPU 0 (gate) $(busy_since 0 "$C0") %, CPU 1 (backend and client) $(busy_since 1 "$C1") %"
+# A transfer takes under a second and the VM's speed moves between transfers: XFER_ROUNDS
+# more rounds of direct and then the gate, each ratio taken within its round, and the medians.
+XFER_ROUNDS=${XFER_ROUNDS:-5}
+R_UP=() R_DOWN=()
+ratio_of() { python3 -c "print(f'{$2 / $1:.2f}')"; }
+for _ in $(seq 1 "$XFER_ROUNDS"); do
+  R_UP+=("$(ratio_of "$(transfer up "$XFER_PORT")" "$(transfer up "$GATE_PORT")")")
+  R_DOWN+=("$(ratio_of "$(transfer down "$XFER_PORT")" "$(transfer down "$GATE_PORT")")")
+done
+XFER_LINE=$(python3 -c "
+import statistics as s
+u = [float(x) for x in '${R_UP[*]}'.split()]; d = [float(x) for x in '${R_DOWN[*]}'.split()]
+print(f'over {len(u)} more rounds (direct, then the gate), gate / direct: upload {u}, median {s.median(u):.2f}x; download {d}, median {s.median(d):.2f}x')")
+log "transfer rounds: $XFER_LINE"
 # curl as the client, for comparison with earlier runs: it copies every byte through itself
 # on the core it shares with the backend, which then limits the figures.
 curl_up() { python3 -c "print(f'{$BIG_MB / $(taskset -c 1 curl -s -o /dev/null -w '%{time_total}' -T "$DIR/big.bin" -X POST "$1"):.0f}')"; }
@@ -253,31 +268,77 @@ field_of() { # label-prefix field-number: a figure of an earlier row
 JWT_RPS=$(field_of "gate, JWT route|" 1)
 HALF=$(( JWT_RPS / 2 ))
 paced_run "backend direct at ${HALF}/s" "$HALF" "http://127.0.0.1:$UPSTREAM_PORT/json"
+DIRECT_CONNS=$PACED_CONNS
+# The reference hop: on this VM a request that crosses to the proxy's core and back waits for
+# that core to wake whenever it idles, and nginx's own p99 at this rate shows what that costs.
+paced_run "nginx plain reverse proxy at ${HALF}/s" "$HALF" "http://127.0.0.1:$NGINX_PROXY_PORT/json"
+NGINX_CONNS=$PACED_CONNS
 paced_run "gate JWT at ${HALF}/s" "$HALF" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
-taskset -c 1 python3 bench/helpers.py logins "$GATE_PORT" bench bench-password 2 "$DURATION" >"$DIR/logins.out" &
-LOGIN_PID=$!
-paced_run "gate JWT at ${HALF}/s, logins beside" "$HALF" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
-wait "$LOGIN_PID" || true
-LOGINS=$(cat "$DIR/logins.out")
-# The p99 of one row moves by a quarter from one run to the next on this VM, as much as the
-# logins move it: PAIRS more pairs without and with logins, alternating, and their medians.
-PAIRS=${PAIRS:-3}
-P99_PLAIN=() P99_LOGINS=()
-for _ in $(seq 1 "$PAIRS"); do
-  PACE_MS=1 taskset -c 1 wrk -t1 -c"$PACED_CONNS" -d"${DURATION}s" --latency -s bench/paced.lua \
+# How often the machine pauses on its own under this load: one request a millisecond straight
+# to the backend, beside the same load on the gate (not a row). On this VM both vCPUs stop
+# together for 5-15 ms about once a second while they are busy (perf sees no sample on either
+# core then; idle, the probe sees no pause): the tail of the half-load rows is mostly the queue
+# such a pause leaves, which a proxy clears faster the more headroom it has.
+taskset -c 1 python3 bench/helpers.py stalls "$UPSTREAM_PORT" /json "$DURATION" >"$DIR/stalls.out" &
+STALLS_PID=$!
+PACE_MS=1 taskset -c 1 wrk -t1 -c"$PACED_CONNS" -d"${DURATION}s" -s bench/paced.lua \
+  -H "Authorization: Bearer $TOKEN" "$GATE/user/json" >/dev/null 2>&1
+wait "$STALLS_PID" || true
+STALLS=$(cat "$DIR/stalls.out")
+log "stalls: $STALLS"
+# Logins beside the proxied load. What runs beside the load is started a second before the
+# measured window and outlasts it: a Python client started inside the window costs the load
+# generator's core its start-up (tens of ms), which alone moved p99 by a quarter in a trial
+# with a client that only fetched /healthz. A spinner at idle priority on the gate's core is
+# the control: on this VM a core that never idles wakes its threads sooner, which lowers p99
+# by itself, and that should not be credited to (or hide a cost of) the logins.
+beside_logins() { taskset -c 1 python3 bench/helpers.py logins "$GATE_PORT" bench bench-password 2 "$(($1 + 2))"; }
+beside_spinner() { chrt -i 0 taskset -c 0 timeout "$(($1 + 2))" sh -c 'while :; do :; done' || true; }
+paced_beside() { # what seconds label: one paced row at PACED_CONNS with `beside_$what` running
+  local what=$1 secs=$2 label=$3 pid
+  "beside_$what" "$secs" >"$DIR/beside.out" 2>&1 &
+  pid=$!
+  sleep 1
+  PACE_MS=1 taskset -c 1 wrk -t1 -c"$PACED_CONNS" -d"${secs}s" --latency -s bench/paced.lua \
     -H "Authorization: Bearer $TOKEN" "$GATE/user/json" >"$DIR/wrk.out" 2>&1
-  P99_PLAIN+=("$(python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f3)")
-  taskset -c 1 python3 bench/helpers.py logins "$GATE_PORT" bench bench-password 2 "$DURATION" >/dev/null &
-  LOGIN_PID=$!
-  PACE_MS=1 taskset -c 1 wrk -t1 -c"$PACED_CONNS" -d"${DURATION}s" --latency -s bench/paced.lua \
-    -H "Authorization: Bearer $TOKEN" "$GATE/user/json" >"$DIR/wrk.out" 2>&1
-  P99_LOGINS+=("$(python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f3)")
-  wait "$LOGIN_PID" || true
+  wait "$pid" || true
+  [[ -z "$label" ]] || row "$label" "$(python3 bench/helpers.py parse-wrk "$DIR/wrk.out")"
+}
+paced_beside spinner "$DURATION" "gate JWT at ${HALF}/s, idle spinner beside"
+paced_beside logins "$DURATION" "gate JWT at ${HALF}/s, logins beside"
+LOGINS=$(cat "$DIR/beside.out")
+# The p99 of one row moves by a quarter or more from one row to the next on this VM:
+# HALF_ROUNDS more rounds of the bare backend, nginx, the gate alone, beside the spinner and
+# beside logins in turn, ROUND_SECS each; every comparison is taken within its round (the
+# machine drifts between rounds), and the medians of those are the figures to compare.
+HALF_ROUNDS=${HALF_ROUNDS:-8}
+P99_DIRECT=() P99_NGINX=() P99_PLAIN=() P99_SPIN=() P99_LOGINS=()
+p99_now() { python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f3; }
+paced_p99() { # conns url [wrk args...]: the p99 of one paced round
+  local conns=$1 url=$2; shift 2
+  PACE_MS=1 taskset -c 1 wrk -t1 -c"$conns" -d"${ROUND_SECS}s" --latency -s bench/paced.lua "$@" "$url" >"$DIR/wrk.out" 2>&1
+  p99_now
+}
+for _ in $(seq 1 "$HALF_ROUNDS"); do
+  P99_DIRECT+=("$(paced_p99 "$DIRECT_CONNS" "http://127.0.0.1:$UPSTREAM_PORT/json")")
+  P99_NGINX+=("$(paced_p99 "$NGINX_CONNS" "http://127.0.0.1:$NGINX_PROXY_PORT/json")")
+  P99_PLAIN+=("$(paced_p99 "$PACED_CONNS" "$GATE/user/json" -H "Authorization: Bearer $TOKEN")")
+  paced_beside spinner "$ROUND_SECS" ""
+  P99_SPIN+=("$(p99_now)")
+  paced_beside logins "$ROUND_SECS" ""
+  P99_LOGINS+=("$(p99_now)")
 done
+HALF_LINE=$(python3 -c "
+import statistics as s
+d, n, a = ([float(x) for x in v.split()] for v in ('${P99_DIRECT[*]}', '${P99_NGINX[*]}', '${P99_PLAIN[*]}'))
+added = lambda xs, ys: s.median([y - x for x, y in zip(xs, ys)])
+print(f'over {len(a)} rounds of {$ROUND_SECS} s, p99 of the bare backend {d}, of nginx {n}, of the gate {a} (medians {s.median(d):.3f} / {s.median(n):.3f} / {s.median(a):.3f} ms); median within a round of what a proxy adds to the bare backend: nginx {added(d, n):.2f} ms, gate {added(d, a):.2f} ms')")
+log "half load: $HALF_LINE"
 LOGIN_PAIRS=$(python3 -c "
 import statistics as s
-a = [float(x) for x in '${P99_PLAIN[*]}'.split()]; b = [float(x) for x in '${P99_LOGINS[*]}'.split()]
-print(f'over {len(a)} alternating pairs, p99 without logins {a}, with {b}: medians {s.median(a):.3f} -> {s.median(b):.3f} ms ({100 * (s.median(b) / s.median(a) - 1):+.0f} %)')")
+a, c, b = ([float(x) for x in v.split()] for v in ('${P99_PLAIN[*]}', '${P99_SPIN[*]}', '${P99_LOGINS[*]}'))
+pct = lambda xs, ys: f'{100 * (s.median([y / x for x, y in zip(xs, ys)]) - 1):+.0f} %'
+print(f'in the same rounds, the gate\'s p99 alone {a}, beside the idle spinner {c}, beside logins {b} (medians {s.median(a):.3f} / {s.median(c):.3f} / {s.median(b):.3f} ms); median of the ratios within a round: logins vs alone {pct(a, b)}, logins vs spinner {pct(c, b)}, spinner vs alone {pct(a, c)}')")
 log "logins: $LOGIN_PAIRS"
 stop_gate
 
@@ -296,8 +357,10 @@ stop_gate
 # --- the table ---------------------------------------------------------------------------------
 NGINX_RPS=$(field_of "nginx plain reverse proxy|" 1)
 DIRECT_P99_HALF=$(field_of "backend direct at " 3)
+NGINX_P99_HALF=$(field_of "nginx plain reverse proxy at " 3)
 GATE_P99_HALF=$(field_of "gate JWT at ${HALF}/s|" 3)
 LOGINS_P99_HALF=$(field_of "gate JWT at ${HALF}/s, logins beside|" 3)
+SPIN_P99_HALF=$(field_of "gate JWT at ${HALF}/s, idle spinner beside|" 3)
 CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 {
   echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($CPU), loopback; ${DURATION}s per row, wrk -c$CONNS (wrk paced to about half the JWT route's rate for the half-load rows)."
@@ -321,11 +384,13 @@ CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "- transfers against bench/helpers.py transfer-backend (downloads sent with sendfile(2), uploads read whole), by bench/helpers.py upload/download (sendfile(2) out, 1 MiB reads in); direct runs client and backend on CPU 1, through a proxy the proxy has CPU 0 besides"
   echo "- with curl as the upload client (it copies every byte through itself on CPU 1): direct $CURL_UP_DIRECT MiB/s, gate $CURL_UP_GATE MiB/s ($(ratio "$CURL_UP_GATE" "$CURL_UP_DIRECT")), nginx $CURL_UP_NGINX MiB/s ($(ratio "$CURL_UP_NGINX" "$CURL_UP_DIRECT"))"
   echo "- busy during the upload through the gate: $UP_BUSY; during the download: $DOWN_BUSY"
+  echo "- transfers $XFER_LINE"
   echo "- gate peak RSS over the transfers: $((PEAK_KB / 1024)) MiB"
   echo "- $IDLE idle keep-alive connections ($IDLE_LINE), on a freshly started gate: RSS $((RSS_BEFORE / 1024)) MiB -> $((RSS_IDLE / 1024)) MiB"
   echo "- throughput $ROUND_LINE"
-  echo "- backend direct p99 at half load: ${DIRECT_P99_HALF} ms (the gate's added p99 is its row minus this)"
-  echo "- logins during the last half-load row: $LOGINS; they moved the gate's p99 from ${GATE_P99_HALF} to ${LOGINS_P99_HALF} ms ($(python3 -c "print(f'{100 * ($LOGINS_P99_HALF / $GATE_P99_HALF - 1):+.0f} %')")); $LOGIN_PAIRS"
+  echo "- the machine's own pauses, seen by one request a millisecond straight to the backend beside the half load on the gate: $STALLS"
+  echo "- p99 at half load: backend direct ${DIRECT_P99_HALF} ms, nginx proxy ${NGINX_P99_HALF} ms, gate ${GATE_P99_HALF} ms; the gate adds $(python3 -c "print(f'{$GATE_P99_HALF - $DIRECT_P99_HALF:.2f}')") ms to the bare backend's p99 (nginx's proxy hop adds $(python3 -c "print(f'{$NGINX_P99_HALF - $DIRECT_P99_HALF:.2f}')") ms); $HALF_LINE"
+  echo "- logins during the \"logins beside\" row: $LOGINS (two clients signing in over and over, each login an argon2 hash); the gate's p99 alone ${GATE_P99_HALF} ms, beside an idle-priority spinner on its core ${SPIN_P99_HALF} ms, beside logins ${LOGINS_P99_HALF} ms; $LOGIN_PAIRS"
 } >"$DIR/table.md"
 mkdir -p "$(dirname "$OUT")"
 cp "$DIR/table.md" "$OUT"
