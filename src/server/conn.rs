@@ -28,7 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::Current;
-use super::idle::{PARK_AFTER, Watched};
+use super::idle::{MAX_HEAD, PARK_AFTER, Watched};
 use crate::proxy::body::{Hold, InFlight, Inbound};
 use crate::proxy::headers::Peer;
 
@@ -60,8 +60,12 @@ impl Shared {
         let mut h1 = http1::Builder::new();
         // The header-read timeout of plain HTTP/1 is kept by `idle::Watched`, without a timer
         // per request.
+        // Reads of up to 2 MiB: a streamed upload moves in fewer, larger reads (0.88x -> ~0.98x
+        // of direct in an A/B of 1 GiB uploads). hyper also bounds a head by this size, so
+        // `idle::Watched` refuses heads over MAX_HEAD itself.
         h1.timer(TokioTimer::new())
             .header_read_timeout(None)
+            .max_buf_size(2 << 20)
             .keep_alive(true);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
@@ -139,6 +143,10 @@ pub(super) async fn serve_plain(shared: Arc<Shared>, stream: TcpStream, peer: So
         let Some(http1::Parts { io, read_buf, .. }) = conn.into_parts() else {
             return;
         };
+        if io.head_too_large() {
+            refuse_large_head(io.into_inner().into_inner()).await;
+            return;
+        }
         if !io.parked() {
             log_end(ended, peer);
             return;
@@ -178,6 +186,33 @@ pub(super) async fn serve_plain(shared: Arc<Shared>, stream: TcpStream, peer: So
             return;
         }
     }
+}
+
+/// The answer to a request head over [`MAX_HEAD`]; the connection closes after it (nothing
+/// after such a head can be read as a request).
+async fn refuse_large_head(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = format!(
+        r#"{{"detail":"the request head (request line and headers) is larger than {} KiB"}}"#,
+        MAX_HEAD / 1024
+    );
+    let reply = format!(
+        "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // Then the rest of what the client sends is read and dropped for a moment (a lingering
+    // close, as nginx does): closing with unread bytes would reset the connection, and the
+    // reset can reach the client before it has read the answer.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        use tokio::io::AsyncReadExt;
+        stream.write_all(reply.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 16 * 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
 }
 
 /// A TLS connection: handshake, then HTTP/1 or HTTP/2 as the client chose.

@@ -26,6 +26,11 @@
 //! first of them, and a read after `head_limit` fails the connection, so a client that trickles
 //! a head faster than the park delay is cut off on time. One that pauses longer parks, and the
 //! driver carries the head's start over ([`Watched::head_since`]).
+//!
+//! The size of a head is kept here for the same reason: hyper bounds a head only by its read
+//! buffer (`max_buf_size`), which the gate sets large so that uploads move in big reads. A
+//! head still incomplete after [`MAX_HEAD`] bytes fails the connection, and the driver answers
+//! 431 ([`Watched::head_too_large`]).
 
 use bytes::{Buf, Bytes};
 use hyper::rt::{Read, ReadBufCursor, Write};
@@ -43,6 +48,10 @@ use crate::proxy::body::InFlight;
 /// enough that a client in a busy exchange never pays for a new hyper connection, short enough
 /// that a crowd of idle clients costs little.
 pub const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// The largest request head (request line and headers) the gate reads, about Envoy's default
+/// (60 KiB). A head can overshoot it by one read before it is refused.
+pub const MAX_HEAD: usize = 64 * 1024;
 
 /// The socket as hyper sees it: replays bytes read earlier, tracks writes, and parks.
 pub struct Watched<T> {
@@ -64,6 +73,10 @@ struct Parking {
     /// requests had been handed over then (once there are more, that head is complete).
     head_since: Option<(Instant, usize)>,
     head_limit: Duration,
+    /// Bytes of that head read so far.
+    head_bytes: usize,
+    /// The head grew past [`MAX_HEAD`] and the connection was failed for it.
+    too_large: bool,
 }
 
 impl<T> Watched<T> {
@@ -86,11 +99,15 @@ impl<T> Watched<T> {
         in_flight: Arc<InFlight>,
         head: (Duration, Option<Instant>),
     ) -> Watched<T> {
+        // Replayed bytes of a head in progress count towards its size.
+        let head_bytes = if head.1.is_some() { prefix.len() } else { 0 };
         Watched {
             io,
             prefix,
             park: Some(Parking {
                 head_since: head.1.map(|at| (at, in_flight.requests())),
+                head_bytes,
+                too_large: false,
                 in_flight,
                 quiet_since: None,
                 timer: None,
@@ -107,6 +124,11 @@ impl<T> Watched<T> {
         p.head_since
             .filter(|(_, requests)| *requests == p.in_flight.requests())
             .map(|(at, _)| at)
+    }
+
+    /// The connection failed because a request head grew past [`MAX_HEAD`].
+    pub fn head_too_large(&self) -> bool {
+        self.park.as_ref().is_some_and(|p| p.too_large)
     }
 
     /// The read that hyper saw end was ours: the socket is open and idle.
@@ -166,31 +188,59 @@ impl<T: Read + Unpin> Read for Watched<T> {
             this.prefix.advance(n);
             return Poll::Ready(Ok(()));
         }
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Pending => this.on_pending(cx),
-            ready => {
-                if let Some(p) = this.park.as_mut() {
-                    p.quiet_since = None;
-                    if p.in_flight.is_quiet() {
-                        // Bytes of the next request's head: its clock starts with the first.
-                        let now = Instant::now();
-                        let requests = p.in_flight.requests();
-                        let since = match p.head_since {
-                            Some((at, counted)) if counted == requests => at,
-                            _ => {
-                                p.head_since = Some((now, requests));
-                                now
-                            }
-                        };
-                        if now.duration_since(since) > p.head_limit {
-                            return Poll::Ready(Err(io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                "the request head took longer than header_read_timeout",
-                            )));
-                        }
+        let Some(p) = this.park.as_mut().filter(|p| p.in_flight.is_quiet()) else {
+            // A request in progress (or a connection that does not park): bytes of a body.
+            return match Pin::new(&mut this.io).poll_read(cx, buf) {
+                Poll::Pending => this.on_pending(cx),
+                ready => {
+                    if let Some(p) = this.park.as_mut() {
+                        p.quiet_since = None;
                     }
+                    ready
                 }
-                ready
+            };
+        };
+        // No request in progress: what hyper asks for is (more of) the next request's head. A
+        // head it is still asking for after MAX_HEAD bytes is too large.
+        let requests = p.in_flight.requests();
+        let current = p.head_since.is_some_and(|(_, counted)| counted == requests);
+        if current && p.head_bytes >= MAX_HEAD {
+            p.too_large = true;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the request head is larger than the gate reads",
+            )));
+        }
+        // SAFETY: the inner read writes initialised bytes into this same unfilled memory and
+        // reports how many in `inner.filled()`; exactly that many are then marked filled in
+        // `buf`, as hyper's own adapters do.
+        let mut inner = unsafe { hyper::rt::ReadBuf::uninit(buf.as_mut()) };
+        match Pin::new(&mut this.io).poll_read(cx, inner.unfilled()) {
+            Poll::Pending => this.on_pending(cx),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {
+                let n = inner.filled().len();
+                unsafe { buf.advance(n) };
+                let p = this.park.as_mut().expect("checked above");
+                p.quiet_since = None;
+                // Bytes of the next request's head: its clock starts with the first.
+                let now = Instant::now();
+                let since = match p.head_since {
+                    Some((at, counted)) if counted == requests => at,
+                    _ => {
+                        p.head_since = Some((now, requests));
+                        p.head_bytes = 0;
+                        now
+                    }
+                };
+                p.head_bytes += n;
+                if now.duration_since(since) > p.head_limit {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the request head took longer than header_read_timeout",
+                    )));
+                }
+                Poll::Ready(Ok(()))
             }
         }
     }

@@ -268,3 +268,37 @@ async fn an_answer_before_the_body_is_read_says_connection_close() {
     assert!(c.get("/healthz").await.starts_with("HTTP/1.1 200"));
     app.stop().await;
 }
+
+/// Request heads are read up to 64 KiB (hyper's own bound is its read buffer, which the gate
+/// makes large for uploads): a head under that is served, one over it gets a 431 JSON answer
+/// on a closing connection, and the next connection is served as usual.
+#[tokio::test]
+async fn a_request_head_over_64_kib_gets_431() {
+    let app = spawn_app().await;
+    let mut c = Client::connect(&app).await;
+    let fits = "a".repeat(48 * 1024);
+    c.send(format!("GET /fits HTTP/1.1\r\nHost: x\r\nX-Big: {fits}\r\n\r\n").as_bytes())
+        .await;
+    let served = c.response().await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{}", &served[..80]);
+    assert!(served.contains(r#""path":"/fits""#));
+
+    // On the same connection, whose reads have grown with the last head: one over the limit.
+    let over = "b".repeat(200 * 1024);
+    c.send(format!("GET /over HTTP/1.1\r\nHost: x\r\nX-Big: {over}\r\n\r\n").as_bytes())
+        .await;
+    let refused = c.response().await;
+    assert!(refused.starts_with("HTTP/1.1 431"), "{refused}");
+    assert!(refused.contains("connection: close"), "{refused}");
+    let body = &refused[refused.find("\r\n\r\n").unwrap() + 4..];
+    let detail: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(
+        detail["detail"].as_str().unwrap().contains("64 KiB"),
+        "{body}"
+    );
+    assert!(c.closed_within(Duration::from_secs(3)).await.is_some());
+
+    let mut next = Client::connect(&app).await;
+    assert!(next.get("/after").await.starts_with("HTTP/1.1 200"));
+    app.stop().await;
+}
