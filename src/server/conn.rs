@@ -144,7 +144,8 @@ pub(super) async fn serve_plain(shared: Arc<Shared>, stream: TcpStream, peer: So
             return;
         };
         if io.head_too_large() {
-            refuse_large_head(io.into_inner().into_inner()).await;
+            // Boxed: inline, its read buffer would grow every connection's task, parked or not.
+            Box::pin(refuse_large_head(io.into_inner().into_inner())).await;
             return;
         }
         if !io.parked() {
