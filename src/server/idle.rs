@@ -79,6 +79,16 @@ struct Parking {
     too_large: bool,
 }
 
+impl Parking {
+    /// When the head now being read started arriving; `None` if the last one recorded belongs
+    /// to a request already handed over (the next head has not begun).
+    fn current_head(&self) -> Option<Instant> {
+        self.head_since
+            .filter(|(_, requests)| *requests == self.in_flight.requests())
+            .map(|(at, _)| at)
+    }
+}
+
 impl<T> Watched<T> {
     /// A connection that does not park (a TLS session or an HTTP/2 connection keeps state of
     /// its own that cannot be set aside like this).
@@ -120,10 +130,7 @@ impl<T> Watched<T> {
 
     /// Since when the request head being read has been arriving (`None` between requests).
     pub fn head_since(&self) -> Option<Instant> {
-        let p = self.park.as_ref()?;
-        p.head_since
-            .filter(|(_, requests)| *requests == p.in_flight.requests())
-            .map(|(at, _)| at)
+        self.park.as_ref()?.current_head()
     }
 
     /// The connection failed because a request head grew past [`MAX_HEAD`].
@@ -202,9 +209,8 @@ impl<T: Read + Unpin> Read for Watched<T> {
         };
         // No request in progress: what hyper asks for is (more of) the next request's head. A
         // head it is still asking for after MAX_HEAD bytes is too large.
-        let requests = p.in_flight.requests();
-        let current = p.head_since.is_some_and(|(_, counted)| counted == requests);
-        if current && p.head_bytes >= MAX_HEAD {
+        let current = p.current_head();
+        if current.is_some() && p.head_bytes >= MAX_HEAD {
             p.too_large = true;
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -225,10 +231,10 @@ impl<T: Read + Unpin> Read for Watched<T> {
                 p.quiet_since = None;
                 // Bytes of the next request's head: its clock starts with the first.
                 let now = Instant::now();
-                let since = match p.head_since {
-                    Some((at, counted)) if counted == requests => at,
-                    _ => {
-                        p.head_since = Some((now, requests));
+                let since = match current {
+                    Some(at) => at,
+                    None => {
+                        p.head_since = Some((now, p.in_flight.requests()));
                         p.head_bytes = 0;
                         now
                     }
