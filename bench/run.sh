@@ -139,18 +139,23 @@ wrk_run() { # label url [wrk args...]
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url" >"$DIR/wrk.out" 2>&1
   row "$label" "$(python3 bench/helpers.py parse-wrk "$DIR/wrk.out")"
 }
-# About `rate` requests/s: every connection pauses 1 ms on average after each answer
-# (bench/paced.lua, at random between 0 and 2 ms), so a connection makes 1 / (1 ms + latency)
-# requests a second. A 2 s trial measures that, and the row runs with as many connections as
-# the rate asked needs.
+# Every connection pauses 1 ms on average after each answer (bench/paced.lua, at random
+# between 0 and 2 ms), so a connection makes 1 / (1 ms + latency) requests a second; into
+# $DIR/wrk.out.
+paced_wrk() { # conns seconds url [wrk args...]
+  local conns=$1 secs=$2 url=$3; shift 3
+  PACE_MS=1 taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency -s bench/paced.lua "$@" "$url" >"$DIR/wrk.out" 2>&1
+}
+# About `rate` requests/s: a 2 s trial measures what a paced connection makes, and the row
+# runs with as many connections as the rate asked needs.
 paced_run() { # label rate url [wrk args...]
   local label=$1 rate=$2 url=$3; shift 3
   local conns=$(( (rate + 749) / 750 )) got
-  PACE_MS=1 taskset -c 1 wrk -t1 -c"$conns" -d2s --latency -s bench/paced.lua "$@" "$url" >"$DIR/wrk.out" 2>&1
+  paced_wrk "$conns" 2 "$url" "$@"
   got=$(python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f1)
   conns=$(python3 -c "import math; print(max(1, math.ceil($conns * $rate / max(1, $got))))")
   PACED_CONNS=$conns
-  PACE_MS=1 taskset -c 1 wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s bench/paced.lua "$@" "$url" >"$DIR/wrk.out" 2>&1
+  paced_wrk "$conns" "$DURATION" "$url" "$@"
   row "$label" "$(python3 bench/helpers.py parse-wrk "$DIR/wrk.out")"
 }
 
@@ -281,8 +286,7 @@ paced_run "gate JWT at ${HALF}/s" "$HALF" "$GATE/user/json" -H "Authorization: B
 # such a pause leaves, which a proxy clears faster the more headroom it has.
 taskset -c 1 python3 bench/helpers.py stalls "$UPSTREAM_PORT" /json "$DURATION" >"$DIR/stalls.out" &
 STALLS_PID=$!
-PACE_MS=1 taskset -c 1 wrk -t1 -c"$PACED_CONNS" -d"${DURATION}s" -s bench/paced.lua \
-  -H "Authorization: Bearer $TOKEN" "$GATE/user/json" >/dev/null 2>&1
+paced_wrk "$PACED_CONNS" "$DURATION" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
 wait "$STALLS_PID" || true
 STALLS=$(cat "$DIR/stalls.out")
 log "stalls: $STALLS"
@@ -299,8 +303,7 @@ paced_beside() { # what seconds label: one paced row at PACED_CONNS with `beside
   "beside_$what" "$secs" >"$DIR/beside.out" 2>&1 &
   pid=$!
   sleep 1
-  PACE_MS=1 taskset -c 1 wrk -t1 -c"$PACED_CONNS" -d"${secs}s" --latency -s bench/paced.lua \
-    -H "Authorization: Bearer $TOKEN" "$GATE/user/json" >"$DIR/wrk.out" 2>&1
+  paced_wrk "$PACED_CONNS" "$secs" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
   wait "$pid" || true
   [[ -z "$label" ]] || row "$label" "$(python3 bench/helpers.py parse-wrk "$DIR/wrk.out")"
 }
@@ -316,7 +319,7 @@ P99_DIRECT=() P99_NGINX=() P99_PLAIN=() P99_SPIN=() P99_LOGINS=()
 p99_now() { python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f3; }
 paced_p99() { # conns url [wrk args...]: the p99 of one paced round
   local conns=$1 url=$2; shift 2
-  PACE_MS=1 taskset -c 1 wrk -t1 -c"$conns" -d"${ROUND_SECS}s" --latency -s bench/paced.lua "$@" "$url" >"$DIR/wrk.out" 2>&1
+  paced_wrk "$conns" "$ROUND_SECS" "$url" "$@"
   p99_now
 }
 for _ in $(seq 1 "$HALF_ROUNDS"); do
