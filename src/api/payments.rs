@@ -14,8 +14,8 @@ use utoipa::ToSchema;
 use super::extract::{CurrentUser, JsonBody, Superuser, parse_json, read_body};
 use super::time::{iso, iso_opt};
 use super::{ApiState, both, query_flag, query_int, query_opt};
-use crate::billing::money;
 use crate::error::{ErrorBody, GateError};
+use crate::formats::money;
 use crate::store::PaymentRow;
 
 pub fn routes() -> Router<Arc<ApiState>> {

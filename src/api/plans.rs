@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 use super::extract::{JsonBody, Superuser};
 use super::time::iso;
 use super::{ApiState, both, query_flag};
-use crate::billing::money;
 use crate::error::{ErrorBody, GateError};
+use crate::formats::money;
 use crate::store::{Plan, PlanInput};
 
 pub fn routes() -> Router<Arc<ApiState>> {

@@ -12,8 +12,8 @@ use super::extract::{CurrentUser, JsonBody};
 use super::quotas::{QuotaEntry, quota_entries};
 use super::time::{iso, iso_opt};
 use super::{ApiState, both};
-use crate::billing::money;
 use crate::error::{ErrorBody, GateError};
+use crate::formats::money;
 use crate::store::SubscriptionRow;
 
 pub fn routes() -> Router<Arc<ApiState>> {

@@ -4,7 +4,6 @@
 //! Periods roll over lazily, at the first request after their end (no cron): a free plan
 //! renews, a paid plan that was not paid for again falls back to the default (free) plan.
 
-pub mod money;
 mod periods;
 
 use http::StatusCode;

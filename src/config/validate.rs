@@ -97,7 +97,7 @@ pub fn validate(
         }
     }
     if let Some(t) = &s.tls {
-        if let Err(e) = crate::server::tls::acceptor(&t.cert_file, &t.key_file) {
+        if let Err(e) = crate::formats::tls_files::acceptor(&t.cert_file, &t.key_file) {
             p.at(None, "server.tls", e);
         }
     }
@@ -326,7 +326,7 @@ pub fn price_to_fen(v: &toml::Value) -> Result<i64, String> {
             ),
             other => return Err(format!("`{other}` is not a price")),
         };
-    crate::billing::money::parse_fen(&text)
+    crate::formats::money::parse_fen(&text)
 }
 
 fn validate_plans(
@@ -451,7 +451,7 @@ fn validate_alipay(
         }
     };
     if let Some(k) = &public {
-        if let Err(e) = crate::payments::keys::public_key(k) {
+        if let Err(e) = crate::formats::rsa_keys::public_key(k) {
             p.at(None, "payments.alipay.alipay_public_key", e);
         }
     }
@@ -465,7 +465,7 @@ fn validate_alipay(
     };
     if let Some(k) = &private {
         // Never echo the key: only say that it did not parse.
-        if crate::payments::keys::private_key(k).is_err() {
+        if crate::formats::rsa_keys::private_key(k).is_err() {
             p.at(
                 None,
                 "payments.alipay.private_key",
@@ -529,7 +529,7 @@ fn validate_wechat(
     };
     if private
         .as_deref()
-        .is_some_and(|k| crate::payments::keys::private_key(k).is_err())
+        .is_some_and(|k| crate::formats::rsa_keys::private_key(k).is_err())
     {
         p.at(
             None,
@@ -573,7 +573,7 @@ fn validate_wechat(
                 format!("`{id}` does not start with PUB_KEY_ID_"),
             );
         }
-        if let Err(e) = crate::payments::keys::public_key(k) {
+        if let Err(e) = crate::formats::rsa_keys::public_key(k) {
             p.at(None, "payments.wechat.public_key", e);
         }
     }

@@ -14,10 +14,10 @@ use rsa::{PrivateKey, PublicKey};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::keys;
 use super::provider::{BoxFuture, Checkout, Notification, NotificationKind, Provider, TradeState};
-use crate::billing::money;
 use crate::config::AlipayConfig;
+use crate::formats::money;
+use crate::formats::rsa_keys as keys;
 use crate::store::PaymentRow;
 
 pub struct Alipay {

@@ -8,7 +8,6 @@
 //! one-way state machine, activates the subscription and resets the quota.
 
 pub mod alipay;
-pub mod keys;
 pub mod provider;
 pub mod sandbox;
 pub mod wechat;

@@ -19,9 +19,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 use x509_cert::der::{DecodePem, Encode};
 
-use super::keys;
 use super::provider::{BoxFuture, Checkout, Notification, NotificationKind, Provider, TradeState};
 use crate::config::WechatConfig;
+use crate::formats::rsa_keys as keys;
 use crate::store::PaymentRow;
 
 /// Largest clock skew accepted on a signed response or callback.

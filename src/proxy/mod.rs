@@ -5,6 +5,7 @@
 pub mod body;
 pub mod cors;
 pub mod headers;
+pub mod outbound;
 pub mod path;
 pub mod routes;
 pub mod settle;

@@ -16,6 +16,8 @@ pub struct RouteTable {
     matcher: matchit::Router<Vec<usize>>,
     routes: Vec<Arc<RouteSpec>>,
     unknown: DefaultAccess,
+    /// What an unknown path gets when `server.unknown_routes` forwards it (`None`: denied).
+    fallback: Option<Arc<RouteSpec>>,
 }
 
 /// What the table says about one request.
@@ -73,10 +75,27 @@ impl RouteTable {
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
+        let fallback = |access| {
+            Arc::new(RouteSpec {
+                line: 0,
+                path: "(unknown path)".into(),
+                methods: None,
+                access,
+                query_token: false,
+                timeout: config.timeout,
+                max_body: config.max_body,
+                meter: None,
+            })
+        };
         Ok(RouteTable {
             matcher,
             routes: config.routes.iter().cloned().map(Arc::new).collect(),
             unknown: config.unknown_routes,
+            fallback: match config.unknown_routes {
+                DefaultAccess::Deny => None,
+                DefaultAccess::User => Some(fallback(Access::User)),
+                DefaultAccess::Admin => Some(fallback(Access::Admin)),
+            },
         })
     }
 
@@ -118,6 +137,11 @@ impl RouteTable {
             .flat_map(|&i| self.routes[i].methods.iter().flatten())
             .collect();
         RouteMatch::MethodNotAllowed(allowed)
+    }
+
+    /// The route an unknown path follows, or `None` where unknown paths are denied.
+    pub fn fallback(&self) -> Option<&Arc<RouteSpec>> {
+        self.fallback.as_ref()
     }
 
     pub fn routes(&self) -> &[Arc<RouteSpec>] {

@@ -56,7 +56,7 @@ impl Shared {
         shutdown: CancellationToken,
         parked: Arc<AtomicUsize>,
     ) -> Shared {
-        let header_read_timeout = current.get().config().header_read_timeout;
+        let header_read_timeout = current.get().services().config.header_read_timeout;
         let mut h1 = http1::Builder::new();
         // The header-read timeout of plain HTTP/1 is kept by `idle::Watched`, without a timer
         // per request.

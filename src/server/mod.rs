@@ -14,8 +14,8 @@
 //! listener closes first (new connections are refused), then in-flight requests and open
 //! upgrade tunnels get `shutdown_grace` to finish before they are cut.
 //!
-//! The configuration can be replaced while serving ([`RunningGate::reload`], on SIGHUP): a new
-//! [`Gate`] is built beside the old one and swapped in; requests already in flight finish on
+//! The configuration can be replaced while serving ([`RunningGate::reload`], on SIGHUP): new
+//! [`Services`] and a [`Gate`] over them are built beside the old ones and swapped in; requests already in flight finish on
 //! the gate they started on, new ones take the new one.
 
 use std::net::SocketAddr;
@@ -28,12 +28,12 @@ use tokio_util::task::TaskTracker;
 
 mod conn;
 mod idle;
-pub mod tls;
 mod workers;
 
 use crate::config::Config;
 use crate::gate::Gate;
 use crate::proxy::upgrade::Tunnels;
+use crate::startup::Services;
 use crate::store::Store;
 
 /// The gate new requests go to; replaced whole by a reload.
@@ -87,16 +87,16 @@ impl RunningGate {
         self.workers.count()
     }
 
-    /// The gate serving new requests now.
-    pub fn gate(&self) -> Arc<Gate> {
-        self.current.get()
+    /// The services of the configuration serving new requests now.
+    pub fn services(&self) -> Arc<Services> {
+        self.current.get().services().clone()
     }
 
     /// Replaces the configuration: validates, builds, seeds, then swaps. On any error the old
     /// configuration keeps serving. The listener, the workers and the database need a restart
     /// to change.
     pub async fn reload(&self, config: Config) -> Result<(), String> {
-        let old = self.current.get();
+        let old = self.services();
         if config.listen != old.config().listen {
             return Err(format!(
                 "server.listen changed ({} -> {}): that needs a restart",
@@ -114,12 +114,8 @@ impl RunningGate {
         if config.database.url != old.config().database.url {
             return Err("database.url changed: that needs a restart".into());
         }
-        let gate = Arc::new(Gate::new(config, self.store.clone(), self.tunnels.clone())?);
-        gate.billing()
-            .seed()
-            .await
-            .map_err(|e| format!("cannot seed plans and quota types: {}", e.detail))?;
-        self.current.set(gate);
+        let services = Services::prepare(config, self.store.clone(), self.tunnels.clone()).await?;
+        self.current.set(Arc::new(Gate::new(services)));
         Ok(())
     }
 }
@@ -154,11 +150,10 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         .map_err(|e| StartError(e.to_string()))?;
     let listen = config.listen;
     let tunnels = Tunnels::default();
-    let gate = Arc::new(Gate::new(config, store.clone(), tunnels.clone()).map_err(StartError)?);
-    gate.billing()
-        .seed()
+    let services = Services::prepare(config, store.clone(), tunnels.clone())
         .await
-        .map_err(|e| StartError(format!("cannot seed plans and quota types: {}", e.detail)))?;
+        .map_err(StartError)?;
+    let gate = Arc::new(Gate::new(services));
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| StartError(format!("cannot listen on {listen}: {e}")))?;
@@ -167,7 +162,7 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         .map_err(|e| StartError(e.to_string()))?;
     let shutdown = CancellationToken::new();
     let parked = Arc::new(AtomicUsize::new(0));
-    let worker_count = gate.config().workers.max(1);
+    let worker_count = gate.services().config.workers.max(1);
     let shared = Arc::new(conn::Shared::new(
         Arc::new(Current(RwLock::new(gate))),
         shutdown.clone(),
@@ -214,7 +209,7 @@ async fn serve(
     accept_loop(&listener, &shared, &connections).await;
     drop(listener);
     let current = shared.current.clone();
-    let grace = current.get().config().shutdown_grace;
+    let grace = current.get().services().config.shutdown_grace;
     tracing::info!(
         grace_secs = grace.as_secs(),
         "shutting down: draining requests and tunnels"
@@ -233,7 +228,13 @@ async fn serve(
         tunnels.cancel();
     }
     // Charges committed by the last replies are still queued: write them before exiting.
-    current.get().billing().store().flush_commits().await;
+    current
+        .get()
+        .services()
+        .billing
+        .store()
+        .flush_commits()
+        .await;
     release.cancel();
     tracing::info!("stopped");
 }
@@ -259,7 +260,7 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         // The TLS handshake runs in the connection's own task, never in the accept loop.
-        match shared.current.get().tls().cloned() {
+        match shared.current.get().services().tls.clone() {
             None => connections.spawn(conn::serve_plain(shared.clone(), stream, peer)),
             Some(acceptor) => {
                 connections.spawn(conn::serve_tls(shared.clone(), stream, peer, acceptor))

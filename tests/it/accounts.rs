@@ -544,7 +544,7 @@ async fn api_keys_work_and_die_at_once(db: Db) {
     );
 
     // last_used_at is recorded without a write per request.
-    app.gate().auth().flush_key_uses().await;
+    app.services().auth().flush_key_uses().await;
     let list: Value = app
         .client
         .get(app.url("/api-keys/"))
@@ -770,7 +770,11 @@ async fn proxied_routes_carry_the_identity_the_backend_expects(db: Db) {
     assert_eq!(resp.status(), 403);
 
     // A disabled user is refused at once (403), with the token still unexpired.
-    app.gate().auth().set_active(&acct.id, false).await.unwrap();
+    app.services()
+        .auth()
+        .set_active(&acct.id, false)
+        .await
+        .unwrap();
     let resp = app
         .client
         .get(app.url("/mine/x"))
@@ -787,7 +791,11 @@ async fn proxied_routes_carry_the_identity_the_backend_expects(db: Db) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
-    app.gate().auth().set_active(&acct.id, true).await.unwrap();
+    app.services()
+        .auth()
+        .set_active(&acct.id, true)
+        .await
+        .unwrap();
     let resp = app
         .client
         .get(app.url("/mine/x"))
@@ -802,7 +810,7 @@ async fn proxied_routes_carry_the_identity_the_backend_expects(db: Db) {
 async fn superusers_manage_users(db: Db) {
     let app = app(db, "").await;
     let admin = app
-        .gate()
+        .services()
         .auth()
         .create_admin("root@example.com", "root", "root-password")
         .await
@@ -1101,7 +1109,11 @@ async fn revocation_reaches_the_other_replica() {
     );
     wait_for_status(&b, &key, true, 401).await;
 
-    a.gate().auth().set_active(&acct.id, false).await.unwrap();
+    a.services()
+        .auth()
+        .set_active(&acct.id, false)
+        .await
+        .unwrap();
     wait_for_status(&b, &acct.access, false, 403).await;
     a.stop().await;
     let _ = b_process.kill();

@@ -15,7 +15,7 @@ async fn operators_manage_users_and_every_change_is_audited(db: Db) {
     let alice = app.signup("alice").await;
     let bob = app.signup("bobby").await;
     let admin = app
-        .gate()
+        .services()
         .auth()
         .create_admin("root@example.com", "root", "root-password")
         .await

@@ -29,7 +29,7 @@ async fn app(db: Db, fake: &FakeAlipay) -> TestApp {
 
 async fn order(app: &TestApp, a: &Account, plan: &str) -> Value {
     let plan_id = app
-        .gate()
+        .services()
         .billing()
         .store()
         .plan_by_name(plan)
@@ -63,7 +63,7 @@ async fn notify(app: &TestApp, form: String) -> (u16, String) {
 }
 
 async fn status(app: &TestApp, id: &str) -> String {
-    app.gate()
+    app.services()
         .billing()
         .store()
         .payment(id)
@@ -148,7 +148,7 @@ async fn precreate_notify_activate(db: Db) {
     assert_eq!(notify(&app, finished).await.0, 200);
     let paid: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM payment_transactions WHERE status = 'completed'")
-            .fetch_one(app.gate().billing().store().pool())
+            .fetch_one(app.services().billing().store().pool())
             .await
             .unwrap();
     assert_eq!(paid, 1);
@@ -212,11 +212,11 @@ async fn lost_notifications_are_found_by_query(db: Db) {
     let o2 = order(&app, &a, "专业版").await;
     sqlx::query("UPDATE payment_transactions SET created_at = created_at - 7200000 WHERE id = $1")
         .bind(o2["id"].as_str().unwrap())
-        .execute(app.gate().billing().store().pool())
+        .execute(app.services().billing().store().pool())
         .await
         .unwrap();
     let queries_before = fake.calls("alipay.trade.query").len();
-    assert_eq!(app.gate().payments().reconcile_once().await.unwrap(), 1);
+    assert_eq!(app.services().payments().reconcile_once().await.unwrap(), 1);
     assert!(
         fake.calls("alipay.trade.query").len() > queries_before,
         "query before close"
@@ -232,7 +232,7 @@ async fn forged_gateway_answers_are_not_trusted(db: Db) {
     let a = app.signup("forgery").await;
     fake.state.lock().unwrap().forge_responses = true;
     let plan_id = app
-        .gate()
+        .services()
         .billing()
         .store()
         .plan_by_name("专业版")
@@ -251,7 +251,7 @@ async fn forged_gateway_answers_are_not_trusted(db: Db) {
         .unwrap();
     assert_eq!(resp.status(), 502);
     let rows = app
-        .gate()
+        .services()
         .billing()
         .store()
         .payments(Some(&a.id), None, 10)

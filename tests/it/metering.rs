@@ -25,7 +25,7 @@ async fn app(db: Db) -> TestApp {
 }
 
 async fn set_limit(app: &TestApp, user_id: &str, quota: &str, limit: i64) {
-    let gate = app.gate();
+    let gate = app.services();
     let store = gate.billing().store();
     store
         .set_limit(user_id, quota, limit, idoctor_gate::store::now_ms())
@@ -35,7 +35,7 @@ async fn set_limit(app: &TestApp, user_id: &str, quota: &str, limit: i64) {
 }
 
 async fn used(app: &TestApp, user_id: &str, quota: &str) -> i64 {
-    app.gate()
+    app.services()
         .billing()
         .store()
         .balance(user_id, quota)
@@ -48,7 +48,7 @@ async fn used(app: &TestApp, user_id: &str, quota: &str) -> i64 {
 /// (committed count, refunded count, reserved count).
 async fn ledger(app: &TestApp, user_id: &str, quota: &str) -> (i64, i64, i64) {
     let rows = app
-        .gate()
+        .services()
         .billing()
         .store()
         .usage_summary(user_id, quota)
@@ -307,7 +307,7 @@ async fn periods_roll_over_at_the_first_request_after_their_end(db: Db) {
     let a = app.signup("roll").await;
     assert_eq!(process(&app, &a, "").await.status(), 200);
     assert_eq!(used(&app, &a.id, PROCESS).await, 1);
-    let pool = app.gate().billing().store().pool().clone();
+    let pool = app.services().billing().store().pool().clone();
     let past = idoctor_gate::store::now_ms() - 1000;
     // The free period ended: it renews, with a fresh balance.
     sqlx::query("UPDATE quota_balances SET period_end = $2, period_start = $2 - 86400000 WHERE user_id = $1")
@@ -325,7 +325,7 @@ async fn periods_roll_over_at_the_first_request_after_their_end(db: Db) {
         "the new period counts from zero"
     );
     let b = app
-        .gate()
+        .services()
         .billing()
         .store()
         .balance(&a.id, PROCESS)
@@ -337,7 +337,7 @@ async fn periods_roll_over_at_the_first_request_after_their_end(db: Db) {
         "a month ahead"
     );
     let subs = app
-        .gate()
+        .services()
         .billing()
         .store()
         .subscriptions_of(&a.id)
@@ -348,7 +348,7 @@ async fn periods_roll_over_at_the_first_request_after_their_end(db: Db) {
 
     // A paid plan whose period ended without payment falls back to the free plan.
     let pro = app
-        .gate()
+        .services()
         .billing()
         .store()
         .plan_by_name("专业版")
@@ -388,7 +388,7 @@ async fn periods_roll_over_at_the_first_request_after_their_end(db: Db) {
         "back on the free plan"
     );
     let subs = app
-        .gate()
+        .services()
         .billing()
         .store()
         .subscriptions_of(&a.id)
@@ -396,7 +396,7 @@ async fn periods_roll_over_at_the_first_request_after_their_end(db: Db) {
         .unwrap();
     assert_eq!(subs.iter().filter(|s| s.status == "expired").count(), 1);
     let current = app
-        .gate()
+        .services()
         .billing()
         .store()
         .current_subscription(&a.id)
@@ -404,7 +404,7 @@ async fn periods_roll_over_at_the_first_request_after_their_end(db: Db) {
         .unwrap()
         .unwrap();
     let free = app
-        .gate()
+        .services()
         .billing()
         .store()
         .default_plan()
@@ -812,7 +812,7 @@ async fn an_unreachable_database_fails_metered_routes_closed(db: Db) {
     // Warm the principal cache, so authentication itself needs no database.
     assert_eq!(process(&app, &a, "").await.status(), 200);
     let seen = app.upstream.seen().len();
-    app.gate().billing().store().close().await;
+    app.services().billing().store().close().await;
     let resp = process(&app, &a, "").await;
     assert_eq!(resp.status(), 503);
     assert!(

@@ -47,7 +47,7 @@ fn event(
     status: &str,
 ) -> (Vec<u8>, String) {
     let body = serde_json::to_vec(&json!({"event_id": event_id, "order_no": order_no, "trade_no": format!("t-{event_id}"), "total_fen": fen, "status": status})).unwrap();
-    let sig = app.gate().payments().sandbox().unwrap().sign(&body);
+    let sig = app.services().payments().sandbox().unwrap().sign(&body);
     (body, sig)
 }
 
@@ -247,7 +247,7 @@ async fn notifications_credit_at_most_once(db: Db) {
         .unwrap();
     let no = order["order_id"].as_str().unwrap().to_string();
     let status = || async {
-        app.gate()
+        app.services()
             .billing()
             .store()
             .payment_by_order_no(&no)
@@ -311,7 +311,7 @@ async fn notifications_credit_at_most_once(db: Db) {
     let events: Vec<(String, String)> = sqlx::query_as(
         "SELECT event_id, outcome FROM webhook_events WHERE provider = 'sandbox' ORDER BY event_id",
     )
-    .fetch_all(app.gate().billing().store().pool())
+    .fetch_all(app.services().billing().store().pool())
     .await
     .unwrap();
     let outcome = |id: &str| events.iter().find(|e| e.0 == id).map(|e| e.1.clone());
@@ -336,7 +336,7 @@ async fn notifications_credit_at_most_once(db: Db) {
         .json()
         .await
         .unwrap();
-    app.gate()
+    app.services()
         .billing()
         .store()
         .close_payment(o2["id"].as_str().unwrap())
@@ -474,14 +474,14 @@ async fn reconciliation_closes_expired_orders(db: Db) {
         .json()
         .await
         .unwrap();
-    let gate = app.gate();
+    let gate = app.services();
     let store = gate.billing().store();
     sqlx::query("UPDATE payment_transactions SET created_at = created_at - 7200000 WHERE id = $1")
         .bind(order["id"].as_str().unwrap())
         .execute(store.pool())
         .await
         .unwrap();
-    let closed = app.gate().payments().reconcile_once().await.unwrap();
+    let closed = app.services().payments().reconcile_once().await.unwrap();
     assert_eq!(closed, 1);
     assert_eq!(
         store

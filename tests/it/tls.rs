@@ -117,7 +117,7 @@ async fn terminates_tls_with_http2_by_alpn_and_reloads_certificates() {
     // A renewed certificate, by reload: new connections present it.
     let (ca2, cert2, key2) = certificate(dir.path(), "second");
     let running = app.running.as_ref().unwrap();
-    let mut config = running.gate().config().clone();
+    let mut config = running.services().config().clone();
     config.tls = Some((cert2.clone(), key2));
     running.reload(config).await.unwrap();
     let fresh = client_trusting(&ca2, false);

@@ -43,7 +43,7 @@ async fn app(db: Db, fake: &FakeWechat, cert: Option<&std::path::Path>) -> TestA
 
 async fn order(app: &TestApp, a: &Account, plan: &str) -> Value {
     let plan_id = app
-        .gate()
+        .services()
         .billing()
         .store()
         .plan_by_name(plan)
@@ -77,7 +77,7 @@ async fn callback(app: &TestApp, (headers, body): (Vec<(String, String)>, String
 }
 
 async fn status(app: &TestApp, id: &str) -> String {
-    app.gate()
+    app.services()
         .billing()
         .store()
         .payment(id)
@@ -188,7 +188,7 @@ async fn native_pay_callback_activate(db: Db) {
     let applied: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM webhook_events WHERE provider = 'wechat' AND outcome = 'applied'",
     )
-    .fetch_one(app.gate().billing().store().pool())
+    .fetch_one(app.services().billing().store().pool())
     .await
     .unwrap();
     assert_eq!(applied, 1);
@@ -266,10 +266,10 @@ async fn platform_certificates_query_and_close(db: Db) {
     let o2 = order(&app, &a, "专业版").await;
     sqlx::query("UPDATE payment_transactions SET created_at = created_at - 7200000 WHERE id = $1")
         .bind(o2["id"].as_str().unwrap())
-        .execute(app.gate().billing().store().pool())
+        .execute(app.services().billing().store().pool())
         .await
         .unwrap();
-    assert_eq!(app.gate().payments().reconcile_once().await.unwrap(), 1);
+    assert_eq!(app.services().payments().reconcile_once().await.unwrap(), 1);
     assert_eq!(
         fake.calls(&format!(
             "/v3/pay/transactions/out-trade-no/{}/close",

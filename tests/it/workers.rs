@@ -89,7 +89,7 @@ async fn a_reload_cannot_change_the_number_of_workers() {
     })
     .await;
     let running = app.running.as_ref().unwrap();
-    let mut config = app.gate().config().clone();
+    let mut config = app.services().config().clone();
     config.workers = 3;
     let refused = running.reload(config).await.unwrap_err();
     assert!(refused.contains("server.workers"), "{refused}");

@@ -5,8 +5,8 @@
 use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
+use idoctor_gate::formats::rsa_keys as keys;
 use idoctor_gate::payments::alipay::{notify_sign_content, request_sign_content};
-use idoctor_gate::payments::keys;
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::{Generate, PrivateKey, PublicKey};
 use std::collections::{BTreeMap, HashMap};

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use idoctor_gate::payments::keys;
+use idoctor_gate::formats::rsa_keys as keys;
 use idoctor_gate::payments::wechat::{request_message, response_message};
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::{Generate, PrivateKey};

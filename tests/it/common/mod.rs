@@ -124,8 +124,8 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub fn gate(&self) -> std::sync::Arc<idoctor_gate::gate::Gate> {
-        self.running.as_ref().expect("running").gate()
+    pub fn services(&self) -> std::sync::Arc<idoctor_gate::startup::Services> {
+        self.running.as_ref().expect("running").services()
     }
 
     /// The JWT secret the gate generated in its data folder (development mode).
@@ -158,7 +158,7 @@ impl TestApp {
 
     /// Makes the superuser `root` and returns its `Authorization` value.
     pub async fn admin_bearer(&self) -> String {
-        self.gate()
+        self.services()
             .auth()
             .create_admin("root@example.com", "root", "root-password")
             .await
@@ -169,7 +169,7 @@ impl TestApp {
 
     /// The id of the plan named `name`.
     pub async fn plan_id(&self, name: &str) -> String {
-        self.gate()
+        self.services()
             .billing()
             .store()
             .plan_by_name(name)

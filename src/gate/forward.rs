@@ -1,0 +1,91 @@
+//! Phase 4, forward: the request streamed to the backend (`proxy::upstream`) with the head the
+//! backend is given (`proxy::outbound`), and a `101` reply spliced into a tunnel
+//! (`proxy::upgrade`). Runs after the charge is held; what the reply means for it is settle's.
+
+use axum::body::Body;
+use http::request::Parts;
+use http::{Request, Response, StatusCode, Version};
+use hyper::upgrade::OnUpgrade;
+use std::time::Instant;
+
+use super::Gate;
+use super::context::RequestCtx;
+use crate::config::RouteSpec;
+use crate::error::GateError;
+use crate::proxy::body::{Inbound, LimitedBody};
+use crate::proxy::headers;
+use crate::proxy::outbound::{self, Forwarding};
+use crate::proxy::upstream;
+
+impl Gate {
+    /// Phase 4: the backend's reply, or why there is none (connection error, timeout, a body
+    /// cut off at its limit).
+    pub(super) async fn forward(
+        &self,
+        mut parts: Parts,
+        body: Inbound,
+        route: &RouteSpec,
+        ctx: &mut RequestCtx<'_>,
+    ) -> Result<Response<Body>, GateError> {
+        let s = &self.services;
+        let upgrade = headers::wants_upgrade(&parts.headers);
+        let client_upgrade = if upgrade {
+            parts.extensions.remove::<OnUpgrade>()
+        } else {
+            None
+        };
+        let uri = outbound::target(&s.upstream, &parts.uri, &ctx.path, route.query_token)?;
+        let mut out_headers = outbound::headers(
+            &mut parts,
+            upgrade,
+            &Forwarding {
+                peer: ctx.peer,
+                secure: ctx.secure,
+                trusted: s.config.trusted_proxies.contains(&ctx.peer.addr.ip()),
+                upstream_host: &s.upstream_host,
+                request_id: &ctx.request_id,
+                identity: ctx.principal.as_ref().map(|p| &p.identity),
+            },
+        );
+        if let Some(p) = &ctx.principal {
+            if let Some(authz) = s.auth.backend_authorization(p).await {
+                out_headers.insert(http::header::AUTHORIZATION, authz);
+            }
+        }
+        // A request without a body (most GETs) sends none: nothing to count against the limit.
+        let (body, exceeded) = if http_body::Body::is_end_stream(&body) {
+            (Body::empty(), None)
+        } else {
+            let (body, exceeded) = LimitedBody::new(body, route.max_body);
+            (Body::new(body), Some(exceeded))
+        };
+        let mut up_req = Request::new(body);
+        *up_req.method_mut() = parts.method;
+        *up_req.uri_mut() = uri;
+        *up_req.version_mut() = Version::HTTP_11;
+        *up_req.headers_mut() = out_headers;
+
+        let upstream_started = Instant::now();
+        let sent = s.upstream.send(up_req, route.timeout, exceeded).await;
+        ctx.log.upstream = Some(upstream_started.elapsed());
+        let mut resp = sent?;
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                return Err(GateError::bad_gateway(
+                    "the backend switched protocols although the client did not ask to",
+                ));
+            };
+            let Some(backend) = upstream::take_switched(&mut resp) else {
+                return Err(GateError::bad_gateway(
+                    "the backend's switched connection was lost",
+                ));
+            };
+            s.tunnels.splice(client_upgrade, backend);
+            headers::strip_hop_by_hop(resp.headers_mut(), true);
+        } else {
+            headers::strip_hop_by_hop(resp.headers_mut(), false);
+        }
+        Ok(resp)
+    }
+}

@@ -1,0 +1,90 @@
+//! The request lifecycle: every request to the public listener goes through the same phases,
+//! in this order, each a method of [`Gate`] in a file of its own over one [`RequestCtx`]
+//! (Pingora's `ProxyHttp` phases over its per-request `CTX` are the model):
+//!
+//! 1. **Route** (`route.rs`): one canonical path (`proxy::path`), then the gate's own
+//!    endpoints (`api`) or the route table (`proxy::routes`).
+//! 2. **Authenticate** (`authenticate.rs`): credentials to a `Principal` (`auth`), and the
+//!    route's access rule.
+//! 3. **Reserve** (`reserve.rs`): the body's declared size against the route's limit, and a
+//!    metered route's charge, both decided before a byte of the body is streamed.
+//! 4. **Forward** (`forward.rs`): the streamed request to the backend (`proxy::upstream`),
+//!    upgrades (`proxy::upgrade`).
+//! 5. **Settle** (`settle.rs`): the one place a reservation is committed or refunded, from the
+//!    reply or from the failed forward.
+//! 6. **Respond** (`respond.rs`): quota headers, request id, CORS, one log line and the metrics.
+//!
+//! Two early exits skip phases, and say so where they return: a CORS preflight is answered
+//! before routing (it skips phases 1 to 5), and a path the gate owns goes to its own API after
+//! routing (it skips 2 to 5: those handlers authenticate and charge for themselves). Every
+//! response, early or not, goes through respond. A phase that fails returns a `GateError`,
+//! which respond renders; the phases after it do not run.
+//!
+//! Service construction is not here: [`crate::startup::Services`] builds everything a
+//! configuration needs, and the gate only runs requests over it.
+
+mod authenticate;
+mod context;
+mod forward;
+mod reserve;
+mod respond;
+mod route;
+mod settle;
+
+use axum::body::Body;
+use http::{Request, Response};
+use std::sync::Arc;
+
+use crate::error::GateError;
+use crate::proxy::body::Inbound;
+use crate::proxy::headers::Peer;
+use crate::startup::Services;
+
+use context::RequestCtx;
+use route::Routed;
+
+/// Runs requests over the services of one configuration.
+pub struct Gate {
+    services: Arc<Services>,
+}
+
+impl Gate {
+    pub fn new(services: Arc<Services>) -> Gate {
+        Gate { services }
+    }
+
+    /// What this gate serves with.
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    /// Serves one request; never fails: every error becomes a JSON response.
+    /// `secure`: the request came over TLS (for `X-Forwarded-Proto`).
+    pub async fn handle(&self, req: Request<Inbound>, peer: &Peer, secure: bool) -> Response<Body> {
+        let mut ctx = RequestCtx::new(&req, peer, secure);
+        let result = self.run(req, &mut ctx).await;
+        self.respond(result, ctx)
+    }
+
+    /// Phases 1 to 5, with the early exits.
+    async fn run(
+        &self,
+        req: Request<Inbound>,
+        ctx: &mut RequestCtx<'_>,
+    ) -> Result<Response<Body>, GateError> {
+        // Early exit: a CORS preflight is answered before routing and skips phases 1 to 5.
+        if let Some(preflight) = self.preflight(&req, ctx) {
+            return Ok(preflight);
+        }
+        let (route, parts, body) = match self.route(req, ctx)? {
+            // Early exit: the gate's own API skips phases 2 to 5 (its handlers authenticate
+            // and charge for themselves).
+            Routed::Own(req) => return Ok(Box::pin(self.services.api.call(req)).await),
+            Routed::Backend { route, parts, body } => (route, parts, body),
+        };
+        self.authenticate(&parts, &route, ctx).await?;
+        self.reserve(&parts, &route, ctx).await?;
+        let reply = self.forward(parts, body, &route, ctx).await;
+        self.settle(reply, &route, ctx).await
+    }
+}

@@ -1,0 +1,54 @@
+//! Phase 6, respond: every response, early exits and errors included, leaves through here.
+//! It renders an error as JSON, writes the quota headers settle decided, the request id and
+//! CORS, and reports the request (one log line, the metrics).
+
+use axum::body::Body;
+use http::Response;
+use http::header::HeaderName;
+
+use super::Gate;
+use super::context::RequestCtx;
+use crate::error::GateError;
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+impl Gate {
+    /// Phase 6: the response the client gets.
+    pub(super) fn respond(
+        &self,
+        result: Result<Response<Body>, GateError>,
+        ctx: RequestCtx<'_>,
+    ) -> Response<Body> {
+        let mut resp = match result {
+            Ok(mut resp) => {
+                for (name, value) in ctx.quota_headers {
+                    resp.headers_mut().insert(name, value);
+                }
+                resp
+            }
+            Err(mut e) => {
+                e.headers.extend(ctx.quota_headers);
+                e.into_http()
+            }
+        };
+        resp.headers_mut()
+            .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+        self.services
+            .cors
+            .decorate(ctx.origin.as_ref(), resp.headers_mut());
+        let elapsed = ctx.started.elapsed();
+        tracing::info!(
+            request_id = ctx.request_id.to_str().unwrap_or(""),
+            method = %ctx.method,
+            path = %ctx.path,
+            route = %ctx.log.route,
+            user_id = ctx.log.user_id.as_deref().unwrap_or(""),
+            quota = %ctx.log.quota,
+            status = resp.status().as_u16(),
+            duration_us = elapsed.as_micros() as u64,
+            "request"
+        );
+        ctx.log.record_metrics(resp.status(), elapsed);
+        resp
+    }
+}

@@ -1,0 +1,142 @@
+//! The head of the request the backend is sent: its target (the canonical path, the query
+//! without a `?token=` credential) and its headers (hop-by-hop and client identity removed,
+//! `X-Forwarded-*`, `Host`, `X-Request-Id` and the caller's `X-User-*` set by the gate).
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Uri, request::Parts};
+
+use crate::auth::Identity;
+use crate::error::GateError;
+use crate::proxy::headers::{self, Peer};
+use crate::proxy::upstream::Upstream;
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+static X_USER_EMAIL: HeaderName = HeaderName::from_static("x-user-email");
+
+/// What the gate knows of a request that the backend is told.
+pub struct Forwarding<'a> {
+    pub peer: &'a Peer,
+    /// The request came over TLS.
+    pub secure: bool,
+    /// The peer is a configured trusted proxy: its `X-Forwarded-For` is kept and appended to.
+    pub trusted: bool,
+    /// The backend's own authority, sent as `Host`.
+    pub upstream_host: &'a HeaderValue,
+    pub request_id: &'a HeaderValue,
+    /// The caller, on authenticated routes.
+    pub identity: Option<&'a Identity>,
+}
+
+/// The backend's target for a request whose canonical path is `path`. Most requests go on as
+/// they came (the canonical path is the one received and there is no token to take out of the
+/// query): the received target is shared, not copied.
+pub fn target(
+    upstream: &Upstream,
+    received: &Uri,
+    path: &str,
+    strip_token: bool,
+) -> Result<Uri, GateError> {
+    match received.path_and_query() {
+        Some(pq) if pq.path() == path && !(strip_token && pq.query().is_some()) => {
+            Ok(Uri::from(pq.clone()))
+        }
+        _ => upstream.uri_for(path_and_query(path, received.query(), strip_token)),
+    }
+}
+
+/// Takes the received headers out of `parts` and makes them the backend's: hop-by-hop headers
+/// and anything a client could pose as someone with are removed, then the gate's own set.
+pub fn headers(parts: &mut Parts, upgrade: bool, f: &Forwarding<'_>) -> HeaderMap {
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let client_xff = parts.headers.get("x-forwarded-for").cloned();
+    let mut out = std::mem::take(&mut parts.headers);
+    headers::strip_hop_by_hop(&mut out, upgrade);
+    headers::strip_client_identity(&mut out);
+    headers::set_forwarded(
+        &mut out,
+        f.peer,
+        client_xff.as_ref(),
+        f.trusted,
+        host.as_ref(),
+        if f.secure { "https" } else { "http" },
+    );
+    out.insert(header::HOST, f.upstream_host.clone());
+    out.insert(X_REQUEST_ID.clone(), f.request_id.clone());
+    if let Some(identity) = f.identity {
+        if let Some(v) = &identity.user_id {
+            out.insert(X_USER_ID.clone(), v.clone());
+        }
+        if let Some(v) = &identity.email {
+            out.insert(X_USER_EMAIL.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// The path and query sent to the backend: the canonical path, and the query without the
+/// `token` parameter on routes that accept it (it is a credential, not the backend's business).
+fn path_and_query(path: &str, query: Option<&str>, strip_token: bool) -> String {
+    let query = match query {
+        Some(q) if strip_token => {
+            let kept: Vec<&str> = q
+                .split('&')
+                .filter(|pair| {
+                    let key = pair.split('=').next().unwrap_or("");
+                    !decoded_eq(key, "token")
+                })
+                .collect();
+            kept.join("&")
+        }
+        Some(q) => q.to_string(),
+        None => String::new(),
+    };
+    if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+/// Compares a percent-encoded query key with a plain ASCII name, as the backend would decode it.
+fn decoded_eq(encoded: &str, name: &str) -> bool {
+    let b = encoded.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let Some(Ok(v)) = encoded.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16)) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    out == name.as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_token_in_any_spelling() {
+        assert_eq!(
+            path_and_query("/i", Some("t=1&token=abc&t=2"), true),
+            "/i?t=1&t=2"
+        );
+        assert_eq!(path_and_query("/i", Some("tok%65n=abc"), true), "/i");
+        assert_eq!(
+            path_and_query("/i", Some("token=abc"), false),
+            "/i?token=abc"
+        );
+        assert_eq!(path_and_query("/i", None, true), "/i");
+    }
+}
