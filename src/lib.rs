@@ -15,4 +15,5 @@ pub mod server;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tenancy;
 pub mod worker;

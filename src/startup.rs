@@ -16,6 +16,7 @@ use crate::proxy::routes::RouteTable;
 use crate::proxy::upgrade::Tunnels;
 use crate::proxy::upstream::Upstream;
 use crate::store::Store;
+use crate::tenancy::Owners;
 
 /// The services of one configuration.
 pub struct Services {
@@ -29,6 +30,8 @@ pub struct Services {
     pub auth: Arc<AuthService>,
     pub billing: Arc<Billing>,
     pub payments: Arc<Payments>,
+    /// Who owns the ids the backend handed out (`tenancy`).
+    pub owners: Owners,
     /// The gate's own endpoints.
     pub api: Api,
     /// Upgraded connections, shared across reloads (they outlive the configuration).
@@ -58,6 +61,7 @@ impl Services {
         let upstream = Arc::new(Upstream::new(&config.upstream, config.workers));
         let upstream_host = HeaderValue::from_str(upstream.authority().as_str())
             .expect("an authority is a valid header value");
+        let owners = Owners::new(store.clone());
         let api = Api::new(Arc::new(ApiState {
             store,
             upstream: upstream.clone(),
@@ -74,6 +78,7 @@ impl Services {
             auth,
             billing,
             payments,
+            owners,
             api,
             tunnels,
             tls,

@@ -8,6 +8,7 @@
 mod env;
 pub mod schema;
 pub mod size;
+pub mod tenancy;
 mod validate;
 
 use http::Method;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use schema::{Access, DefaultAccess, Environment};
+pub use tenancy::{RouteTenancy, Tenancy};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -46,6 +48,8 @@ pub struct Config {
     pub quota_types: Vec<QuotaType>,
     pub plans: Vec<PlanSpec>,
     pub routes: Vec<RouteSpec>,
+    /// `[tenancy]`: how accounts are kept apart in the backend's global state.
+    pub tenancy: Tenancy,
 }
 
 /// A validated `[[plan]]`.
@@ -202,6 +206,8 @@ pub struct RouteSpec {
     pub timeout: Duration,
     pub max_body: u64,
     pub meter: Option<Meter>,
+    /// What isolation between accounts the route needs; `None` for most routes.
+    pub tenancy: Option<std::sync::Arc<RouteTenancy>>,
 }
 
 /// What a metered route charges and when the charge stands.

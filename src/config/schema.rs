@@ -38,6 +38,8 @@ pub struct FileConfig {
     /// The route table (`[[route]]`), in any order: matching is by specificity, not order.
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RouteSection>>,
+    #[serde(default)]
+    pub tenancy: super::tenancy::TenancySection,
 }
 
 /// `[server]`: the public listener and the gate's own limits.
@@ -374,6 +376,21 @@ pub struct RouteSection {
     pub max_body: Option<ByteSize>,
     #[serde(default)]
     pub meter: Option<MeterSection>,
+    /// The reply hands out a new id owned by the caller (`config::tenancy`).
+    #[serde(default)]
+    pub creates: Option<super::tenancy::Creates>,
+    /// A path parameter names an owned id: only its owner passes.
+    #[serde(default)]
+    pub owner_only: Option<super::tenancy::OwnerOnlySection>,
+    /// The reply lists owned ids: filtered to the caller's.
+    #[serde(default)]
+    pub owned_list: Option<super::tenancy::OwnedList>,
+    /// The reply's field lists patient folders: filtered to the caller's.
+    #[serde(default)]
+    pub patient_list: Option<String>,
+    /// The body is multipart/form-data, checked as it streams.
+    #[serde(default)]
+    pub multipart: bool,
 }
 
 /// `[route.meter]`: what a request on the route costs and when the charge stands.

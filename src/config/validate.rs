@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use super::env::Secrets;
 use super::schema::{Access, FileConfig, MeterSection, RouteSection};
+use super::tenancy::{RouteKeys, Tenancy};
 use super::{
     AuthConfig, Config, ConfigError, CorsConfig, Cost, DatabaseConfig, JsonPredicate, Meter,
     PaymentsConfig, PlanSpec, QuotaType, RouteSpec, Secret, SettleRule, SmtpConfig, SmtpSecurity,
@@ -149,11 +150,25 @@ pub fn validate(
 
     let plans = validate_plans(&mut p, &file, &seen_types);
     let default_timeout = Duration::from_secs(s.timeout_secs);
+    let tenancy = match Tenancy::validate(&file.tenancy) {
+        Ok(t) => t,
+        Err(problems) => {
+            for m in problems {
+                p.list.push(format!("{source}: {m}"));
+            }
+            Tenancy::validate(&Default::default()).expect("the defaults are valid")
+        }
+    };
     let mut routes = Vec::new();
     for route in &file.routes {
-        if let Some(spec) =
-            validate_route(&mut p, route, &seen_types, default_timeout, s.max_body.0)
-        {
+        if let Some(spec) = validate_route(
+            &mut p,
+            route,
+            &seen_types,
+            default_timeout,
+            s.max_body.0,
+            &tenancy,
+        ) {
             routes.push(spec);
         }
     }
@@ -192,6 +207,7 @@ pub fn validate(
         quota_types,
         plans,
         routes,
+        tenancy,
     })
 }
 
@@ -783,6 +799,7 @@ fn validate_route(
     quota_types: &HashSet<String>,
     default_timeout: Duration,
     default_max_body: u64,
+    tenancy: &Tenancy,
 ) -> Option<RouteSpec> {
     let start = Some(route.span().start);
     let r = route.get_ref();
@@ -841,6 +858,23 @@ fn validate_route(
         );
     }
 
+    let mut tenancy_problems = Vec::new();
+    let route_tenancy = tenancy.route(
+        &RouteKeys {
+            template: &r.path,
+            access: r.access,
+            creates: r.creates.as_ref(),
+            owner_only: r.owner_only.as_ref(),
+            owned_list: r.owned_list.as_ref(),
+            patient_list: r.patient_list.as_ref(),
+            multipart: r.multipart,
+        },
+        &mut tenancy_problems,
+    );
+    for (key, msg) in tenancy_problems {
+        p.at(start, key, msg);
+    }
+
     if p.list.len() > before {
         return None;
     }
@@ -856,6 +890,7 @@ fn validate_route(
             .unwrap_or(default_timeout),
         max_body: r.max_body.map(|b| b.0).unwrap_or(default_max_body),
         meter,
+        tenancy: route_tenancy,
     })
 }
 

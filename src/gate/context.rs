@@ -12,6 +12,7 @@ use crate::auth::Principal;
 use crate::billing::Reservation;
 use crate::proxy::body::Inbound;
 use crate::proxy::headers::Peer;
+use crate::tenancy::Namespace;
 
 /// One request's state as it moves through the phases.
 pub(super) struct RequestCtx<'a> {
@@ -26,11 +27,17 @@ pub(super) struct RequestCtx<'a> {
     /// The client's `Origin`, for CORS on the response.
     pub origin: Option<HeaderValue>,
     pub method: Method,
-    /// The canonical path (phase 1): what is matched, forwarded, charged and logged.
+    /// The canonical path (phase 1): what is matched, charged and logged.
     pub path: String,
+    /// The path the backend is sent where it differs from `path`: the caller's names and ids
+    /// in the caller's namespace (phase 3).
+    pub backend_path: Option<String>,
     /// The caller, once authenticated (phase 2); `None` on public routes.
     pub principal: Option<Principal>,
-    /// The charge held for this request between reserve (phase 3) and settle (phase 5).
+    /// The caller's namespace in the backend's names (phase 3), `None` for superusers and
+    /// routes without isolation.
+    pub namespace: Option<Namespace>,
+    /// The charge held for this request between reserve (phase 4) and settle (phase 6).
     pub reservation: Option<Reservation>,
     /// What settle decided the client is told of its quota; written by respond.
     pub quota_headers: Vec<(HeaderName, HeaderValue)>,
@@ -52,7 +59,9 @@ impl<'a> RequestCtx<'a> {
             origin: req.headers().get(header::ORIGIN).cloned(),
             method: req.method().clone(),
             path: String::new(),
+            backend_path: None,
             principal: None,
+            namespace: None,
             reservation: None,
             quota_headers: Vec::new(),
             log: RequestLog::default(),

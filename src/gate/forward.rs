@@ -1,4 +1,4 @@
-//! Phase 4, forward: the request streamed to the backend (`proxy::upstream`) with the head the
+//! Phase 5, forward: the request streamed to the backend (`proxy::upstream`) with the head the
 //! backend is given (`proxy::outbound`), and a `101` reply spliced into a tunnel
 //! (`proxy::upgrade`). Runs after the charge is held; what the reply means for it is settle's.
 
@@ -16,9 +16,11 @@ use crate::proxy::body::{Inbound, LimitedBody};
 use crate::proxy::headers;
 use crate::proxy::outbound::{self, Forwarding};
 use crate::proxy::upstream;
+use crate::tenancy::multipart;
+use http_body_util::BodyExt;
 
 impl Gate {
-    /// Phase 4: the backend's reply, or why there is none (connection error, timeout, a body
+    /// Phase 5: the backend's reply, or why there is none (connection error, timeout, a body
     /// cut off at its limit).
     pub(super) async fn forward(
         &self,
@@ -34,7 +36,15 @@ impl Gate {
         } else {
             None
         };
-        let uri = outbound::target(&s.upstream, &parts.uri, &ctx.path, route.query_token)?;
+        let path = ctx.backend_path.as_deref().unwrap_or(&ctx.path);
+        let uri = outbound::target(&s.upstream, &parts.uri, path, route.query_token)?;
+        let multipart = match route.tenancy.as_ref().filter(|t| t.multipart) {
+            Some(_) if !http_body::Body::is_end_stream(&body) => Some(
+                multipart::boundary(parts.headers.get(http::header::CONTENT_TYPE))
+                    .map_err(GateError::bad_request)?,
+            ),
+            _ => None,
+        };
         let mut out_headers = outbound::headers(
             &mut parts,
             upgrade,
@@ -57,7 +67,22 @@ impl Gate {
             (Body::empty(), None)
         } else {
             let (body, exceeded) = LimitedBody::new(body, route.max_body);
-            (Body::new(body), Some(exceeded))
+            let body = match multipart {
+                None => Body::new(body),
+                Some(boundary) => {
+                    let tenancy = &s.config.tenancy;
+                    multipart::checked(
+                        body.into_data_stream(),
+                        boundary,
+                        multipart::Checks {
+                            namespace: ctx.namespace.clone(),
+                            patient_fields: tenancy.patient_fields.clone(),
+                            path_fields: tenancy.path_fields.clone(),
+                        },
+                    )
+                }
+            };
+            (body, Some(exceeded))
         };
         let mut up_req = Request::new(body);
         *up_req.method_mut() = parts.method;

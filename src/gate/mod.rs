@@ -6,19 +6,23 @@
 //!    endpoints (`api`) or the route table (`proxy::routes`).
 //! 2. **Authenticate** (`authenticate.rs`): credentials to a `Principal` (`auth`), and the
 //!    route's access rule.
-//! 3. **Reserve** (`reserve.rs`): the body's declared size against the route's limit, and a
+//! 3. **Isolate** (`isolate.rs`): names the backend joins into paths are safe segments, an
+//!    owned id is the caller's, and the caller's names get its namespace (`tenancy`).
+//! 4. **Reserve** (`reserve.rs`): the body's declared size against the route's limit, and a
 //!    metered route's charge, both decided before a byte of the body is streamed.
-//! 4. **Forward** (`forward.rs`): the streamed request to the backend (`proxy::upstream`),
-//!    upgrades (`proxy::upgrade`).
-//! 5. **Settle** (`settle.rs`): the one place a reservation is committed or refunded, from the
+//! 5. **Forward** (`forward.rs`): the streamed request to the backend (`proxy::upstream`), a
+//!    multipart body checked as it streams (`tenancy::multipart`), upgrades (`proxy::upgrade`).
+//! 6. **Settle** (`settle.rs`): the one place a reservation is committed or refunded, from the
 //!    reply or from the failed forward.
-//! 6. **Respond** (`respond.rs`): quota headers, request id, CORS, one log line and the metrics.
+//! 7. **Own the reply** (`own_reply.rs`): ids the reply hands out are recorded with their
+//!    owner, lists are filtered to the caller's, the namespace is taken out of names.
+//! 8. **Respond** (`respond.rs`): quota headers, request id, CORS, one log line and the metrics.
 //!
 //! Two early exits skip phases, and say so where they return: a CORS preflight is answered
-//! before routing (it skips phases 1 to 5), and a path the gate owns goes to its own API after
-//! routing (it skips 2 to 5: those handlers authenticate and charge for themselves). Every
+//! before routing (it skips phases 1 to 7), and a path the gate owns goes to its own API after
+//! routing (it skips 2 to 7: those handlers authenticate and charge for themselves). Every
 //! response, early or not, goes through respond. A phase that fails returns a `GateError`,
-//! which respond renders; the phases after it do not run.
+//! which respond renders; the phases after it do not run (settle still sees a failed forward).
 //!
 //! Service construction is not here: [`crate::startup::Services`] builds everything a
 //! configuration needs, and the gate only runs requests over it.
@@ -26,6 +30,8 @@
 mod authenticate;
 mod context;
 mod forward;
+mod isolate;
+mod own_reply;
 mod reserve;
 mod respond;
 mod route;
@@ -66,25 +72,33 @@ impl Gate {
         self.respond(result, ctx)
     }
 
-    /// Phases 1 to 5, with the early exits.
+    /// Phases 1 to 7, with the early exits.
     async fn run(
         &self,
         req: Request<Inbound>,
         ctx: &mut RequestCtx<'_>,
     ) -> Result<Response<Body>, GateError> {
-        // Early exit: a CORS preflight is answered before routing and skips phases 1 to 5.
+        // Early exit: a CORS preflight is answered before routing and skips phases 1 to 7.
         if let Some(preflight) = self.preflight(&req, ctx) {
             return Ok(preflight);
         }
         let (route, parts, body) = match self.route(req, ctx)? {
-            // Early exit: the gate's own API skips phases 2 to 5 (its handlers authenticate
+            // Early exit: the gate's own API skips phases 2 to 7 (its handlers authenticate
             // and charge for themselves).
             Routed::Own(req) => return Ok(Box::pin(self.services.api.call(req)).await),
             Routed::Backend { route, parts, body } => (route, parts, body),
         };
         self.authenticate(&parts, &route, ctx).await?;
+        if route.tenancy.is_some() {
+            Box::pin(self.isolate(&route, ctx)).await?;
+        }
         self.reserve(&parts, &route, ctx).await?;
         let reply = self.forward(parts, body, &route, ctx).await;
-        self.settle(reply, &route, ctx).await
+        let reply = self.settle(reply, &route, ctx).await;
+        if route.tenancy.is_some() {
+            Box::pin(self.own_reply(reply, &route, ctx)).await
+        } else {
+            reply
+        }
     }
 }

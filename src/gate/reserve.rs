@@ -1,4 +1,4 @@
-//! Phase 3, reserve: what the request's body may be and what it costs, both decided before a
+//! Phase 4, reserve: what the request's body may be and what it costs, both decided before a
 //! byte of it is streamed. The declared size is checked against the route's limit, and a
 //! metered route holds its charge with one conditional statement (`billing`), or answers 402.
 
@@ -11,7 +11,7 @@ use crate::config::{Cost, RouteSpec};
 use crate::error::GateError;
 
 impl Gate {
-    /// Phase 3: on a metered route, sets `ctx.reservation`.
+    /// Phase 4: on a metered route, sets `ctx.reservation`.
     pub(super) async fn reserve(
         &self,
         parts: &Parts,

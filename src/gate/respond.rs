@@ -1,4 +1,4 @@
-//! Phase 6, respond: every response, early exits and errors included, leaves through here.
+//! Phase 8, respond: every response, early exits and errors included, leaves through here.
 //! It renders an error as JSON, writes the quota headers settle decided, the request id and
 //! CORS, and reports the request (one log line, the metrics).
 
@@ -13,7 +13,7 @@ use crate::error::GateError;
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl Gate {
-    /// Phase 6: the response the client gets.
+    /// Phase 8: the response the client gets.
     pub(super) fn respond(
         &self,
         result: Result<Response<Body>, GateError>,

@@ -1,4 +1,4 @@
-//! Phase 5, settle: the one place a reservation is made final or given back. The backend, not
+//! Phase 6, settle: the one place a reservation is made final or given back. The backend, not
 //! the client, decides: a reply is judged by the route's rule (`proxy::settle`); a forward that
 //! failed (connection error, timeout, a body cut off at its limit) refunds. What the client is
 //! told of its quota is left in the context for respond.
@@ -14,7 +14,7 @@ use crate::error::GateError;
 use crate::proxy::settle;
 
 impl Gate {
-    /// Phase 5: commits or refunds `ctx.reservation` by `reply`; unmetered replies pass as
+    /// Phase 6: commits or refunds `ctx.reservation` by `reply`; unmetered replies pass as
     /// they are.
     pub(super) async fn settle(
         &self,

@@ -140,6 +140,33 @@ impl std::fmt::Display for BodyTooLarge {
 
 impl std::error::Error for BodyTooLarge {}
 
+/// Error raised inside the body stream by a wrapper that inspects it (a multipart field the
+/// backend must not see): the client's fault, answered 400 with this detail.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl Refused {
+    /// The `Refused` somewhere in an error's chain of sources, if there is one.
+    pub fn in_chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refused> {
+        let mut cur = Some(e);
+        while let Some(err) = cur {
+            if let Some(r) = err.downcast_ref::<Refused>() {
+                return Some(r);
+            }
+            cur = err.source();
+        }
+        None
+    }
+}
+
 /// Wraps a body; yields an error (and raises `exceeded`) once more than `limit` bytes passed.
 pub struct LimitedBody<B> {
     inner: B,

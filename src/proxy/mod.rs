@@ -7,6 +7,7 @@ pub mod cors;
 pub mod headers;
 pub mod outbound;
 pub mod path;
+pub mod reply_body;
 pub mod routes;
 pub mod settle;
 pub mod upgrade;

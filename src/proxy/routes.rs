@@ -85,6 +85,7 @@ impl RouteTable {
                 timeout: config.timeout,
                 max_body: config.max_body,
                 meter: None,
+                tenancy: None,
             })
         };
         Ok(RouteTable {

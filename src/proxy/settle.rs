@@ -6,11 +6,10 @@
 //! replies are small), and passed on unchanged. Everything else streams untouched.
 
 use axum::body::Body;
-use bytes::{Bytes, BytesMut};
 use http::Response;
-use http_body_util::BodyExt;
 
 use crate::config::{JsonPredicate, SettleRule};
+use crate::proxy::reply_body::{Capped, read_capped};
 
 /// Largest reply body read to evaluate a JSON predicate.
 pub const JSON_CAP: usize = 64 * 1024;
@@ -33,77 +32,27 @@ pub async fn judge(resp: Response<Body>, rule: &SettleRule) -> Judged {
             broken: false,
         };
     };
-    let (parts, mut body) = resp.into_parts();
-    let mut buf = BytesMut::new();
-    loop {
-        match body.frame().await {
-            None => break,
-            Some(Err(_)) => {
-                return Judged {
-                    response: Response::from_parts(parts, Body::from(buf.freeze())),
-                    success: false,
-                    broken: true,
-                };
-            }
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    buf.extend_from_slice(&data);
-                    if buf.len() > JSON_CAP {
-                        // Too large to judge: pass it on whole, and do not charge.
-                        let prefix = prefixed(buf.freeze(), body);
-                        return Judged {
-                            response: Response::from_parts(parts, prefix),
-                            success: false,
-                            broken: false,
-                        };
-                    }
-                }
+    let (parts, body) = resp.into_parts();
+    match read_capped(body, JSON_CAP).await {
+        Capped::Whole(bytes) => {
+            let success = holds(predicate, &bytes);
+            Judged {
+                response: Response::from_parts(parts, Body::from(bytes)),
+                success,
+                broken: false,
             }
         }
-    }
-    let bytes = buf.freeze();
-    let success = holds(predicate, &bytes);
-    Judged {
-        response: Response::from_parts(parts, Body::from(bytes)),
-        success,
-        broken: false,
-    }
-}
-
-/// The bytes already read, followed by the rest of the body.
-fn prefixed(prefix: Bytes, rest: Body) -> Body {
-    let head = http_body_util::Full::new(prefix).map_err(|never| match never {});
-    Body::new(Chain {
-        head: Some(head),
-        rest,
-    })
-}
-
-struct Chain<A, B> {
-    head: Option<A>,
-    rest: B,
-}
-
-impl<A, B> http_body::Body for Chain<A, B>
-where
-    A: http_body::Body<Data = Bytes, Error = axum::Error> + Unpin,
-    B: http_body::Body<Data = Bytes, Error = axum::Error> + Unpin,
-{
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        use std::task::Poll;
-        if let Some(head) = self.head.as_mut() {
-            match std::pin::Pin::new(head).poll_frame(cx) {
-                Poll::Ready(None) => self.head = None,
-                other => return other,
-            }
-        }
-        std::pin::Pin::new(&mut self.rest).poll_frame(cx)
+        // Too large to judge: pass it on whole, and do not charge.
+        Capped::TooLarge(body) => Judged {
+            response: Response::from_parts(parts, body),
+            success: false,
+            broken: false,
+        },
+        Capped::Broken(bytes) => Judged {
+            response: Response::from_parts(parts, Body::from(bytes)),
+            success: false,
+            broken: true,
+        },
     }
 }
 

@@ -18,6 +18,7 @@ mod batch;
 mod codes;
 mod commits;
 mod ledger;
+mod owners;
 mod payments;
 mod plans;
 mod refresh_tokens;

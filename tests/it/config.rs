@@ -28,7 +28,55 @@ fn the_shipped_file_is_valid_and_reproduces_the_backend_route_map() {
             .clone()
     };
     use idoctor_gate::config::{Access, Cost, JsonPredicate};
-    assert_eq!(get("/list_tasks").access, Access::Blocked);
+    // Every caller gets its own tasks only (`tenancy`).
+    let list_tasks = get("/list_tasks");
+    assert_eq!(list_tasks.access, Access::User);
+    let owned = list_tasks
+        .tenancy
+        .as_ref()
+        .unwrap()
+        .owned_list
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (owned.kind.as_str(), owned.field.as_str()),
+        ("task", "tasks")
+    );
+    let status = get("/task_status/{task_id}");
+    assert_eq!(
+        status
+            .tenancy
+            .as_ref()
+            .unwrap()
+            .owner_only
+            .as_ref()
+            .unwrap()
+            .kind,
+        "task"
+    );
+    let upload_status = get("/upload_status/{upload_id}");
+    assert_eq!(
+        upload_status
+            .tenancy
+            .as_ref()
+            .unwrap()
+            .owner_only
+            .as_ref()
+            .unwrap()
+            .kind,
+        "upload"
+    );
+    for creator in [
+        "/process/{patient_name}/{study_date}",
+        "/continue_after_l3/{patient_name}/{study_date}",
+        "/upload_dicom_zip",
+    ] {
+        assert!(
+            get(creator).tenancy.as_ref().unwrap().creates.is_some(),
+            "{creator}"
+        );
+    }
+    assert!(get("/upload_dicom_zip").tenancy.as_ref().unwrap().multipart);
     assert_eq!(get("/admin/{*rest}").access, Access::Blocked);
     let process = get("/process/{patient_name}/{study_date}");
     let meter = process.meter.as_ref().unwrap();

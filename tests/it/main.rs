@@ -28,6 +28,7 @@ mod paths;
 mod payments;
 mod proxy;
 mod store;
+mod tenancy;
 mod tls;
 mod wechat;
 mod workers;

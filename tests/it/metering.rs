@@ -258,12 +258,17 @@ async fn timeouts_unreachable_backends_and_client_aborts_refund(db: Db) {
 async fn per_mb_costs_are_decided_before_the_body(db: Db) {
     let app = app(db).await;
     let a = app.signup("mbuser").await;
-    // 2.5 MB of mask: charged 3 MB (started MBs).
-    let body = vec![7u8; 5 * 512 * 1024];
+    // 2.5 MB of mask in a form: charged 3 MB (started MBs).
+    let mut body =
+        b"--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.png\"\r\n\r\n"
+            .to_vec();
+    body.extend(vec![7u8; 5 * 512 * 1024 - 200]);
+    body.extend_from_slice(b"\r\n--b0undary--\r\n");
     let resp = app
         .client
         .post(app.url("/upload_l3_mask/p1/20250101"))
         .header("authorization", bearer(&a))
+        .header("content-type", "multipart/form-data; boundary=b0undary")
         .body(body)
         .send()
         .await

@@ -543,13 +543,20 @@ async fn the_platform_layout_serves_the_gate_under_api_and_the_backend_under_api
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-quota-used"], "1");
-    assert_eq!(
-        app.upstream.seen().last().unwrap().path(),
-        "/process/p1/20250101"
+    // The patient name goes to the backend in the account's namespace (`tenancy`).
+    let seen = app.upstream.seen().last().unwrap().path().to_string();
+    let (ns, rest) = seen
+        .strip_prefix("/process/")
+        .and_then(|s| s.split_once('~'))
+        .unwrap_or_else(|| panic!("not namespaced: {seen}"));
+    assert_eq!(rest, "p1/20250101");
+    assert!(
+        ns.len() == 32 && ns.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{ns}"
     );
     let resp = app
         .client
-        .get(app.url("/api/ctai/list_tasks"))
+        .get(app.url("/api/ctai/admin/quotas/users/x"))
         .header("authorization", &auth)
         .send()
         .await

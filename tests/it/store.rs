@@ -13,6 +13,7 @@ const TABLES: &[&str] = &[
     "quota_balances",
     "quota_types",
     "refresh_tokens",
+    "resource_owners",
     "subscription_plans",
     "usage_logs",
     "user_subscriptions",

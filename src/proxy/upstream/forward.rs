@@ -27,6 +27,7 @@ use super::reply::Reply;
 use super::wire::{self, Framing, ReplyHead};
 use crate::config::UpstreamConfig;
 use crate::error::GateError;
+use crate::proxy::body::Refused;
 
 /// The backend and the connections to it.
 pub struct Upstream {
@@ -113,6 +114,9 @@ impl Upstream {
                 Err(GateError::bad_gateway(m.0))
             }
             Ok(Err(Failure::ClientBody(e))) => {
+                if let Some(refused) = Refused::in_chain(&e) {
+                    return Err(GateError::bad_request(refused.0.clone()));
+                }
                 tracing::debug!(error = %e, "request body failed on its way to the backend");
                 Err(GateError::bad_request("the request body could not be read"))
             }

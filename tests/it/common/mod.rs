@@ -5,6 +5,7 @@
 
 pub mod fake_alipay;
 pub mod fake_wechat;
+pub mod idoctor;
 pub mod pg;
 pub mod smtp;
 pub mod upstream;
@@ -211,6 +212,62 @@ impl TestApp {
         if let Some(r) = self.running.take() {
             r.shutdown();
             r.stopped().await;
+        }
+    }
+}
+
+/// A caller of the gate: every request it builds carries its credentials, so a test says who
+/// is calling (`app.as_user(&alice).get("/x")`) instead of building the header by hand.
+pub struct Caller<'a> {
+    app: &'a TestApp,
+    authorization: String,
+}
+
+impl Caller<'_> {
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.app
+            .client
+            .request(method, self.app.url(path))
+            .header("authorization", &self.authorization)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::GET, path)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::POST, path)
+    }
+
+    /// GET `path` and its JSON body, asserting the status.
+    pub async fn get_json(&self, path: &str, status: u16) -> serde_json::Value {
+        let resp = self.get(path).send().await.unwrap();
+        assert_eq!(resp.status(), status, "GET {path}");
+        resp.json().await.unwrap()
+    }
+
+    /// POST `path` without a body and its JSON reply, asserting the status.
+    pub async fn post_json(&self, path: &str, status: u16) -> serde_json::Value {
+        let resp = self.post(path).send().await.unwrap();
+        assert_eq!(resp.status(), status, "POST {path}");
+        resp.json().await.unwrap()
+    }
+}
+
+impl TestApp {
+    /// Requests as a signed-in account.
+    pub fn as_user(&self, a: &Account) -> Caller<'_> {
+        Caller {
+            app: self,
+            authorization: bearer(a),
+        }
+    }
+
+    /// Requests with this `Authorization` value (an admin's, from [`TestApp::admin_bearer`]).
+    pub fn with_authorization(&self, authorization: &str) -> Caller<'_> {
+        Caller {
+            app: self,
+            authorization: authorization.to_string(),
         }
     }
 }

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# A/B of two builds of the gate on the hot routes, for a change that must not cost throughput.
+#
+#   BASE=<git revision> bash bench/ab.sh      (ROUNDS=6 ROUND_SECS=5 CONNS=64 by default)
+#
+# Builds the release binary of BASE in a worktree of its own (A) and of the working tree (B),
+# starts both on SQLite in front of the same small-JSON backend (bench/backend.nginx.conf), and
+# runs ROUNDS rounds of the JWT route, A then B, then B then A in the next round, so neither
+# side always runs second. Each ratio B / A is taken within its round (this VM drifts by up
+# to 10 % between rows) and the medians are printed. Like bench/run.sh, each gate runs on CPU 0
+# with one worker thread and wrk and the backend share CPU 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BASE=${BASE:?set BASE to the git revision to compare the working tree with}
+ROUNDS=${ROUNDS:-6}
+ROUND_SECS=${ROUND_SECS:-5}
+CONNS=${CONNS:-64}
+log() { printf '== %s\n' "$*" >&2; }
+
+command -v wrk >/dev/null && command -v nginx >/dev/null || {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq wrk nginx-light >/dev/null
+}
+
+WT=$(mktemp -d /tmp/gate-ab-base.XXXXXX)
+DIR=$(mktemp -d /tmp/gate-ab.XXXXXX)
+chmod 755 "$DIR"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  git worktree remove --force "$WT" >/dev/null 2>&1 || true
+  rm -rf "$DIR" "$WT"
+}
+trap cleanup EXIT
+
+log "building A ($BASE) and B (the working tree)"
+git worktree add --detach "$WT" "$BASE" >/dev/null 2>&1
+# The base's build shares the working tree's target folder for dependencies' sake, under a
+# profile directory of its own so the two binaries do not overwrite each other.
+(cd "$WT" && CARGO_TARGET_DIR="$ROOT/target/ab-base" cargo build --release --quiet)
+cargo build --release --quiet
+BIN_A=$ROOT/target/ab-base/release/idoctor-gate
+BIN_B=$ROOT/target/release/idoctor-gate
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UPSTREAM_PORT=$(free_port)
+render() { # file data-dir database-url gate-port
+  sed -e "s|@DIR@|$DIR|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@GATE_PORT@|$4|g" \
+      -e "s|@DATA@|$2|g" -e "s|@DATABASE_URL@|$3|g" -e "s|@GATE_UPSTREAM_PORT@|$UPSTREAM_PORT|g" "$1"
+}
+wait_http() { for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; log "nothing at $1"; return 1; }
+
+render bench/backend.nginx.conf "" "" "" >"$DIR/backend.conf"
+taskset -c 1 nginx -c "$DIR/backend.conf" -e "$DIR/backend-error.log" & PIDS+=($!)
+wait_http "http://127.0.0.1:$UPSTREAM_PORT/json"
+
+export GATE_JWT_SECRET=bench-secret-bench-secret-bench-secret-0123
+export GATE_API_KEY_PEPPER=bench-pepper-bench-pepper-bench-pepper-0123
+start() { # name binary -> port and token in PORT_<name>, TOKEN_<name>
+  local name=$1 bin=$2 port data
+  port=$(free_port)
+  data="$DIR/gate-$name"
+  mkdir -p "$data"
+  render bench/gate.toml "$data" "sqlite://$data/gate.db" "$port" >"$data/gate.toml"
+  RUST_LOG=warn taskset -c 0 "$bin" serve --config "$data/gate.toml" >"$data/gate.log" 2>&1 & PIDS+=($!)
+  wait_http "http://127.0.0.1:$port/healthz"
+  curl -sf -X POST "http://127.0.0.1:$port/auth/register" -H 'content-type: application/json' \
+    -d '{"email":"bench@example.com","username":"bench","password":"bench-password"}' >/dev/null
+  printf -v "PORT_$name" '%s' "$port"
+  printf -v "TOKEN_$name" '%s' "$(curl -sf -X POST "http://127.0.0.1:$port/auth/login" -H 'content-type: application/json' \
+    -d '{"username_or_email":"bench","password":"bench-password"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+}
+start A "$BIN_A"
+start B "$BIN_B"
+
+rps() { # port token
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${ROUND_SECS}s" -H "Authorization: Bearer $2" "http://127.0.0.1:$1/user/json" >"$DIR/wrk.out" 2>&1
+  python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f1
+}
+# One warm-up round each, not counted.
+rps "$PORT_A" "$TOKEN_A" >/dev/null; rps "$PORT_B" "$TOKEN_B" >/dev/null
+RATIOS=() AS=() BS=()
+for i in $(seq 1 "$ROUNDS"); do
+  if ((i % 2)); then a=$(rps "$PORT_A" "$TOKEN_A"); b=$(rps "$PORT_B" "$TOKEN_B")
+  else b=$(rps "$PORT_B" "$TOKEN_B"); a=$(rps "$PORT_A" "$TOKEN_A"); fi
+  AS+=("$a") BS+=("$b")
+  RATIOS+=("$(python3 -c "print(f'{$b / $a:.3f}')")")
+  log "round $i: A $a/s, B $b/s, B/A ${RATIOS[-1]}"
+done
+python3 -c "
+import statistics as s
+a = [float(x) for x in '${AS[*]}'.split()]; b = [float(x) for x in '${BS[*]}'.split()]
+r = [float(x) for x in '${RATIOS[*]}'.split()]
+print(f'JWT route, A = $BASE, B = working tree, {len(r)} alternating rounds of ${ROUND_SECS} s:')
+print(f'  A median {s.median(a):.0f}/s, B median {s.median(b):.0f}/s, B/A per round {r}, median {s.median(r):.3f}')"

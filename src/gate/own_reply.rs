@@ -1,0 +1,121 @@
+//! Phase 7, own the reply: what the backend answered, made the caller's (`tenancy::replies`).
+//! A reply that hands out an id records the caller as its owner; a list of ids or patient
+//! folders keeps only the caller's own (a superuser sees everything); and the caller's
+//! namespace is taken out of every name, so the client sees the names it typed. Runs after
+//! settle (the charge is decided by what the backend said, not by what the client is shown)
+//! and only on JSON replies of routes with isolation; everything else streams untouched.
+
+use axum::body::Body;
+use http::Response;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use serde_json::Value;
+
+use super::Gate;
+use super::context::RequestCtx;
+use crate::config::RouteSpec;
+use crate::error::GateError;
+use crate::proxy::reply_body::{Capped, read_capped};
+use crate::tenancy::replies;
+
+/// The largest reply read to record, filter or rename (a `/list_tasks` of many tasks is the
+/// largest the backend sends).
+pub const REPLY_CAP: usize = 4 << 20;
+
+impl Gate {
+    /// Phase 7.
+    pub(super) async fn own_reply(
+        &self,
+        reply: Result<Response<Body>, GateError>,
+        route: &RouteSpec,
+        ctx: &mut RequestCtx<'_>,
+    ) -> Result<Response<Body>, GateError> {
+        let (Some(t), Some(p)) = (route.tenancy.as_ref(), ctx.principal.as_ref()) else {
+            return reply;
+        };
+        if !t.reply_names() {
+            return reply;
+        }
+        let resp = reply?;
+        let is_json = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.trim_start().starts_with("application/json"));
+        // Filtering is the only step that must not be skipped: an unfiltered list is other
+        // accounts' data.
+        let filters = !p.is_superuser && (t.owned_list.is_some() || t.patient_list.is_some());
+        if !is_json {
+            return if filters {
+                Err(GateError::bad_gateway(
+                    "the backend's list is not JSON, so it cannot be filtered to this account",
+                ))
+            } else {
+                Ok(resp)
+            };
+        }
+        if ctx.namespace.is_none() && t.creates.is_none() && !filters {
+            return Ok(resp);
+        }
+        let (mut parts, body) = resp.into_parts();
+        let bytes = match read_capped(body, REPLY_CAP).await {
+            Capped::Whole(b) => b,
+            Capped::TooLarge(_) if filters => {
+                return Err(GateError::bad_gateway(
+                    "the backend's list is too large to filter to this account",
+                ));
+            }
+            Capped::TooLarge(body) => return Ok(Response::from_parts(parts, body)),
+            Capped::Broken(_) => {
+                return Err(GateError::bad_gateway("the backend's reply was cut off"));
+            }
+        };
+        // The reply's new text, when it changes.
+        let mut rewritten: Option<Vec<u8>> = None;
+        if t.creates.is_some() || filters {
+            let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+                if filters {
+                    return Err(GateError::bad_gateway(
+                        "the backend's list is not JSON, so it cannot be filtered to this account",
+                    ));
+                }
+                return Ok(Response::from_parts(parts, Body::from(bytes)));
+            };
+            if let Some(c) = &t.creates {
+                if let Some(id) = replies::created_id(&value, &c.field) {
+                    if let Err(e) = self.services.owners.record(&c.kind, id, &p.user_id).await {
+                        tracing::error!(kind = %c.kind, error = %e, "could not record the owner of a new id");
+                    }
+                }
+            }
+            if filters {
+                if let Some(l) = &t.owned_list {
+                    let ids = replies::listed_ids(&value, &l.field);
+                    let owned = self
+                        .services
+                        .owners
+                        .owned_among(&l.kind, &p.user_id, &ids)
+                        .await?;
+                    replies::keep_owned(&mut value, &l.field, &owned);
+                }
+                if let (Some(field), Some(ns)) = (&t.patient_list, &ctx.namespace) {
+                    replies::keep_patients(&mut value, field, ns);
+                }
+                rewritten = Some(serde_json::to_vec(&value).expect("a JSON value serializes"));
+            }
+        }
+        if let Some(ns) = &ctx.namespace {
+            let text = rewritten.as_deref().unwrap_or(&bytes);
+            if let Some(stripped) = replies::strip_namespace(text, ns) {
+                rewritten = Some(stripped);
+            }
+        }
+        let body = match rewritten {
+            None => Body::from(bytes),
+            Some(v) => {
+                parts.headers.remove(CONTENT_LENGTH);
+                Body::from(v)
+            }
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+}

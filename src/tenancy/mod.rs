@@ -1,0 +1,197 @@
+//! Tenant isolation: no account can see, block or write into another account's patients.
+//!
+//! The unmodified backend keys its state globally: task ids `main_<patient>_<date>`, upload
+//! ids `<patient>_<date>_<ts>`, case locks `<patient>_<date>`, and `/list_tasks` lists
+//! everyone's. The gate keeps accounts apart in three ways:
+//!
+//! - **Namespaces** ([`Namespace`]): every patient name an account sends the backend (a path
+//!   parameter, the multipart field) gets the account's namespace in front, so two clinics'
+//!   "张三" of the same day are two cases, two task ids, two locks and two folders, whether or
+//!   not the backend runs with its own auth. Replies have the namespace taken out again
+//!   ([`replies`]), so clients see the names they typed. Superusers work in the backend's own,
+//!   un-namespaced names, as an operator would.
+//! - **Owners** ([`Owners`]): every id a reply hands out is recorded with its owner, and a
+//!   route that names such an id answers anyone else with 404 (not 403: whether someone else's
+//!   task exists is not the caller's business). Lists of ids are filtered to the caller's own.
+//! - **Safe names** ([`check_segment`], [`multipart`]): names the backend joins into file paths
+//!   are single safe path segments, checked in the path and in the multipart body as it streams.
+
+pub mod multipart;
+pub mod replies;
+
+use moka::future::Cache;
+use std::sync::Arc;
+
+use crate::error::GateError;
+use crate::store::{Store, now_ms};
+
+/// The largest name, in bytes, the gate lets the backend join into a path (a file name is at
+/// most 255 bytes; the namespace takes some of that).
+pub const MAX_NAME_BYTES: usize = 200;
+
+/// An account's namespace: the text put in front of the patient names it sends the backend.
+/// Made of the account's id (unique, so no two accounts share one) and a `~`, which no id
+/// contains, so it cannot be forged by a name and is found again exactly in replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace(String);
+
+impl Namespace {
+    pub fn of(user_id: &str) -> Namespace {
+        let simple: String = user_id.chars().filter(|c| *c != '-').collect();
+        let id = if !simple.is_empty() && simple.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            simple.to_ascii_lowercase()
+        } else {
+            user_id.bytes().map(|b| format!("{b:02x}")).collect()
+        };
+        Namespace(format!("{id}~"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The single-safe-segment rule for a name the backend joins into a file path: not empty, not
+/// `.` or `..`, no `/`, `\`, NUL or other control character, at most [`MAX_NAME_BYTES`].
+/// Letters of any script pass (Chinese patient names are normal). `Err` names the field.
+pub fn check_segment(field: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{field} must not be empty"));
+    }
+    if value == "." || value == ".." {
+        return Err(format!("{field} must not be `{value}`"));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| *c == '/' || *c == '\\' || c.is_control())
+    {
+        return Err(format!(
+            "{field} must be a single path segment without `/`, `\\` or control characters (found {c:?})"
+        ));
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(format!("{field} must be at most {MAX_NAME_BYTES} bytes"));
+    }
+    Ok(())
+}
+
+/// A percent-encoded path segment as the backend will read it, or why it cannot be one.
+pub fn decode_segment(field: &str, segment: &str) -> Result<String, String> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| format!("{field} is not valid UTF-8"))
+}
+
+/// `id` of a kind whose ids begin with one of `prefixes` before the patient name, with the
+/// namespace put in front of that name; `None` when the id has none of the prefixes.
+pub fn namespaced_id(prefixes: &[String], id: &str, ns: &Namespace) -> Option<String> {
+    // The longest prefix that fits: `""` (ids that start with the name) fits every id.
+    let prefix = prefixes
+        .iter()
+        .filter(|p| id.starts_with(p.as_str()))
+        .max_by_key(|p| p.len())?;
+    Some(format!("{prefix}{}{}", ns.as_str(), &id[prefix.len()..]))
+}
+
+/// Who owns the ids the backend handed out, stored (both databases, every replica) and
+/// remembered: an id's owner never changes, so a known owner is cached for good; an unknown id
+/// is asked of the store each time (another replica may have just recorded it).
+pub struct Owners {
+    store: Store,
+    known: Cache<(Arc<str>, Arc<str>), Arc<str>>,
+}
+
+impl Owners {
+    pub fn new(store: Store) -> Owners {
+        Owners {
+            store,
+            known: Cache::builder().max_capacity(200_000).build(),
+        }
+    }
+
+    /// Whether `user_id` owns `(kind, id)`; 503 when the store cannot say.
+    pub async fn owns(&self, kind: &str, id: &str, user_id: &str) -> Result<bool, GateError> {
+        let key: (Arc<str>, Arc<str>) = (kind.into(), id.into());
+        if let Some(owner) = self.known.get(&key).await {
+            return Ok(&*owner == user_id);
+        }
+        match self.store.owner_of(kind, id).await? {
+            Some(owner) => {
+                let owned = owner == user_id;
+                self.known.insert(key, owner.into()).await;
+                Ok(owned)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Records `user_id` as the owner of a new id; the first owner of an id stays.
+    pub async fn record(&self, kind: &str, id: &str, user_id: &str) -> Result<(), GateError> {
+        let owner = self.store.record_owner(kind, id, user_id, now_ms()).await?;
+        self.known
+            .insert((kind.into(), id.into()), owner.into())
+            .await;
+        Ok(())
+    }
+
+    /// Of `ids`, those of `kind` that `user_id` owns.
+    pub async fn owned_among(
+        &self,
+        kind: &str,
+        user_id: &str,
+        ids: &[&str],
+    ) -> Result<std::collections::HashSet<String>, GateError> {
+        Ok(self.store.owned_among(kind, user_id, ids).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_segment_rule() {
+        for ok in [
+            "张三",
+            "Zhang San",
+            "20250101",
+            "a.b",
+            "O'Brien",
+            "scan.zip",
+        ] {
+            assert_eq!(check_segment("f", ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "", ".", "..", "../x", "a/b", "a\\b", "a\0b", "a\nb", "\u{85}",
+        ] {
+            let e = check_segment("patient_name", bad).unwrap_err();
+            assert!(e.starts_with("patient_name "), "{e}");
+        }
+        assert!(check_segment("f", &"x".repeat(MAX_NAME_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn namespaces_are_unique_and_unforgeable() {
+        let a = Namespace::of("0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5b");
+        assert_eq!(a.as_str(), "0b8f6a2e1c3d4e5f8a9b0c1d2e3f4a5b~");
+        assert_ne!(a, Namespace::of("0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5c"));
+        assert_eq!(Namespace::of("a/b").as_str(), "612f62~");
+    }
+
+    #[test]
+    fn ids_get_the_namespace_before_the_patient_name() {
+        let ns = Namespace::of("u1");
+        let task = ["main_".to_string(), "cont_".to_string()];
+        assert_eq!(
+            namespaced_id(&task, "main_张三_20250101", &ns).as_deref(),
+            Some("main_u1~张三_20250101")
+        );
+        assert_eq!(namespaced_id(&task, "other_x", &ns), None);
+        let upload = [String::new()];
+        assert_eq!(
+            namespaced_id(&upload, "p_d_17", &ns).as_deref(),
+            Some("u1~p_d_17")
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! A `multipart/form-data` request body checked as it streams to the backend.
+//!
+//! The backend joins the fields `patient_name` and `study_date` and the uploaded file's name
+//! into file paths unchecked. This body parses the client's parts as they pass (with `multer`,
+//! the parser axum uses) and sends the backend a re-encoded form of exactly what it parsed:
+//! each part's `Content-Disposition` rebuilt from the name and file name it checked, its
+//! `Content-Type` kept, nothing else. So the backend cannot read a field the gate did not see
+//! (no parser differential), the file streams through untouched and unbuffered, and the small
+//! fields to check are held until whole, checked, and namespaced (patient names) before they
+//! are sent.
+//!
+//! A bad name ends the body with a [`Refused`] error: the request to the backend is cut before
+//! its last boundary, and the backend, which reads the whole form before its handler runs,
+//! never acts on it; the gate answers 400 naming the field.
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{self, Stream};
+use std::sync::Arc;
+
+use super::{MAX_NAME_BYTES, Namespace, check_segment};
+use crate::proxy::body::Refused;
+
+/// What to check in the parts.
+pub struct Checks {
+    /// The caller's namespace, put in front of patient names (`None`: a superuser, or
+    /// namespacing is off).
+    pub namespace: Option<Namespace>,
+    pub patient_fields: Vec<String>,
+    pub path_fields: Vec<String>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The boundary of a `multipart/form-data` content type, or what is wrong with it.
+pub fn boundary(content_type: Option<&http::HeaderValue>) -> Result<String, String> {
+    let ct = content_type
+        .and_then(|v| v.to_str().ok())
+        .ok_or("this route takes a multipart/form-data body")?;
+    if !ct
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        return Err("this route takes a multipart/form-data body".into());
+    }
+    multer::parse_boundary(ct)
+        .map_err(|_| "the multipart/form-data content type has no boundary".into())
+}
+
+/// `body` (the client's parts) as the checked parts the backend is sent.
+pub fn checked<S>(body: S, boundary: String, checks: Checks) -> Body
+where
+    S: Stream<Item = Result<Bytes, BoxError>> + Send + 'static,
+{
+    let state = State {
+        form: multer::Multipart::new(body, boundary.clone()),
+        field: None,
+        checks: Arc::new(checks),
+        boundary,
+        done: false,
+    };
+    Body::from_stream(stream::try_unfold(state, next_piece))
+}
+
+struct State {
+    form: multer::Multipart<'static>,
+    /// The file part being streamed.
+    field: Option<multer::Field<'static>>,
+    checks: Arc<Checks>,
+    boundary: String,
+    done: bool,
+}
+
+/// The next bytes for the backend: a part's head (with a checked field's whole value), a
+/// piece of a file, a part's end, or the closing boundary.
+async fn next_piece(mut s: State) -> Result<Option<(Bytes, State)>, BoxError> {
+    if s.done {
+        return Ok(None);
+    }
+    if let Some(field) = s.field.as_mut() {
+        return match field.chunk().await.map_err(stream_error)? {
+            Some(data) => Ok(Some((data, s))),
+            None => {
+                s.field = None;
+                Ok(Some((Bytes::from_static(b"\r\n"), s)))
+            }
+        };
+    }
+    let Some(mut field) = s.form.next_field().await.map_err(stream_error)? else {
+        s.done = true;
+        return Ok(Some((Bytes::from(format!("--{}--\r\n", s.boundary)), s)));
+    };
+    let name = field
+        .name()
+        .ok_or_else(|| reject("a multipart part has no field name"))?
+        .to_string();
+    let file_name = field.file_name().map(str::to_string);
+    if let Some(f) = &file_name {
+        check_segment("the file name", f).map_err(reject)?;
+    }
+    let checks = s.checks.clone();
+    let is_patient = checks.patient_fields.contains(&name);
+    let is_path = is_patient || checks.path_fields.contains(&name);
+    if is_path && file_name.is_some() {
+        return Err(reject(format!("{name} must be a plain field, not a file")));
+    }
+    let mut head = BytesMut::new();
+    head.extend_from_slice(format!("--{}\r\n", s.boundary).as_bytes());
+    head.extend_from_slice(b"Content-Disposition: form-data; name=\"");
+    head.extend_from_slice(quoted(&name)?.as_bytes());
+    head.extend_from_slice(b"\"");
+    if let Some(f) = &file_name {
+        head.extend_from_slice(b"; filename=\"");
+        head.extend_from_slice(quoted(f)?.as_bytes());
+        head.extend_from_slice(b"\"");
+    }
+    head.extend_from_slice(b"\r\n");
+    if let Some(ct) = field.content_type() {
+        head.extend_from_slice(format!("Content-Type: {ct}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    if is_path {
+        // A name the backend joins into a path: held whole, checked, then sent.
+        let mut value = Vec::new();
+        while let Some(data) = field.chunk().await.map_err(stream_error)? {
+            value.extend_from_slice(&data);
+            if value.len() > MAX_NAME_BYTES {
+                return Err(reject(format!(
+                    "{name} must be at most {MAX_NAME_BYTES} bytes"
+                )));
+            }
+        }
+        let value =
+            String::from_utf8(value).map_err(|_| reject(format!("{name} is not valid UTF-8")))?;
+        check_segment(&name, &value).map_err(reject)?;
+        if let (true, Some(ns)) = (is_patient, &checks.namespace) {
+            head.extend_from_slice(ns.as_str().as_bytes());
+        }
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    } else {
+        s.field = Some(field);
+    }
+    Ok(Some((head.freeze(), s)))
+}
+
+/// A name inside a quoted `Content-Disposition` parameter, as browsers write it (`"` as
+/// `%22`); a line break cannot be written there at all.
+fn quoted(name: &str) -> Result<String, BoxError> {
+    if name.contains(['\r', '\n']) {
+        return Err(reject(
+            "a multipart field or file name contains a line break",
+        ));
+    }
+    Ok(name.replace('"', "%22"))
+}
+
+fn reject(detail: impl Into<String>) -> BoxError {
+    Box::new(Refused(detail.into()))
+}
+
+/// multer's error: the client's body failing (passed on as it is, so a body over its limit is
+/// still told apart), or a malformed form (a 400).
+fn stream_error(e: multer::Error) -> BoxError {
+    match e {
+        multer::Error::StreamReadFailed(inner) => inner,
+        other => reject(format!("the multipart body is malformed: {other}")),
+    }
+}

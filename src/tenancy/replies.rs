@@ -1,0 +1,105 @@
+//! The backend's replies made the caller's: lists filtered to what the caller owns, and the
+//! caller's namespace taken out of every name, so a client sees the names it typed. These work
+//! on a whole (small) JSON reply; `gate::own_reply` decides when they apply.
+
+use serde_json::Value;
+use std::collections::HashSet;
+
+use super::Namespace;
+
+/// The reply text without the namespace anywhere in it; `None` when it holds none (the reply
+/// passes as it is). The namespace is a `~`-ended account id no name can hold by accident, so
+/// removing it is exact.
+pub fn strip_namespace(body: &[u8], ns: &Namespace) -> Option<Vec<u8>> {
+    let needle = ns.as_str().as_bytes();
+    let finder = memchr::memmem::Finder::new(needle);
+    let mut found = finder.find_iter(body).peekable();
+    found.peek()?;
+    let mut out = Vec::with_capacity(body.len());
+    let mut from = 0;
+    for at in found {
+        out.extend_from_slice(&body[from..at]);
+        from = at + needle.len();
+    }
+    out.extend_from_slice(&body[from..]);
+    Some(out)
+}
+
+/// The ids of an `owned_list` field (the keys of its object).
+pub fn listed_ids<'a>(reply: &'a Value, field: &str) -> Vec<&'a str> {
+    match reply.get(field) {
+        Some(Value::Object(map)) => map.keys().map(String::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Keeps only the `owned` entries of an `owned_list` field and makes `count` match.
+pub fn keep_owned(reply: &mut Value, field: &str, owned: &HashSet<String>) {
+    if let Some(Value::Object(map)) = reply.get_mut(field) {
+        map.retain(|id, _| owned.contains(id));
+    }
+    recount(reply, field);
+}
+
+/// Keeps only the caller's entries of a `patient_list` field (folder names, in which the
+/// backend shows `_` as `-`) and makes `count` match; the namespace is stripped later with the
+/// rest of the reply.
+pub fn keep_patients(reply: &mut Value, field: &str, ns: &Namespace) {
+    if let Some(Value::Array(items)) = reply.get_mut(field) {
+        items.retain(|v| v.as_str().is_some_and(|s| s.starts_with(ns.as_str())));
+    }
+    recount(reply, field);
+}
+
+/// A top-level `count` says how many entries `field` has.
+fn recount(reply: &mut Value, field: &str) {
+    let n = match reply.get(field) {
+        Some(Value::Object(m)) => m.len(),
+        Some(Value::Array(a)) => a.len(),
+        _ => 0,
+    };
+    if let Some(obj) = reply.as_object_mut() {
+        if obj.contains_key("count") {
+            obj.insert("count".into(), n.into());
+        }
+    }
+}
+
+/// The id a `creates` reply hands out, if it has one.
+pub fn created_id<'a>(reply: &'a Value, field: &str) -> Option<&'a str> {
+    reply.get(field)?.as_str().filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_namespace_comes_out_everywhere() {
+        let ns = Namespace::of("u1");
+        let body = br#"{"task_id":"main_u1~p_d","output_dir":"data/x/u1~p_d/output"}"#;
+        let out = strip_namespace(body, &ns).unwrap();
+        assert_eq!(
+            out,
+            br#"{"task_id":"main_p_d","output_dir":"data/x/p_d/output"}"#
+        );
+        assert_eq!(strip_namespace(br#"{"status":"ok"}"#, &ns), None);
+    }
+
+    #[test]
+    fn lists_keep_the_callers_own_and_count_them() {
+        let mut r = json!({"tasks": {"main_a": {}, "main_b": {}, "cont_a": {}}, "count": 3});
+        let owned: HashSet<String> = ["main_a".to_string(), "cont_a".to_string()].into();
+        keep_owned(&mut r, "tasks", &owned);
+        assert_eq!(
+            r,
+            json!({"tasks": {"main_a": {}, "cont_a": {}}, "count": 2})
+        );
+
+        let ns = Namespace::of("u1");
+        let mut r = json!({"count": 3, "patients": ["u1~p-d", "u2~p-d", "p-d"]});
+        keep_patients(&mut r, "patients", &ns);
+        assert_eq!(r, json!({"count": 1, "patients": ["u1~p-d"]}));
+    }
+}
