@@ -7,6 +7,8 @@ transfer-backend PORT FILE                the backend for the big transfers: GET
                                           with sendfile(2), POST reads the whole body in
                                           1 MiB reads, then answers
 upload PORT FILE PATH                     POST FILE to PATH with sendfile(2); print MiB/s
+upload-form PORT FILE PATH TOKEN          the same as a multipart/form-data DICOM upload
+                                          (patient_name, study_date, then the file)
 download PORT PATH                        GET PATH into a 1 MiB buffer; print MiB/s
 stalls PORT PATH SECONDS                  GET PATH about once a millisecond on one connection
                                           and report the answers that took over 5 ms
@@ -234,6 +236,34 @@ def upload(port, path, target):
     print(f"{size / took / (1 << 20):.0f}")
 
 
+def upload_form(port, path, target, token):
+    """A DICOM upload as the frontends send it: the form's fields, then the file as one part
+    (sent with sendfile(2)), then the closing boundary."""
+    size = os.path.getsize(path)
+    b = b"----bench-boundary-7MA4YWxkTrZu0gW"
+    head = (b"--" + b + b'\r\nContent-Disposition: form-data; name="patient_name"\r\n\r\n\xe5\xbc\xa0\xe4\xb8\x89\r\n'
+            + b"--" + b + b'\r\nContent-Disposition: form-data; name="study_date"\r\n\r\n20250101\r\n'
+            + b"--" + b + b'\r\nContent-Disposition: form-data; name="file"; filename="series.zip"\r\n'
+            + b"Content-Type: application/zip\r\n\r\n")
+    tail = b"\r\n--" + b + b"--\r\n"
+    s = socket.create_connection(("127.0.0.1", port), timeout=STALL)
+    started = time.monotonic()
+    s.sendall(b"POST %s HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\n"
+              b"Content-Type: multipart/form-data; boundary=%s\r\nContent-Length: %d\r\n\r\n"
+              % (target.encode(), token.encode(), b, len(head) + size + len(tail)))
+    s.sendall(head)
+    with open(path, "rb") as f:
+        s.sendfile(f)
+    s.sendall(tail)
+    status, length, rest = _head(s)
+    while len(rest) < length:
+        rest += s.recv(65536)
+    took = time.monotonic() - started
+    if b" 200 " not in status or b'"status":"ok"' not in rest:
+        sys.exit(f"form upload failed: {status!r} {rest[:200]!r}")
+    print(f"{size / took / (1 << 20):.0f}")
+
+
 def download(port, target):
     """The download client: reads into one 1 MiB buffer."""
     s = socket.create_connection(("127.0.0.1", port), timeout=STALL)
@@ -289,6 +319,8 @@ if __name__ == "__main__":
         transfer_backend(int(sys.argv[2]), sys.argv[3])
     elif cmd == "upload":
         upload(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    elif cmd == "upload-form":
+        upload_form(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5])
     elif cmd == "download":
         download(int(sys.argv[2]), sys.argv[3])
     elif cmd == "stalls":

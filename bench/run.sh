@@ -208,6 +208,20 @@ import statistics as s
 u = [float(x) for x in '${R_UP[*]}'.split()]; d = [float(x) for x in '${R_DOWN[*]}'.split()]
 print(f'over {len(u)} more rounds (direct, then the gate), gate / direct: upload {u}, median {s.median(u):.2f}x; download {d}, median {s.median(d):.2f}x')")
 log "transfer rounds: $XFER_LINE"
+# A DICOM upload form through a route whose fields the gate checks as the body streams
+# (tenancy::multipart), against the same form sent direct, FORM_ROUNDS alternating rounds.
+sign_in
+FORM_ROUNDS=${FORM_ROUNDS:-3}
+R_FORM=()
+form_up() { taskset -c 1 python3 bench/helpers.py upload-form "$1" "$DIR/big.bin" "$2" "$TOKEN"; }
+for _ in $(seq 1 "$FORM_ROUNDS"); do
+  R_FORM+=("$(ratio_of "$(form_up "$XFER_PORT" /sink)" "$(form_up "$GATE_PORT" /upload_form)")")
+done
+FORM_LINE=$(python3 -c "
+import statistics as s
+f = [float(x) for x in '${R_FORM[*]}'.split()]
+print(f'a multipart/form-data upload of ${BIG_MB} MiB checked as it streams, over {len(f)} rounds (direct, then the gate), gate / direct: {f}, median {s.median(f):.2f}x')")
+log "form rounds: $FORM_LINE"
 # curl as the client, for comparison with earlier runs: it copies every byte through itself
 # on the core it shares with the backend, which then limits the figures.
 curl_up() { python3 -c "print(f'{$BIG_MB / $(taskset -c 1 curl -s -o /dev/null -w '%{time_total}' -T "$DIR/big.bin" -X POST "$1"):.0f}')"; }
@@ -257,6 +271,27 @@ for _ in $(seq 1 "$ROUNDS"); do
   RATIO_JWT+=("$(python3 -c "print(f'{$J / $N:.2f}')")")
   RATIO_KEY+=("$(python3 -c "print(f'{$K / $N:.2f}')")")
 done
+# The ownership check on a frequent poll: ISO_ROUNDS alternating rounds of the JWT route and
+# of /task_status/{id} of a task the caller owns (the owner cached, the reply un-namespaced),
+# each ratio within its round.
+curl -sf -X POST "$GATE/process/p/20250101" -H "Authorization: Bearer $TOKEN" >/dev/null
+ISO_ROUNDS=${ISO_ROUNDS:-6}
+RATIO_ISO=()
+for i in $(seq 1 "$ISO_ROUNDS"); do
+  if ((i % 2)); then
+    J=$(rps_of "$GATE/user/json" -H "Authorization: Bearer $TOKEN")
+    O=$(rps_of "$GATE/task_status/main_p_20250101" -H "Authorization: Bearer $TOKEN")
+  else
+    O=$(rps_of "$GATE/task_status/main_p_20250101" -H "Authorization: Bearer $TOKEN")
+    J=$(rps_of "$GATE/user/json" -H "Authorization: Bearer $TOKEN")
+  fi
+  RATIO_ISO+=("$(python3 -c "print(f'{$O / $J:.3f}')")")
+done
+ISO_LINE=$(python3 -c "
+import statistics as s
+r = [float(x) for x in '${RATIO_ISO[*]}'.split()]
+print(f'the owner-checked poll /task_status/{{id}} / the plain JWT route, over {len(r)} alternating rounds of {$ROUND_SECS} s: {r}, median {s.median(r):.3f}x')")
+log "isolation: $ISO_LINE"
 ROUND_LINE=$(python3 -c "
 import statistics as s
 j = [float(x) for x in '${RATIO_JWT[*]}'.split()]; k = [float(x) for x in '${RATIO_KEY[*]}'.split()]
@@ -391,6 +426,8 @@ CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "- gate peak RSS over the transfers: $((PEAK_KB / 1024)) MiB"
   echo "- $IDLE idle keep-alive connections ($IDLE_LINE), on a freshly started gate: RSS $((RSS_BEFORE / 1024)) MiB -> $((RSS_IDLE / 1024)) MiB"
   echo "- throughput $ROUND_LINE"
+  echo "- tenant isolation: $ISO_LINE"
+  echo "- uploads: $FORM_LINE"
   echo "- the machine's own pauses, seen by one request a millisecond straight to the backend beside the half load on the gate: $STALLS"
   echo "- p99 at half load: backend direct ${DIRECT_P99_HALF} ms, nginx proxy ${NGINX_P99_HALF} ms, gate ${GATE_P99_HALF} ms; the gate adds $(python3 -c "print(f'{$GATE_P99_HALF - $DIRECT_P99_HALF:.2f}')") ms to the bare backend's p99 (nginx's proxy hop adds $(python3 -c "print(f'{$NGINX_P99_HALF - $DIRECT_P99_HALF:.2f}')") ms); $HALF_LINE"
   echo "- logins during the \"logins beside\" row: $LOGINS (two clients signing in over and over, each login an argon2 hash); the gate's p99 alone ${GATE_P99_HALF} ms, beside an idle-priority spinner on its core ${SPIN_P99_HALF} ms, beside logins ${LOGINS_P99_HALF} ms; $LOGIN_PAIRS"

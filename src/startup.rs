@@ -63,6 +63,7 @@ impl Services {
             .expect("an authority is a valid header value");
         let owners = Owners::new(store.clone());
         let api = Api::new(Arc::new(ApiState {
+            config: config.clone(),
             store,
             upstream: upstream.clone(),
             auth: auth.clone(),

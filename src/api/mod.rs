@@ -35,6 +35,7 @@ pub use openapi::ApiDoc;
 
 /// What the handlers share.
 pub struct ApiState {
+    pub config: Arc<crate::config::Config>,
     pub store: Store,
     pub upstream: Arc<Upstream>,
     pub auth: Arc<AuthService>,

@@ -1,5 +1,6 @@
 //! The OpenAPI document of every endpoint the gate serves itself.
 
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use std::sync::Arc;
@@ -112,9 +113,33 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .merge(Router::from(ui))
 }
 
-/// This document.
+/// This document. Its description also says which proxied routes of `proxy.toml` keep
+/// accounts apart, and how.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json")))]
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi_json(State(state): State<Arc<ApiState>>) -> Json<utoipa::openapi::OpenApi> {
+    let mut doc = ApiDoc::openapi();
+    let isolated: Vec<String> = state
+        .config
+        .routes
+        .iter()
+        .filter_map(|r| {
+            let t = r.tenancy.as_ref()?;
+            let methods = r.methods.as_ref().map_or("*".to_string(), |ms| {
+                ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
+            });
+            Some(format!("- `{methods} {}`: {}", r.path, t.describe()))
+        })
+        .collect();
+    if !isolated.is_empty() {
+        let description = doc.info.description.get_or_insert_with(String::new);
+        description.push_str(
+            "\n\nTenant isolation on proxied routes: patient names are namespaced per account \
+             and shown back as typed; an owner-only route answers 404 to anyone but the id's \
+             owner or a superuser; names the backend joins into paths must be one safe segment \
+             (400 otherwise).\n\n",
+        );
+        description.push_str(&isolated.join("\n"));
+    }
+    Json(doc)
 }

@@ -141,6 +141,35 @@ impl RouteTenancy {
     }
 }
 
+impl RouteTenancy {
+    /// A short summary for `check-config`'s route table.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(o) = &self.owner_only {
+            parts.push(format!("owner-only {}", o.kind));
+        }
+        if let Some(c) = &self.creates {
+            parts.push(format!("creates {}", c.kind));
+        }
+        if let Some(l) = &self.owned_list {
+            parts.push(format!("own {}s", l.kind));
+        }
+        if self.patient_list.is_some() {
+            parts.push("own patients".into());
+        }
+        if !self.patient_segments.is_empty() {
+            parts.push("namespaced".into());
+        }
+        if self.multipart {
+            parts.push("form checked".into());
+        }
+        if parts.is_empty() && !self.safe_segments.is_empty() {
+            parts.push("safe names".into());
+        }
+        parts.join(", ")
+    }
+}
+
 /// The route keys this module owns, as written.
 pub struct RouteKeys<'a> {
     pub template: &'a str,

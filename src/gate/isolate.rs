@@ -4,20 +4,11 @@
 //! the patient names and ids the caller sends get its namespace, so the path forwarded is the
 //! backend's name for the caller's case. Routes without isolation pass in one branch.
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-
 use super::Gate;
 use super::context::RequestCtx;
 use crate::config::RouteSpec;
 use crate::error::GateError;
 use crate::tenancy::{Namespace, check_segment, decode_segment, namespaced_id};
-
-/// What a path segment may hold unencoded: the unreserved characters of RFC 3986.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 impl Gate {
     /// Phase 3: checks the route's names, the caller's ownership of the id it names, and sets
@@ -30,9 +21,9 @@ impl Gate {
         let Some(t) = &route.tenancy else {
             return Ok(());
         };
-        let mut segments: Vec<String> = ctx.path.split('/').map(str::to_string).collect();
+        let segment = |i: usize| ctx.path.split('/').nth(i);
         for (i, name) in &t.safe_segments {
-            if let Some(seg) = segments.get(*i) {
+            if let Some(seg) = segment(*i) {
                 let value = decode_segment(name, seg).map_err(GateError::bad_request)?;
                 check_segment(name, &value).map_err(GateError::bad_request)?;
             }
@@ -42,40 +33,53 @@ impl Gate {
         };
         let tenancy = &self.services.config.tenancy;
         let namespace = (tenancy.namespace && !p.is_superuser).then(|| Namespace::of(&p.user_id));
-        let mut changed = false;
+        // The owned id's segment and where the namespace goes in it, where it gets one.
+        let mut owned_id = None;
         if let (Some(o), false) = (&t.owner_only, p.is_superuser) {
-            let Some(seg) = segments.get_mut(o.segment) else {
-                return Err(not_found(&o.kind));
-            };
+            let seg = segment(o.segment).ok_or_else(|| not_found(&o.kind))?;
             let id = decode_segment(&o.param, seg).map_err(GateError::bad_request)?;
-            let backend_id = match &namespace {
+            let owners = &self.services.owners;
+            let owned = match &namespace {
                 Some(ns) => {
                     let prefixes = tenancy.id_prefixes.get(&o.kind).map_or(&[][..], |v| v);
-                    namespaced_id(prefixes, &id, ns).ok_or_else(|| not_found(&o.kind))?
+                    let (backend_id, at) =
+                        namespaced_id(prefixes, &id, ns).ok_or_else(|| not_found(&o.kind))?;
+                    let owned = owners.owns(&o.kind, &backend_id, &p.user_id).await?;
+                    // The namespace went in after a prefix of unreserved characters, which the
+                    // canonical path spells as they are: the encoded segment takes it at the
+                    // same place.
+                    owned_id = Some((o.segment, at));
+                    owned
                 }
-                None => id,
+                None => owners.owns(&o.kind, &id, &p.user_id).await?,
             };
-            if !self
-                .services
-                .owners
-                .owns(&o.kind, &backend_id, &p.user_id)
-                .await?
-            {
+            if !owned {
                 return Err(not_found(&o.kind));
             }
-            *seg = utf8_percent_encode(&backend_id, SEGMENT).to_string();
-            changed = true;
         }
-        if let Some(ns) = &namespace {
-            for &i in &t.patient_segments {
-                if let Some(seg) = segments.get_mut(i) {
-                    seg.insert_str(0, ns.as_str());
-                    changed = true;
+        let namespaced = |i: usize| namespace.is_some() && t.patient_segments.contains(&i);
+        let rewrites =
+            owned_id.is_some() || (namespace.is_some() && !t.patient_segments.is_empty());
+        if rewrites {
+            let mut path = String::with_capacity(ctx.path.len() + 64);
+            for (i, seg) in ctx.path.split('/').enumerate() {
+                if i > 0 {
+                    path.push('/');
+                }
+                match owned_id {
+                    Some((segment, at)) if segment == i => {
+                        path.push_str(&seg[..at]);
+                        path.push_str(namespace.as_ref().map_or("", |ns| ns.as_str()));
+                        path.push_str(&seg[at..]);
+                    }
+                    _ if namespaced(i) => {
+                        path.push_str(namespace.as_ref().map_or("", |ns| ns.as_str()));
+                        path.push_str(seg);
+                    }
+                    _ => path.push_str(seg),
                 }
             }
-        }
-        if changed {
-            ctx.backend_path = Some(segments.join("/"));
+            ctx.backend_path = Some(path);
         }
         ctx.namespace = namespace;
         Ok(())

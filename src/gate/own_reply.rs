@@ -82,7 +82,8 @@ impl Gate {
             };
             if let Some(c) = &t.creates {
                 if let Some(id) = replies::created_id(&value, &c.field) {
-                    if let Err(e) = self.services.owners.record(&c.kind, id, &p.user_id).await {
+                    let recorded = Box::pin(self.services.owners.record(&c.kind, id, &p.user_id));
+                    if let Err(e) = recorded.await {
                         tracing::error!(kind = %c.kind, error = %e, "could not record the owner of a new id");
                     }
                 }
@@ -90,11 +91,9 @@ impl Gate {
             if filters {
                 if let Some(l) = &t.owned_list {
                     let ids = replies::listed_ids(&value, &l.field);
-                    let owned = self
-                        .services
-                        .owners
-                        .owned_among(&l.kind, &p.user_id, &ids)
-                        .await?;
+                    let owned =
+                        Box::pin(self.services.owners.owned_among(&l.kind, &p.user_id, &ids))
+                            .await?;
                     replies::keep_owned(&mut value, &l.field, &owned);
                 }
                 if let (Some(field), Some(ns)) = (&t.patient_list, &ctx.namespace) {

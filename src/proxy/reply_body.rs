@@ -18,17 +18,30 @@ pub enum Capped {
 
 /// Reads `body` whole if it is at most `cap` bytes.
 pub async fn read_capped(mut body: Body, cap: usize) -> Capped {
+    // Most small replies come as one piece: it is kept as it is, and only a second piece
+    // starts a buffer.
+    let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     loop {
         match body.frame().await {
-            None => return Capped::Whole(buf.freeze()),
-            Some(Err(_)) => return Capped::Broken(buf.freeze()),
+            None => return Capped::Whole(first.unwrap_or_else(|| buf.freeze())),
+            Some(Err(_)) => {
+                return Capped::Broken(first.unwrap_or_else(|| buf.freeze()));
+            }
             Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    buf.extend_from_slice(&data);
-                    if buf.len() > cap {
-                        return Capped::TooLarge(prefixed(buf.freeze(), body));
-                    }
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if let Some(f) = first.take() {
+                    buf.extend_from_slice(&f);
+                }
+                if buf.is_empty() && first.is_none() && data.len() <= cap {
+                    first = Some(data);
+                    continue;
+                }
+                buf.extend_from_slice(&data);
+                if buf.len() > cap {
+                    return Capped::TooLarge(prefixed(buf.freeze(), body));
                 }
             }
         }
@@ -69,5 +82,40 @@ where
             }
         }
         std::pin::Pin::new(&mut self.rest).poll_frame(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_of(pieces: &[&'static [u8]]) -> Body {
+        let frames: Vec<Result<Bytes, std::io::Error>> =
+            pieces.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        Body::from_stream(futures_util::stream::iter(frames))
+    }
+
+    async fn whole(b: Body) -> Vec<u8> {
+        b.collect().await.unwrap().to_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn one_piece_two_pieces_and_too_large() {
+        match read_capped(body_of(&[b"{\"a\":1}"]), 64).await {
+            Capped::Whole(b) => assert_eq!(&b[..], b"{\"a\":1}"),
+            _ => panic!("one small piece is whole"),
+        }
+        match read_capped(body_of(&[b"{\"a\":", b"1}"]), 64).await {
+            Capped::Whole(b) => assert_eq!(&b[..], b"{\"a\":1}"),
+            _ => panic!("two small pieces are whole"),
+        }
+        match read_capped(body_of(&[b"0123", b"4567", b"89"]), 6).await {
+            Capped::TooLarge(rest) => assert_eq!(whole(rest).await, b"0123456789"),
+            _ => panic!("over the cap"),
+        }
+        match read_capped(body_of(&[b"0123456789"]), 6).await {
+            Capped::TooLarge(rest) => assert_eq!(whole(rest).await, b"0123456789"),
+            _ => panic!("one piece over the cap"),
+        }
     }
 }

@@ -152,8 +152,8 @@ impl RouteTable {
     /// A human-readable table for `check-config`.
     pub fn describe(&self) -> String {
         let mut out = format!(
-            "{:<5} {:<66} {:<14} {:<8} {:>7} {:>10}  {}\n",
-            "line", "path", "methods", "access", "timeout", "max body", "meter"
+            "{:<5} {:<66} {:<14} {:<8} {:>7} {:>10}  {:<26}  {}\n",
+            "line", "path", "methods", "access", "timeout", "max body", "meter", "isolation"
         );
         for r in &self.routes {
             let methods = match &r.methods {
@@ -180,9 +180,13 @@ impl RouteTable {
             } else {
                 (format!("{}s", r.timeout.as_secs()), human_size(r.max_body))
             };
+            let isolation = r
+                .tenancy
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |t| t.describe());
             out.push_str(&format!(
-                "{:<5} {:<66} {:<14} {:<8} {:>7} {:>10}  {}\n",
-                r.line, r.path, methods, access, timeout, body, meter
+                "{:<5} {:<66} {:<14} {:<8} {:>7} {:>10}  {:<26}  {}\n",
+                r.line, r.path, methods, access, timeout, body, meter, isolation
             ));
         }
         let unknown = match self.unknown {

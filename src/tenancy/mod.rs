@@ -19,7 +19,7 @@
 pub mod multipart;
 pub mod replies;
 
-use moka::future::Cache;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::GateError;
@@ -37,13 +37,27 @@ pub struct Namespace(String);
 
 impl Namespace {
     pub fn of(user_id: &str) -> Namespace {
-        let simple: String = user_id.chars().filter(|c| *c != '-').collect();
-        let id = if !simple.is_empty() && simple.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            simple.to_ascii_lowercase()
+        let bytes = user_id.as_bytes();
+        let mut ns = Vec::with_capacity(bytes.len() * 2 + 1);
+        if bytes.iter().any(u8::is_ascii_alphanumeric)
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        {
+            ns.extend(
+                bytes
+                    .iter()
+                    .filter(|b| **b != b'-')
+                    .map(u8::to_ascii_lowercase),
+            );
         } else {
-            user_id.bytes().map(|b| format!("{b:02x}")).collect()
-        };
-        Namespace(format!("{id}~"))
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            for b in bytes {
+                ns.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+            }
+        }
+        ns.push(b'~');
+        Namespace(String::from_utf8(ns).expect("ASCII"))
     }
 
     pub fn as_str(&self) -> &str {
@@ -76,50 +90,79 @@ pub fn check_segment(field: &str, value: &str) -> Result<(), String> {
 }
 
 /// A percent-encoded path segment as the backend will read it, or why it cannot be one.
-pub fn decode_segment(field: &str, segment: &str) -> Result<String, String> {
+pub fn decode_segment<'a>(
+    field: &str,
+    segment: &'a str,
+) -> Result<std::borrow::Cow<'a, str>, String> {
     percent_encoding::percent_decode_str(segment)
         .decode_utf8()
-        .map(|s| s.into_owned())
         .map_err(|_| format!("{field} is not valid UTF-8"))
 }
 
 /// `id` of a kind whose ids begin with one of `prefixes` before the patient name, with the
-/// namespace put in front of that name; `None` when the id has none of the prefixes.
-pub fn namespaced_id(prefixes: &[String], id: &str, ns: &Namespace) -> Option<String> {
+/// namespace put in front of that name, and the length of the prefix it went after; `None`
+/// when the id has none of the prefixes.
+pub fn namespaced_id(prefixes: &[String], id: &str, ns: &Namespace) -> Option<(String, usize)> {
     // The longest prefix that fits: `""` (ids that start with the name) fits every id.
     let prefix = prefixes
         .iter()
         .filter(|p| id.starts_with(p.as_str()))
         .max_by_key(|p| p.len())?;
-    Some(format!("{prefix}{}{}", ns.as_str(), &id[prefix.len()..]))
+    let mut out = String::with_capacity(id.len() + ns.as_str().len());
+    out.push_str(prefix);
+    out.push_str(ns.as_str());
+    out.push_str(&id[prefix.len()..]);
+    Some((out, prefix.len()))
 }
 
 /// Who owns the ids the backend handed out, stored (both databases, every replica) and
-/// remembered: an id's owner never changes, so a known owner is cached for good; an unknown id
-/// is asked of the store each time (another replica may have just recorded it).
+/// remembered: an id's owner never changes, so a known owner is kept for good (a plain map
+/// behind a read lock: a poll every 3 s per open task asks it, and a hit must cost next to
+/// nothing); an unknown id is asked of the store each time (another replica may have just
+/// recorded it).
 pub struct Owners {
     store: Store,
-    known: Cache<(Arc<str>, Arc<str>), Arc<str>>,
+    /// Known owners by kind, then id.
+    known: std::sync::RwLock<HashMap<String, HashMap<String, Arc<str>>>>,
 }
+
+/// Known owners kept at most; past it the map starts again (they are all in the store).
+const KNOWN_OWNERS: usize = 200_000;
 
 impl Owners {
     pub fn new(store: Store) -> Owners {
         Owners {
             store,
-            known: Cache::builder().max_capacity(200_000).build(),
+            known: Default::default(),
         }
+    }
+
+    fn known_owner(&self, kind: &str, id: &str) -> Option<Arc<str>> {
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+        known.get(kind)?.get(id).cloned()
+    }
+
+    fn remember(&self, kind: &str, id: &str, owner: Arc<str>) {
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        if known.values().map(HashMap::len).sum::<usize>() >= KNOWN_OWNERS {
+            known.clear();
+        }
+        known
+            .entry(kind.to_string())
+            .or_default()
+            .insert(id.to_string(), owner);
     }
 
     /// Whether `user_id` owns `(kind, id)`; 503 when the store cannot say.
     pub async fn owns(&self, kind: &str, id: &str, user_id: &str) -> Result<bool, GateError> {
-        let key: (Arc<str>, Arc<str>) = (kind.into(), id.into());
-        if let Some(owner) = self.known.get(&key).await {
+        if let Some(owner) = self.known_owner(kind, id) {
             return Ok(&*owner == user_id);
         }
-        match self.store.owner_of(kind, id).await? {
+        // Boxed: the store's future is large, and a known owner (the usual case) never needs it.
+        match Box::pin(self.store.owner_of(kind, id)).await? {
             Some(owner) => {
                 let owned = owner == user_id;
-                self.known.insert(key, owner.into()).await;
+                self.remember(kind, id, owner.into());
                 Ok(owned)
             }
             None => Ok(false),
@@ -129,9 +172,7 @@ impl Owners {
     /// Records `user_id` as the owner of a new id; the first owner of an id stays.
     pub async fn record(&self, kind: &str, id: &str, user_id: &str) -> Result<(), GateError> {
         let owner = self.store.record_owner(kind, id, user_id, now_ms()).await?;
-        self.known
-            .insert((kind.into(), id.into()), owner.into())
-            .await;
+        self.remember(kind, id, owner.into());
         Ok(())
     }
 
@@ -184,14 +225,14 @@ mod tests {
         let ns = Namespace::of("u1");
         let task = ["main_".to_string(), "cont_".to_string()];
         assert_eq!(
-            namespaced_id(&task, "main_张三_20250101", &ns).as_deref(),
-            Some("main_u1~张三_20250101")
+            namespaced_id(&task, "main_张三_20250101", &ns),
+            Some(("main_u1~张三_20250101".to_string(), 5))
         );
         assert_eq!(namespaced_id(&task, "other_x", &ns), None);
         let upload = [String::new()];
         assert_eq!(
-            namespaced_id(&upload, "p_d_17", &ns).as_deref(),
-            Some("u1~p_d_17")
+            namespaced_id(&upload, "p_d_17", &ns),
+            Some(("u1~p_d_17".to_string(), 0))
         );
     }
 }

@@ -51,16 +51,63 @@ pub fn boundary(content_type: Option<&http::HeaderValue>) -> Result<String, Stri
 /// `body` (the client's parts) as the checked parts the backend is sent.
 pub fn checked<S>(body: S, boundary: String, checks: Checks) -> Body
 where
-    S: Stream<Item = Result<Bytes, BoxError>> + Send + 'static,
+    S: Stream<Item = Result<Bytes, BoxError>> + Send + Unpin + 'static,
 {
+    let paced = Paced {
+        inner: body,
+        since_pending: 0,
+    };
     let state = State {
-        form: multer::Multipart::new(body, boundary.clone()),
+        form: multer::Multipart::new(paced, boundary.clone()),
         field: None,
         checks: Arc::new(checks),
         boundary,
         done: false,
     };
     Body::from_stream(stream::try_unfold(state, next_piece))
+}
+
+/// How much of the client's body the parser may take in before the part it holds has been
+/// passed on: multer reads its stream for as long as the stream has data, so from a fast client
+/// it would buffer without bound while the backend is slower.
+const READ_AHEAD: usize = 1 << 20;
+
+/// The client's body, made to say "not now" once `READ_AHEAD` bytes have been read since it last
+/// had nothing to give, and to ask to be polled again at once: the parser then hands on what it
+/// holds before it reads more, so memory stays flat however fast the client sends.
+struct Paced<S> {
+    inner: S,
+    since_pending: usize,
+}
+
+impl<S> Stream for Paced<S>
+where
+    S: Stream<Item = Result<Bytes, BoxError>> + Unpin,
+{
+    type Item = Result<Bytes, BoxError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.since_pending >= READ_AHEAD {
+            self.since_pending = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                self.since_pending += data.len();
+                Poll::Ready(Some(Ok(data)))
+            }
+            Poll::Pending => {
+                self.since_pending = 0;
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
 }
 
 struct State {

@@ -11,9 +11,13 @@ use super::Namespace;
 /// passes as it is). The namespace is a `~`-ended account id no name can hold by accident, so
 /// removing it is exact.
 pub fn strip_namespace(body: &[u8], ns: &Namespace) -> Option<Vec<u8>> {
+    // Found by its `~` (rare in a reply) and the bytes before it: replies are small, and this
+    // costs less than setting up a substring search for each one.
     let needle = ns.as_str().as_bytes();
-    let finder = memchr::memmem::Finder::new(needle);
-    let mut found = finder.find_iter(body).peekable();
+    let mut found = memchr::memchr_iter(b'~', body)
+        .filter(|&end| end + 1 >= needle.len() && &body[end + 1 - needle.len()..=end] == needle)
+        .map(|end| end + 1 - needle.len())
+        .peekable();
     found.peek()?;
     let mut out = Vec::with_capacity(body.len());
     let mut from = 0;
