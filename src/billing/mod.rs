@@ -6,7 +6,6 @@
 
 mod periods;
 
-use http::StatusCode;
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -19,6 +18,56 @@ pub struct Billing {
     store: Store,
     config: Arc<Config>,
     type_keys: Vec<String>,
+}
+
+/// What one request is charged: named fields, where five strings in a row could be passed in
+/// the wrong order without the compiler noticing.
+#[derive(Debug, Clone, Copy)]
+pub struct ChargeRequest<'a> {
+    /// Who pays.
+    pub user_id: &'a str,
+    /// A declared `[[quota_type]]`.
+    pub quota_type: &'a str,
+    /// Units, decided before the body streams.
+    pub amount: i64,
+    /// The key of the usage row: one charge per request, counted once.
+    pub request_id: &'a str,
+    /// The canonical path and method, recorded with the charge.
+    pub endpoint: &'a str,
+    pub method: &'a str,
+}
+
+/// Why a charge was not reserved.
+#[derive(Debug)]
+pub enum ReserveError {
+    /// Not enough of the quota left: the caller decides how to say so (the gate answers the
+    /// 402 the frontends understand).
+    Exhausted(Exhausted),
+    /// The store could not say (503) or failed.
+    Failed(GateError),
+}
+
+/// A quota too small for a charge.
+#[derive(Debug)]
+pub struct Exhausted {
+    /// The quota type's name, for people.
+    pub quota_name: String,
+    /// The balance as it stands, if the user has one.
+    pub balance: Option<BalanceRow>,
+    /// What the request would have cost.
+    pub required: i64,
+}
+
+impl From<GateError> for ReserveError {
+    fn from(e: GateError) -> Self {
+        ReserveError::Failed(e)
+    }
+}
+
+impl From<crate::store::StoreError> for ReserveError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ReserveError::Failed(e.into())
+    }
 }
 
 /// A charge reserved for one request. Dropped without being settled (the client went away,
@@ -240,16 +289,16 @@ impl Billing {
         Ok(())
     }
 
-    /// Reserves `amount` units of `quota_type` for a request, or answers 402.
-    pub async fn reserve(
-        &self,
-        user_id: &str,
-        quota_type: &str,
-        amount: i64,
-        request_id: &str,
-        endpoint: &str,
-        method: &str,
-    ) -> Result<Reservation, GateError> {
+    /// Reserves the charge of one request, or answers 402.
+    pub async fn reserve(&self, req: &ChargeRequest<'_>) -> Result<Reservation, ReserveError> {
+        let ChargeRequest {
+            user_id,
+            quota_type,
+            amount,
+            request_id,
+            endpoint,
+            method,
+        } = *req;
         let metadata = serde_json::json!({ "endpoint": endpoint, "method": method }).to_string();
         let charge = Charge {
             request_id,
@@ -280,69 +329,12 @@ impl Billing {
                 self.ensure_current(user_id).await?;
                 continue;
             }
-            return Err(self.exhausted(quota_type, balance.as_ref(), amount));
+            return Err(ReserveError::Exhausted(Exhausted {
+                quota_name: self.quota_name(quota_type),
+                balance,
+                required: amount,
+            }));
         }
         unreachable!("the loop returns on its second pass")
     }
-
-    /// The 402 body both frontends already understand.
-    pub fn exhausted(
-        &self,
-        quota_type: &str,
-        balance: Option<&BalanceRow>,
-        required: i64,
-    ) -> GateError {
-        let remaining = balance.map_or(0, |b| b.remaining().max(0));
-        let mut e = GateError::new(StatusCode::PAYMENT_REQUIRED, "配额已用尽")
-            .with_field(
-                "message",
-                format!("{}配额不足。剩余: {remaining}", self.quota_name(quota_type)),
-            )
-            .with_field("quota_type", quota_type)
-            .with_field("remaining", remaining)
-            .with_field("required", required)
-            .with_field("upgrade_url", "/subscription");
-        if let Some(b) = balance {
-            e.headers.extend(quota_headers(quota_type, b, 0));
-        }
-        e
-    }
-}
-
-/// `X-Quota-*` and the IETF `RateLimit-Policy` / `RateLimit` headers for a balance.
-pub fn quota_headers(
-    quota_type: &str,
-    b: &BalanceRow,
-    charged: i64,
-) -> Vec<(http::HeaderName, http::HeaderValue)> {
-    use http::{HeaderName, HeaderValue};
-    let mut out = vec![
-        (
-            HeaderName::from_static("x-quota-type"),
-            HeaderValue::from_str(quota_type).unwrap_or(HeaderValue::from_static("unknown")),
-        ),
-        (
-            HeaderName::from_static("x-quota-remaining"),
-            HeaderValue::from(b.remaining()),
-        ),
-        (
-            HeaderName::from_static("x-quota-used"),
-            HeaderValue::from(charged),
-        ),
-    ];
-    if b.limit_amount >= 0 {
-        let window = ((b.period_end - b.period_start) / 1000).max(1);
-        let reset = ((b.period_end - now_ms()) / 1000).max(0);
-        if let Ok(v) =
-            HeaderValue::from_str(&format!("\"{quota_type}\";q={};w={window}", b.limit_amount))
-        {
-            out.push((HeaderName::from_static("ratelimit-policy"), v));
-        }
-        if let Ok(v) =
-            HeaderValue::from_str(&format!("\"{quota_type}\";r={};t={reset}", b.remaining()))
-        {
-            out.push((HeaderName::from_static("ratelimit"), v));
-        }
-    }
-    out
 }

@@ -3,11 +3,12 @@
 //! client that goes away drops it, and with it any reservation not yet settled (which refunds
 //! it: `billing::Reservation`).
 
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::quota::QuotaOutcome;
 use crate::auth::Principal;
 use crate::billing::Reservation;
 use crate::proxy::body::Inbound;
@@ -39,8 +40,8 @@ pub(super) struct RequestCtx<'a> {
     pub namespace: Option<Namespace>,
     /// The charge held for this request between reserve (phase 4) and settle (phase 6).
     pub reservation: Option<Reservation>,
-    /// What settle decided the client is told of its quota; written by respond.
-    pub quota_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The quota as settle (or a refused reserve) left it; respond writes its headers.
+    pub quota: Option<QuotaOutcome>,
     pub log: RequestLog,
 }
 
@@ -63,7 +64,7 @@ impl<'a> RequestCtx<'a> {
             principal: None,
             namespace: None,
             reservation: None,
-            quota_headers: Vec::new(),
+            quota: None,
             log: RequestLog::default(),
         }
     }

@@ -32,6 +32,7 @@ mod context;
 mod forward;
 mod isolate;
 mod own_reply;
+mod quota;
 mod reserve;
 mod respond;
 mod route;

@@ -7,6 +7,8 @@ use http::request::Parts;
 
 use super::Gate;
 use super::context::RequestCtx;
+use super::quota::{QuotaOutcome, payment_required};
+use crate::billing::{ChargeRequest, ReserveError};
 use crate::config::{Cost, RouteSpec};
 use crate::error::GateError;
 
@@ -38,14 +40,14 @@ impl Gate {
             }
         };
         let amount = i64::try_from(amount).unwrap_or(i64::MAX);
-        let reserved = Box::pin(self.services.billing.reserve(
-            &p.user_id,
-            &meter.quota,
+        let reserved = Box::pin(self.services.billing.reserve(&ChargeRequest {
+            user_id: &p.user_id,
+            quota_type: &meter.quota,
             amount,
-            ctx.request_id(),
-            &ctx.path,
-            parts.method.as_str(),
-        ))
+            request_id: ctx.request_id(),
+            endpoint: &ctx.path,
+            method: parts.method.as_str(),
+        }))
         .await;
         match reserved {
             Ok(r) => {
@@ -53,12 +55,20 @@ impl Gate {
                 ctx.reservation = Some(r);
                 Ok(())
             }
-            Err(e) => {
-                ctx.log.quota = if e.status == StatusCode::PAYMENT_REQUIRED {
-                    "denied"
-                } else {
-                    "error"
-                };
+            Err(ReserveError::Exhausted(e)) => {
+                ctx.log.quota = "denied";
+                let refused = payment_required(&meter.quota, &e);
+                if let Some(balance) = e.balance {
+                    ctx.quota = Some(QuotaOutcome {
+                        quota_type: meter.quota.clone(),
+                        balance,
+                        charged: 0,
+                    });
+                }
+                Err(refused)
+            }
+            Err(ReserveError::Failed(e)) => {
+                ctx.log.quota = "error";
                 Err(e)
             }
         }

@@ -1,5 +1,5 @@
 //! Phase 8, respond: every response, early exits and errors included, leaves through here.
-//! It renders an error as JSON, writes the quota headers settle decided, the request id and
+//! It renders an error as JSON, writes the quota headers of what settle decided, the request id and
 //! CORS, and reports the request (one log line, the metrics).
 
 use axum::body::Body;
@@ -19,15 +19,16 @@ impl Gate {
         result: Result<Response<Body>, GateError>,
         ctx: RequestCtx<'_>,
     ) -> Response<Body> {
+        let quota = ctx.quota.as_ref().map(|q| q.headers()).unwrap_or_default();
         let mut resp = match result {
             Ok(mut resp) => {
-                for (name, value) in ctx.quota_headers {
+                for (name, value) in quota {
                     resp.headers_mut().insert(name, value);
                 }
                 resp
             }
             Err(mut e) => {
-                e.headers.extend(ctx.quota_headers);
+                e.headers.extend(quota);
                 e.into_http()
             }
         };

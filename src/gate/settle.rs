@@ -8,7 +8,7 @@ use http::Response;
 
 use super::Gate;
 use super::context::RequestCtx;
-use crate::billing::quota_headers;
+use super::quota::QuotaOutcome;
 use crate::config::RouteSpec;
 use crate::error::GateError;
 use crate::proxy::settle;
@@ -46,7 +46,11 @@ impl Gate {
             ctx.log.quota = "refunded";
             (Box::pin(reservation.refund()).await, 0)
         };
-        ctx.quota_headers = quota_headers(&meter.quota, &balance, charged);
+        ctx.quota = Some(QuotaOutcome {
+            quota_type: meter.quota.clone(),
+            balance,
+            charged,
+        });
         reply
     }
 }

@@ -113,19 +113,11 @@ async fn logs_are_json_lines_without_secrets() {
     let smtp = crate::common::smtp::Smtp::start().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let shipped = crate::common::shipped_config()
-        .replace(
-            "listen = \"0.0.0.0:9000\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        )
-        .replace(
-            "data_dir = \"./data\"",
-            &format!("data_dir = \"{}\"", dir.path().display()),
-        )
-        .replace(
-            "url = \"http://127.0.0.1:4200\"",
-            &format!("url = \"{}\"", upstream.url()),
-        );
+    let shipped = crate::common::ConfigEdit::shipped()
+        .set("server.listen", format!("127.0.0.1:{port}"))
+        .set("server.data_dir", dir.path().display().to_string())
+        .set("upstream.url", upstream.url())
+        .render();
     let config = dir.path().join("gate.toml");
     std::fs::write(
         &config,

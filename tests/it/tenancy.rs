@@ -338,7 +338,42 @@ async fn upload_names_are_single_safe_segments(db: Db) {
     assert_eq!(backend.files(), before);
     // And none was charged.
     assert_eq!(storage_used(&app, &alice).await, used_before);
-    // A patient name in any script passes.
+    // A bad name after the file part is refused all the same: the form is cut before its end.
+    let boundary = "b0undary";
+    let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"s.zip\"\r\n\r\nPK..\r\n").into_bytes();
+    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"study_date\"\r\n\r\n{DAY}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"patient_name\"\r\n\r\n../x\r\n--{boundary}--\r\n").as_bytes());
+    let resp = app
+        .as_user(&alice)
+        .post("/upload_dicom_zip")
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(backend.files(), before);
+    // Not a form at all.
+    let resp = app
+        .as_user(&alice)
+        .post("/upload_dicom_zip")
+        .header("content-type", "application/zip")
+        .body("PK")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("multipart/form-data"));
+    // A patient name in any script passes, and so does a file name.
+    let resp = upload(&app, &alice, "王五", DAY, "扫描 1.zip").await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        backend.files().iter().any(|f| f.ends_with("扫描 1.zip")),
+        "{:?}",
+        backend.files()
+    );
     let resp = upload(&app, &alice, "Zoë 张-三.1", DAY, "series 1.zip").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
@@ -380,6 +415,31 @@ async fn path_parameters_are_single_safe_segments(db: Db) {
         assert!(answer.contains("\"detail\""), "{path}: {answer}");
     }
     assert!(backend.task_ids().is_empty());
+}
+
+/// The API description says which proxied routes are isolated, and how.
+#[tokio::test]
+async fn the_api_description_names_the_owner_only_routes() {
+    let backend = backend(false).await;
+    let app = gate(Db::Sqlite, &backend, false, None).await;
+    let doc: serde_json::Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let description = doc["info"]["description"].as_str().unwrap();
+    for line in [
+        "- `GET /task_status/{task_id}`: owner-only task",
+        "- `GET /upload_status/{upload_id}`: owner-only upload",
+        "- `GET /list_tasks`: own tasks",
+        "- `POST /upload_dicom_zip`: creates upload, form checked",
+    ] {
+        assert!(description.contains(line), "{line} in {description}");
+    }
 }
 
 on_both!(

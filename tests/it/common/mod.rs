@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod config_edit;
 pub mod fake_alipay;
 pub mod fake_wechat;
 pub mod idoctor;
@@ -16,6 +17,7 @@ use std::net::SocketAddr;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub use config_edit::ConfigEdit;
 pub use upstream::Upstream;
 
 /// Which database a test runs on.
@@ -300,21 +302,14 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     };
     let upstream_url = opts.upstream_url.unwrap_or_else(|| upstream.url());
     let text = if opts.shipped {
-        shipped_config()
-            .replace("listen = \"0.0.0.0:9000\"", "listen = \"127.0.0.1:0\"")
-            .replace(
-                "data_dir = \"./data\"",
-                &format!("data_dir = \"{}\"", dir.path().display()),
-            )
-            .replace(
-                "url = \"http://127.0.0.1:4200\"",
-                &format!("url = \"{upstream_url}\""),
-            )
-            .replace("[database]\n", &format!("[database]\nurl = \"{db_url}\"\n"))
-            .replace(
-                "allow_origins = [",
-                &format!("allow_origins = [\"{ORIGIN}\", "),
-            )
+        ConfigEdit::shipped()
+            .set("server.listen", "127.0.0.1:0")
+            .set("server.data_dir", dir.path().display().to_string())
+            .set("upstream.url", upstream_url.as_str())
+            .insert("database.url", db_url.as_str())
+            .prepend("cors.allow_origins", ORIGIN)
+            .render()
+            + "\n"
             + &opts.routes
     } else {
         format!(
