@@ -42,30 +42,13 @@ fn the_shipped_file_is_valid_and_reproduces_the_backend_route_map() {
         (owned.kind.as_str(), owned.field.as_str()),
         ("task", "tasks")
     );
-    let status = get("/task_status/{task_id}");
-    assert_eq!(
-        status
-            .tenancy
-            .as_ref()
-            .unwrap()
-            .owner_only
-            .as_ref()
-            .unwrap()
-            .kind,
-        "task"
-    );
-    let upload_status = get("/upload_status/{upload_id}");
-    assert_eq!(
-        upload_status
-            .tenancy
-            .as_ref()
-            .unwrap()
-            .owner_only
-            .as_ref()
-            .unwrap()
-            .kind,
-        "upload"
-    );
+    let owner_only_kind = |path: &str| {
+        let route = get(path);
+        let owner_only = route.tenancy.as_ref().unwrap().owner_only.as_ref().unwrap();
+        owner_only.kind.clone()
+    };
+    assert_eq!(owner_only_kind("/task_status/{task_id}"), "task");
+    assert_eq!(owner_only_kind("/upload_status/{upload_id}"), "upload");
     for creator in [
         "/process/{patient_name}/{study_date}",
         "/continue_after_l3/{patient_name}/{study_date}",

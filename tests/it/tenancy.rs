@@ -422,15 +422,7 @@ async fn path_parameters_are_single_safe_segments(db: Db) {
 async fn the_api_description_names_the_owner_only_routes() {
     let backend = backend(false).await;
     let app = gate(Db::Sqlite, &backend, false, None).await;
-    let doc: serde_json::Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.get_json("/openapi.json", 200).await;
     let description = doc["info"]["description"].as_str().unwrap();
     for line in [
         "- `GET /task_status/{task_id}`: owner-only task",

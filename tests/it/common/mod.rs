@@ -257,6 +257,13 @@ impl Caller<'_> {
 }
 
 impl TestApp {
+    /// GET `path` without credentials and its JSON body, asserting the status.
+    pub async fn get_json(&self, path: &str, status: u16) -> serde_json::Value {
+        let resp = self.client.get(self.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), status, "GET {path}");
+        resp.json().await.unwrap()
+    }
+
     /// Requests as a signed-in account.
     pub fn as_user(&self, a: &Account) -> Caller<'_> {
         Caller {
