@@ -36,8 +36,13 @@ impl Gate {
         } else {
             None
         };
-        let path = ctx.backend_path.as_deref().unwrap_or(&ctx.path);
-        let uri = outbound::target(&s.upstream, &parts.uri, path, route.query_token)?;
+        let uri = outbound::target(
+            &s.upstream,
+            &parts.uri,
+            &ctx.path,
+            ctx.backend_path.take(),
+            route.query_token,
+        )?;
         let multipart = match route.tenancy.as_ref().filter(|t| t.multipart) {
             Some(_) if !http_body::Body::is_end_stream(&body) => Some(
                 multipart::boundary(parts.headers.get(http::header::CONTENT_TYPE))

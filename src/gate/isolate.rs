@@ -69,11 +69,15 @@ impl Gate {
                 match owned_id {
                     Some((segment, at)) if segment == i => {
                         path.push_str(&seg[..at]);
-                        path.push_str(namespace.as_ref().map_or("", |ns| ns.as_str()));
+                        if let Some(ns) = &namespace {
+                            ns.push_to(&mut path);
+                        }
                         path.push_str(&seg[at..]);
                     }
                     _ if namespaced(i) => {
-                        path.push_str(namespace.as_ref().map_or("", |ns| ns.as_str()));
+                        if let Some(ns) = &namespace {
+                            ns.push_to(&mut path);
+                        }
                         path.push_str(seg);
                     }
                     _ => path.push_str(seg),

@@ -30,18 +30,26 @@ pub struct Forwarding<'a> {
 
 /// The backend's target for a request whose canonical path is `path`. Most requests go on as
 /// they came (the canonical path is the one received and there is no token to take out of the
-/// query): the received target is shared, not copied.
+/// query): the received target is shared, not copied. A path of the gate's own making
+/// (`rewritten`, the caller's names in its namespace) is moved in, not copied, where there is
+/// no query to add.
 pub fn target(
     upstream: &Upstream,
     received: &Uri,
     path: &str,
+    rewritten: Option<String>,
     strip_token: bool,
 ) -> Result<Uri, GateError> {
-    match received.path_and_query() {
-        Some(pq) if pq.path() == path && !(strip_token && pq.query().is_some()) => {
+    match (received.path_and_query(), rewritten) {
+        (Some(pq), None) if pq.path() == path && !(strip_token && pq.query().is_some()) => {
             Ok(Uri::from(pq.clone()))
         }
-        _ => upstream.uri_for(path_and_query(path, received.query(), strip_token)),
+        (pq, Some(own)) if pq.and_then(|pq| pq.query()).is_none() => upstream.uri_for(own),
+        (_, own) => upstream.uri_for(path_and_query(
+            own.as_deref().unwrap_or(path),
+            received.query(),
+            strip_token,
+        )),
     }
 }
 

@@ -29,39 +29,63 @@ use crate::store::{Store, now_ms};
 /// most 255 bytes; the namespace takes some of that).
 pub const MAX_NAME_BYTES: usize = 200;
 
-/// An account's namespace: the text put in front of the patient names it sends the backend.
-/// Made of the account's id (unique, so no two accounts share one) and a `~`, which no id
-/// contains, so it cannot be forged by a name and is found again exactly in replies.
+/// An account's namespace: the text put in front of the patient names it sends the backend,
+/// the account's id and a `~`. Ids are unique, so no two accounts share one, and no id holds a
+/// `~`, so a name cannot forge one and replies give it back exactly. Made from the id the
+/// cached principal already holds, without copying it (this runs on every poll).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Namespace(String);
+pub struct Namespace {
+    /// The account's id, or its bytes in hex where the id has anything but letters, digits
+    /// and `-` (never, for the gate's own UUIDs).
+    id: Arc<str>,
+}
 
 impl Namespace {
-    pub fn of(user_id: &str) -> Namespace {
-        let bytes = user_id.as_bytes();
-        let mut ns = Vec::with_capacity(bytes.len() * 2 + 1);
-        if bytes.iter().any(u8::is_ascii_alphanumeric)
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
-        {
-            ns.extend(
-                bytes
-                    .iter()
-                    .filter(|b| **b != b'-')
-                    .map(u8::to_ascii_lowercase),
-            );
+    pub fn of(user_id: &Arc<str>) -> Namespace {
+        let plain = !user_id.is_empty()
+            && user_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let id = if plain {
+            user_id.clone()
         } else {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            for b in bytes {
-                ns.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-            }
-        }
-        ns.push(b'~');
-        Namespace(String::from_utf8(ns).expect("ASCII"))
+            user_id
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                .into()
+        };
+        Namespace { id }
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.id.len() + 1
+    }
+
+    /// Appends the namespace to `out`.
+    pub fn push_to(&self, out: &mut String) {
+        out.push_str(&self.id);
+        out.push('~');
+    }
+
+    /// The namespace as text.
+    pub fn to_text(&self) -> String {
+        let mut s = String::with_capacity(self.len());
+        self.push_to(&mut s);
+        s
+    }
+
+    /// Whether the namespace ends at `tilde`, the index of a `~` in `text`.
+    pub fn ends_at(&self, text: &[u8], tilde: usize) -> bool {
+        tilde >= self.id.len()
+            && text.get(tilde) == Some(&b'~')
+            && &text[tilde - self.id.len()..tilde] == self.id.as_bytes()
+    }
+
+    /// Whether `s` starts with the namespace.
+    pub fn starts(&self, s: &str) -> bool {
+        s.len() > self.id.len() && self.ends_at(s.as_bytes(), self.id.len())
     }
 }
 
@@ -108,9 +132,9 @@ pub fn namespaced_id(prefixes: &[String], id: &str, ns: &Namespace) -> Option<(S
         .iter()
         .filter(|p| id.starts_with(p.as_str()))
         .max_by_key(|p| p.len())?;
-    let mut out = String::with_capacity(id.len() + ns.as_str().len());
+    let mut out = String::with_capacity(id.len() + ns.len());
     out.push_str(prefix);
-    out.push_str(ns.as_str());
+    ns.push_to(&mut out);
     out.push_str(&id[prefix.len()..]);
     Some((out, prefix.len()))
 }
@@ -122,8 +146,8 @@ pub fn namespaced_id(prefixes: &[String], id: &str, ns: &Namespace) -> Option<(S
 /// recorded it).
 pub struct Owners {
     store: Store,
-    /// Known owners by kind, then id.
-    known: std::sync::RwLock<HashMap<String, HashMap<String, Arc<str>>>>,
+    /// Known owners by kind (a handful, looked through in turn), then id.
+    known: std::sync::RwLock<Vec<(String, HashMap<String, Arc<str>>)>>,
 }
 
 /// Known owners kept at most; past it the map starts again (they are all in the store).
@@ -139,18 +163,23 @@ impl Owners {
 
     fn known_owner(&self, kind: &str, id: &str) -> Option<Arc<str>> {
         let known = self.known.read().unwrap_or_else(|p| p.into_inner());
-        known.get(kind)?.get(id).cloned()
+        let (_, ids) = known.iter().find(|(k, _)| k == kind)?;
+        ids.get(id).cloned()
     }
 
     fn remember(&self, kind: &str, id: &str, owner: Arc<str>) {
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
-        if known.values().map(HashMap::len).sum::<usize>() >= KNOWN_OWNERS {
+        if known.iter().map(|(_, ids)| ids.len()).sum::<usize>() >= KNOWN_OWNERS {
             known.clear();
         }
-        known
-            .entry(kind.to_string())
-            .or_default()
-            .insert(id.to_string(), owner);
+        let at = match known.iter().position(|(k, _)| k == kind) {
+            Some(at) => at,
+            None => {
+                known.push((kind.to_string(), HashMap::new()));
+                known.len() - 1
+            }
+        };
+        known[at].1.insert(id.to_string(), owner);
     }
 
     /// Whether `user_id` owns `(kind, id)`; 503 when the store cannot say.
@@ -214,15 +243,22 @@ mod tests {
 
     #[test]
     fn namespaces_are_unique_and_unforgeable() {
-        let a = Namespace::of("0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5b");
-        assert_eq!(a.as_str(), "0b8f6a2e1c3d4e5f8a9b0c1d2e3f4a5b~");
-        assert_ne!(a, Namespace::of("0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5c"));
-        assert_eq!(Namespace::of("a/b").as_str(), "612f62~");
+        let id: Arc<str> = "0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5b".into();
+        let a = Namespace::of(&id);
+        assert_eq!(a.to_text(), "0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5b~");
+        assert_ne!(
+            a,
+            Namespace::of(&"0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5c".into())
+        );
+        assert_eq!(Namespace::of(&"a/b".into()).to_text(), "612f62~");
+        assert!(a.starts("0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5b~x"));
+        assert!(!a.starts("0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5b"));
+        assert!(!a.starts("x0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5b~"));
     }
 
     #[test]
     fn ids_get_the_namespace_before_the_patient_name() {
-        let ns = Namespace::of("u1");
+        let ns = Namespace::of(&"u1".into());
         let task = ["main_".to_string(), "cont_".to_string()];
         assert_eq!(
             namespaced_id(&task, "main_张三_20250101", &ns),

@@ -182,7 +182,7 @@ async fn next_piece(mut s: State) -> Result<Option<(Bytes, State)>, BoxError> {
             String::from_utf8(value).map_err(|_| reject(format!("{name} is not valid UTF-8")))?;
         check_segment(&name, &value).map_err(reject)?;
         if let (true, Some(ns)) = (is_patient, &checks.namespace) {
-            head.extend_from_slice(ns.as_str().as_bytes());
+            head.extend_from_slice(ns.to_text().as_bytes());
         }
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");

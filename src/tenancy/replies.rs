@@ -13,17 +13,22 @@ use super::Namespace;
 pub fn strip_namespace(body: &[u8], ns: &Namespace) -> Option<Vec<u8>> {
     // Found by its `~` (rare in a reply) and the bytes before it: replies are small, and this
     // costs less than setting up a substring search for each one.
-    let needle = ns.as_str().as_bytes();
-    let mut found = memchr::memchr_iter(b'~', body)
-        .filter(|&end| end + 1 >= needle.len() && &body[end + 1 - needle.len()..=end] == needle)
-        .map(|end| end + 1 - needle.len())
-        .peekable();
-    found.peek()?;
-    let mut out = Vec::with_capacity(body.len());
+    let len = ns.len();
+    let starts = || {
+        memchr::memchr_iter(b'~', body)
+            .filter(|&tilde| ns.ends_at(body, tilde))
+            .map(move |tilde| tilde + 1 - len)
+    };
+    let count = starts().count();
+    if count == 0 {
+        return None;
+    }
+    // Exactly as long as the result, so the body takes the vector without another allocation.
+    let mut out = Vec::with_capacity(body.len() - count * len);
     let mut from = 0;
-    for at in found {
+    for at in starts() {
         out.extend_from_slice(&body[from..at]);
-        from = at + needle.len();
+        from = at + len;
     }
     out.extend_from_slice(&body[from..]);
     Some(out)
@@ -50,7 +55,7 @@ pub fn keep_owned(reply: &mut Value, field: &str, owned: &HashSet<String>) {
 /// rest of the reply.
 pub fn keep_patients(reply: &mut Value, field: &str, ns: &Namespace) {
     if let Some(Value::Array(items)) = reply.get_mut(field) {
-        items.retain(|v| v.as_str().is_some_and(|s| s.starts_with(ns.as_str())));
+        items.retain(|v| v.as_str().is_some_and(|s| ns.starts(s)));
     }
     recount(reply, field);
 }
@@ -81,7 +86,7 @@ mod tests {
 
     #[test]
     fn the_namespace_comes_out_everywhere() {
-        let ns = Namespace::of("u1");
+        let ns = Namespace::of(&"u1".into());
         let body = br#"{"task_id":"main_u1~p_d","output_dir":"data/x/u1~p_d/output"}"#;
         let out = strip_namespace(body, &ns).unwrap();
         assert_eq!(
@@ -101,7 +106,7 @@ mod tests {
             json!({"tasks": {"main_a": {}, "cont_a": {}}, "count": 2})
         );
 
-        let ns = Namespace::of("u1");
+        let ns = Namespace::of(&"u1".into());
         let mut r = json!({"count": 3, "patients": ["u1~p-d", "u2~p-d", "p-d"]});
         keep_patients(&mut r, "patients", &ns);
         assert_eq!(r, json!({"count": 1, "patients": ["u1~p-d"]}));

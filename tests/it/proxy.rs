@@ -550,8 +550,9 @@ async fn the_platform_layout_serves_the_gate_under_api_and_the_backend_under_api
         .and_then(|s| s.split_once('~'))
         .unwrap_or_else(|| panic!("not namespaced: {seen}"));
     assert_eq!(rest, "p1/20250101");
+    // The account's id (a UUID).
     assert!(
-        ns.len() == 32 && ns.bytes().all(|b| b.is_ascii_hexdigit()),
+        ns.len() == 36 && ns.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'),
         "{ns}"
     );
     let resp = app

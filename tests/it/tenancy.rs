@@ -110,7 +110,7 @@ fn urlencode(s: &str) -> String {
 
 /// The namespace the gate gives an account in the backend's names.
 fn ns(a: &Account) -> String {
-    format!("{}~", a.id.replace('-', ""))
+    format!("{}~", a.id)
 }
 
 async fn same_name_and_date_never_meet(db: Db, backend_auth: bool) {
