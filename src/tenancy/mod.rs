@@ -59,7 +59,7 @@ impl Namespace {
     }
 
     /// Its length in bytes.
-    pub fn len(&self) -> usize {
+    pub fn text_len(&self) -> usize {
         self.id.len() + 1
     }
 
@@ -71,7 +71,7 @@ impl Namespace {
 
     /// The namespace as text.
     pub fn to_text(&self) -> String {
-        let mut s = String::with_capacity(self.len());
+        let mut s = String::with_capacity(self.text_len());
         self.push_to(&mut s);
         s
     }
@@ -132,7 +132,7 @@ pub fn namespaced_id(prefixes: &[String], id: &str, ns: &Namespace) -> Option<(S
         .iter()
         .filter(|p| id.starts_with(p.as_str()))
         .max_by_key(|p| p.len())?;
-    let mut out = String::with_capacity(id.len() + ns.len());
+    let mut out = String::with_capacity(id.len() + ns.text_len());
     out.push_str(prefix);
     ns.push_to(&mut out);
     out.push_str(&id[prefix.len()..]);
@@ -147,8 +147,11 @@ pub fn namespaced_id(prefixes: &[String], id: &str, ns: &Namespace) -> Option<(S
 pub struct Owners {
     store: Store,
     /// Known owners by kind (a handful, looked through in turn), then id.
-    known: std::sync::RwLock<Vec<(String, HashMap<String, Arc<str>>)>>,
+    known: std::sync::RwLock<Vec<(String, OwnersById)>>,
 }
+
+/// The owner of each known id of one kind.
+type OwnersById = HashMap<String, Arc<str>>;
 
 /// Known owners kept at most; past it the map starts again (they are all in the store).
 const KNOWN_OWNERS: usize = 200_000;

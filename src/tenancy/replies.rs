@@ -13,7 +13,7 @@ use super::Namespace;
 pub fn strip_namespace(body: &[u8], ns: &Namespace) -> Option<Vec<u8>> {
     // Found by its `~` (rare in a reply) and the bytes before it: replies are small, and this
     // costs less than setting up a substring search for each one.
-    let len = ns.len();
+    let len = ns.text_len();
     let starts = || {
         memchr::memchr_iter(b'~', body)
             .filter(|&tilde| ns.ends_at(body, tilde))
