@@ -185,6 +185,16 @@ impl Tenancy {
     pub fn validate(s: &TenancySection) -> Result<Tenancy, Vec<String>> {
         let mut problems = Vec::new();
         for (kind, prefixes) in &s.id_prefixes {
+            // The gate splices the namespace in after the prefix in the canonical (percent-
+            // encoded) path, where only unreserved characters stand as they are.
+            if let Some(p) = prefixes.iter().find(|p| {
+                !p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+            }) {
+                problems.push(format!(
+                    "tenancy.id_prefixes.{kind}: `{p}` may hold only letters, digits, `-`, `.`, `_` and `~`"
+                ));
+            }
             if prefixes.is_empty() {
                 problems.push(format!(
                     "tenancy.id_prefixes.{kind}: list at least one prefix (\"\" for ids that start with the patient name)"

@@ -289,3 +289,48 @@ fn workers_default_to_one_per_core_and_follow_the_environment() {
     .unwrap();
     assert_eq!(config.workers, 1);
 }
+
+#[test]
+fn tenancy_keys_are_checked_against_the_route_and_the_kinds() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "[[route]]\npath = \"/t/{id}\"\naccess = \"user\"\nowner_only = { kind = \"job\", param = \"id\" }\n",
+            &["t.toml:1", "route.owner_only.kind", "`job`"],
+        ),
+        (
+            "[[route]]\npath = \"/t/{id}\"\naccess = \"user\"\nowner_only = { kind = \"task\", param = \"task_id\" }\n",
+            &["route.owner_only.param", "`{task_id}` is not a parameter"],
+        ),
+        (
+            "\n[[route]]\npath = \"/p\"\naccess = \"public\"\ncreates = { kind = \"task\", field = \"task_id\" }\n",
+            &["t.toml:2", "route.access", "public route"],
+        ),
+        (
+            "[[route]]\npath = \"/x/{patient_name}\"\naccess = \"public\"\n",
+            &["route.access", "public route"],
+        ),
+        (
+            "[tenancy.id_prefixes]\ntask = [\"main/\"]\n",
+            &["tenancy.id_prefixes.task", "`main/`"],
+        ),
+        (
+            "[tenancy.id_prefixes]\ntask = []\n",
+            &["tenancy.id_prefixes.task"],
+        ),
+    ];
+    for (text, wants) in cases {
+        let p = problems(text);
+        for want in *wants {
+            assert!(p.contains(want), "{text:?}: {p:?} should mention {want:?}");
+        }
+    }
+    // A public route may still carry safe-name parameters, and a blocked one anything.
+    assert_eq!(
+        problems("[[route]]\npath = \"/i/{filename}\"\naccess = \"public\"\n"),
+        ""
+    );
+    assert_eq!(
+        problems("[[route]]\npath = \"/x/{patient_name}\"\naccess = \"blocked\"\n"),
+        ""
+    );
+}
