@@ -68,9 +68,8 @@ async fn operators_manage_users_and_every_change_is_audited(db: Db) {
 
     // Disabling works at once, on the gate's endpoints and on proxied routes.
     assert_eq!(
-        app.client
-            .get(app.url("/api/ctai/list_patients"))
-            .header("authorization", bearer(&bob))
+        app.as_user(&bob)
+            .get("/api/ctai/list_patients")
             .send()
             .await
             .unwrap()
@@ -87,9 +86,8 @@ async fn operators_manage_users_and_every_change_is_audited(db: Db) {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().await.unwrap()["is_active"], false);
     assert_eq!(
-        app.client
-            .get(app.url("/api/ctai/list_patients"))
-            .header("authorization", bearer(&bob))
+        app.as_user(&bob)
+            .get("/api/ctai/list_patients")
             .send()
             .await
             .unwrap()
@@ -97,9 +95,8 @@ async fn operators_manage_users_and_every_change_is_audited(db: Db) {
         403
     );
     assert_eq!(
-        app.client
-            .get(app.url("/users/me"))
-            .header("authorization", bearer(&bob))
+        app.as_user(&bob)
+            .get("/users/me")
             .send()
             .await
             .unwrap()
@@ -115,9 +112,8 @@ async fn operators_manage_users_and_every_change_is_audited(db: Db) {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(
-        app.client
-            .get(app.url("/api/ctai/list_patients"))
-            .header("authorization", bearer(&bob))
+        app.as_user(&bob)
+            .get("/api/ctai/list_patients")
             .send()
             .await
             .unwrap()

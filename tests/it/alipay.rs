@@ -3,7 +3,7 @@
 //! rejection.
 
 use crate::common::fake_alipay::{self, FakeAlipay};
-use crate::common::{Account, Db, Options, TestApp, bearer, spawn_app_with};
+use crate::common::{Account, Db, Options, TestApp, spawn_app_with};
 use serde_json::{Value, json};
 
 async fn app(db: Db, fake: &FakeAlipay) -> TestApp {
@@ -39,9 +39,8 @@ async fn order(app: &TestApp, a: &Account, plan: &str) -> Value {
         .row
         .id;
     let resp = app
-        .client
-        .post(app.url("/payments/"))
-        .header("authorization", bearer(a))
+        .as_user(a)
+        .post("/payments/")
         .json(&json!({"plan_id": plan_id, "payment_method": "alipay"}))
         .send()
         .await
@@ -181,9 +180,8 @@ async fn lost_notifications_are_found_by_query(db: Db) {
     let id = o["id"].as_str().unwrap().to_string();
     // Not paid yet: polling leaves it pending.
     let p: Value = app
-        .client
-        .get(app.url(&format!("/payments/{id}?poll=true")))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .get(&format!("/payments/{id}?poll=true"))
         .send()
         .await
         .unwrap()
@@ -193,9 +191,8 @@ async fn lost_notifications_are_found_by_query(db: Db) {
     assert_eq!(p["status"], "pending");
     fake.pay(o["order_id"].as_str().unwrap());
     let p: Value = app
-        .client
-        .get(app.url(&format!("/payments/{id}?poll=true")))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .get(&format!("/payments/{id}?poll=true"))
         .send()
         .await
         .unwrap()
@@ -242,9 +239,8 @@ async fn forged_gateway_answers_are_not_trusted(db: Db) {
         .row
         .id;
     let resp = app
-        .client
-        .post(app.url("/payments/"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/payments/")
         .json(&json!({"plan_id": plan_id, "payment_method": "alipay"}))
         .send()
         .await

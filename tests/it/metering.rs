@@ -59,9 +59,8 @@ async fn ledger(app: &TestApp, user_id: &str, quota: &str) -> (i64, i64, i64) {
 }
 
 async fn process(app: &TestApp, a: &Account, query: &str) -> reqwest::Response {
-    app.client
-        .post(app.url(&format!("/process/p1/20250101{query}")))
-        .header("authorization", bearer(a))
+    app.as_user(a)
+        .post(&format!("/process/p1/20250101{query}"))
         .send()
         .await
         .unwrap()
@@ -73,10 +72,7 @@ async fn concurrent_requests_admit_exactly_the_remaining(db: Db) {
     set_limit(&app, &a.id, PROCESS, 7).await;
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..64 {
-        let req = app
-            .client
-            .post(app.url("/process/p1/20250101"))
-            .header("authorization", bearer(&a));
+        let req = app.as_user(&a).post("/process/p1/20250101");
         set.spawn(async move { req.send().await.unwrap().status().as_u16() });
     }
     let mut ok = 0;
@@ -124,9 +120,8 @@ async fn exhausted_answers_402_with_the_frontends_body_and_headers(db: Db) {
             .starts_with(&format!("\"{PROCESS}\";r=0;t="))
     );
     let resp = app
-        .client
-        .post(app.url("/process/p1/20250101"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/process/p1/20250101")
         .header("origin", crate::common::ORIGIN)
         .send()
         .await
@@ -168,9 +163,8 @@ async fn every_refund_path_restores_the_balance(db: Db) {
     }
     // l3_detect: an "error" key refunds; the platform branch's `null` is a success.
     let l3 = |q: &'static str| {
-        app.client
-            .post(app.url(&format!("/l3_detect/p1/20250101?behave={q}")))
-            .header("authorization", bearer(&a))
+        app.as_user(&a)
+            .post(&format!("/l3_detect/p1/20250101?behave={q}"))
             .send()
     };
     assert_eq!(
@@ -197,9 +191,8 @@ async fn timeouts_unreachable_backends_and_client_aborts_refund(db: Db) {
     let a = app.signup("abort").await;
     // The client gives up while the backend works: the charge comes back.
     let req = app
-        .client
-        .post(app.url("/process/p1/20250101?behave=slow&ms=1500"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/process/p1/20250101?behave=slow&ms=1500")
         .timeout(Duration::from_millis(300))
         .send()
         .await;
@@ -243,9 +236,8 @@ async fn timeouts_unreachable_backends_and_client_aborts_refund(db: Db) {
     .await;
     let a = app.signup("slowpoke").await;
     let resp = app
-        .client
-        .post(app.url("/quick/x?behave=slow&ms=3000"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/quick/x?behave=slow&ms=3000")
         .send()
         .await
         .unwrap();
@@ -265,9 +257,8 @@ async fn per_mb_costs_are_decided_before_the_body(db: Db) {
     body.extend(vec![7u8; 5 * 512 * 1024 - 200]);
     body.extend_from_slice(b"\r\n--b0undary--\r\n");
     let resp = app
-        .client
-        .post(app.url("/upload_l3_mask/p1/20250101"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/upload_l3_mask/p1/20250101")
         .header("content-type", "multipart/form-data; boundary=b0undary")
         .body(body)
         .send()
@@ -282,9 +273,8 @@ async fn per_mb_costs_are_decided_before_the_body(db: Db) {
         bytes::Bytes::from_static(b"abc"),
     )]);
     let resp = app
-        .client
-        .post(app.url("/upload_l3_mask/p1/20250101"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/upload_l3_mask/p1/20250101")
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
         .await
@@ -372,9 +362,8 @@ async fn periods_roll_over_at_the_first_request_after_their_end(db: Db) {
     sqlx::query("UPDATE quota_balances SET period_end = $2, period_start = $2 - 86400000, limit_amount = 100 WHERE user_id = $1")
         .bind(&a.id).bind(past).execute(&pool).await.unwrap();
     let q: Value = app
-        .client
-        .get(app.url("/admin/quotas/users/me"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .get("/admin/quotas/users/me")
         .send()
         .await
         .unwrap()
@@ -427,12 +416,7 @@ async fn users_see_only_their_own_usage(db: Db) {
     assert_eq!(process(&app, &a, "").await.status(), 200);
     assert_eq!(process(&app, &b, "").await.status(), 200);
     assert_eq!(process(&app, &b, "").await.status(), 200);
-    let get = |who: &Account, path: String| {
-        app.client
-            .get(app.url(&path))
-            .header("authorization", bearer(who))
-            .send()
-    };
+    let get = |who: &Account, path: String| app.as_user(who).get(&path).send();
     let logs: Value = get(
         &a,
         "/admin/quotas/usage-logs?quota_type=&start_date=&end_date=&limit=".into(),
@@ -475,20 +459,18 @@ async fn users_see_only_their_own_usage(db: Db) {
     );
     // Reset and adjust are for superusers.
     let reset = app
-        .client
-        .post(app.url(&format!("/admin/quotas/users/{}/reset", a.id)))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post(&format!("/admin/quotas/users/{}/reset", a.id))
         .send()
         .await
         .unwrap();
     assert_eq!(reset.status(), 403);
     let adjust = app
-        .client
-        .put(app.url(&format!(
+        .as_user(&a)
+        .put(&format!(
             "/admin/quotas/users/{}/adjust?quota_type={PROCESS}&new_limit=-1",
             a.id
-        )))
-        .header("authorization", bearer(&a))
+        ))
         .send()
         .await
         .unwrap();
@@ -616,9 +598,8 @@ async fn plans_and_subscriptions(db: Db) {
 
     let a = app.signup("subby").await;
     let current: Value = app
-        .client
-        .get(app.url("/subscriptions/current"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .get("/subscriptions/current")
         .send()
         .await
         .unwrap()
@@ -628,9 +609,8 @@ async fn plans_and_subscriptions(db: Db) {
     assert_eq!(current["status"], "active");
     assert_eq!(current["plan_name"], "免费版");
     let quota: Value = app
-        .client
-        .get(app.url("/subscriptions/quota"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .get("/subscriptions/quota")
         .send()
         .await
         .unwrap()
@@ -647,9 +627,8 @@ async fn plans_and_subscriptions(db: Db) {
 
     // Subscribing to a paid plan: a pending order with the plan's amount, whatever is sent.
     let resp = app
-        .client
-        .post(app.url("/subscriptions/subscribe"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/subscriptions/subscribe")
         .json(&json!({"plan_id": pro_id, "payment_method": "sandbox", "amount": "0.01"}))
         .send()
         .await
@@ -663,18 +642,16 @@ async fn plans_and_subscriptions(db: Db) {
     assert_eq!(order["order_no"].as_str().unwrap().len(), 32);
     assert!(order["payment_url"].is_string());
     let resp = app
-        .client
-        .post(app.url("/subscriptions/subscribe"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/subscriptions/subscribe")
         .json(&json!({"plan_id": pro_id, "payment_method": "alipay"}))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 422, "a provider that is not configured");
     let current: Value = app
-        .client
-        .get(app.url("/subscriptions/current"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .get("/subscriptions/current")
         .send()
         .await
         .unwrap()
@@ -687,18 +664,16 @@ async fn plans_and_subscriptions(db: Db) {
     );
     let free_id = plans[0]["id"].as_str().unwrap();
     let resp = app
-        .client
-        .post(app.url("/subscriptions/subscribe"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/subscriptions/subscribe")
         .json(&json!({"plan_id": free_id}))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 422);
     let history: Value = app
-        .client
-        .get(app.url("/subscriptions/history"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .get("/subscriptions/history")
         .send()
         .await
         .unwrap()
@@ -707,17 +682,15 @@ async fn plans_and_subscriptions(db: Db) {
         .unwrap();
     assert_eq!(history.as_array().unwrap().len(), 2);
     let resp = app
-        .client
-        .post(app.url("/subscriptions/cancel"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/subscriptions/cancel")
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
     let current: Value = app
-        .client
-        .get(app.url("/subscriptions/current"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .get("/subscriptions/current")
         .send()
         .await
         .unwrap()
@@ -732,9 +705,8 @@ async fn plans_and_subscriptions(db: Db) {
     // Plan management is for superusers.
     let body = json!({"name": "学术版", "price": "49.90", "quotas": {PROCESS: 30}});
     let resp = app
-        .client
-        .post(app.url("/plans/"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/plans/")
         .json(&body)
         .send()
         .await
@@ -867,10 +839,7 @@ async fn two_replicas_on_one_postgres_admit_exactly_the_remaining() {
     let mut set = tokio::task::JoinSet::new();
     for i in 0..64 {
         let gate = if i % 2 == 0 { &a } else { &b };
-        let req = gate
-            .client
-            .post(gate.url("/process/p1/20250101"))
-            .header("authorization", bearer(&user));
+        let req = gate.as_user(&user).post("/process/p1/20250101");
         set.spawn(async move { req.send().await.unwrap().status().as_u16() });
     }
     let mut ok = 0;

@@ -19,9 +19,8 @@ async fn app(db: Db) -> TestApp {
 
 async fn quota(app: &TestApp, a: &Account) -> (i64, i64) {
     let me: Value = app
-        .client
-        .get(app.url("/admin/quotas/users/me"))
-        .header("authorization", bearer(a))
+        .as_user(a)
+        .get("/admin/quotas/users/me")
         .send()
         .await
         .unwrap()
@@ -68,9 +67,8 @@ async fn subscribe_pay_activate(db: Db) {
     let a = app.signup("payer").await;
     assert_eq!(quota(&app, &a).await, (5, 0));
     let resp = app
-        .client
-        .post(app.url("/subscriptions/subscribe"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/subscriptions/subscribe")
         .json(&json!({"plan_id": app.plan_id("专业版").await, "payment_method": "sandbox"}))
         .send()
         .await
@@ -133,9 +131,8 @@ async fn subscribe_pay_activate(db: Db) {
     // Paying again changes nothing more.
     app.client.post(app.url(&path)).send().await.unwrap();
     let subs: Value = app
-        .client
-        .get(app.url("/subscriptions/"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .get("/subscriptions/")
         .send()
         .await
         .unwrap()
@@ -156,13 +153,7 @@ async fn subscribe_pay_activate(db: Db) {
 async fn amounts_come_from_plans(db: Db) {
     let app = app(db).await;
     let a = app.signup("amounts").await;
-    let pay = |body: Value| {
-        app.client
-            .post(app.url("/payments/"))
-            .header("authorization", bearer(&a))
-            .json(&body)
-            .send()
-    };
+    let pay = |body: Value| app.as_user(&a).post("/payments/").json(&body).send();
     // The existing UI: no plan id, the plan's price as a float.
     let resp = pay(json!({"amount": 99.0, "currency": "CNY", "payment_method": "sandbox"}))
         .await
@@ -206,9 +197,8 @@ async fn amounts_come_from_plans(db: Db) {
         .unwrap();
     assert_eq!(resp.status(), 404);
     let mine: Value = app
-        .client
-        .get(app.url("/payments/?status_filter=&limit=50"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .get("/payments/?status_filter=&limit=50")
         .send()
         .await
         .unwrap()
@@ -218,9 +208,8 @@ async fn amounts_come_from_plans(db: Db) {
     assert_eq!(mine.as_array().unwrap().len(), 2);
     assert!(mine[0]["amount"].is_number());
     let theirs: Value = app
-        .client
-        .get(app.url("/payments/"))
-        .header("authorization", bearer(&b))
+        .as_user(&b)
+        .get("/payments/")
         .send()
         .await
         .unwrap()
@@ -235,9 +224,8 @@ async fn notifications_credit_at_most_once(db: Db) {
     let app = app(db).await;
     let a = app.signup("webhooks").await;
     let order: Value = app
-        .client
-        .post(app.url("/payments/"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/payments/")
         .json(&json!({"plan_id": app.plan_id("专业版").await, "payment_method": "sandbox"}))
         .send()
         .await
@@ -298,9 +286,8 @@ async fn notifications_credit_at_most_once(db: Db) {
     assert_eq!(app.current_plan(&a).await, "专业版");
     // Use some quota, then a late, different notification for the same trade: no second reset.
     let resp = app
-        .client
-        .post(app.url("/process/p1/20250101"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/process/p1/20250101")
         .send()
         .await
         .unwrap();
@@ -326,9 +313,8 @@ async fn notifications_credit_at_most_once(db: Db) {
 
     // A payment for an order that was closed: nothing is activated.
     let o2: Value = app
-        .client
-        .post(app.url("/payments/"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/payments/")
         .json(&json!({"plan_id": app.plan_id("企业版").await, "payment_method": "sandbox"}))
         .send()
         .await
@@ -362,9 +348,8 @@ async fn refunds_are_for_superusers_partial_and_idempotent(db: Db) {
     let app = app(db).await;
     let a = app.signup("refundee").await;
     let order: Value = app
-        .client
-        .post(app.url("/payments/"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/payments/")
         .json(&json!({"plan_id": app.plan_id("专业版").await, "payment_method": "sandbox"}))
         .send()
         .await
@@ -453,9 +438,8 @@ async fn reconciliation_closes_expired_orders(db: Db) {
     let app = app(db).await;
     let a = app.signup("expiring").await;
     let order: Value = app
-        .client
-        .post(app.url("/payments/"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/payments/")
         .json(&json!({"plan_id": app.plan_id("专业版").await, "payment_method": "sandbox"}))
         .send()
         .await
@@ -464,9 +448,8 @@ async fn reconciliation_closes_expired_orders(db: Db) {
         .await
         .unwrap();
     let fresh: Value = app
-        .client
-        .post(app.url("/payments/"))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .post("/payments/")
         .json(&json!({"plan_id": app.plan_id("企业版").await, "payment_method": "sandbox"}))
         .send()
         .await

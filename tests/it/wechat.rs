@@ -3,7 +3,7 @@
 //! every rejection.
 
 use crate::common::fake_wechat::{self, FakeWechat};
-use crate::common::{Account, Db, Options, TestApp, bearer, spawn_app_with};
+use crate::common::{Account, Db, Options, TestApp, spawn_app_with};
 use serde_json::{Value, json};
 
 async fn app(db: Db, fake: &FakeWechat, cert: Option<&std::path::Path>) -> TestApp {
@@ -53,9 +53,8 @@ async fn order(app: &TestApp, a: &Account, plan: &str) -> Value {
         .row
         .id;
     let resp = app
-        .client
-        .post(app.url("/payments/"))
-        .header("authorization", bearer(a))
+        .as_user(a)
+        .post("/payments/")
         .json(&json!({"plan_id": plan_id, "payment_method": "wechat"}))
         .send()
         .await
@@ -230,9 +229,8 @@ async fn platform_certificates_query_and_close(db: Db) {
     // A lost callback: the signed query finds the payment.
     fake.pay(o["order_id"].as_str().unwrap());
     let p: Value = app
-        .client
-        .get(app.url(&format!("/payments/{id}?poll=true")))
-        .header("authorization", bearer(&a))
+        .as_user(&a)
+        .get(&format!("/payments/{id}?poll=true"))
         .send()
         .await
         .unwrap()
