@@ -43,8 +43,10 @@ impl Gate {
             ctx.backend_path.take(),
             route.query_token,
         )?;
+        // A request without a body (most GETs) sends none: nothing to count or to check.
+        let bodiless = http_body::Body::is_end_stream(&body);
         let multipart = match route.tenancy.as_ref().filter(|t| t.multipart) {
-            Some(_) if !http_body::Body::is_end_stream(&body) => Some(
+            Some(_) if !bodiless => Some(
                 multipart::boundary(parts.headers.get(http::header::CONTENT_TYPE))
                     .map_err(GateError::bad_request)?,
             ),
@@ -67,8 +69,7 @@ impl Gate {
                 out_headers.insert(http::header::AUTHORIZATION, authz);
             }
         }
-        // A request without a body (most GETs) sends none: nothing to count against the limit.
-        let (body, exceeded) = if http_body::Body::is_end_stream(&body) {
+        let (body, exceeded) = if bodiless {
             (Body::empty(), None)
         } else {
             let (body, exceeded) = LimitedBody::new(body, route.max_body);

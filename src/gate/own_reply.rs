@@ -46,9 +46,7 @@ impl Gate {
         let filters = !p.is_superuser && (t.owned_list.is_some() || t.patient_list.is_some());
         if !is_json {
             return if filters {
-                Err(GateError::bad_gateway(
-                    "the backend's list is not JSON, so it cannot be filtered to this account",
-                ))
+                Err(unfilterable())
             } else {
                 Ok(resp)
             };
@@ -74,9 +72,7 @@ impl Gate {
         if t.creates.is_some() || filters {
             let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
                 if filters {
-                    return Err(GateError::bad_gateway(
-                        "the backend's list is not JSON, so it cannot be filtered to this account",
-                    ));
+                    return Err(unfilterable());
                 }
                 return Ok(Response::from_parts(parts, Body::from(bytes)));
             };
@@ -117,4 +113,11 @@ impl Gate {
         };
         Ok(Response::from_parts(parts, body))
     }
+}
+
+/// A list that is not JSON: never passed on, since unfiltered it is other accounts' data.
+fn unfilterable() -> GateError {
+    GateError::bad_gateway(
+        "the backend's list is not JSON, so it cannot be filtered to this account",
+    )
 }

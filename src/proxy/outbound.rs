@@ -94,9 +94,12 @@ fn path_and_query(path: &str, query: Option<&str>, strip_token: bool) -> String 
         Some(q) if strip_token => {
             let kept: Vec<&str> = q
                 .split('&')
+                // Each pair's key as the backend decodes it (`%XX`, `+`), by the crate that
+                // already reads forms.
                 .filter(|pair| {
-                    let key = pair.split('=').next().unwrap_or("");
-                    !decoded_eq(key, "token")
+                    form_urlencoded::parse(pair.as_bytes())
+                        .next()
+                        .is_none_or(|(key, _)| key != "token")
                 })
                 .collect();
             kept.join("&")
@@ -109,25 +112,6 @@ fn path_and_query(path: &str, query: Option<&str>, strip_token: bool) -> String 
     } else {
         format!("{path}?{query}")
     }
-}
-
-/// Compares a percent-encoded query key with a plain ASCII name, as the backend would decode it.
-fn decoded_eq(encoded: &str, name: &str) -> bool {
-    let b = encoded.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            if let Some(Ok(v)) = encoded.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16)) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    out == name.as_bytes()
 }
 
 #[cfg(test)]
