@@ -9,6 +9,8 @@ use std::sync::Arc;
 use crate::api::{Api, ApiState};
 use crate::auth::AuthService;
 use crate::billing::Billing;
+use crate::billing::task_watch::TaskWatch;
+use crate::billing::tasks::TaskCharges;
 use crate::config::Config;
 use crate::payments::Payments;
 use crate::proxy::cors::Cors;
@@ -32,6 +34,8 @@ pub struct Services {
     pub payments: Arc<Payments>,
     /// Who owns the ids the backend handed out (`tenancy`).
     pub owners: Owners,
+    /// Charges linked to the tasks they started (`[tasks]`), and the gate's own poll of them.
+    pub task_watch: Option<Arc<TaskWatch>>,
     /// The gate's own endpoints.
     pub api: Api,
     /// Upgraded connections, shared across reloads (they outlive the configuration).
@@ -62,6 +66,17 @@ impl Services {
         let upstream_host = HeaderValue::from_str(upstream.authority().as_str())
             .expect("an authority is a valid header value");
         let owners = Owners::new(store.clone());
+        let task_watch = config.tasks.clone().map(|tasks| {
+            let watch = Arc::new(TaskWatch {
+                charges: Arc::new(TaskCharges::new(store.clone(), tasks)),
+                upstream: upstream.clone(),
+                upstream_host: upstream_host.clone(),
+                auth: auth.clone(),
+                namespaced: config.tenancy.namespace,
+            });
+            TaskWatch::spawn(&watch);
+            watch
+        });
         let api = Api::new(Arc::new(ApiState {
             config: config.clone(),
             store,
@@ -80,6 +95,7 @@ impl Services {
             billing,
             payments,
             owners,
+            task_watch,
             api,
             tunnels,
             tls,

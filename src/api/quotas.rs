@@ -141,6 +141,11 @@ pub struct UsageLog {
     #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
     pub created_at: String,
+    /// `committed`, or `refunded` for a charge given back after it stood (a task that failed).
+    pub state: String,
+    /// Why it was given back.
+    pub refund_reason: Option<String>,
+    pub refunded_at: Option<String>,
 }
 
 fn parse_date(name: &str, text: Option<&str>) -> Result<Option<i64>, GateError> {
@@ -162,7 +167,9 @@ fn parse_date(name: &str, text: Option<&str>) -> Result<Option<i64>, GateError> 
     }
 }
 
-/// Committed charges, newest first: one's own; superusers may filter by `user_id` or see all.
+/// Charges, newest first: those that stood, and those given back after they stood (a task
+/// the backend reported failed) with `state = refunded` and the reason. One's own; superusers
+/// may filter by `user_id` or see all.
 #[utoipa::path(get, path = "/admin/quotas/usage-logs", tag = "quotas", security(("bearer" = []), ("api_key" = [])),
     params(
         ("user_id" = Option<String>, Query), ("quota_type" = Option<String>, Query),
@@ -205,6 +212,9 @@ pub async fn usage_logs(
                 metadata: serde_json::from_str(&r.metadata)
                     .unwrap_or_else(|_| serde_json::json!({})),
                 created_at: iso(r.created_at),
+                refunded_at: r.refund_reason.as_ref().and(r.settled_at).map(iso),
+                state: r.state,
+                refund_reason: r.refund_reason,
             })
             .collect(),
     ))

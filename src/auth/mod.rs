@@ -264,16 +264,26 @@ impl AuthService {
     /// `JWT_SECRET_KEY`, so a backend run with `ENABLE_AUTH=true` keeps per-user data apart
     /// (API-key callers included). `None` when no backend secret is configured.
     pub async fn backend_authorization(&self, p: &Principal) -> Option<HeaderValue> {
+        self.backend_authorization_for(&p.user_id, p.email.as_deref())
+            .await
+    }
+
+    /// The backend's `Authorization` for the account `user_id`, for the gate's own requests
+    /// on its behalf (a task's status); `None` without a backend secret.
+    pub async fn backend_authorization_for(
+        &self,
+        user_id: &str,
+        email: Option<&str>,
+    ) -> Option<HeaderValue> {
         let signer = self.backend_signer.as_ref()?;
         let ttl = self.config.auth.backend_jwt_ttl;
-        let key = format!("{}\u{0}{}", p.user_id, p.email.as_deref().unwrap_or(""));
+        let key = format!("{}\u{0}{}", user_id, email.unwrap_or(""));
         // Boxed here, past the check above: without a backend secret nothing is allocated,
         // and with one the cache's large future stays out of every request's.
         Some(
             Box::pin(self.backend_tokens.get_with(key, async {
                 let jti = uuid::Uuid::new_v4().to_string();
-                let (token, _) =
-                    signer.issue(&p.user_id, Kind::Access, &jti, ttl, p.email.as_deref());
+                let (token, _) = signer.issue(user_id, Kind::Access, &jti, ttl, email);
                 HeaderValue::from_str(&format!("Bearer {token}"))
                     .expect("a JWT is a valid header value")
             }))

@@ -5,6 +5,8 @@
 //! renews, a paid plan that was not paid for again falls back to the default (free) plan.
 
 mod periods;
+pub mod task_watch;
+pub mod tasks;
 
 use std::sync::Arc;
 

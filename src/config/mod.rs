@@ -8,6 +8,7 @@
 mod env;
 pub mod schema;
 pub mod size;
+pub mod tasks;
 pub mod tenancy;
 mod validate;
 
@@ -50,6 +51,8 @@ pub struct Config {
     pub routes: Vec<RouteSpec>,
     /// `[tenancy]`: how accounts are kept apart in the backend's global state.
     pub tenancy: Tenancy,
+    /// `[tasks]`: charges that follow their tasks; `None` when no metered route creates one.
+    pub tasks: Option<tasks::Tasks>,
 }
 
 /// A validated `[[plan]]`.

@@ -40,6 +40,8 @@ pub struct FileConfig {
     pub routes: Vec<Spanned<RouteSection>>,
     #[serde(default)]
     pub tenancy: super::tenancy::TenancySection,
+    #[serde(default)]
+    pub tasks: super::tasks::TasksSection,
 }
 
 /// `[server]`: the public listener and the gate's own limits.

@@ -119,6 +119,8 @@ pub struct RouteTenancy {
     pub patient_list: Option<String>,
     /// The body is `multipart/form-data` whose fields are checked as they stream.
     pub multipart: bool,
+    /// The route reports a task's status (`[tasks]`): its replies are read for `failed`.
+    pub task_status: bool,
 }
 
 /// A route's ownership check, with the path segment that holds the id.
@@ -253,6 +255,7 @@ impl Tenancy {
             owned_list: keys.owned_list.cloned(),
             patient_list: keys.patient_list.cloned(),
             multipart: keys.multipart,
+            task_status: false,
         };
         let mut kind_known = |key: &'static str, kind: &str| {
             if !self.id_prefixes.contains_key(kind) {

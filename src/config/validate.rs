@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use super::env::Secrets;
 use super::schema::{Access, FileConfig, MeterSection, RouteSection};
+use super::tasks::Tasks;
 use super::tenancy::{RouteKeys, Tenancy};
 use super::{
     AuthConfig, Config, ConfigError, CorsConfig, Cost, DatabaseConfig, JsonPredicate, Meter,
@@ -173,6 +174,14 @@ pub fn validate(
         }
     }
 
+    let tasks = match Tasks::validate(&file.tasks, &mut routes) {
+        Ok(t) => t,
+        Err(m) => {
+            p.list.push(format!("{source}: {m}"));
+            None
+        }
+    };
+
     if !p.list.is_empty() {
         return Err(ConfigError { problems: p.list });
     }
@@ -208,6 +217,7 @@ pub fn validate(
         plans,
         routes,
         tenancy,
+        tasks,
     })
 }
 

@@ -16,7 +16,7 @@ impl Gate {
         &self,
         parts: &Parts,
         route: &RouteSpec,
-        ctx: &mut RequestCtx<'_>,
+        ctx: &mut RequestCtx,
     ) -> Result<(), GateError> {
         // Public routes ignore credentials (they are stripped before forwarding anyway), so a
         // stale token in a browser never breaks a public page.

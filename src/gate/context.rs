@@ -1,7 +1,9 @@
 //! The one per-request context the phases share: each phase reads what the ones before it
-//! decided and adds its own, and respond reports it. It lives in the request's future, so a
-//! client that goes away drops it, and with it any reservation not yet settled (which refunds
-//! it: `billing::Reservation`).
+//! decided and adds its own, and respond reports it. It lives in the request's future; a
+//! metered request's context moves into a task of its own for forward and settle, so a client
+//! that goes away does not decide its charge (`gate::detach`). A context dropped without being
+//! responded to (the client left) still writes the request's log line, with what settlement
+//! decided.
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode};
@@ -16,9 +18,9 @@ use crate::proxy::headers::Peer;
 use crate::tenancy::Namespace;
 
 /// One request's state as it moves through the phases.
-pub(super) struct RequestCtx<'a> {
+pub(super) struct RequestCtx {
     /// Who is on the other end of the connection.
-    pub peer: &'a Peer,
+    pub peer: Peer,
     /// The request came over TLS (for `X-Forwarded-Proto`).
     pub secure: bool,
     pub started: Instant,
@@ -38,15 +40,32 @@ pub(super) struct RequestCtx<'a> {
     /// The caller's namespace in the backend's names (phase 3), `None` for superusers and
     /// routes without isolation.
     pub namespace: Option<Namespace>,
+    /// On a task's status route, the task's id as the backend knows it (phase 3), so its
+    /// reply can settle the task's charge (phase 7).
+    pub task_id: Option<String>,
     /// The charge held for this request between reserve (phase 4) and settle (phase 6).
     pub reservation: Option<Reservation>,
     /// The quota as settle (or a refused reserve) left it; respond writes its headers.
     pub quota: Option<QuotaOutcome>,
     pub log: RequestLog,
+    /// The log line was written.
+    responded: bool,
 }
 
-impl<'a> RequestCtx<'a> {
-    pub fn new(req: &Request<Inbound>, peer: &'a Peer, secure: bool) -> RequestCtx<'a> {
+impl Drop for RequestCtx {
+    /// The client went away before its response: the line is written all the same, with 499
+    /// (nginx's "client closed request") and, for a metered request, what settle decided.
+    fn drop(&mut self) {
+        if !self.responded {
+            // nginx's status for a request whose client closed the connection first.
+            let closed = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+            self.report(closed, true);
+        }
+    }
+}
+
+impl RequestCtx {
+    pub fn new(req: &Request<Inbound>, peer: Peer, secure: bool) -> RequestCtx {
         // Spelled on the stack, then once as a header value (which the backend's request shares).
         let mut spelled = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let request_id =
@@ -63,10 +82,65 @@ impl<'a> RequestCtx<'a> {
             backend_path: None,
             principal: None,
             namespace: None,
+            task_id: None,
             reservation: None,
             quota: None,
             log: RequestLog::default(),
+            responded: false,
         }
+    }
+
+    /// A context for the same request with what respond needs, for the rare case where the
+    /// context itself was lost (the task that held it panicked).
+    pub fn stand_in(&self) -> RequestCtx {
+        RequestCtx {
+            peer: self.peer.clone(),
+            secure: self.secure,
+            started: self.started,
+            request_id: self.request_id.clone(),
+            origin: self.origin.clone(),
+            method: self.method.clone(),
+            path: self.path.clone(),
+            backend_path: None,
+            principal: None,
+            namespace: None,
+            task_id: None,
+            reservation: None,
+            quota: None,
+            log: RequestLog {
+                route: self.log.route,
+                user_id: self.log.user_id.clone(),
+                quota: "",
+                settled_by: "",
+                upstream: None,
+            },
+            responded: false,
+        }
+    }
+
+    /// Drops a context that stood by unused, without a log line (the request has its own).
+    pub fn forget(mut self) {
+        self.responded = true;
+    }
+
+    /// Writes the request's log line and counts it; `client_left`: nobody got the response.
+    pub fn report(&mut self, status: StatusCode, client_left: bool) {
+        self.responded = true;
+        let elapsed = self.started.elapsed();
+        tracing::info!(
+            request_id = self.request_id.to_str().unwrap_or(""),
+            method = %self.method,
+            path = %self.path,
+            route = %self.log.route,
+            user_id = self.log.user_id.as_deref().unwrap_or(""),
+            quota = %self.log.quota,
+            settled_by = %self.log.settled_by,
+            client_left,
+            status = status.as_u16(),
+            duration_us = elapsed.as_micros() as u64,
+            "request"
+        );
+        self.log.record_metrics(status, elapsed);
     }
 
     /// The request id as text.
@@ -82,6 +156,8 @@ pub(super) struct RequestLog {
     pub user_id: Option<Arc<str>>,
     /// reserved, committed, refunded, denied, error, or empty for unmetered requests.
     pub quota: &'static str,
+    /// Why settle decided as it did (`gate::settle`), empty for unmetered requests.
+    pub settled_by: &'static str,
     /// How long the backend took to answer (its reply head), for proxied requests.
     pub upstream: Option<Duration>,
 }

@@ -27,7 +27,7 @@ impl Gate {
         mut parts: Parts,
         body: Inbound,
         route: &RouteSpec,
-        ctx: &mut RequestCtx<'_>,
+        ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GateError> {
         let s = &self.services;
         let upgrade = headers::wants_upgrade(&parts.headers);
@@ -56,7 +56,7 @@ impl Gate {
             &mut parts,
             upgrade,
             &Forwarding {
-                peer: ctx.peer,
+                peer: &ctx.peer,
                 secure: ctx.secure,
                 trusted: s.config.trusted_proxies.contains(&ctx.peer.addr.ip()),
                 upstream_host: &s.upstream_host,

@@ -13,7 +13,9 @@
 //! 5. **Forward** (`forward.rs`): the streamed request to the backend (`proxy::upstream`), a
 //!    multipart body checked as it streams (`tenancy::multipart`), upgrades (`proxy::upgrade`).
 //! 6. **Settle** (`settle.rs`): the one place a reservation is committed or refunded, from the
-//!    reply or from the failed forward.
+//!    reply or from the failed forward. A request with a charge held runs phases 5 to 7 in a
+//!    task of its own (`detach.rs`), so the backend's reply settles it even when the client
+//!    has gone.
 //! 7. **Own the reply** (`own_reply.rs`): ids the reply hands out are recorded with their
 //!    owner, lists are filtered to the caller's, the namespace is taken out of names.
 //! 8. **Respond** (`respond.rs`): quota headers, request id, CORS, one log line and the metrics.
@@ -29,6 +31,7 @@
 
 mod authenticate;
 mod context;
+mod detach;
 mod forward;
 mod isolate;
 mod own_reply;
@@ -39,9 +42,11 @@ mod route;
 mod settle;
 
 use axum::body::Body;
+use http::request::Parts;
 use http::{Request, Response};
 use std::sync::Arc;
 
+use crate::config::RouteSpec;
 use crate::error::GateError;
 use crate::proxy::body::Inbound;
 use crate::proxy::headers::Peer;
@@ -67,26 +72,43 @@ impl Gate {
 
     /// Serves one request; never fails: every error becomes a JSON response.
     /// `secure`: the request came over TLS (for `X-Forwarded-Proto`).
-    pub async fn handle(&self, req: Request<Inbound>, peer: &Peer, secure: bool) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Inbound>, peer: Peer, secure: bool) -> Response<Body> {
         let mut ctx = RequestCtx::new(&req, peer, secure);
-        let result = self.run(req, &mut ctx).await;
+        let admitted = self.admit(req, &mut ctx).await;
+        let (result, ctx) = match admitted {
+            // A held charge is settled by the backend's reply whether or not the client stays
+            // for it: phases 5 to 7 run in a task of their own (`detach.rs`).
+            Ok(Admitted::Forward(fwd)) if ctx.reservation.is_some() => {
+                self.finish_detached(fwd, ctx).await
+            }
+            Ok(Admitted::Forward(fwd)) => {
+                let result = self.finish(fwd, &mut ctx).await;
+                (result, ctx)
+            }
+            Ok(Admitted::Answered(resp)) => (Ok(resp), ctx),
+            Err(e) => (Err(e), ctx),
+        };
         self.respond(result, ctx)
     }
 
-    /// Phases 1 to 7, with the early exits.
-    async fn run(
+    /// Phases 1 to 4, with the early exits: the request admitted to the backend, or answered.
+    async fn admit(
         &self,
         req: Request<Inbound>,
-        ctx: &mut RequestCtx<'_>,
-    ) -> Result<Response<Body>, GateError> {
+        ctx: &mut RequestCtx,
+    ) -> Result<Admitted, GateError> {
         // Early exit: a CORS preflight is answered before routing and skips phases 1 to 7.
         if let Some(preflight) = self.preflight(&req, ctx) {
-            return Ok(preflight);
+            return Ok(Admitted::Answered(preflight));
         }
         let (route, parts, body) = match self.route(req, ctx)? {
             // Early exit: the gate's own API skips phases 2 to 7 (its handlers authenticate
             // and charge for themselves).
-            Routed::Own(req) => return Ok(Box::pin(self.services.api.call(req)).await),
+            Routed::Own(req) => {
+                return Ok(Admitted::Answered(
+                    Box::pin(self.services.api.call(req)).await,
+                ));
+            }
             Routed::Backend { route, parts, body } => (route, parts, body),
         };
         self.authenticate(&parts, &route, ctx).await?;
@@ -94,6 +116,16 @@ impl Gate {
             Box::pin(self.isolate(&route, ctx)).await?;
         }
         self.reserve(&parts, &route, ctx).await?;
+        Ok(Admitted::Forward(Forward { route, parts, body }))
+    }
+
+    /// Phases 5 to 7: forward, settle, own the reply.
+    async fn finish(
+        &self,
+        fwd: Forward,
+        ctx: &mut RequestCtx,
+    ) -> Result<Response<Body>, GateError> {
+        let Forward { route, parts, body } = fwd;
         let reply = self.forward(parts, body, &route, ctx).await;
         let reply = self.settle(reply, &route, ctx).await;
         if route.tenancy.is_some() {
@@ -102,4 +134,19 @@ impl Gate {
             reply
         }
     }
+}
+
+/// What the admitting phases decided.
+enum Admitted {
+    /// Answered without the backend (a preflight, the gate's own API).
+    Answered(Response<Body>),
+    /// To be forwarded.
+    Forward(Forward),
+}
+
+/// A request admitted to the backend: its route, head and body.
+struct Forward {
+    route: Arc<RouteSpec>,
+    parts: Parts,
+    body: Inbound,
 }

@@ -27,7 +27,7 @@ impl Gate {
         &self,
         reply: Result<Response<Body>, GateError>,
         route: &RouteSpec,
-        ctx: &mut RequestCtx<'_>,
+        ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GateError> {
         let (Some(t), Some(p)) = (route.tenancy.as_ref(), ctx.principal.as_ref()) else {
             return reply;
@@ -51,7 +51,7 @@ impl Gate {
                 Ok(resp)
             };
         }
-        if ctx.namespace.is_none() && t.creates.is_none() && !filters {
+        if ctx.namespace.is_none() && t.creates.is_none() && !filters && ctx.task_id.is_none() {
             return Ok(resp);
         }
         let (mut parts, body) = resp.into_parts();
@@ -82,6 +82,7 @@ impl Gate {
                     if let Err(e) = recorded.await {
                         tracing::error!(kind = %c.kind, error = %e, "could not record the owner of a new id");
                     }
+                    Box::pin(self.link_task(&c.kind, id, ctx)).await;
                 }
             }
             if filters {
@@ -98,6 +99,12 @@ impl Gate {
                 rewritten = Some(serde_json::to_vec(&value).expect("a JSON value serializes"));
             }
         }
+        if let (Some(task_id), Some(w)) = (&ctx.task_id, &self.services.task_watch) {
+            if let Err(e) = Box::pin(w.charges.observe(task_id, &bytes)).await {
+                // The gate's own poll settles it later.
+                tracing::warn!(task_id = %task_id, error = %e.detail, "could not settle a task's charge from its status");
+            }
+        }
         if let Some(ns) = &ctx.namespace {
             let text = rewritten.as_deref().unwrap_or(&bytes);
             if let Some(stripped) = replies::strip_namespace(text, ns) {
@@ -112,6 +119,24 @@ impl Gate {
             }
         };
         Ok(Response::from_parts(parts, body))
+    }
+}
+
+impl Gate {
+    /// Links the charge this request just committed to the task its reply started, so the
+    /// charge follows the task (`billing::tasks`).
+    async fn link_task(&self, kind: &str, task_id: &str, ctx: &RequestCtx) {
+        let Some(w) = &self.services.task_watch else {
+            return;
+        };
+        let charged = ctx.quota.as_ref().is_some_and(|q| q.charged > 0);
+        if kind != w.charges.tasks.kind || !charged {
+            return;
+        }
+        let Some(p) = &ctx.principal else { return };
+        if let Err(e) = w.charges.link(ctx.request_id(), task_id, &p.user_id).await {
+            tracing::error!(task_id = %task_id, error = %e.detail, "could not link a charge to its task");
+        }
     }
 }
 

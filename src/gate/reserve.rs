@@ -18,7 +18,7 @@ impl Gate {
         &self,
         parts: &Parts,
         route: &RouteSpec,
-        ctx: &mut RequestCtx<'_>,
+        ctx: &mut RequestCtx,
     ) -> Result<(), GateError> {
         let content_length = content_length(&parts.headers)?;
         if content_length.is_some_and(|len| len > route.max_body) {

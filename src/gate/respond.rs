@@ -17,7 +17,7 @@ impl Gate {
     pub(super) fn respond(
         &self,
         result: Result<Response<Body>, GateError>,
-        ctx: RequestCtx<'_>,
+        mut ctx: RequestCtx,
     ) -> Response<Body> {
         let quota = ctx.quota.as_ref().map(|q| q.headers()).unwrap_or_default();
         let mut resp = match result {
@@ -37,19 +37,7 @@ impl Gate {
         self.services
             .cors
             .decorate(ctx.origin.as_ref(), resp.headers_mut());
-        let elapsed = ctx.started.elapsed();
-        tracing::info!(
-            request_id = ctx.request_id.to_str().unwrap_or(""),
-            method = %ctx.method,
-            path = %ctx.path,
-            route = %ctx.log.route,
-            user_id = ctx.log.user_id.as_deref().unwrap_or(""),
-            quota = %ctx.log.quota,
-            status = resp.status().as_u16(),
-            duration_us = elapsed.as_micros() as u64,
-            "request"
-        );
-        ctx.log.record_metrics(resp.status(), elapsed);
+        ctx.report(resp.status(), false);
         resp
     }
 }

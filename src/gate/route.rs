@@ -35,7 +35,7 @@ impl Gate {
     pub(super) fn preflight(
         &self,
         req: &Request<Inbound>,
-        ctx: &mut RequestCtx<'_>,
+        ctx: &mut RequestCtx,
     ) -> Option<Response<Body>> {
         let preflight = self.services.cors.preflight(req.method(), req.headers())?;
         ctx.log.route = "preflight";
@@ -46,7 +46,7 @@ impl Gate {
     pub(super) fn route(
         &self,
         req: Request<Inbound>,
-        ctx: &mut RequestCtx<'_>,
+        ctx: &mut RequestCtx,
     ) -> Result<Routed, GateError> {
         check_transfer_coding(req.headers())?;
         let path =

@@ -343,7 +343,7 @@ impl hyper::service::Service<Request<Incoming>> for Front {
         let (peer, secure) = (self.peer.clone(), self.secure);
         let http1 = req.version() < http::Version::HTTP_2;
         Box::pin(async move {
-            let mut resp = gate.handle(req, &peer, secure).await;
+            let mut resp = gate.handle(req, peer, secure).await;
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 reply.mark_upgraded();
             }

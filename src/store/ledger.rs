@@ -43,6 +43,8 @@ pub struct UsageRow {
     pub metadata: String,
     pub created_at: i64,
     pub settled_at: Option<i64>,
+    /// Why a committed charge was given back (its task failed), when it was.
+    pub refund_reason: Option<String>,
 }
 
 /// One charge to reserve.
@@ -113,18 +115,7 @@ impl Store {
         let Some((user_id, quota_type, amount, created_at)) = log else {
             return Ok(None);
         };
-        let row = sqlx::query_as::<_, BalanceRow>(&format!(
-            "UPDATE quota_balances SET used_amount = CASE WHEN used_amount >= $3 THEN used_amount - $3 ELSE 0 END, \
-             updated_at = $4 WHERE user_id = $1 AND quota_type = $2 AND period_start <= $5 AND period_end > $5 \
-             RETURNING {BALANCE}"
-        ))
-        .bind(&user_id)
-        .bind(&quota_type)
-        .bind(amount)
-        .bind(now)
-        .bind(created_at)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row = give_back(&mut tx, &user_id, &quota_type, amount, created_at, now).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -217,10 +208,13 @@ impl Store {
         .await?)
     }
 
+    /// Charges that stood, and those given back after they stood (with the reason), newest
+    /// first. Charges refunded as they settled (the backend refused the work) are not usage.
     pub async fn usage_logs(&self, q: &UsageQuery<'_>) -> Result<Vec<UsageRow>, StoreError> {
         self.flush_commits().await;
         Ok(sqlx::query_as::<_, UsageRow>(&format!(
-            "SELECT {USAGE} FROM usage_logs WHERE state = 'committed' \
+            "SELECT {USAGE}, refund_reason FROM usage_logs \
+             WHERE (state = 'committed' OR refund_reason IS NOT NULL) \
              AND ($1 = '' OR user_id = $1) AND ($2 = '' OR quota_type = $2) \
              AND created_at >= $3 AND created_at < $4 \
              ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $6"
@@ -269,6 +263,30 @@ impl Store {
         .fetch_all(self.pool())
         .await?)
     }
+}
+
+/// Gives `amount` units back to the balance of the period a charge made at `created_at`
+/// belongs to (none, when that period is over); the balance after it.
+pub(super) async fn give_back(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+    quota_type: &str,
+    amount: i64,
+    created_at: i64,
+    now: i64,
+) -> Result<Option<BalanceRow>, StoreError> {
+    Ok(sqlx::query_as::<_, BalanceRow>(&format!(
+        "UPDATE quota_balances SET used_amount = CASE WHEN used_amount >= $3 THEN used_amount - $3 ELSE 0 END, \
+         updated_at = $4 WHERE user_id = $1 AND quota_type = $2 AND period_start <= $5 AND period_end > $5 \
+         RETURNING {BALANCE}"
+    ))
+    .bind(user_id)
+    .bind(quota_type)
+    .bind(amount)
+    .bind(now)
+    .bind(created_at)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// One reservation in its own transaction: the balance after it, or `None` (nothing written)

@@ -24,6 +24,7 @@ mod plans;
 mod refresh_tokens;
 mod reservations;
 mod subscriptions;
+mod task_charges;
 mod users;
 
 pub use api_keys::{ApiKeyRow, NewApiKey};
@@ -34,6 +35,7 @@ pub use payments::{PaidEvent, PaidOutcome, PaymentRow};
 pub use plans::{Plan, PlanInput, PlanRow};
 pub use refresh_tokens::{RefreshRow, Rotation};
 pub use subscriptions::{PeriodStart, SubscriptionRow};
+pub use task_charges::{TaskChargeRow, TaskEnd};
 pub use users::{NewUser, UserRow, UserUpdate};
 
 /// Milliseconds since the Unix epoch: how every time is stored.

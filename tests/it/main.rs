@@ -27,6 +27,7 @@ mod metering;
 mod paths;
 mod payments;
 mod proxy;
+mod settlement;
 mod store;
 mod tenancy;
 mod tls;

@@ -179,7 +179,7 @@ async fn every_refund_path_restores_the_balance(db: Db) {
     app.stop().await;
 }
 
-async fn timeouts_unreachable_backends_and_client_aborts_refund(db: Db) {
+async fn timeouts_and_unreachable_backends_refund_but_a_client_abort_does_not(db: Db) {
     // A backend that does not answer in time (the route's timeout, shortened here).
     let app = spawn_app_with(Options {
         db,
@@ -189,7 +189,8 @@ async fn timeouts_unreachable_backends_and_client_aborts_refund(db: Db) {
     })
     .await;
     let a = app.signup("abort").await;
-    // The client gives up while the backend works: the charge comes back.
+    // The client gives up while the backend works: the backend's reply, which accepts the
+    // work, still decides, and the charge stands (`tests/it/settlement.rs` has the rest).
     let req = app
         .as_user(&a)
         .post("/process/p1/20250101?behave=slow&ms=1500")
@@ -198,14 +199,14 @@ async fn timeouts_unreachable_backends_and_client_aborts_refund(db: Db) {
         .await;
     assert!(req.is_err(), "the client timed out");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while used(&app, &a.id, PROCESS).await != 0 {
+    while ledger(&app, &a.id, PROCESS).await != (1, 0, 0) {
         assert!(
             std::time::Instant::now() < deadline,
-            "the abandoned charge was not refunded"
+            "the abandoned request was not settled by the backend's reply"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(ledger(&app, &a.id, PROCESS).await, (0, 1, 0));
+    assert_eq!(used(&app, &a.id, PROCESS).await, 1);
     app.stop().await;
 
     let dead = format!("http://127.0.0.1:{}", crate::common::dead_port());
@@ -810,7 +811,7 @@ on_both!(
     concurrent_requests_admit_exactly_the_remaining,
     exhausted_answers_402_with_the_frontends_body_and_headers,
     every_refund_path_restores_the_balance,
-    timeouts_unreachable_backends_and_client_aborts_refund,
+    timeouts_and_unreachable_backends_refund_but_a_client_abort_does_not,
     per_mb_costs_are_decided_before_the_body,
     periods_roll_over_at_the_first_request_after_their_end,
     users_see_only_their_own_usage,

@@ -15,6 +15,7 @@ const TABLES: &[&str] = &[
     "refresh_tokens",
     "resource_owners",
     "subscription_plans",
+    "task_charges",
     "usage_logs",
     "user_subscriptions",
     "users",

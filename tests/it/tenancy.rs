@@ -6,9 +6,9 @@
 use crate::common::idoctor::IDoctor;
 use crate::common::{Account, Db, Options, TestApp, raw_exchange, spawn_app_with};
 
-const BACKEND_SECRET: &str = "backend-secret-backend-secret-0123456789";
+pub(crate) const BACKEND_SECRET: &str = "backend-secret-backend-secret-0123456789";
 const ZHANG: &str = "张三";
-const DAY: &str = "20250101";
+pub(crate) const DAY: &str = "20250101";
 
 /// The shipped configuration in front of `backend`; with `backend_auth`, the gate mints the
 /// backend's own JWTs (the backend runs with `ENABLE_AUTH=true`).
@@ -38,12 +38,12 @@ async fn gate(
     .await
 }
 
-async fn backend(auth: bool) -> IDoctor {
+pub(crate) async fn backend(auth: bool) -> IDoctor {
     IDoctor::start(auth.then_some(BACKEND_SECRET)).await
 }
 
 /// A `multipart/form-data` body as browsers send it: the fields, then the file.
-fn form(fields: &[(&str, &str)], file_name: &str) -> (String, Vec<u8>) {
+pub(crate) fn form(fields: &[(&str, &str)], file_name: &str) -> (String, Vec<u8>) {
     let boundary = "----gate-test-boundary-7MA4YWxkTrZu0gW";
     let mut body = Vec::new();
     for (name, value) in fields {
@@ -62,7 +62,7 @@ fn form(fields: &[(&str, &str)], file_name: &str) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-async fn upload(
+pub(crate) async fn upload(
     app: &TestApp,
     a: &Account,
     patient: &str,
@@ -83,7 +83,7 @@ async fn upload(
 }
 
 /// Uploads and starts processing a case; returns the task id the client was given.
-async fn start_case(app: &TestApp, a: &Account, patient: &str) -> String {
+pub(crate) async fn start_case(app: &TestApp, a: &Account, patient: &str) -> String {
     let resp = upload(app, a, patient, DAY, "series.zip").await;
     assert_eq!(resp.status(), 200);
     let up: serde_json::Value = resp.json().await.unwrap();
@@ -97,7 +97,7 @@ async fn start_case(app: &TestApp, a: &Account, patient: &str) -> String {
     submitted["task_id"].as_str().unwrap().to_string()
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
@@ -109,7 +109,7 @@ fn urlencode(s: &str) -> String {
 }
 
 /// The namespace the gate gives an account in the backend's names.
-fn ns(a: &Account) -> String {
+pub(crate) fn ns(a: &Account) -> String {
     format!("{}~", a.id)
 }
 

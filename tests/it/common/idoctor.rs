@@ -34,6 +34,10 @@ struct Backend {
     uploads: Mutex<BTreeMap<String, Value>>,
     /// `_patient_locks`, keyed `<patient>_<date>`.
     locks: Mutex<HashSet<String>>,
+    /// How long the synchronous `/l3_detect` works before it answers.
+    l3_work: Mutex<std::time::Duration>,
+    /// `/l3_detect` runs that finished their work, whether or not anyone was left to answer.
+    l3_done: std::sync::atomic::AtomicUsize,
 }
 
 impl IDoctor {
@@ -47,6 +51,8 @@ impl IDoctor {
             tasks: Mutex::default(),
             uploads: Mutex::default(),
             locks: Mutex::default(),
+            l3_work: Mutex::new(std::time::Duration::ZERO),
+            l3_done: Default::default(),
         });
         std::fs::create_dir_all(&state.data).unwrap();
         let app = Router::new()
@@ -57,6 +63,7 @@ impl IDoctor {
                 "/continue_after_l3/{patient}/{date}",
                 post(continue_after_l3),
             )
+            .route("/l3_detect/{patient}/{date}", post(l3_detect))
             .route("/task_status/{task_id}", get(task_status))
             .route("/list_tasks", get(list_tasks))
             .route("/list_patients", get(list_patients))
@@ -86,12 +93,33 @@ impl IDoctor {
         self.state.tasks.lock().unwrap().keys().cloned().collect()
     }
 
-    /// Ends a running task as the pipeline would (`completed` or `failed`), releasing its lock.
+    /// Every upload id the backend handed out, whoever sent it.
+    pub fn upload_ids(&self) -> Vec<String> {
+        self.state.uploads.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// Makes `/l3_detect` take `work` before it answers (a synchronous GPU step).
+    pub fn set_l3_work(&self, work: std::time::Duration) {
+        *self.state.l3_work.lock().unwrap() = work;
+    }
+
+    /// `/l3_detect` runs that did their work.
+    pub fn l3_done(&self) -> usize {
+        self.state.l3_done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Ends a running task as the pipeline would (`completed` or `failed`, with an `error` and
+    /// `failed_at` as the real one sets them), releasing its lock.
     pub fn finish(&self, task_id: &str, status: &str) {
         let mut tasks = self.state.tasks.lock().unwrap();
         let task = tasks.get_mut(task_id).expect("a task the backend started");
         task["status"] = status.into();
-        task["progress"] = 100.into();
+        if status == "failed" {
+            task["error"] = "CUDA out of memory".into();
+            task["failed_at"] = "2025-01-01T10:00:00".into();
+        } else {
+            task["progress"] = 100.into();
+        }
         if let Some(case) = task["case"].as_str() {
             self.state.locks.lock().unwrap().remove(case);
         }
@@ -301,6 +329,32 @@ async fn continue_after_l3(
     Path((p, d)): Path<(String, String)>,
 ) -> Response {
     start_task(&b, &headers, "cont", &p, &d).await
+}
+
+/// The synchronous L3 step: works for a while, then answers (errors as HTTP 200 with an
+/// `error` key, as the real one does). The work is done whether or not the caller waited.
+async fn l3_detect(
+    State(b): State<Arc<Backend>>,
+    headers: HeaderMap,
+    Path((p, d)): Path<(String, String)>,
+) -> Response {
+    let user = match caller(&b, &headers) {
+        Ok(u) => u,
+        Err(r) => return *r,
+    };
+    // A worker thread of its own, as FastAPI runs a sync handler: a caller that hangs up does
+    // not stop it.
+    let work = *b.l3_work.lock().unwrap();
+    let root = patient_root(&b, &user, &p, &d);
+    let done = tokio::spawn(async move {
+        tokio::time::sleep(work).await;
+        if !root.join("input").exists() {
+            return json!({"error": "请先上传 DICOM"});
+        }
+        b.l3_done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        json!({"status": "success", "l3_slice": 42})
+    });
+    Json(done.await.unwrap()).into_response()
 }
 
 async fn task_status(State(b): State<Arc<Backend>>, Path(id): Path<String>) -> Json<Value> {

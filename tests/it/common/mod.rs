@@ -98,6 +98,8 @@ pub struct Options {
     /// Start from the shipped proxy.toml (listener, backend, data and database moved to the
     /// test's), with `routes` appended, instead of the test tables.
     pub shipped: bool,
+    /// Keys set in the shipped file (`"tasks.poll_after_secs"`), created where missing.
+    pub edits: Vec<(&'static str, toml::Value)>,
 }
 
 impl Default for Options {
@@ -110,6 +112,7 @@ impl Default for Options {
             env: Vec::new(),
             database_url: None,
             shipped: false,
+            edits: Vec::new(),
         }
     }
 }
@@ -321,8 +324,11 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     };
     let upstream_url = opts.upstream_url.unwrap_or_else(|| upstream.url());
     let text = if opts.shipped {
-        ConfigEdit::shipped()
-            .set("server.listen", "127.0.0.1:0")
+        let mut edit = ConfigEdit::shipped();
+        for (key, value) in opts.edits {
+            edit = edit.insert(key, value);
+        }
+        edit.set("server.listen", "127.0.0.1:0")
             .set("server.data_dir", dir.path().display().to_string())
             .set("upstream.url", upstream_url.as_str())
             .insert("database.url", db_url.as_str())

@@ -1,0 +1,22 @@
+-- Charges follow their tasks: a charge on a route that starts a task (/process,
+-- /continue_after_l3) is linked to the task, and refunded once if the backend reports the task
+-- failed (or, by the [tasks] stale rule, never ends). One row per charge, keyed by the request
+-- id of its usage row. state: open (the task's end not yet seen), completed, refunded, kept
+-- (stale, kept by the rule), superseded (the task id was started again before this run's end
+-- was seen).
+CREATE TABLE task_charges (
+    request_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    checked_at BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    settled_at BIGINT
+);
+CREATE INDEX task_charges_open ON task_charges (state, checked_at);
+CREATE INDEX task_charges_by_task ON task_charges (kind, task_id, state);
+
+-- Why a committed charge was given back (a task that failed), shown in the usage endpoints.
+ALTER TABLE usage_logs ADD COLUMN refund_reason TEXT;

@@ -1,0 +1,367 @@
+//! Metering that cannot be gamed: the backend's reply settles a charge whether or not the
+//! client stayed for it, a client that leaves before its body arrived whole is refunded (and
+//! the backend never acts), and a charge follows its task: refunded once when the backend
+//! reports the task failed, seen as the client polls, by the gate's own poll when nobody
+//! does, and never twice across two gates. The shipped `proxy.toml` in front of a stand-in
+//! backend that keys tasks globally and fails them later (`common::idoctor`), on SQLite and
+//! PostgreSQL.
+
+use serde_json::Value;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+use crate::common::idoctor::IDoctor;
+use crate::common::{Account, Db, Options, TestApp, spawn_app_with};
+use crate::tenancy::{DAY, backend, form, ns, start_case};
+
+const L3: &str = "api_calls_l3_detect";
+const PROCESS: &str = "api_calls_full_process";
+const STORAGE: &str = "storage_usage";
+
+/// The shipped configuration in front of `backend`, with `[tasks]` keys set (`edits`), on
+/// `database_url` when several gates share one database.
+async fn gate(
+    db: Db,
+    backend: &IDoctor,
+    edits: &[(&'static str, i64)],
+    database_url: Option<String>,
+) -> TestApp {
+    spawn_app_with(Options {
+        db,
+        shipped: true,
+        routes: String::new(),
+        upstream_url: Some(backend.url()),
+        database_url,
+        env: vec![(
+            "GATE_JWT_SECRET".into(),
+            "settlement-test-secret-settlement-test-01".into(),
+        )],
+        edits: edits
+            .iter()
+            .map(|(k, v)| (*k, toml::Value::Integer(*v)))
+            .collect(),
+        ..Options::default()
+    })
+    .await
+}
+
+/// The gate polls tasks whose end it has not seen every second.
+const POLL_FAST: &[(&str, i64)] = &[("tasks.poll_after_secs", 1), ("tasks.poll_every_secs", 1)];
+
+/// `(limit, used)` of one quota type, as the user reads it.
+async fn quota(app: &TestApp, a: &Account, quota_type: &str) -> (i64, i64) {
+    let me = app.as_user(a).get_json("/admin/quotas/users/me", 200).await;
+    let q = me["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["type_key"] == quota_type)
+        .unwrap_or_else(|| panic!("no {quota_type} in {me}"))
+        .clone();
+    (q["limit"].as_i64().unwrap(), q["used"].as_i64().unwrap())
+}
+
+/// `(state, count, units)` of the user's usage rows of a type, from the store.
+async fn ledger(app: &TestApp, a: &Account, quota_type: &str) -> Vec<(String, i64, i64)> {
+    app.services()
+        .billing()
+        .store()
+        .usage_summary(&a.id, quota_type)
+        .await
+        .unwrap()
+}
+
+/// Waits (at most 15 s) until `check` holds, and says what it waited for if it never does.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..150 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never: {what}");
+}
+
+/// Sends `head` (and `body`) on a raw connection, then hangs up after `stay`, without reading
+/// a byte of the answer.
+async fn hang_up(app: &TestApp, head: String, body: &[u8], stay: Duration) {
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    s.flush().await.unwrap();
+    tokio::time::sleep(stay).await;
+    drop(s);
+}
+
+fn l3_request(a: &Account, patient: &str) -> String {
+    format!(
+        "POST /l3_detect/{patient}/{DAY} HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
+        a.access
+    )
+}
+
+async fn uploaded(app: &TestApp, a: &Account, patient: &str) {
+    let resp = crate::tenancy::upload(app, a, patient, DAY, "series.zip").await;
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "ok", "{body}");
+}
+
+async fn a_client_that_hangs_up_is_charged_by_the_backends_reply(db: Db) {
+    let backend = backend(false).await;
+    backend.set_l3_work(Duration::from_millis(1500));
+    let app = gate(db, &backend, &[], None).await;
+    let alice = app.signup("alice").await;
+    uploaded(&app, &alice, "zhang").await;
+    let before = quota(&app, &alice, L3).await.1;
+
+    // The whole request reached the backend; the client leaves while it works.
+    hang_up(
+        &app,
+        l3_request(&alice, "zhang"),
+        b"",
+        Duration::from_millis(300),
+    )
+    .await;
+    eventually("the backend finished the L3 step", || async {
+        backend.l3_done() == 1
+    })
+    .await;
+    eventually("the charge is committed", || async {
+        ledger(&app, &alice, L3).await == vec![("committed".into(), 1, 1)]
+    })
+    .await;
+    assert_eq!(quota(&app, &alice, L3).await.1, before + 1);
+
+    // The backend's reply decides both ways: a case with nothing uploaded is refused (an
+    // `error` as HTTP 200), and that is refunded though nobody was left to hear it.
+    hang_up(
+        &app,
+        l3_request(&alice, "nobody"),
+        b"",
+        Duration::from_millis(300),
+    )
+    .await;
+    eventually("the refused run is refunded", || async {
+        ledger(&app, &alice, L3).await
+            == vec![("committed".into(), 1, 1), ("refunded".into(), 1, 1)]
+    })
+    .await;
+    assert_eq!(quota(&app, &alice, L3).await.1, before + 1);
+    assert_eq!(backend.l3_done(), 1);
+}
+
+async fn a_client_that_leaves_mid_body_is_refunded_and_the_backend_never_acts(db: Db) {
+    let backend = backend(false).await;
+    let app = gate(db, &backend, &[], None).await;
+    let alice = app.signup("alice").await;
+    let (content_type, body) = form(&[("patient_name", "zhang"), ("study_date", DAY)], "s.zip");
+    let head = format!(
+        "POST /upload_dicom_zip HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        alice.access,
+        body.len()
+    );
+    // Everything but the closing boundary, then the client is gone.
+    hang_up(
+        &app,
+        head,
+        &body[..body.len() - 10],
+        Duration::from_millis(300),
+    )
+    .await;
+    eventually("the storage charge is refunded", || async {
+        ledger(&app, &alice, STORAGE).await == vec![("refunded".into(), 1, 1)]
+    })
+    .await;
+    assert_eq!(quota(&app, &alice, STORAGE).await.1, 0);
+    // The backend never had a whole request to act on.
+    assert!(backend.upload_ids().is_empty());
+    assert!(backend.files().is_empty(), "{:?}", backend.files());
+}
+
+/// The backend's id of `a`'s main task of `patient`.
+fn backend_task(a: &Account, patient: &str) -> String {
+    format!("main_{}{patient}_{DAY}", ns(a))
+}
+
+async fn a_failed_task_is_refunded_once_while_the_client_polls(db: Db) {
+    let backend = backend(false).await;
+    let app = gate(db, &backend, &[], None).await;
+    let alice = app.signup("alice").await;
+    let task = start_case(&app, &alice, "zhang").await;
+    start_case(&app, &alice, "li").await;
+    assert_eq!(quota(&app, &alice, PROCESS).await.1, 2);
+
+    backend.finish(&backend_task(&alice, "zhang"), "failed");
+    // The frontend polls every 3 s; every poll after the failure sees it, one refunds.
+    for _ in 0..3 {
+        let status = app
+            .as_user(&alice)
+            .get_json(&format!("/task_status/{task}"), 200)
+            .await;
+        assert_eq!(status["status"], "failed", "{status}");
+    }
+    assert_eq!(quota(&app, &alice, PROCESS).await.1, 1);
+    assert_eq!(
+        ledger(&app, &alice, PROCESS).await,
+        vec![("committed".into(), 1, 1), ("refunded".into(), 1, 1)]
+    );
+    // The user's usage log shows the refund and why, in the names the user typed.
+    let logs = app
+        .as_user(&alice)
+        .get_json(
+            &format!("/admin/quotas/usage-logs?quota_type={PROCESS}"),
+            200,
+        )
+        .await;
+    let refunded: Vec<&Value> = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["state"] == "refunded")
+        .collect();
+    assert_eq!(refunded.len(), 1, "{logs}");
+    assert_eq!(
+        refunded[0]["refund_reason"],
+        "the task failed: CUDA out of memory"
+    );
+    assert!(refunded[0]["refunded_at"].is_string(), "{logs}");
+
+    // A task that completes keeps its charge, however often it is polled.
+    backend.finish(&backend_task(&alice, "li"), "completed");
+    for _ in 0..2 {
+        app.as_user(&alice)
+            .get_json(&format!("/task_status/main_li_{DAY}"), 200)
+            .await;
+    }
+    assert_eq!(quota(&app, &alice, PROCESS).await.1, 1);
+}
+
+async fn a_failed_task_nobody_polls_is_refunded_by_the_gate(db: Db) {
+    let backend = backend(false).await;
+    let app = gate(db, &backend, POLL_FAST, None).await;
+    let alice = app.signup("alice").await;
+    start_case(&app, &alice, "zhang").await;
+    start_case(&app, &alice, "li").await;
+    backend.finish(&backend_task(&alice, "zhang"), "failed");
+    backend.finish(&backend_task(&alice, "li"), "completed");
+    eventually("the gate's own poll refunds the failed task", || async {
+        quota(&app, &alice, PROCESS).await.1 == 1
+    })
+    .await;
+    // Past a few more rounds: once, and the completed task keeps its charge.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(quota(&app, &alice, PROCESS).await.1, 1);
+    assert_eq!(
+        ledger(&app, &alice, PROCESS).await,
+        vec![("committed".into(), 1, 1), ("refunded".into(), 1, 1)]
+    );
+}
+
+async fn a_failed_task_is_refunded_once_across_two_gates(db: Db) {
+    let backend = backend(false).await;
+    let first = gate(db, &backend, POLL_FAST, None).await;
+    let url = first.services().config().database.url.clone();
+    let second = gate(db, &backend, POLL_FAST, Some(url)).await;
+    let alice = first.signup("alice").await;
+    let task = start_case(&first, &alice, "zhang").await;
+    start_case(&first, &alice, "li").await;
+    backend.finish(&backend_task(&alice, "zhang"), "failed");
+    // Both gates poll on their own, and the client polls both at once.
+    let path = format!("/task_status/{task}");
+    let (on_first, on_second) = (first.as_user(&alice), second.as_user(&alice));
+    for _ in 0..5 {
+        let (a, b) = tokio::join!(
+            on_first.get_json(&path, 200),
+            on_second.get_json(&path, 200),
+        );
+        assert_eq!(
+            (&a["status"], &b["status"]),
+            (&"failed".into(), &"failed".into())
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(quota(&first, &alice, PROCESS).await.1, 1);
+    assert_eq!(quota(&second, &alice, PROCESS).await.1, 1);
+    assert_eq!(
+        ledger(&first, &alice, PROCESS).await,
+        vec![("committed".into(), 1, 1), ("refunded".into(), 1, 1)]
+    );
+}
+
+async fn a_task_that_never_ends_is_settled_by_the_stale_rule(db: Db) {
+    let backend = backend(false).await;
+    // `stale = "refund"` (the shipped rule) with a one-second window.
+    let stale = [POLL_FAST, &[("tasks.stale_after_secs", 1)]].concat();
+    let app = gate(db, &backend, &stale, None).await;
+    let alice = app.signup("alice").await;
+    start_case(&app, &alice, "zhang").await;
+    eventually("the stale task is refunded", || async {
+        quota(&app, &alice, PROCESS).await.1 == 0
+    })
+    .await;
+    let logs = app
+        .as_user(&alice)
+        .get_json("/admin/quotas/usage-logs", 200)
+        .await;
+    let reasons: Vec<&str> = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["refund_reason"].as_str())
+        .collect();
+    assert_eq!(reasons, ["the task did not finish within 1 s"], "{logs}");
+}
+
+async fn the_keep_rule_keeps_a_stale_tasks_charge(db: Db) {
+    let backend = backend(false).await;
+    let app = spawn_app_with(Options {
+        db,
+        shipped: true,
+        routes: String::new(),
+        upstream_url: Some(backend.url()),
+        edits: vec![
+            ("tasks.poll_after_secs", 1.into()),
+            ("tasks.poll_every_secs", 1.into()),
+            ("tasks.stale_after_secs", 1.into()),
+            ("tasks.stale", "keep".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let alice = app.signup("alice").await;
+    start_case(&app, &alice, "zhang").await;
+    let store = app.services().billing().store().clone();
+    eventually("the stale task's charge is kept and closed", || async {
+        store
+            .due_task_charges(i64::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    assert_eq!(quota(&app, &alice, PROCESS).await.1, 1);
+    assert_eq!(
+        ledger(&app, &alice, PROCESS).await,
+        vec![("committed".into(), 1, 1)]
+    );
+    // The backend still says processing when asked; nothing changes.
+    let status = app
+        .as_user(&alice)
+        .get_json(&format!("/task_status/main_zhang_{DAY}"), 200)
+        .await;
+    assert_eq!(status["status"], "processing");
+}
+
+on_both!(
+    a_client_that_hangs_up_is_charged_by_the_backends_reply,
+    a_client_that_leaves_mid_body_is_refunded_and_the_backend_never_acts,
+    a_failed_task_is_refunded_once_while_the_client_polls,
+    a_failed_task_nobody_polls_is_refunded_by_the_gate,
+    a_failed_task_is_refunded_once_across_two_gates,
+    a_task_that_never_ends_is_settled_by_the_stale_rule,
+    the_keep_rule_keeps_a_stale_tasks_charge,
+);
