@@ -2,6 +2,7 @@
 # A/B of two builds of the gate on the hot routes, for a change that must not cost throughput.
 #
 #   BASE=<git revision> bash bench/ab.sh      (ROUNDS=6 ROUND_SECS=5 CONNS=64 by default)
+#   ROUTE=metered BASE=... bash bench/ab.sh   (the metered POST /process on SQLite instead)
 #
 # Builds the release binary of BASE in a worktree of its own (A) and of the working tree (B),
 # starts both on SQLite in front of the same small-JSON backend (bench/backend.nginx.conf), and
@@ -16,6 +17,12 @@ BASE=${BASE:?set BASE to the git revision to compare the working tree with}
 ROUNDS=${ROUNDS:-6}
 ROUND_SECS=${ROUND_SECS:-5}
 CONNS=${CONNS:-64}
+ROUTE=${ROUTE:-jwt}
+case "$ROUTE" in
+  jwt) TARGET=/user/json; WRK_ARGS=(); LABEL="JWT route" ;;
+  metered) TARGET=/process/p/20250101; WRK_ARGS=(-s bench/post.lua); LABEL="metered route (SQLite)" ;;
+  *) echo "ROUTE is jwt or metered" >&2; exit 2 ;;
+esac
 log() { printf '== %s\n' "$*" >&2; }
 
 command -v wrk >/dev/null && command -v nginx >/dev/null || {
@@ -76,7 +83,7 @@ start A "$BIN_A"
 start B "$BIN_B"
 
 rps() { # port token
-  taskset -c 1 wrk -t1 -c"$CONNS" -d"${ROUND_SECS}s" -H "Authorization: Bearer $2" "http://127.0.0.1:$1/user/json" >"$DIR/wrk.out" 2>&1
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${ROUND_SECS}s" "${WRK_ARGS[@]}" -H "Authorization: Bearer $2" "http://127.0.0.1:$1$TARGET" >"$DIR/wrk.out" 2>&1
   python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f1
 }
 # One warm-up round each, not counted.
@@ -93,5 +100,5 @@ python3 -c "
 import statistics as s
 a = [float(x) for x in '${AS[*]}'.split()]; b = [float(x) for x in '${BS[*]}'.split()]
 r = [float(x) for x in '${RATIOS[*]}'.split()]
-print(f'JWT route, A = $BASE, B = working tree, {len(r)} alternating rounds of ${ROUND_SECS} s:')
+print(f'$LABEL, A = $BASE, B = working tree, {len(r)} alternating rounds of ${ROUND_SECS} s:')
 print(f'  A median {s.median(a):.0f}/s, B median {s.median(b):.0f}/s, B/A per round {r}, median {s.median(r):.3f}')"

@@ -15,8 +15,10 @@ CREATE TABLE task_charges (
     reason TEXT,
     settled_at BIGINT
 );
-CREATE INDEX task_charges_open ON task_charges (state, checked_at);
-CREATE INDEX task_charges_by_task ON task_charges (kind, task_id, state);
+-- Only open links are looked up (by the gate's poll, by a passing status reply): ended ones
+-- leave both indexes.
+CREATE INDEX task_charges_open ON task_charges (checked_at) WHERE state = 'open';
+CREATE INDEX task_charges_by_task ON task_charges (kind, task_id) WHERE state = 'open';
 
 -- Why a committed charge was given back (a task that failed), shown in the usage endpoints.
 ALTER TABLE usage_logs ADD COLUMN refund_reason TEXT;

@@ -76,18 +76,15 @@ impl TaskCharges {
         }
     }
 
-    /// Links the charge of `request_id` to the task `task_id` it started.
-    pub async fn link(
-        &self,
-        request_id: &str,
-        task_id: &str,
-        user_id: &str,
-    ) -> Result<(), GateError> {
-        self.ended.invalidate(task_id).await;
+    /// Links the charge of `request_id` to the task `task_id` it started (queued with the
+    /// commits, written in batches).
+    pub async fn link(&self, request_id: &str, task_id: &str, user_id: &str) {
+        // A read first: a write to the cache costs more, and the id is rarely in it.
+        if self.ended.contains_key(task_id) {
+            self.ended.invalidate(task_id).await;
+        }
         self.store
-            .link_task_charge(request_id, &self.tasks.kind, task_id, user_id, now_ms())
-            .await?;
-        Ok(())
+            .link_task_charge(request_id, &self.tasks.kind, task_id, user_id, now_ms());
     }
 
     /// A status reply of `task_id` passed through the gate: ends its charge if the reply tells
@@ -100,6 +97,8 @@ impl TaskCharges {
         if status == TaskStatus::Running {
             return Ok(());
         }
+        // A link this replica queued is written before it is looked for.
+        self.store.flush_commits().await;
         for row in self
             .store
             .open_task_charges(&self.tasks.kind, task_id)

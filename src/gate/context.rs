@@ -91,7 +91,8 @@ impl RequestCtx {
     }
 
     /// A context for the same request with what respond needs, for the rare case where the
-    /// context itself was lost (the task that held it panicked).
+    /// context itself was lost (the task that held it panicked). It writes no log line of its
+    /// own unless [`RequestCtx::stands_in`] says it is used: the real context writes one.
     pub fn stand_in(&self) -> RequestCtx {
         RequestCtx {
             peer: self.peer.clone(),
@@ -114,13 +115,14 @@ impl RequestCtx {
                 settled_by: "",
                 upstream: None,
             },
-            responded: false,
+            responded: true,
         }
     }
 
-    /// Drops a context that stood by unused, without a log line (the request has its own).
-    pub fn forget(mut self) {
-        self.responded = true;
+    /// The stand-in takes the lost context's place: respond writes its log line.
+    pub fn stands_in(mut self) -> RequestCtx {
+        self.responded = false;
+        self
     }
 
     /// Writes the request's log line and counts it; `client_left`: nobody got the response.

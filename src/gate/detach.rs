@@ -35,17 +35,14 @@ impl Gate {
             drop(tx.send((result, ctx)));
         });
         match rx.await {
-            Ok(done) => {
-                stand_in.forget();
-                done
-            }
+            Ok(done) => done,
             // The task panicked; its context refunded what it held as it unwound.
             Err(_) => (
                 Err(GateError::new(
                     http::StatusCode::INTERNAL_SERVER_ERROR,
                     "the request failed inside the gate",
                 )),
-                stand_in,
+                stand_in.stands_in(),
             ),
         }
     }

@@ -9,7 +9,11 @@
 //!
 //! If the process dies between the reply and the write, the row stays `reserved`: still
 //! counted in the balance, exactly as a crash during forwarding leaves it. Nothing is given
-//! away. Readers of usage rows call [`CommitWriter::flush`] first, so a client that reads its
+//! away.
+//!
+//! The links between charges and the tasks they started (`task_charges`) ride the same queue
+//! and are written in one transaction per batch: a link is needed only when the task ends,
+//! minutes later, and a write per `/process` would halve the metered route's throughput. Readers of usage rows call [`CommitWriter::flush`] first, so a client that reads its
 //! usage right after a reply sees that reply's charge.
 
 use sqlx::AnyPool;
@@ -23,7 +27,17 @@ const RETRIES: u32 = 5;
 
 enum Msg {
     Commit { request_id: String, at: i64 },
+    Link(TaskLink),
     Flush(oneshot::Sender<()>),
+}
+
+/// A charge's link to the task it started.
+pub struct TaskLink {
+    pub request_id: String,
+    pub kind: String,
+    pub task_id: String,
+    pub user_id: String,
+    pub at: i64,
 }
 
 /// The queue of committed charges and its writer task.
@@ -48,6 +62,13 @@ impl CommitWriter {
         }
     }
 
+    /// Queues the link between a charge and the task it started.
+    pub fn link(&self, link: TaskLink) {
+        if self.tx.send(Msg::Link(link)).is_err() {
+            tracing::error!("the commit writer is gone; a task's charge is not linked to it");
+        }
+    }
+
     /// Waits until every charge queued before this call is written (or given up on).
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
@@ -61,6 +82,7 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
     let mut batch = Vec::new();
     while super::batch::next(&mut rx, &mut batch, MAX_BATCH).await {
         let mut ids = Vec::new();
+        let mut links = Vec::new();
         let mut waiters = Vec::new();
         let mut at = 0;
         for m in batch.drain(..) {
@@ -69,11 +91,12 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
                     ids.push(request_id);
                     at = at.max(t);
                 }
+                Msg::Link(l) => links.push(l),
                 Msg::Flush(w) => waiters.push(w),
             }
         }
-        if !ids.is_empty() {
-            write(&pool, &ids, at).await;
+        if !ids.is_empty() || !links.is_empty() {
+            write(&pool, &ids, at, &links).await;
         }
         for w in waiters {
             let _ = w.send(());
@@ -81,33 +104,48 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
     }
 }
 
-/// Marks `ids` committed in one statement, retrying while the database is unreachable.
-async fn write(pool: &AnyPool, ids: &[String], at: i64) {
-    let placeholders = (0..ids.len())
-        .map(|i| format!("${}", i + 2))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "UPDATE usage_logs SET state = 'committed', settled_at = $1 \
-         WHERE state = 'reserved' AND request_id IN ({placeholders})"
-    );
+/// Marks `ids` committed in one statement and writes `links`, in one transaction, retrying
+/// while the database is unreachable.
+async fn write(pool: &AnyPool, ids: &[String], at: i64, links: &[TaskLink]) {
     let mut attempt = 0;
     loop {
-        let mut q = sqlx::query(&sql).bind(at);
-        for id in ids {
-            q = q.bind(id.as_str());
-        }
-        let Err(e) = q.execute(pool).await else {
+        let Err(e) = write_once(pool, ids, at, links).await else {
             return;
         };
-        let e = super::StoreError::from(e);
         if attempt < RETRIES && matches!(e, super::StoreError::Unavailable(_)) {
             attempt += 1;
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             continue;
         }
-        tracing::error!(charges = ids.len(), error = %e,
-            "could not commit charges; they stay reserved (still counted)");
+        tracing::error!(charges = ids.len(), links = links.len(), error = %e,
+            "could not commit charges (they stay reserved, still counted) or link them to their tasks");
         return;
     }
+}
+
+async fn write_once(
+    pool: &AnyPool,
+    ids: &[String],
+    at: i64,
+    links: &[TaskLink],
+) -> Result<(), super::StoreError> {
+    let mut tx = pool.begin().await?;
+    if !ids.is_empty() {
+        let placeholders = (0..ids.len())
+            .map(|i| format!("${}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE usage_logs SET state = 'committed', settled_at = $1 \
+             WHERE state = 'reserved' AND request_id IN ({placeholders})"
+        );
+        let mut q = sqlx::query(&sql).bind(at);
+        for id in ids {
+            q = q.bind(id.as_str());
+        }
+        q.execute(&mut *tx).await?;
+    }
+    super::task_charges::write_links(&mut tx, links).await?;
+    tx.commit().await?;
+    Ok(())
 }

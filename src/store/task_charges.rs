@@ -41,42 +41,25 @@ impl TaskEnd {
 const ROW: &str = "request_id, kind, task_id, user_id, created_at, checked_at";
 
 impl Store {
-    /// Links the charge of `request_id` to the task `(kind, task_id)` it started. An earlier
-    /// open charge of the same task id (the backend reuses `main_<patient>_<date>`) is closed as
-    /// superseded: its run ended before this one could start, without the gate seeing how.
-    pub async fn link_task_charge(
+    /// Links the charge of `request_id` to the task `(kind, task_id)` it started: queued, and
+    /// written with the next batch of commits (`commits`). An earlier open charge of the same
+    /// task id (the backend reuses `main_<patient>_<date>`) is then closed as superseded: its
+    /// run ended before this one could start, without the gate seeing how.
+    pub fn link_task_charge(
         &self,
         request_id: &str,
         kind: &str,
         task_id: &str,
         user_id: &str,
         now: i64,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
-        sqlx::query(
-            "UPDATE task_charges SET state = 'superseded', settled_at = $4, \
-             reason = 'the task id was started again before this run''s end was seen' \
-             WHERE kind = $1 AND task_id = $2 AND state = 'open' AND request_id <> $3",
-        )
-        .bind(kind)
-        .bind(task_id)
-        .bind(request_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO task_charges (request_id, kind, task_id, user_id, created_at, checked_at, state) \
-             VALUES ($1, $2, $3, $4, $5, $5, 'open') ON CONFLICT (request_id) DO NOTHING",
-        )
-        .bind(request_id)
-        .bind(kind)
-        .bind(task_id)
-        .bind(user_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+    ) {
+        self.commits.link(super::commits::TaskLink {
+            request_id: request_id.to_string(),
+            kind: kind.to_string(),
+            task_id: task_id.to_string(),
+            user_id: user_id.to_string(),
+            at: now,
+        });
     }
 
     /// The open charges of one task (at most one, as a rule).
@@ -183,4 +166,64 @@ impl Store {
         tx.commit().await?;
         Ok((true, balance))
     }
+}
+
+/// Writes a batch of links (in the commit writer's transaction): the earlier open charges of
+/// each task id superseded, then the newest link of each task id. An older link of the same
+/// task id in the same batch is not written at all: that run was replaced within moments, its
+/// end can never be seen, and its charge stands as any unlinked charge does.
+pub(super) async fn write_links(
+    tx: &mut sqlx::AnyConnection,
+    links: &[super::commits::TaskLink],
+) -> Result<(), StoreError> {
+    if links.is_empty() {
+        return Ok(());
+    }
+    // The newest link of each task id, by its place in the batch.
+    let mut newest: std::collections::HashMap<(&str, &str), usize> = Default::default();
+    for (i, l) in links.iter().enumerate() {
+        newest.insert((l.kind.as_str(), l.task_id.as_str()), i);
+    }
+    let mut keep: Vec<usize> = newest.values().copied().collect();
+    keep.sort_unstable();
+    for &i in &keep {
+        let l = &links[i];
+        sqlx::query(
+            "UPDATE task_charges SET state = 'superseded', settled_at = $3, \
+             reason = 'the task id was started again before this run''s end was seen' \
+             WHERE kind = $1 AND task_id = $2 AND state = 'open'",
+        )
+        .bind(l.kind.as_str())
+        .bind(l.task_id.as_str())
+        .bind(l.at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // In pages, under every database's limit on bound parameters.
+    for page in keep.chunks(100) {
+        let rows: Vec<String> = (0..page.len())
+            .map(|i| {
+                let p: Vec<String> = (1..=6).map(|n| format!("${}", 6 * i + n)).collect();
+                format!("({}, 'open')", p.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO task_charges (request_id, kind, task_id, user_id, created_at, checked_at, state) \
+             VALUES {} ON CONFLICT (request_id) DO NOTHING",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for &i in page {
+            let l = &links[i];
+            q = q
+                .bind(l.request_id.as_str())
+                .bind(l.kind.as_str())
+                .bind(l.task_id.as_str())
+                .bind(l.user_id.as_str())
+                .bind(l.at)
+                .bind(l.at);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    Ok(())
 }

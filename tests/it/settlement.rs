@@ -365,3 +365,114 @@ on_both!(
     a_task_that_never_ends_is_settled_by_the_stale_rule,
     the_keep_rule_keeps_a_stale_tasks_charge,
 );
+
+/// Every request has its log line, a request whose client hung up included: status 499,
+/// `client_left`, and what settlement decided and why. The binary with JSON logs.
+#[tokio::test]
+async fn requests_whose_client_left_are_logged_with_their_settlement() {
+    let backend = backend(false).await;
+    backend.set_l3_work(Duration::from_millis(800));
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::common::dead_port();
+    let config = dir.path().join("gate.toml");
+    let text = crate::common::ConfigEdit::shipped()
+        .set("server.listen", format!("127.0.0.1:{port}"))
+        .set("server.data_dir", dir.path().display().to_string())
+        .set("upstream.url", backend.url())
+        .render();
+    std::fs::write(&config, text).unwrap();
+    let log_path = dir.path().join("gate.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_idoctor-gate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("GATE_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(&log_path).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for _ in 0..300 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tokens: Value = client
+        .post(format!("{base}/auth/register"))
+        .json(&serde_json::json!({"email": "left@example.com", "username": "left", "password": "left-password-123"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let login: Value = client
+        .post(format!("{base}/auth/login"))
+        .json(&serde_json::json!({"username_or_email": "left", "password": "left-password-123"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(tokens["id"].is_string(), "{tokens}");
+    let access = login["access_token"].as_str().unwrap().to_string();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let send_and_leave = |head: String, body: Vec<u8>| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&body).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Sent whole, then gone while the backend works; and gone in the middle of an upload.
+    send_and_leave(
+        format!("POST /l3_detect/zhang/{DAY} HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {access}\r\nContent-Length: 0\r\n\r\n"),
+        Vec::new(),
+    )
+    .await;
+    let (content_type, body) = form(&[("patient_name", "zhang"), ("study_date", DAY)], "s.zip");
+    send_and_leave(
+        format!("POST /upload_dicom_zip HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {access}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len()),
+        body[..body.len() - 10].to_vec(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let requests: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "request")
+        .map(|l| l["fields"].clone())
+        .collect();
+    let line = |path: &str| {
+        let lines: Vec<&Value> = requests.iter().filter(|l| l["path"] == path).collect();
+        assert_eq!(lines.len(), 1, "one line for {path}: {lines:?}");
+        lines[0].clone()
+    };
+    // The backend answered after the client had gone: nobody got a response.
+    let l3 = line(&format!("/l3_detect/zhang/{DAY}"));
+    assert_eq!(
+        (&l3["status"], &l3["client_left"]),
+        (&499.into(), &true.into()),
+        "{l3}"
+    );
+    // Nothing uploaded for the case: the backend refused the work, so the charge went back.
+    assert_eq!(l3["quota"], "refunded", "{l3}");
+    assert_eq!(l3["settled_by"], "the reply does not meet the route's rule");
+    // The forward failed with the body (hyper answers a request whose body broke off, to a
+    // connection that is gone).
+    let upload = line("/upload_dicom_zip");
+    assert_eq!(upload["quota"], "refunded", "{upload}");
+    assert_eq!(
+        upload["settled_by"],
+        "the request body did not arrive whole"
+    );
+}
