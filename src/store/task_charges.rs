@@ -42,9 +42,8 @@ const ROW: &str = "request_id, kind, task_id, user_id, created_at, checked_at";
 
 impl Store {
     /// Links the charge of `request_id` to the task `(kind, task_id)` it started: queued, and
-    /// written with the next batch of commits (`commits`). An earlier open charge of the same
-    /// task id (the backend reuses `main_<patient>_<date>`) is then closed as superseded: its
-    /// run ended before this one could start, without the gate seeing how.
+    /// written with the next batch of commits (`commits`). It replaces the open link of an
+    /// earlier run of the same task id (the backend reuses `main_<patient>_<date>`).
     pub fn link_task_charge(
         &self,
         request_id: &str,
@@ -168,37 +167,22 @@ impl Store {
     }
 }
 
-/// Writes a batch of links (in the commit writer's transaction): the earlier open charges of
-/// each task id superseded, then the newest link of each task id. An older link of the same
-/// task id in the same batch is not written at all: that run was replaced within moments, its
-/// end can never be seen, and its charge stands as any unlinked charge does.
+/// Writes a batch of links (in the commit writer's transaction) in one statement: the newest
+/// link of each task id takes the place of the task id's open link, if it has one. The run it
+/// replaces ended before this one could start, without the gate seeing how; its charge stands,
+/// as any charge without a link does. So does an older link of the same task id in the same
+/// batch, which is not written at all.
 pub(super) async fn write_links(
     tx: &mut sqlx::AnyConnection,
     links: &[super::commits::TaskLink],
 ) -> Result<(), StoreError> {
-    if links.is_empty() {
-        return Ok(());
-    }
     // The newest link of each task id, by its place in the batch.
     let mut newest: std::collections::HashMap<(&str, &str), usize> = Default::default();
     for (i, l) in links.iter().enumerate() {
         newest.insert((l.kind.as_str(), l.task_id.as_str()), i);
     }
-    let mut keep: Vec<usize> = newest.values().copied().collect();
+    let mut keep: Vec<usize> = newest.into_values().collect();
     keep.sort_unstable();
-    for &i in &keep {
-        let l = &links[i];
-        sqlx::query(
-            "UPDATE task_charges SET state = 'superseded', settled_at = $3, \
-             reason = 'the task id was started again before this run''s end was seen' \
-             WHERE kind = $1 AND task_id = $2 AND state = 'open'",
-        )
-        .bind(l.kind.as_str())
-        .bind(l.task_id.as_str())
-        .bind(l.at)
-        .execute(&mut *tx)
-        .await?;
-    }
     // In pages, under every database's limit on bound parameters.
     for page in keep.chunks(100) {
         let rows: Vec<String> = (0..page.len())
@@ -209,7 +193,9 @@ pub(super) async fn write_links(
             .collect();
         let sql = format!(
             "INSERT INTO task_charges (request_id, kind, task_id, user_id, created_at, checked_at, state) \
-             VALUES {} ON CONFLICT (request_id) DO NOTHING",
+             VALUES {} ON CONFLICT (kind, task_id) WHERE state = 'open' DO UPDATE SET \
+             request_id = excluded.request_id, user_id = excluded.user_id, \
+             created_at = excluded.created_at, checked_at = excluded.checked_at",
             rows.join(", ")
         );
         let mut q = sqlx::query(&sql);
