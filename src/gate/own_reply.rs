@@ -99,16 +99,18 @@ impl Gate {
                 rewritten = Some(serde_json::to_vec(&value).expect("a JSON value serializes"));
             }
         }
-        if let (Some(task_id), Some(w)) = (&ctx.task_id, &self.services.task_watch) {
-            if let Err(e) = Box::pin(w.charges.observe(task_id, &bytes)).await {
-                // The gate's own poll settles it later.
-                tracing::warn!(task_id = %task_id, error = %e.detail, "could not settle a task's charge from its status");
-            }
-        }
         if let Some(ns) = &ctx.namespace {
             let text = rewritten.as_deref().unwrap_or(&bytes);
             if let Some(stripped) = replies::strip_namespace(text, ns) {
                 rewritten = Some(stripped);
+            }
+        }
+        // A task's status, in the names its owner typed (the reason of a refund is shown to them).
+        if let (Some(task_id), Some(w)) = (&ctx.task_id, &self.services.task_watch) {
+            let shown = rewritten.as_deref().unwrap_or(&bytes);
+            if let Err(e) = Box::pin(w.charges.observe(task_id, shown)).await {
+                // The gate's own poll settles it later.
+                tracing::warn!(task_id = %task_id, error = %e.detail, "could not settle a task's charge from its status");
             }
         }
         let body = match rewritten {

@@ -145,7 +145,54 @@ async fn write_once(
         }
         q.execute(&mut *tx).await?;
     }
-    super::task_charges::write_links(&mut tx, links).await?;
+    write_links(&mut tx, links).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Writes a batch of links (in the commit writer's transaction) in one statement: the newest
+/// link of each task id takes the place of the task id's open link, if it has one. The run it
+/// replaces ended before this one could start, without the gate seeing how; its charge stands,
+/// as any charge without a link does. So does an older link of the same task id in the same
+/// batch, which is not written at all.
+async fn write_links(
+    tx: &mut sqlx::AnyConnection,
+    links: &[TaskLink],
+) -> Result<(), super::StoreError> {
+    // The newest link of each task id, by its place in the batch.
+    let mut newest: std::collections::HashMap<(&str, &str), usize> = Default::default();
+    for (i, l) in links.iter().enumerate() {
+        newest.insert((l.kind.as_str(), l.task_id.as_str()), i);
+    }
+    let mut keep: Vec<usize> = newest.into_values().collect();
+    keep.sort_unstable();
+    // In pages, under every database's limit on bound parameters.
+    for page in keep.chunks(100) {
+        let rows: Vec<String> = (0..page.len())
+            .map(|i| {
+                let p: Vec<String> = (1..=6).map(|n| format!("${}", 6 * i + n)).collect();
+                format!("({}, 'open')", p.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO task_charges (request_id, kind, task_id, user_id, created_at, checked_at, state) \
+             VALUES {} ON CONFLICT (kind, task_id) WHERE state = 'open' DO UPDATE SET \
+             request_id = excluded.request_id, user_id = excluded.user_id, \
+             created_at = excluded.created_at, checked_at = excluded.checked_at",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for &i in page {
+            let l = &links[i];
+            q = q
+                .bind(l.request_id.as_str())
+                .bind(l.kind.as_str())
+                .bind(l.task_id.as_str())
+                .bind(l.user_id.as_str())
+                .bind(l.at)
+                .bind(l.at);
+        }
+        q.execute(&mut *tx).await?;
+    }
     Ok(())
 }

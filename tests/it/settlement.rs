@@ -226,7 +226,7 @@ async fn a_failed_task_is_refunded_once_while_the_client_polls(db: Db) {
     assert_eq!(refunded.len(), 1, "{logs}");
     assert_eq!(
         refunded[0]["refund_reason"],
-        "the task failed: CUDA out of memory"
+        format!("the task failed: CUDA out of memory in data/zhang_{DAY}/output")
     );
     assert!(refunded[0]["refunded_at"].is_string(), "{logs}");
 
@@ -252,6 +252,23 @@ async fn a_failed_task_nobody_polls_is_refunded_by_the_gate(db: Db) {
         quota(&app, &alice, PROCESS).await.1 == 1
     })
     .await;
+    let logs = app
+        .as_user(&alice)
+        .get_json("/admin/quotas/usage-logs", 200)
+        .await;
+    let reasons: Vec<&str> = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["refund_reason"].as_str())
+        .collect();
+    assert_eq!(
+        reasons,
+        [format!(
+            "the task failed: CUDA out of memory in data/zhang_{DAY}/output"
+        )],
+        "in the names the user typed"
+    );
     // Past a few more rounds: once, and the completed task keeps its charge.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(quota(&app, &alice, PROCESS).await.1, 1);

@@ -115,7 +115,12 @@ impl IDoctor {
         let task = tasks.get_mut(task_id).expect("a task the backend started");
         task["status"] = status.into();
         if status == "failed" {
-            task["error"] = "CUDA out of memory".into();
+            // The real one's errors name the case's folder, patient name and all.
+            let error = format!(
+                "CUDA out of memory in {}",
+                task["output_dir"].as_str().unwrap_or("")
+            );
+            task["error"] = error.into();
             task["failed_at"] = "2025-01-01T10:00:00".into();
         } else {
             task["progress"] = 100.into();
