@@ -1,9 +1,9 @@
 //! The one per-request context the phases share: each phase reads what the ones before it
 //! decided and adds its own, and respond reports it. It lives in the request's future; a
-//! metered request's context moves into a task of its own for forward and settle, so a client
-//! that goes away does not decide its charge (`gate::detach`). A context dropped without being
-//! responded to (the client left) still writes the request's log line, with what settlement
-//! decided.
+//! metered request's context goes on to a task of its own if the client goes away before
+//! settle, so the client does not decide its charge (`gate::detach`). A context dropped without
+//! being responded to (the client left) still writes the request's log line, with what
+//! settlement decided.
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode};
@@ -88,41 +88,6 @@ impl RequestCtx {
             log: RequestLog::default(),
             responded: false,
         }
-    }
-
-    /// A context for the same request with what respond needs, for the rare case where the
-    /// context itself was lost (the task that held it panicked). It writes no log line of its
-    /// own unless [`RequestCtx::stands_in`] says it is used: the real context writes one.
-    pub fn stand_in(&self) -> RequestCtx {
-        RequestCtx {
-            peer: self.peer.clone(),
-            secure: self.secure,
-            started: self.started,
-            request_id: self.request_id.clone(),
-            origin: self.origin.clone(),
-            method: self.method.clone(),
-            path: self.path.clone(),
-            backend_path: None,
-            principal: None,
-            namespace: None,
-            task_id: None,
-            reservation: None,
-            quota: None,
-            log: RequestLog {
-                route: self.log.route,
-                user_id: self.log.user_id.clone(),
-                quota: "",
-                settled_by: "",
-                upstream: None,
-            },
-            responded: true,
-        }
-    }
-
-    /// The stand-in takes the lost context's place: respond writes its log line.
-    pub fn stands_in(mut self) -> RequestCtx {
-        self.responded = false;
-        self
     }
 
     /// Writes the request's log line and counts it; `client_left`: nobody got the response.

@@ -13,9 +13,9 @@
 //! 5. **Forward** (`forward.rs`): the streamed request to the backend (`proxy::upstream`), a
 //!    multipart body checked as it streams (`tenancy::multipart`), upgrades (`proxy::upgrade`).
 //! 6. **Settle** (`settle.rs`): the one place a reservation is committed or refunded, from the
-//!    reply or from the failed forward. A request with a charge held runs phases 5 to 7 in a
-//!    task of its own (`detach.rs`), so the backend's reply settles it even when the client
-//!    has gone.
+//!    reply or from the failed forward. A request with a charge held runs phases 5 to 7 so
+//!    that they go on in a task of their own if the client leaves (`detach.rs`): the backend's
+//!    reply settles it even when the client has gone.
 //! 7. **Own the reply** (`own_reply.rs`): ids the reply hands out are recorded with their
 //!    owner, lists are filtered to the caller's, the namespace is taken out of names.
 //! 8. **Respond** (`respond.rs`): quota headers, request id, CORS, one log line and the metrics.
@@ -77,7 +77,7 @@ impl Gate {
         let admitted = self.admit(req, &mut ctx).await;
         let (result, ctx) = match admitted {
             // A held charge is settled by the backend's reply whether or not the client stays
-            // for it: phases 5 to 7 run in a task of their own (`detach.rs`).
+            // for it: phases 5 to 7 go on in a task of their own if it leaves (`detach.rs`).
             Ok(Admitted::Forward(fwd)) if ctx.reservation.is_some() => {
                 self.finish_detached(fwd, ctx).await
             }
