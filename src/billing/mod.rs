@@ -95,6 +95,20 @@ impl Reservation {
         self.balance.clone()
     }
 
+    /// Makes the charge final, linked to the task `(kind, task_id)` it started, so it follows
+    /// that task (`tasks`).
+    pub fn commit_linked(mut self, kind: &str, task_id: &str, user_id: &str) -> BalanceRow {
+        self.settled = true;
+        self.store.commit_charge_linked(
+            std::mem::take(&mut self.request_id),
+            now_ms(),
+            kind,
+            task_id,
+            user_id,
+        );
+        self.balance.clone()
+    }
+
     /// Gives the charge back; returns the balance after the refund.
     pub async fn refund(mut self) -> BalanceRow {
         self.settled = true;

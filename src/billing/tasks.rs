@@ -76,15 +76,12 @@ impl TaskCharges {
         }
     }
 
-    /// Links the charge of `request_id` to the task `task_id` it started (queued with the
-    /// commits, written in batches).
-    pub async fn link(&self, request_id: &str, task_id: &str, user_id: &str) {
+    /// A task id was started again: what this replica remembers of its end is forgotten.
+    pub async fn started(&self, task_id: &str) {
         // A read first: a write to the cache costs more, and the id is rarely in it.
         if self.ended.contains_key(task_id) {
             self.ended.invalidate(task_id).await;
         }
-        self.store
-            .link_task_charge(request_id, &self.tasks.kind, task_id, user_id, now_ms());
     }
 
     /// A status reply of `task_id` passed through the gate: ends its charge if the reply tells

@@ -45,6 +45,9 @@ pub(super) struct RequestCtx {
     pub task_id: Option<String>,
     /// The charge held for this request between reserve (phase 4) and settle (phase 6).
     pub reservation: Option<Reservation>,
+    /// A charge settle judged to stand on a route that starts a task: own-the-reply commits it
+    /// linked to the task the reply names (or `finish` commits it plainly).
+    pub commit_after_reply: Option<Reservation>,
     /// The quota as settle (or a refused reserve) left it; respond writes its headers.
     pub quota: Option<QuotaOutcome>,
     pub log: RequestLog,
@@ -84,6 +87,7 @@ impl RequestCtx {
             namespace: None,
             task_id: None,
             reservation: None,
+            commit_after_reply: None,
             quota: None,
             log: RequestLog::default(),
             responded: false,

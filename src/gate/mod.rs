@@ -128,11 +128,16 @@ impl Gate {
         let Forward { route, parts, body } = fwd;
         let reply = self.forward(parts, body, &route, ctx).await;
         let reply = self.settle(reply, &route, ctx).await;
-        if route.tenancy.is_some() {
+        let reply = if route.tenancy.is_some() {
             Box::pin(self.own_reply(reply, &route, ctx)).await
         } else {
             reply
+        };
+        // A reply that named no task: its charge stands all the same.
+        if let Some(r) = ctx.commit_after_reply.take() {
+            r.commit();
         }
+        reply
     }
 }
 

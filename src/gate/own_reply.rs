@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::Gate;
 use super::context::RequestCtx;
+use crate::billing::Reservation;
 use crate::config::RouteSpec;
 use crate::error::GateError;
 use crate::proxy::reply_body::{Capped, read_capped};
@@ -82,7 +83,9 @@ impl Gate {
                     if let Err(e) = recorded.await {
                         tracing::error!(kind = %c.kind, error = %e, "could not record the owner of a new id");
                     }
-                    Box::pin(self.link_task(&c.kind, id, ctx)).await;
+                    let pending = ctx.commit_after_reply.take();
+                    ctx.commit_after_reply =
+                        Box::pin(self.link_task(&c.kind, id, pending, &p.user_id)).await;
                 }
             }
             if filters {
@@ -125,18 +128,28 @@ impl Gate {
 }
 
 impl Gate {
-    /// Links the charge this request just committed to the task its reply started, so the
-    /// charge follows the task (`billing::tasks`).
-    async fn link_task(&self, kind: &str, task_id: &str, ctx: &RequestCtx) {
-        let Some(w) = &self.services.task_watch else {
-            return;
+    /// Commits the charge settle judged to stand (`pending`), linked to the task its reply
+    /// started, so the charge follows the task (`billing::tasks`); hands back a charge it did
+    /// not commit.
+    async fn link_task(
+        &self,
+        kind: &str,
+        task_id: &str,
+        pending: Option<Reservation>,
+        user_id: &str,
+    ) -> Option<Reservation> {
+        let r = pending?;
+        let Some(w) = self
+            .services
+            .task_watch
+            .as_ref()
+            .filter(|w| kind == w.charges.tasks.kind)
+        else {
+            return Some(r);
         };
-        let charged = ctx.quota.as_ref().is_some_and(|q| q.charged > 0);
-        if kind != w.charges.tasks.kind || !charged {
-            return;
-        }
-        let Some(p) = &ctx.principal else { return };
-        w.charges.link(ctx.request_id(), task_id, &p.user_id).await;
+        w.charges.started(task_id).await;
+        r.commit_linked(kind, task_id, user_id);
+        None
     }
 }
 

@@ -67,7 +67,14 @@ impl Gate {
         let amount = reservation.amount;
         let (balance, charged) = if success {
             ctx.log.quota = "committed";
-            (reservation.commit(), amount)
+            if self.starts_task(route) {
+                // Committed with the task's id once own-the-reply has read it.
+                let balance = reservation.balance.clone();
+                ctx.commit_after_reply = Some(reservation);
+                (balance, amount)
+            } else {
+                (reservation.commit(), amount)
+            }
         } else {
             ctx.log.quota = "refunded";
             (Box::pin(reservation.refund()).await, 0)
@@ -78,6 +85,17 @@ impl Gate {
             charged,
         });
         reply
+    }
+}
+
+impl Gate {
+    /// Whether a reply of `route` starts a task whose charge follows it (`[tasks]`).
+    fn starts_task(&self, route: &RouteSpec) -> bool {
+        let creates = route.tenancy.as_ref().and_then(|t| t.creates.as_ref());
+        match (&self.services.task_watch, creates) {
+            (Some(w), Some(c)) => c.kind == w.charges.tasks.kind,
+            _ => false,
+        }
     }
 }
 

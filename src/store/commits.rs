@@ -12,8 +12,10 @@
 //! away.
 //!
 //! The links between charges and the tasks they started (`task_charges`) ride the same queue
-//! and are written in one transaction per batch: a link is needed only when the task ends,
-//! minutes later, and a write per `/process` would halve the metered route's throughput. Readers of usage rows call [`CommitWriter::flush`] first, so a client that reads its
+//! and are written with a batch of commits, at most [`LINK_DELAY`] after they were queued: a
+//! link is needed only when its task ends, minutes later (a reader flushes first), and a write
+//! per `/process` would halve the metered route's throughput. If the process dies in between,
+//! the charge has no link and stands, as it did before charges followed their tasks. Readers of usage rows call [`CommitWriter::flush`] first, so a client that reads its
 //! usage right after a reply sees that reply's charge.
 
 use sqlx::AnyPool;
@@ -22,12 +24,21 @@ use tokio::sync::{mpsc, oneshot};
 /// At most this many charges in one statement (well under both databases' bind limits).
 const MAX_BATCH: usize = 500;
 
+/// How long a task link may wait to be written with others. A link is read only when its
+/// task ends, minutes later; written one batch at a time, links cost the metered route about
+/// 5 % of its throughput (a statement per batch of commits).
+const LINK_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Retries of a batch the database refused for being unreachable, 200 ms apart.
 const RETRIES: u32 = 5;
 
 enum Msg {
-    Commit { request_id: String, at: i64 },
-    Link(TaskLink),
+    /// A charge made final, with the task it started if it started one.
+    Commit {
+        request_id: String,
+        at: i64,
+        link: Option<TaskLink>,
+    },
     Flush(oneshot::Sender<()>),
 }
 
@@ -54,18 +65,16 @@ impl CommitWriter {
         CommitWriter { tx }
     }
 
-    /// Queues a reserved charge to be made final.
-    pub fn commit(&self, request_id: String, at: i64) {
-        if self.tx.send(Msg::Commit { request_id, at }).is_err() {
+    /// Queues a reserved charge to be made final, and its link to the task it started.
+    pub fn commit(&self, request_id: String, at: i64, link: Option<TaskLink>) {
+        let msg = Msg::Commit {
+            request_id,
+            at,
+            link,
+        };
+        if self.tx.send(msg).is_err() {
             // Only when the runtime is going away: the row stays reserved (charged).
             tracing::error!("the commit writer is gone; a charge stays reserved");
-        }
-    }
-
-    /// Queues the link between a charge and the task it started.
-    pub fn link(&self, link: TaskLink) {
-        if self.tx.send(Msg::Link(link)).is_err() {
-            tracing::error!("the commit writer is gone; a task's charge is not linked to it");
         }
     }
 
@@ -80,23 +89,57 @@ impl CommitWriter {
 
 async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
     let mut batch = Vec::new();
-    while super::batch::next(&mut rx, &mut batch, MAX_BATCH).await {
+    // Links wait up to LINK_DELAY for company (a flush writes them at once).
+    let mut links: Vec<TaskLink> = Vec::new();
+    let mut links_due = tokio::time::Instant::now();
+    loop {
+        let more = if links.is_empty() {
+            super::batch::next(&mut rx, &mut batch, MAX_BATCH).await
+        } else {
+            // `next` is cancel-safe: it awaits only the first receive.
+            tokio::select! {
+                more = super::batch::next(&mut rx, &mut batch, MAX_BATCH) => more,
+                _ = tokio::time::sleep_until(links_due) => true,
+            }
+        };
+        if !more {
+            if !links.is_empty() {
+                write(&pool, &[], 0, &links).await;
+            }
+            return;
+        }
         let mut ids = Vec::new();
-        let mut links = Vec::new();
         let mut waiters = Vec::new();
         let mut at = 0;
         for m in batch.drain(..) {
             match m {
-                Msg::Commit { request_id, at: t } => {
+                Msg::Commit {
+                    request_id,
+                    at: t,
+                    link,
+                } => {
                     ids.push(request_id);
                     at = at.max(t);
+                    if let Some(l) = link {
+                        if links.is_empty() {
+                            links_due = tokio::time::Instant::now() + LINK_DELAY;
+                        }
+                        links.push(l);
+                    }
                 }
-                Msg::Link(l) => links.push(l),
                 Msg::Flush(w) => waiters.push(w),
             }
         }
-        if !ids.is_empty() || !links.is_empty() {
-            write(&pool, &ids, at, &links).await;
+        let links_now = !links.is_empty()
+            && (!waiters.is_empty()
+                || links.len() >= MAX_BATCH
+                || tokio::time::Instant::now() >= links_due);
+        let due_links: &[TaskLink] = if links_now { &links } else { &[] };
+        if !ids.is_empty() || !due_links.is_empty() {
+            write(&pool, &ids, at, due_links).await;
+        }
+        if links_now {
+            links.clear();
         }
         for w in waiters {
             let _ = w.send(());

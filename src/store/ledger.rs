@@ -88,7 +88,7 @@ impl Store {
     /// Makes a reserved charge final: queued and written in a batch with others (see
     /// `commits`); the balance does not change, it was taken by the reservation.
     pub fn commit_charge(&self, request_id: String, now: i64) {
-        self.commits.commit(request_id, now);
+        self.commits.commit(request_id, now, None);
     }
 
     /// Waits until every charge committed before this call is written.

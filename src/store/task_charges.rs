@@ -41,24 +41,26 @@ impl TaskEnd {
 const ROW: &str = "request_id, kind, task_id, user_id, created_at, checked_at";
 
 impl Store {
-    /// Links the charge of `request_id` to the task `(kind, task_id)` it started: queued, and
-    /// written with the next batch of commits (`commits`). It replaces the open link of an
-    /// earlier run of the same task id (the backend reuses `main_<patient>_<date>`).
-    pub fn link_task_charge(
+    /// Makes a reserved charge final (as `commit_charge`) and links it to the task
+    /// `(kind, task_id)` it started; both queued and written in batches (`commits`). The link
+    /// replaces the open link of an earlier run of the same task id (the backend reuses
+    /// `main_<patient>_<date>`).
+    pub fn commit_charge_linked(
         &self,
-        request_id: &str,
+        request_id: String,
+        now: i64,
         kind: &str,
         task_id: &str,
         user_id: &str,
-        now: i64,
     ) {
-        self.commits.link(super::commits::TaskLink {
-            request_id: request_id.to_string(),
+        let link = super::commits::TaskLink {
+            request_id: request_id.clone(),
             kind: kind.to_string(),
             task_id: task_id.to_string(),
             user_id: user_id.to_string(),
             at: now,
-        });
+        };
+        self.commits.commit(request_id, now, Some(link));
     }
 
     /// The open charges of one task (at most one, as a rule).
