@@ -49,10 +49,39 @@ pub struct PaymentResponse {
     pub created_at: String,
     pub updated_at: String,
     pub paid_at: Option<String>,
+    /// What paying does (`new` | `renew` | `upgrade` | `downgrade`; see the README's billing
+    /// table), priced when the order was made.
+    pub change: String,
+    /// The plan's price for one cycle, decimal string.
+    pub plan_price: String,
+    /// The unused part of the running period credited against it (upgrades), rounded in the
+    /// payer's favour; `amount` = `plan_price` - `credit`.
+    pub credit: String,
+    /// When the paid plan takes effect (for a renewal: when the added cycle begins).
+    pub starts_at: String,
+    /// The span the payment bought, once it is paid.
+    pub period_start: Option<String>,
+    pub period_end: Option<String>,
+}
+
+/// When an order's plan takes effect as quoted: at the end of the running period for a
+/// renewal or a downgrade, at once otherwise.
+pub(crate) fn quoted_start(p: &PaymentRow) -> i64 {
+    match p.change_kind.as_str() {
+        "renew" | "downgrade" => p.from_period_end.unwrap_or(p.created_at),
+        _ => p.created_at,
+    }
 }
 
 fn response(p: PaymentRow) -> PaymentResponse {
+    let starts_at = iso(p.effect_start.unwrap_or_else(|| quoted_start(&p)));
     PaymentResponse {
+        change: p.change_kind.clone(),
+        plan_price: money::fen_to_string(p.list_price_fen),
+        credit: money::fen_to_string(p.credit_fen),
+        starts_at,
+        period_start: iso_opt(p.effect_start),
+        period_end: iso_opt(p.effect_end),
         id: p.id,
         order_id: p.order_no,
         amount: money::fen_to_string(p.amount_fen),
@@ -77,6 +106,10 @@ pub struct CreatePayment {
     /// active plan's price, and the order is bound to that plan.
     #[serde(default)]
     pub plan_id: Option<String>,
+    /// One's own subscription, to renew it (the UI's 续费 button): its plan is the one paid
+    /// for, and the payment extends it by one cycle from its end.
+    #[serde(default)]
+    pub subscription_id: Option<String>,
     /// Only used to find the plan when `plan_id` is absent; never the amount charged.
     #[schema(value_type = Option<String>)]
     #[serde(default)]
@@ -93,7 +126,7 @@ pub struct CreatePayment {
     responses(
         (status = 201, body = PaymentResponse),
         (status = 401, body = ErrorBody),
-        (status = 422, description = "No such plan, a free plan, or an amount matching no plan", body = ErrorBody),
+        (status = 422, description = "No such plan or subscription, a free plan, an amount matching no plan, or a change while another is scheduled", body = ErrorBody),
         (status = 502, description = "The provider refused the order", body = ErrorBody)))]
 pub async fn create(
     State(state): State<Arc<ApiState>>,
@@ -101,7 +134,19 @@ pub async fn create(
     JsonBody(req): JsonBody<CreatePayment>,
 ) -> Result<(StatusCode, Json<PaymentResponse>), GateError> {
     let unprocessable = |m: String| GateError::new(StatusCode::UNPROCESSABLE_ENTITY, m);
-    let plan = match &req.plan_id {
+    let renewed = match &req.subscription_id {
+        Some(id) if req.plan_id.is_none() => {
+            let sub = state
+                .store
+                .subscription(id)
+                .await?
+                .filter(|s| s.user_id == *p.user_id)
+                .ok_or_else(|| unprocessable(format!("no subscription `{id}` of yours")))?;
+            Some(sub.plan_id)
+        }
+        _ => None,
+    };
+    let plan = match req.plan_id.as_ref().or(renewed.as_ref()) {
         Some(id) => state
             .store
             .plan(id)

@@ -1,6 +1,7 @@
 //! `/subscriptions/*`: the signed-in user's subscription, its quota, and subscribing.
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::StatusCode;
@@ -33,26 +34,87 @@ pub struct SubscriptionResponse {
     pub user_id: String,
     pub plan_id: String,
     pub plan_name: Option<String>,
-    /// pending | active | cancelled (runs to its period end) | expired
+    /// pending (waiting for its payment) | scheduled (paid, begins at `current_period_start`)
+    /// | active | cancelled (runs to its period end) | expired
     pub status: String,
+    /// The paid span (a renewal extends its end); the quota resets at every billing cycle
+    /// within it.
     pub current_period_start: Option<String>,
     pub current_period_end: Option<String>,
+    /// The same as `current_period_start` / `current_period_end`, under the names the
+    /// commercial web app reads.
+    pub start_date: Option<String>,
+    pub end_date: Option<String>,
     pub auto_renew: bool,
+    /// The plan stops at `current_period_end` (cancelled, or moving to a cheaper plan).
+    pub cancel_at_period_end: bool,
+    /// The plan that takes over at `scheduled_change_at`, on the running subscription: a
+    /// cheaper plan paid for, or the free plan after a cancellation.
+    pub scheduled_plan_id: Option<String>,
+    pub scheduled_plan_name: Option<String>,
+    pub scheduled_change_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
 
-async fn response(state: &ApiState, s: SubscriptionRow) -> Result<SubscriptionResponse, GateError> {
+/// What takes over from the running subscription when it ends: the first change paid for,
+/// or (after a cancellation) the free plan.
+struct Next {
+    plan_id: String,
+    plan_name: String,
+    at: i64,
+}
+
+async fn next_of(
+    state: &ApiState,
+    user_id: &str,
+    running: Option<&SubscriptionRow>,
+) -> Result<Option<Next>, GateError> {
+    if let Some(s) = state.store.scheduled_subscriptions(user_id).await?.first() {
+        let plan_name = state
+            .store
+            .plan(&s.plan_id)
+            .await?
+            .map_or_else(|| s.plan_id.clone(), |p| p.row.name);
+        return Ok(Some(Next {
+            plan_id: s.plan_id.clone(),
+            plan_name,
+            at: s.current_period_start.unwrap_or(0),
+        }));
+    }
+    match running {
+        Some(r) if r.status == "cancelled" => Ok(state.store.default_plan().await?.map(|p| Next {
+            plan_id: p.row.id,
+            plan_name: p.row.name,
+            at: r.current_period_end.unwrap_or(0),
+        })),
+        _ => Ok(None),
+    }
+}
+
+async fn response(
+    state: &ApiState,
+    s: SubscriptionRow,
+    next: Option<&Next>,
+) -> Result<SubscriptionResponse, GateError> {
     let plan_name = state.store.plan(&s.plan_id).await?.map(|p| p.row.name);
+    let running = matches!(s.status.as_str(), "active" | "cancelled");
+    let next = next.filter(|_| running);
     Ok(SubscriptionResponse {
         id: s.id,
         user_id: s.user_id,
         plan_id: s.plan_id,
         plan_name,
+        cancel_at_period_end: running && (s.status == "cancelled" || next.is_some()),
         status: s.status,
         current_period_start: iso_opt(s.current_period_start),
         current_period_end: iso_opt(s.current_period_end),
+        start_date: iso_opt(s.current_period_start),
+        end_date: iso_opt(s.current_period_end),
         auto_renew: s.auto_renew != 0,
+        scheduled_plan_id: next.map(|n| n.plan_id.clone()),
+        scheduled_plan_name: next.map(|n| n.plan_name.clone()),
+        scheduled_change_at: next.map(|n| iso(n.at)),
         created_at: iso(s.created_at),
         updated_at: iso(s.updated_at),
     })
@@ -66,9 +128,11 @@ pub async fn list(
     CurrentUser(p): CurrentUser,
 ) -> Result<Json<Vec<SubscriptionResponse>>, GateError> {
     state.billing.ensure_current(&p.user_id).await?;
+    let running = state.store.current_subscription(&p.user_id).await?;
+    let next = next_of(&state, &p.user_id, running.as_ref()).await?;
     let mut out = Vec::new();
     for s in state.store.subscriptions_of(&p.user_id).await? {
-        out.push(response(&state, s).await?);
+        out.push(response(&state, s, next.as_ref()).await?);
     }
     Ok(Json(out))
 }
@@ -86,7 +150,8 @@ pub async fn current(
         .current_subscription(&p.user_id)
         .await?
         .ok_or_else(|| GateError::not_found("您还没有订阅: no subscription"))?;
-    Ok(Json(response(&state, s).await?))
+    let next = next_of(&state, &p.user_id, Some(&s)).await?;
+    Ok(Json(response(&state, s, next.as_ref()).await?))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -172,44 +237,64 @@ pub struct SubscribeRequest {
 #[derive(Serialize, ToSchema)]
 pub struct SubscribeResponse {
     pub message: String,
+    /// The subscription the payment activates (for a renewal: the running one it extends).
     pub subscription_id: String,
     pub payment_id: String,
     pub order_no: String,
-    /// From the plan, never from the client.
+    /// What the payer pays, from the plan, never from the client: `plan_price` - `credit`.
     pub amount: String,
     pub currency: String,
     /// `pending` until the payment completes.
     pub status: String,
     pub payment_url: Option<String>,
     pub qr_code: Option<String>,
+    /// `new` | `renew` | `upgrade` | `downgrade` (the README's billing table).
+    pub change: String,
+    pub plan_price: String,
+    /// The unused part of the running period credited on an upgrade, in the payer's favour.
+    pub credit: String,
+    /// When the plan takes effect once paid (a renewal: when the added cycle begins).
+    pub starts_at: String,
 }
 
-/// Subscribe to a paid plan: a pending subscription and a pending order whose amount comes
-/// from the plan. It becomes active only when the payment completes.
+/// The answer to choosing the free plan while a paid one runs: nothing to pay, the paid plan
+/// runs to its end.
+#[derive(Serialize, ToSchema)]
+pub struct ScheduledChange {
+    pub message: String,
+    pub subscription_id: String,
+    pub scheduled_plan_id: String,
+    pub scheduled_plan_name: String,
+    /// When the free plan takes over.
+    pub scheduled_change_at: String,
+}
+
+/// Subscribe to a plan. A paid plan gives a pending order whose amount comes from the plan
+/// (less the credit of an upgrade), applied when the payment completes: the same plan again
+/// renews it (one more cycle from its end), a dearer one starts now, a cheaper one when the
+/// paid period ends. The free plan while a paid one runs is a cancellation at its end.
 #[utoipa::path(post, path = "/subscriptions/subscribe", tag = "subscriptions", request_body = SubscribeRequest,
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 202, description = "Order created, waiting for payment", body = SubscribeResponse),
+        (status = 200, description = "The free plan chosen: it takes over when the paid period ends", body = ScheduledChange),
+        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 422, description = "Free, inactive or already subscribed plan", body = ErrorBody)))]
+        (status = 422, description = "An inactive plan, the free plan while on it, or a change while another is scheduled", body = ErrorBody),
+        (status = 502, description = "The provider refused the order", body = ErrorBody)))]
 pub async fn subscribe(
     State(state): State<Arc<ApiState>>,
     CurrentUser(p): CurrentUser,
     JsonBody(req): JsonBody<SubscribeRequest>,
-) -> Result<(StatusCode, Json<SubscribeResponse>), GateError> {
+) -> Result<Response, GateError> {
     let plan = state
         .store
         .plan(&req.plan_id)
         .await?
         .ok_or_else(|| GateError::not_found("套餐不存在: no such plan"))?;
     state.billing.ensure_current(&p.user_id).await?;
-    if let Some(cur) = state.store.current_subscription(&p.user_id).await? {
-        if cur.plan_id == plan.row.id && cur.status == "active" {
-            return Err(GateError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "您已有活跃订阅: you already have this plan",
-            ));
-        }
+    if plan.row.price_fen == 0 {
+        return to_free(&state, &p.user_id, &plan).await;
     }
     let method = req.payment_method.unwrap_or_else(|| {
         state
@@ -220,12 +305,22 @@ pub async fn subscribe(
             .to_string()
     });
     let order = state.payments.create_order(&p, &plan, &method).await?;
-    let sub_id = order.subscription_id.clone().unwrap_or_default();
+    let message = match order.change_kind.as_str() {
+        "renew" => "续费订单已创建: once paid, your plan runs one more cycle from its current end",
+        "upgrade" => {
+            "升级订单已创建: once paid, the plan starts at once; the unused part of the current one is credited"
+        }
+        "downgrade" => "订单已创建: once paid, the plan starts when the current paid period ends",
+        _ => {
+            "订单已创建: pay at payment_url (or draw qr_code); the plan starts when the payment completes"
+        }
+    };
+    let starts_at = iso(super::payments::quoted_start(&order));
     Ok((
         StatusCode::ACCEPTED,
         Json(SubscribeResponse {
-            message: "订单已创建: pay at payment_url (or draw qr_code); the plan starts when the payment completes".into(),
-            subscription_id: sub_id,
+            message: message.into(),
+            subscription_id: order.subscription_id.clone().unwrap_or_default(),
             payment_id: order.id,
             order_no: order.order_no,
             amount: money::fen_to_string(order.amount_fen),
@@ -233,6 +328,49 @@ pub async fn subscribe(
             status: order.status,
             payment_url: order.payment_url,
             qr_code: order.qr_code,
+            change: order.change_kind,
+            plan_price: money::fen_to_string(order.list_price_fen),
+            credit: money::fen_to_string(order.credit_fen),
+            starts_at,
         }),
-    ))
+    )
+        .into_response())
+}
+
+/// The free plan chosen: a paid plan running is cancelled at its end; on the free plan
+/// already, there is nothing to do.
+async fn to_free(
+    state: &ApiState,
+    user_id: &str,
+    free: &crate::store::Plan,
+) -> Result<Response, GateError> {
+    let running = state.store.current_subscription(user_id).await?;
+    let paid = match &running {
+        Some(r) if r.plan_id != free.row.id => state
+            .store
+            .plan(&r.plan_id)
+            .await?
+            .is_some_and(|pl| pl.row.price_fen > 0),
+        _ => false,
+    };
+    let Some(r) = running.filter(|_| paid) else {
+        return Err(GateError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "您已是免费版: you are on the free plan already; it needs no payment",
+        ));
+    };
+    state.store.cancel_subscription(&r.id).await?;
+    let at = r.current_period_end.unwrap_or(0);
+    Ok(Json(ScheduledChange {
+        message: format!(
+            "已安排: your paid plan runs to {}, then {} takes over",
+            iso(at),
+            free.row.name
+        ),
+        subscription_id: r.id,
+        scheduled_plan_id: free.row.id.clone(),
+        scheduled_plan_name: free.row.name.clone(),
+        scheduled_change_at: iso(at),
+    })
+    .into_response())
 }

@@ -4,6 +4,7 @@
 //! Periods roll over lazily, at the first request after their end (no cron): a free plan
 //! renews, a paid plan that was not paid for again falls back to the default (free) plan.
 
+pub mod changes;
 mod periods;
 pub mod task_watch;
 pub mod tasks;
@@ -12,9 +13,9 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::GateError;
-use crate::store::{BalanceRow, Charge, PeriodStart, PlanInput, Store, now_ms};
+use crate::store::{BalanceRow, Charge, PeriodStart, Plan, PlanInput, Store, now_ms};
 
-pub use periods::period_end;
+pub use periods::{cycle_at, period_end};
 
 pub struct Billing {
     store: Store,
@@ -211,26 +212,66 @@ impl Billing {
     }
 
     /// Makes sure the user has a running period with a balance for every quota type: starts
-    /// the first one, rolls an ended one over, or adds types declared since it began.
+    /// the first one, activates a paid change that is due, rolls an ended one over, starts the
+    /// next quota cycle of a span that holds several, or adds types declared since it began.
     pub async fn ensure_current(&self, user_id: &str) -> Result<(), GateError> {
+        // A scheduled change that has itself ended by now gives way to the next one: a few
+        // steps at most, each of which moves the user forward.
+        for _ in 0..4 {
+            if !self.step(user_id).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One step towards a running period; true when a scheduled change began and another
+    /// look is due.
+    async fn step(&self, user_id: &str) -> Result<bool, GateError> {
         let now = now_ms();
         let current = self.store.current_subscription(user_id).await?;
+        let scheduled = self.store.scheduled_subscriptions(user_id).await?;
+        let next_start = scheduled.first().and_then(|s| s.current_period_start);
+        if let Some(s) = scheduled
+            .first()
+            .filter(|_| next_start.is_some_and(|t| t <= now))
+        {
+            let Some(plan) = self.store.plan(&s.plan_id).await? else {
+                return Ok(false);
+            };
+            let start = s.current_period_start.unwrap_or(now);
+            let end = s.current_period_end.unwrap_or(now);
+            let cycle = cycle_at(start, end, &plan.row.billing_cycle, now);
+            let how = PeriodStart::Activate {
+                current: current.as_ref(),
+                scheduled: s,
+            };
+            self.store
+                .begin_period(user_id, how, &plan, &self.type_keys, (start, end), cycle)
+                .await?;
+            return Ok(true);
+        }
+        // A free period that begins now ends where a paid change begins, if one is scheduled.
+        let free_end = |cycle: &str| {
+            let end = period_end(now, cycle);
+            next_start.map_or(end, |t| end.min(t.max(now + 1)))
+        };
         let default_plan = || async { self.store.default_plan().await.map_err(GateError::from) };
         match current {
             None => {
                 let Some(plan) = default_plan().await? else {
                     tracing::warn!("no default plan: new users get no quota");
-                    return Ok(());
+                    return Ok(false);
                 };
-                let end = period_end(now, &plan.row.billing_cycle);
+                let end = free_end(&plan.row.billing_cycle);
                 self.store
                     .begin_period(
                         user_id,
                         PeriodStart::First,
                         &plan,
                         &self.type_keys,
-                        now,
-                        end,
+                        (now, end),
+                        (now, end),
                     )
                     .await?;
             }
@@ -241,68 +282,75 @@ impl Billing {
                     && plan
                         .as_ref()
                         .is_some_and(|p| p.row.price_fen == 0 && p.row.is_active != 0);
-                match (renews, plan) {
-                    (true, Some(plan)) => {
-                        let end = period_end(now, &plan.row.billing_cycle);
-                        self.store
-                            .begin_period(
-                                user_id,
-                                PeriodStart::Renew(&cur),
-                                &plan,
-                                &self.type_keys,
-                                now,
-                                end,
-                            )
-                            .await?;
-                    }
+                let (how, plan) = match (renews, plan) {
+                    (true, Some(plan)) => (PeriodStart::Renew(&cur), plan),
                     _ => {
                         let Some(free) = default_plan().await? else {
-                            return Ok(());
+                            return Ok(false);
                         };
-                        let end = period_end(now, &free.row.billing_cycle);
-                        self.store
-                            .begin_period(
-                                user_id,
-                                PeriodStart::Replace(&cur),
-                                &free,
-                                &self.type_keys,
-                                now,
-                                end,
-                            )
-                            .await?;
+                        (PeriodStart::Replace(&cur), free)
                     }
-                }
+                };
+                let end = free_end(&plan.row.billing_cycle);
+                self.store
+                    .begin_period(user_id, how, &plan, &self.type_keys, (now, end), (now, end))
+                    .await?;
             }
             Some(cur) => {
-                let have: Vec<String> = self
-                    .store
-                    .balances_of(user_id)
-                    .await?
-                    .into_iter()
-                    .map(|b| b.quota_type)
-                    .collect();
-                if self.type_keys.iter().all(|t| have.contains(t)) {
-                    return Ok(());
+                let balances = self.store.balances_of(user_id).await?;
+                let due = self.type_keys.iter().any(|t| {
+                    balances
+                        .iter()
+                        .find(|b| &b.quota_type == t)
+                        .is_none_or(|b| b.period_end <= now)
+                });
+                if !due {
+                    return Ok(false);
                 }
-                let plan = self.store.plan(&cur.plan_id).await?;
-                let limits: Vec<(String, i64)> = self
-                    .type_keys
-                    .iter()
-                    .filter(|t| !have.contains(t))
-                    .map(|t| (t.clone(), plan.as_ref().map_or(0, |p| p.limit_of(t))))
-                    .collect();
+                let Some(plan) = self.store.plan(&cur.plan_id).await? else {
+                    return Ok(false);
+                };
+                let end = cur.current_period_end.unwrap_or(now);
+                let start = cur.current_period_start.unwrap_or(now);
+                let cycle = cycle_at(start, end, &plan.row.billing_cycle, now);
                 self.store
-                    .add_missing_balances(
-                        user_id,
-                        &limits,
-                        cur.current_period_start.unwrap_or(now),
-                        cur.current_period_end.unwrap_or(now),
-                        now,
-                    )
+                    .new_quota_cycle(user_id, &plan, &self.type_keys, cycle)
                     .await?;
             }
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// Prices an order for `target` against the user's running subscription and the changes
+    /// already scheduled (`changes`): 422 when it cannot be bought now.
+    pub async fn quote(&self, user_id: &str, target: &Plan) -> Result<changes::Quote, GateError> {
+        self.ensure_current(user_id).await?;
+        let now = now_ms();
+        let current = self.store.current_subscription(user_id).await?;
+        let price = match &current {
+            Some(c) => self
+                .store
+                .plan(&c.plan_id)
+                .await?
+                .map_or(0, |p| p.row.price_fen),
+            None => 0,
+        };
+        let mut scheduled = Vec::new();
+        for s in self.store.scheduled_subscriptions(user_id).await? {
+            let name = self
+                .store
+                .plan(&s.plan_id)
+                .await?
+                .map_or_else(|| s.plan_id.clone(), |p| p.row.name);
+            scheduled.push((s, name));
+        }
+        let running = current.as_ref().map(|sub| changes::Running {
+            sub,
+            plan_price_fen: price,
+        });
+        changes::quote(running, &scheduled, target, now).map_err(|changes::Refused(why)| {
+            GateError::new(http::StatusCode::UNPROCESSABLE_ENTITY, why)
+        })
     }
 
     /// Reserves the charge of one request, or answers 402.

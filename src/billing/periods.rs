@@ -1,41 +1,123 @@
 //! Billing periods in calendar terms: a monthly plan bought on 31 January runs to the end of
 //! February (chrono clamps the day), not for 30 days.
+//!
+//! A subscription's paid span may hold several cycles (each renewal adds one); its quota
+//! resets at every cycle boundary. Boundaries are counted from the span's start (its anchor),
+//! not from the previous boundary, so a span that starts on 31 January has boundaries on
+//! 28 February and 31 March rather than drifting to the 28th.
 
 use chrono::{DateTime, Months};
 
-/// The end of a period of `cycle` starting at `start_ms`.
-pub fn period_end(start_ms: i64, cycle: &str) -> i64 {
-    let months = match cycle {
+/// Months in one cycle of `cycle`.
+fn months_of(cycle: &str) -> u32 {
+    match cycle {
         "yearly" => 12,
         "lifetime" => 12 * 100,
         _ => 1,
-    };
-    DateTime::from_timestamp_millis(start_ms)
+    }
+}
+
+/// `anchor` plus `k` cycles.
+pub fn add_cycles(anchor_ms: i64, cycle: &str, k: u32) -> i64 {
+    let months = months_of(cycle).saturating_mul(k);
+    DateTime::from_timestamp_millis(anchor_ms)
         .and_then(|t| t.checked_add_months(Months::new(months)))
         .map(|t| t.timestamp_millis())
-        .unwrap_or(start_ms + months as i64 * 31 * 24 * 3600 * 1000)
+        .unwrap_or(anchor_ms.saturating_add(months as i64 * 31 * 24 * 3600 * 1000))
+}
+
+/// The end of a period of `cycle` starting at `start_ms`.
+pub fn period_end(start_ms: i64, cycle: &str) -> i64 {
+    add_cycles(start_ms, cycle, 1)
+}
+
+/// The quota cycle of the span [`anchor`, `end`) that holds `now`: it starts at a boundary
+/// and ends at the next one, or at `end` (a span need not be whole cycles). `now` before the
+/// anchor gives the first cycle; `now` at or past `end`, the last.
+pub fn cycle_at(anchor: i64, end: i64, cycle: &str, now: i64) -> (i64, i64) {
+    let mut start = anchor;
+    for k in 1u32.. {
+        let next = add_cycles(anchor, cycle, k);
+        if next >= end {
+            return (start, end);
+        }
+        if next > now {
+            return (start, next);
+        }
+        start = next;
+    }
+    unreachable!("the boundaries grow until they pass `end`")
+}
+
+/// The end of the span [`anchor`, `end`) extended by one cycle: the next boundary when `end`
+/// is one, else one cycle from `end` (a prorated span).
+pub fn extend_by_cycle(anchor: i64, end: i64, cycle: &str) -> i64 {
+    for k in 1u32.. {
+        let b = add_cycles(anchor, cycle, k);
+        if b == end {
+            return add_cycles(anchor, cycle, k + 1);
+        }
+        if b > end {
+            break;
+        }
+    }
+    period_end(end, cycle)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::period_end;
+    use super::*;
     use chrono::{TimeZone, Utc};
+
+    fn at(y: i32, m: u32, d: u32) -> i64 {
+        Utc.with_ymd_and_hms(y, m, d, 12, 0, 0)
+            .unwrap()
+            .timestamp_millis()
+    }
 
     #[test]
     fn months_are_calendar_months() {
-        let jan31 = Utc
-            .with_ymd_and_hms(2026, 1, 31, 12, 0, 0)
-            .unwrap()
-            .timestamp_millis();
-        let feb28 = Utc
-            .with_ymd_and_hms(2026, 2, 28, 12, 0, 0)
-            .unwrap()
-            .timestamp_millis();
-        assert_eq!(period_end(jan31, "monthly"), feb28);
-        let next_year = Utc
-            .with_ymd_and_hms(2027, 1, 31, 12, 0, 0)
-            .unwrap()
-            .timestamp_millis();
-        assert_eq!(period_end(jan31, "yearly"), next_year);
+        assert_eq!(period_end(at(2026, 1, 31), "monthly"), at(2026, 2, 28));
+        assert_eq!(period_end(at(2026, 1, 31), "yearly"), at(2027, 1, 31));
+    }
+
+    #[test]
+    fn renewals_count_from_the_anchor_and_do_not_drift() {
+        let jan31 = at(2026, 1, 31);
+        let once = extend_by_cycle(jan31, period_end(jan31, "monthly"), "monthly");
+        assert_eq!(once, at(2026, 3, 31));
+        assert_eq!(extend_by_cycle(jan31, once, "monthly"), at(2026, 4, 30));
+        // A prorated span (not on a boundary) is extended by one cycle from its end.
+        assert_eq!(
+            extend_by_cycle(jan31, at(2026, 2, 10), "monthly"),
+            at(2026, 3, 10)
+        );
+    }
+
+    #[test]
+    fn the_cycle_holding_now_ends_at_the_next_boundary_or_the_span() {
+        let jan31 = at(2026, 1, 31);
+        let end = at(2026, 4, 30);
+        assert_eq!(
+            cycle_at(jan31, end, "monthly", at(2026, 2, 1)),
+            (jan31, at(2026, 2, 28))
+        );
+        assert_eq!(
+            cycle_at(jan31, end, "monthly", at(2026, 3, 5)),
+            (at(2026, 2, 28), at(2026, 3, 31))
+        );
+        assert_eq!(
+            cycle_at(jan31, end, "monthly", at(2026, 4, 29)),
+            (at(2026, 3, 31), end)
+        );
+        assert_eq!(
+            cycle_at(jan31, end, "monthly", at(2027, 1, 1)),
+            (at(2026, 3, 31), end)
+        );
+        // A span shorter than a cycle is one cycle.
+        assert_eq!(
+            cycle_at(jan31, at(2026, 2, 10), "monthly", jan31),
+            (jan31, at(2026, 2, 10))
+        );
     }
 }

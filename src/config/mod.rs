@@ -115,6 +115,8 @@ pub struct PaymentsConfig {
     pub order_ttl: Duration,
     pub reconcile_interval: Duration,
     pub reconcile_after: Duration,
+    /// A partial refund shortens the subscription by its share (`[payments]`).
+    pub partial_refund_shortens: bool,
     pub alipay: Option<AlipayConfig>,
     pub wechat: Option<WechatConfig>,
 }

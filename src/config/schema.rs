@@ -235,6 +235,10 @@ pub struct PaymentsSection {
     /// Orders pending longer than this are queried at the provider.
     #[serde(default = "default_reconcile_after")]
     pub reconcile_after_secs: u64,
+    /// A partial refund takes back its share of the time the order bought (refunded / paid of
+    /// its span). Off: only a full refund shortens the subscription.
+    #[serde(default)]
+    pub partial_refund_shortens: bool,
     /// `[payments.alipay]`: Alipay OpenAPI (RSA2, public-key mode).
     #[serde(default)]
     pub alipay: Option<AlipaySection>,
@@ -306,6 +310,7 @@ impl Default for PaymentsSection {
             order_ttl_minutes: default_order_ttl(),
             reconcile_interval_secs: default_reconcile(),
             reconcile_after_secs: default_reconcile_after(),
+            partial_refund_shortens: false,
             alipay: None,
             wechat: None,
         }

@@ -686,6 +686,7 @@ fn validate_payments(
         order_ttl: Duration::from_secs(s.order_ttl_minutes * 60),
         reconcile_interval: Duration::from_secs(s.reconcile_interval_secs),
         reconcile_after: Duration::from_secs(s.reconcile_after_secs),
+        partial_refund_shortens: s.partial_refund_shortens,
     }
 }
 

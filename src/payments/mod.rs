@@ -19,10 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Principal;
-use crate::billing::{Billing, period_end};
+use crate::billing::Billing;
+use crate::billing::changes::{self, ChangeKind};
 use crate::config::Config;
 use crate::error::GateError;
-use crate::store::{PaidEvent, PaidOutcome, PaymentRow, Plan, Store, now_ms};
+use crate::store::{NewOrder, PaidEvent, PaidOutcome, PaymentRow, Plan, Store, now_ms};
 use provider::{NotificationKind, Provider, TradeState};
 
 pub struct Payments {
@@ -103,22 +104,34 @@ impl Payments {
                 "the free plan needs no payment: every account has it, and paid plans fall back to it when they end",
             ));
         }
-        let sub = self
-            .store
-            .create_pending_subscription(&who.user_id, &plan.row.id)
-            .await?;
+        let quote = self.billing.quote(&who.user_id, plan).await?;
+        // A renewal extends the running subscription; anything else is a subscription of its
+        // own, pending until the payment.
+        let sub_id = match (&quote.kind, &quote.from) {
+            (ChangeKind::Renew, Some((running, _))) => running.clone(),
+            _ => {
+                self.store
+                    .create_pending_subscription(&who.user_id, &plan.row.id)
+                    .await?
+                    .id
+            }
+        };
         let subject = format!("iDoctor {}", plan.row.name);
         let order = self
             .store
-            .create_pending_payment(
-                &who.user_id,
-                &plan.row.id,
-                Some(&sub.id),
-                plan.row.price_fen,
-                &plan.row.currency,
+            .create_pending_payment(&NewOrder {
+                user_id: &who.user_id,
+                plan_id: &plan.row.id,
+                subscription_id: Some(&sub_id),
+                currency: &plan.row.currency,
                 method,
-                &subject,
-            )
+                description: &subject,
+                change_kind: quote.kind.as_str(),
+                list_price_fen: quote.list_price_fen,
+                credit_fen: quote.credit_fen,
+                amount_fen: quote.amount_fen,
+                from: quote.from.as_ref().map(|(id, end)| (id.as_str(), *end)),
+            })
             .await?;
         match provider.create(&order, &subject).await {
             Ok(checkout) => {
@@ -212,7 +225,9 @@ impl Payments {
                             amount_fen,
                         };
                         self.store
-                            .complete_payment(&ev, &plan, &types, |now| period_end(now, &cycle))
+                            .complete_payment(&ev, &plan, &types, |ctx| {
+                                changes::on_paid(ctx, &cycle)
+                            })
                             .await?
                     }
                     None => {
@@ -349,21 +364,25 @@ impl Payments {
             .map_err(|e| {
                 GateError::bad_gateway(format!("退款失败: the provider refused the refund ({e})"))
             })?;
-        let row = self
+        let (row, fresh) = self
             .store
             .add_refund(&order.id, refund_no, amount_fen, reason)
             .await?
             .ok_or_else(|| unprocessable("the refunds would exceed the amount paid"))?;
-        if row.status == "refunded" {
-            // Fully refunded: the paid period ends now; the next request falls back to free.
-            if let Some(sub) = &row.subscription_id {
-                sqlx::query("UPDATE user_subscriptions SET current_period_end = $2, auto_renew = 0 WHERE id = $1 AND status = 'active'")
-                    .bind(sub)
-                    .bind(now_ms())
-                    .execute(self.store.pool())
-                    .await
-                    .map_err(crate::store::StoreError::from)?;
-            }
+        if !fresh {
+            return Ok(row);
+        }
+        // What the refund takes back of the time the order bought: all of it when the order is
+        // refunded whole (the next request falls back to the free plan, or to a change already
+        // paid for); a partial refund only when the operator says so.
+        let whole = row.status == "refunded";
+        let share = if self.config.payments.partial_refund_shortens {
+            Some((amount_fen, row.amount_fen))
+        } else {
+            whole.then_some((row.amount_fen, row.amount_fen))
+        };
+        if let Some(share) = share {
+            self.store.take_back_span(&row, share, whole).await?;
         }
         Ok(row)
     }

@@ -143,33 +143,6 @@ impl Store {
         .await?)
     }
 
-    /// Adds balances for quota types the user lacks (a type declared after the period began),
-    /// within the current period.
-    pub async fn add_missing_balances(
-        &self,
-        user_id: &str,
-        limits: &[(String, i64)],
-        start: i64,
-        end: i64,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        for (t, limit) in limits {
-            sqlx::query(
-                "INSERT INTO quota_balances (user_id, quota_type, limit_amount, used_amount, period_start, period_end, updated_at) \
-                 VALUES ($1, $2, $3, 0, $4, $5, $6) ON CONFLICT (user_id, quota_type) DO NOTHING",
-            )
-            .bind(user_id)
-            .bind(t)
-            .bind(limit)
-            .bind(start)
-            .bind(end)
-            .bind(now)
-            .execute(self.pool())
-            .await?;
-        }
-        Ok(())
-    }
-
     /// Sets used to zero (one type, or all); returns how many balances changed.
     pub async fn reset_used(
         &self,

@@ -31,10 +31,10 @@ pub use api_keys::{ApiKeyRow, NewApiKey};
 pub use audit::AuditRow;
 pub use codes::CodeRow;
 pub use ledger::{BalanceRow, Charge, UsageQuery, UsageRow};
-pub use payments::{PaidEvent, PaidOutcome, PaymentRow};
+pub use payments::{NewOrder, PaidEvent, PaidOutcome, PaymentRow};
 pub use plans::{Plan, PlanInput, PlanRow};
 pub use refresh_tokens::{RefreshRow, Rotation};
-pub use subscriptions::{PeriodStart, SubscriptionRow};
+pub use subscriptions::{PaidContext, PeriodEffect, PeriodStart, SubscriptionRow};
 pub use task_charges::{TaskChargeRow, TaskEnd};
 pub use users::{NewUser, UserRow, UserUpdate};
 

@@ -1,5 +1,6 @@
 //! Payment orders. The amount is always copied from the plan on the server.
 
+use super::subscriptions::{PaidContext, PeriodEffect, SubscriptionRow};
 use super::{Store, StoreError, now_ms};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -22,41 +23,64 @@ pub struct PaymentRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub paid_at: Option<i64>,
+    /// The quote the order was priced by (`billing::changes`).
+    pub change_kind: String,
+    pub list_price_fen: i64,
+    pub credit_fen: i64,
+    pub from_subscription_id: Option<String>,
+    pub from_period_end: Option<i64>,
+    /// The span the payment bought, once applied.
+    pub effect_start: Option<i64>,
+    pub effect_end: Option<i64>,
 }
 
 const COLUMNS: &str = "id, order_no, user_id, plan_id, subscription_id, amount_fen, refunded_fen, currency, payment_method, \
-    provider_trade_no, status, description, payment_url, qr_code, extra_data, created_at, updated_at, paid_at";
+    provider_trade_no, status, description, payment_url, qr_code, extra_data, created_at, updated_at, paid_at, \
+    change_kind, list_price_fen, credit_fen, from_subscription_id, from_period_end, effect_start, effect_end";
+
+/// A pending order as priced: what to insert.
+pub struct NewOrder<'a> {
+    pub user_id: &'a str,
+    pub plan_id: &'a str,
+    /// The pending subscription it will activate, or the running one a renewal extends.
+    pub subscription_id: Option<&'a str>,
+    pub currency: &'a str,
+    pub method: &'a str,
+    pub description: &'a str,
+    pub change_kind: &'a str,
+    pub list_price_fen: i64,
+    pub credit_fen: i64,
+    /// What the payer pays: `list_price_fen - credit_fen`.
+    pub amount_fen: i64,
+    pub from: Option<(&'a str, i64)>,
+}
 
 impl Store {
     /// A pending order for a plan; `order_no` is a UUID without hyphens (32 characters, within
     /// WeChat Pay's limit for `out_trade_no`).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn create_pending_payment(
-        &self,
-        user_id: &str,
-        plan_id: &str,
-        subscription_id: Option<&str>,
-        amount_fen: i64,
-        currency: &str,
-        method: &str,
-        description: &str,
-    ) -> Result<PaymentRow, StoreError> {
+    pub async fn create_pending_payment(&self, o: &NewOrder<'_>) -> Result<PaymentRow, StoreError> {
         let now = now_ms();
         let sql = format!(
             "INSERT INTO payment_transactions ({COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, 0, $7, $8, NULL, 'pending', $9, NULL, NULL, '{{}}', $10, $10, NULL) RETURNING {COLUMNS}"
+             ($1, $2, $3, $4, $5, $6, 0, $7, $8, NULL, 'pending', $9, NULL, NULL, '{{}}', $10, $10, NULL, \
+             $11, $12, $13, $14, $15, NULL, NULL) RETURNING {COLUMNS}"
         );
         Ok(sqlx::query_as::<_, PaymentRow>(&sql)
             .bind(uuid::Uuid::new_v4().to_string())
             .bind(uuid::Uuid::new_v4().simple().to_string())
-            .bind(user_id)
-            .bind(plan_id)
-            .bind(subscription_id)
-            .bind(amount_fen)
-            .bind(currency)
-            .bind(method)
-            .bind(description)
+            .bind(o.user_id)
+            .bind(o.plan_id)
+            .bind(o.subscription_id)
+            .bind(o.amount_fen)
+            .bind(o.currency)
+            .bind(o.method)
+            .bind(o.description)
             .bind(now)
+            .bind(o.change_kind)
+            .bind(o.list_price_fen)
+            .bind(o.credit_fen)
+            .bind(o.from.map(|f| f.0))
+            .bind(o.from.map(|f| f.1))
             .fetch_one(self.pool())
             .await?)
     }
@@ -185,15 +209,17 @@ impl Store {
     }
 
     /// Applies a verified payment in ONE transaction: records the event (a redelivery stops
-    /// here), moves the order pending -> completed (one way), ends the user's current
-    /// subscription, activates the paid one for a new period, and resets every quota balance to
-    /// the plan. Nothing is half-written: any failure rolls all of it back.
+    /// here), moves the order pending -> completed (one way), and does to the user's
+    /// subscriptions what `decide` says given them as they are inside the transaction (start
+    /// the paid plan now, extend the running one, or schedule the paid one after it), resetting
+    /// the quota when a plan starts now. Nothing is half-written: any failure rolls all of it
+    /// back.
     pub async fn complete_payment(
         &self,
         ev: &PaidEvent<'_>,
         plan: &super::Plan,
         quota_types: &[String],
-        period_end: impl Fn(i64) -> i64,
+        decide: impl FnOnce(&PaidContext<'_>) -> (PeriodEffect, i64),
     ) -> Result<PaidOutcome, StoreError> {
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
@@ -263,58 +289,125 @@ impl Store {
         if moved.rows_affected() == 0 {
             return Ok(PaidOutcome::Duplicate);
         }
-        let end = period_end(now);
-        sqlx::query(
-            "UPDATE user_subscriptions SET status = 'expired', auto_renew = 0, updated_at = $2 \
-             WHERE user_id = $1 AND status IN ('active', 'cancelled')",
+        let sub_cols = super::subscriptions::COLUMNS;
+        let running = sqlx::query_as::<_, SubscriptionRow>(&format!(
+            "SELECT {sub_cols} FROM user_subscriptions WHERE user_id = $1 AND status IN ('active', 'cancelled') \
+             ORDER BY created_at DESC LIMIT 1"
+        ))
+        .bind(&order.user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let running_price: Option<i64> = match &running {
+            Some(r) => {
+                sqlx::query_scalar("SELECT price_fen FROM subscription_plans WHERE id = $1")
+                    .bind(&r.plan_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => None,
+        };
+        let last_scheduled_end: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(current_period_end) FROM user_subscriptions WHERE user_id = $1 AND status = 'scheduled'",
         )
         .bind(&order.user_id)
-        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (effect, value) = decide(&PaidContext {
+            order: &order,
+            running: running.as_ref(),
+            running_plan_price_fen: running_price.unwrap_or(0),
+            last_scheduled_end,
+            now,
+        });
+        // The subscription the order's plan lives in: the pending one made with the order, or
+        // a new one when the order named the running subscription (a renewal whose quote no
+        // longer holds).
+        let own_pending = match &order.subscription_id {
+            Some(id) => {
+                sqlx::query_scalar::<_, String>(
+                    "SELECT id FROM user_subscriptions WHERE id = $1 AND status = 'pending'",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+            None => None,
+        };
+        let (sub_id, span) = match effect {
+            PeriodEffect::Extend { end } => {
+                let cur = running
+                    .as_ref()
+                    .expect("an extension has a running subscription");
+                sqlx::query(
+                    "UPDATE user_subscriptions SET current_period_end = $2, status = 'active', auto_renew = 1, \
+                     paid_value_fen = paid_value_fen + $3, updated_at = $4 WHERE id = $1",
+                )
+                .bind(&cur.id)
+                .bind(end)
+                .bind(value)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(p) = &own_pending {
+                    expire_pending(&mut tx, p, now).await?;
+                }
+                (cur.id.clone(), (cur.current_period_end.unwrap_or(now), end))
+            }
+            PeriodEffect::StartNow { end, cycle_end } => {
+                sqlx::query(
+                    "UPDATE user_subscriptions SET status = 'expired', auto_renew = 0, updated_at = $2, \
+                     current_period_end = CASE WHEN current_period_end > $2 THEN $2 ELSE current_period_end END \
+                     WHERE user_id = $1 AND status IN ('active', 'cancelled')",
+                )
+                .bind(&order.user_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let id = place(
+                    &mut tx,
+                    &order,
+                    own_pending.as_deref(),
+                    "active",
+                    (now, end),
+                    value,
+                    now,
+                )
+                .await?;
+                super::subscriptions::reset_balances(
+                    &mut tx,
+                    &order.user_id,
+                    plan,
+                    quota_types,
+                    (now, cycle_end),
+                    now,
+                    None,
+                )
+                .await?;
+                (id, (now, end))
+            }
+            PeriodEffect::Schedule { start, end } => {
+                let id = place(
+                    &mut tx,
+                    &order,
+                    own_pending.as_deref(),
+                    "scheduled",
+                    (start, end),
+                    value,
+                    now,
+                )
+                .await?;
+                (id, (start, end))
+            }
+        };
+        sqlx::query(
+            "UPDATE payment_transactions SET subscription_id = $2, effect_start = $3, effect_end = $4 WHERE id = $1",
+        )
+        .bind(&order.id)
+        .bind(&sub_id)
+        .bind(span.0)
+        .bind(span.1)
         .execute(&mut *tx)
         .await?;
-        let activated = match &order.subscription_id {
-            Some(sub) => sqlx::query(
-                "UPDATE user_subscriptions SET status = 'active', plan_id = $2, current_period_start = $3, \
-                 current_period_end = $4, auto_renew = 1, updated_at = $3 WHERE id = $1",
-            )
-            .bind(sub)
-            .bind(&plan.row.id)
-            .bind(now)
-            .bind(end)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-            None => 0,
-        };
-        if activated == 0 {
-            sqlx::query(
-                "INSERT INTO user_subscriptions (id, user_id, plan_id, status, current_period_start, current_period_end, \
-                 auto_renew, created_at, updated_at) VALUES ($1, $2, $3, 'active', $4, $5, 1, $4, $4)",
-            )
-            .bind(uuid::Uuid::new_v4().to_string())
-            .bind(&order.user_id)
-            .bind(&plan.row.id)
-            .bind(now)
-            .bind(end)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for t in quota_types {
-            sqlx::query(
-                "INSERT INTO quota_balances (user_id, quota_type, limit_amount, used_amount, period_start, period_end, updated_at) \
-                 VALUES ($1, $2, $3, 0, $4, $5, $4) \
-                 ON CONFLICT (user_id, quota_type) DO UPDATE SET limit_amount = excluded.limit_amount, \
-                 used_amount = 0, period_start = excluded.period_start, period_end = excluded.period_end, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(&order.user_id)
-            .bind(t)
-            .bind(plan.limit_of(t))
-            .bind(now)
-            .bind(end)
-            .execute(&mut *tx)
-            .await?;
-        }
         tx.commit().await?;
         Ok(PaidOutcome::Applied)
     }
@@ -342,14 +435,15 @@ impl Store {
     }
 
     /// Adds a refund of `amount_fen` under `refund_no`, at most once per `refund_no` and never
-    /// beyond what was paid. Returns the order after it, or None when it would exceed the total.
+    /// beyond what was paid. Returns the order after it and whether this refund was new, or
+    /// None when it would exceed the total.
     pub async fn add_refund(
         &self,
         id: &str,
         refund_no: &str,
         amount_fen: i64,
         reason: &str,
-    ) -> Result<Option<PaymentRow>, StoreError> {
+    ) -> Result<Option<(PaymentRow, bool)>, StoreError> {
         let mut tx = self.pool().begin().await?;
         let fresh = sqlx::query(
             "INSERT INTO webhook_events (id, provider, event_id, order_no, outcome, detail, received_at) \
@@ -387,6 +481,66 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(row)
+        Ok(row.map(|r| (r, fresh)))
     }
+}
+
+/// Marks the pending subscription made with an order as not needed (the payment extended the
+/// running one instead).
+async fn expire_pending(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE user_subscriptions SET status = 'expired', updated_at = $2 WHERE id = $1 AND status = 'pending'")
+        .bind(id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Puts the order's plan in place with `status` for `span`: in its pending subscription, or a
+/// new one. Returns the subscription's id.
+async fn place(
+    conn: &mut sqlx::AnyConnection,
+    order: &PaymentRow,
+    pending: Option<&str>,
+    status: &str,
+    span: (i64, i64),
+    value_fen: i64,
+    now: i64,
+) -> Result<String, StoreError> {
+    if let Some(id) = pending {
+        sqlx::query(
+            "UPDATE user_subscriptions SET status = $2, plan_id = $3, current_period_start = $4, current_period_end = $5, \
+             auto_renew = 1, paid_value_fen = $6, updated_at = $7 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(&order.plan_id)
+        .bind(span.0)
+        .bind(span.1)
+        .bind(value_fen)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        return Ok(id.to_string());
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    sqlx::query(&format!(
+        "INSERT INTO user_subscriptions ({}) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7, $8)",
+        super::subscriptions::COLUMNS
+    ))
+    .bind(&id)
+    .bind(&order.user_id)
+    .bind(&order.plan_id)
+    .bind(status)
+    .bind(span.0)
+    .bind(span.1)
+    .bind(now)
+    .bind(value_fen)
+    .execute(&mut *conn)
+    .await?;
+    Ok(id)
 }
