@@ -29,6 +29,7 @@ mod payments;
 mod proxy;
 mod settlement;
 mod store;
+mod subscriptions;
 mod tenancy;
 mod tls;
 mod wechat;
