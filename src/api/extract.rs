@@ -56,7 +56,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// A signed-in, active user (JWT or API key).
+/// A signed-in, active user: a session (JWT) for anything, an API key for reading only.
+///
+/// Keys are for machines that call the proxied routes and read their own usage. Whatever
+/// changes the gate's own state (keys, email, password, payments, subscriptions, and the
+/// superuser actions) needs a session, so a leaked key cannot mint a successor, take over the
+/// account's email or outlive its revocation (the OpenAPI document lists only `bearer` for
+/// those operations).
 pub struct CurrentUser(pub Principal);
 
 impl FromRequestParts<Arc<ApiState>> for CurrentUser {
@@ -66,17 +72,32 @@ impl FromRequestParts<Arc<ApiState>> for CurrentUser {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, GateError> {
-        state
+        let principal = state
             .auth
             .authenticate(parts, false)
             .await?
-            .map(CurrentUser)
             .ok_or_else(|| {
                 GateError::unauthorized(
                     "未提供有效的认证凭据: send Authorization: Bearer <token> or X-API-Key",
                 )
-            })
+            })?;
+        let reads = matches!(parts.method, http::Method::GET | http::Method::HEAD);
+        if !reads && key_only(parts) {
+            return Err(GateError::forbidden(
+                "an API key can call the proxied routes and read; this needs a signed-in session \
+                 (Authorization: Bearer <access token> from /auth/login)",
+            ));
+        }
+        Ok(CurrentUser(principal))
     }
+}
+
+/// Whether the request's credential is an API key (in `X-API-Key` or as a Bearer token).
+fn key_only(parts: &Parts) -> bool {
+    matches!(
+        crate::auth::credentials::extract(parts, false),
+        Ok(Some(crate::auth::credentials::Credential::ApiKey(_)))
+    )
 }
 
 /// A signed-in superuser.

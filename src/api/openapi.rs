@@ -94,7 +94,7 @@ impl Modify for SecuritySchemes {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
-                    .description(Some("An access token from /auth/login, or an API key (sk_live_...) as the bearer token"))
+                    .description(Some("An access token from /auth/login. An API key (sk_live_...) may be sent as the bearer token too, for reading (GET) only"))
                     .build(),
             ),
         );
@@ -102,6 +102,27 @@ impl Modify for SecuritySchemes {
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
         );
+        // An API key only reads (`extract::CurrentUser`): an operation that changes anything
+        // takes a session alone, and the document says so.
+        for item in doc.paths.paths.values_mut() {
+            for op in [
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if let Some(security) = &mut op.security {
+                    security.retain(|req| {
+                        serde_json::to_value(req)
+                            .map(|v| v.get("api_key").is_none())
+                            .unwrap_or(true)
+                    });
+                }
+            }
+        }
     }
 }
 

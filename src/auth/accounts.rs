@@ -203,8 +203,10 @@ impl AuthService {
         }
         if let Some(username) = change.username {
             check_username(&username)?;
+            let same_account = crate::store::username_key(&username)
+                == crate::store::username_key(&current.username);
             if username != current.username {
-                if self.store.username_taken(&username).await? {
+                if !same_account && self.store.username_taken(&username).await? {
                     return Err(username_taken());
                 }
                 update.username = Some(username);
@@ -213,9 +215,13 @@ impl AuthService {
         let password_changed = change.password.is_some();
         if let Some(password) = change.password.as_deref() {
             check_password(password)?;
+        }
+        // The email and the password are how an account is recovered and entered: changing
+        // either needs the current password (Auth0 asks again too), not just a session.
+        if password_changed || update.email.is_some() {
             let Some(given) = change.current_password.as_deref() else {
                 return Err(unprocessable(
-                    "current_password is required to change the password",
+                    "current_password is required to change the email or the password",
                 ));
             };
             if !self
@@ -227,6 +233,8 @@ impl AuthService {
                     "当前密码错误: the current password is wrong",
                 ));
             }
+        }
+        if let Some(password) = change.password.as_deref() {
             update.hashed_password = Some(self.passwords.hash(password).await?);
         }
         let email_changed = update.email.is_some();

@@ -59,23 +59,29 @@ impl AuthService {
     }
 
     /// Checks `code` for `email`; on success the address counts as verified for registration.
+    /// The attempt is counted before the comparison, so no burst gets more guesses than
+    /// `verification_code_attempts`.
     pub async fn verify_code(&self, email: &str, code: &str) -> Result<(), GateError> {
-        let row = self
+        let max = self.config.auth.code_attempts as i64;
+        let Some(row) = self
             .store
-            .get_code(email, PURPOSE)
+            .take_code_attempt(email, PURPOSE, max, now_ms())
             .await?
-            .ok_or_else(invalid_code)?;
-        if row.expires_at <= now_ms() {
-            return Err(invalid_code());
-        }
-        if row.attempts >= self.config.auth.code_attempts as i64 {
-            return Err(GateError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many wrong codes; request a new one",
-            ));
-        }
+        else {
+            let live = self
+                .store
+                .get_code(email, PURPOSE)
+                .await?
+                .filter(|r| r.expires_at > now_ms());
+            return Err(match live {
+                Some(_) => GateError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many wrong codes; request a new one",
+                ),
+                None => invalid_code(),
+            });
+        };
         if row.code_hash != self.code_hash(email, code) {
-            self.store.count_code_attempt(email, PURPOSE).await?;
             return Err(invalid_code());
         }
         self.store.mark_code_verified(email, PURPOSE).await?;

@@ -113,6 +113,8 @@ impl AuthService {
                 a.login_window,
                 a.login_max_failures,
                 a.login_max_failures_per_ip,
+                a.login_account_burst,
+                a.login_account_interval,
             ),
             cache,
             mailer,

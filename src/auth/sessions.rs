@@ -2,8 +2,9 @@
 //!
 //! Each login starts a refresh-token family. A refresh exchanges the token for a new pair and
 //! marks it rotated. Presenting a rotated token again is normal within a few seconds (browsers
-//! fire two refreshes at once on page load) and gets a fresh pair of the same family; later, it
-//! means the token was copied, and the whole family is revoked.
+//! fire two refreshes at once on page load) and gets a fresh pair of the same family; later, or
+//! once its successor has itself been used (it is then at least two generations old), it means
+//! the token was copied, and the whole family is revoked.
 
 use serde::Serialize;
 use std::net::IpAddr;
@@ -33,32 +34,33 @@ impl AuthService {
         ip: Option<IpAddr>,
     ) -> Result<TokenPair, GateError> {
         let login = login.trim();
-        self.throttle.check(login, ip)?;
         let user = self.store.user_by_login(login).await?;
+        // The account whatever login names it; a login no account has is counted as typed.
+        let account = user
+            .as_ref()
+            .map_or_else(|| login.to_lowercase(), |u| u.id.clone());
+        let attempt = self.throttle.attempt(&self.store, &account, ip).await?;
         let ok = self
             .passwords
             .verify(password, user.as_ref().map(|u| u.hashed_password.as_str()))
             .await?;
+        // A disabled account answers as a wrong password does: the answer must not tell a
+        // guesser that the password was right.
         let user = match (ok, user) {
-            (true, Some(u)) => u,
+            (true, Some(u)) if u.active() => u,
             _ => {
-                self.throttle.failed(login, ip);
                 return Err(GateError::unauthorized(
                     "用户名或密码错误: wrong username/email or password",
                 ));
             }
         };
-        self.throttle.succeeded(login);
-        if !user.active() {
-            return Err(GateError::forbidden(
-                "账号已被禁用: this account is disabled",
-            ));
-        }
+        self.throttle.succeeded(&self.store, attempt).await?;
         if self.config.auth.require_email_verification && user.email_verified == 0 {
             return Err(GateError::forbidden("邮箱未验证: verify your email first"));
         }
         let family = uuid::Uuid::new_v4().to_string();
-        self.issue_pair(&user.id, &user.email, &family).await
+        let jti = uuid::Uuid::new_v4().to_string();
+        self.issue_pair(&user.id, &user.email, &family, jti).await
     }
 
     async fn issue_pair(
@@ -66,6 +68,7 @@ impl AuthService {
         user_id: &str,
         email: &str,
         family: &str,
+        jti: String,
     ) -> Result<TokenPair, GateError> {
         let a = &self.config.auth;
         let (access, _) = self.signer.issue(
@@ -75,7 +78,6 @@ impl AuthService {
             a.access_ttl,
             Some(email),
         );
-        let jti = uuid::Uuid::new_v4().to_string();
         let (refresh, exp) = self
             .signer
             .issue(user_id, Kind::Refresh, &jti, a.refresh_ttl, None);
@@ -97,12 +99,13 @@ impl AuthService {
             .map_err(|_| invalid_refresh())?;
         let hash = self.hasher.hash("refresh", token);
         let successor = uuid::Uuid::new_v4().to_string();
-        let family = match self
+        let (family, jti) = match self
             .store
             .rotate_refresh_token(&claims.jti, &hash, &successor)
             .await?
         {
-            Rotation::Rotated(row) => row.family_id,
+            // The new refresh token's id is the one the rotated row names as its successor.
+            Rotation::Rotated(row) => (row.family_id, successor),
             Rotation::NotRotated(None) => return Err(invalid_refresh()),
             Rotation::NotRotated(Some(row)) => {
                 if row.revoked_at.is_some() {
@@ -112,7 +115,13 @@ impl AuthService {
                 }
                 let grace = self.config.auth.refresh_reuse_grace.as_millis() as i64;
                 let within_grace = row.rotated_at.is_some_and(|t| now_ms() - t <= grace);
-                if !within_grace {
+                // The grace is for concurrent refreshes of the newest token; a token whose
+                // successor has itself been used is an old copy, in the window or not.
+                let successor_used = match &row.replaced_by {
+                    Some(next) => self.store.refresh_token_rotated(next).await?,
+                    None => false,
+                };
+                if !within_grace || successor_used {
                     let n = self.store.revoke_refresh_family(&row.family_id).await?;
                     tracing::warn!(user_id = %row.user_id, revoked = n, "refresh token reused: session family revoked");
                     return Err(GateError::unauthorized(
@@ -124,7 +133,7 @@ impl AuthService {
                         "无效的刷新令牌: this session was signed out",
                     ));
                 }
-                row.family_id
+                (row.family_id, uuid::Uuid::new_v4().to_string())
             }
         };
         let user = self.store.user_by_id(&claims.sub).await?;
@@ -133,7 +142,7 @@ impl AuthService {
                 "用户不存在或已被禁用: the account is gone or disabled",
             ));
         };
-        self.issue_pair(&user.id, &user.email, &family).await
+        self.issue_pair(&user.id, &user.email, &family, jti).await
     }
 
     /// Revokes the family of `refresh_token`; with only an access token, every session of

@@ -1,114 +1,105 @@
-//! Throttling of failed logins (and code checks): per account and per client address, in a
-//! fixed window. Over the limit the answer is 429 with `Retry-After`, before any password is
-//! hashed, so a guessing client costs the gate almost nothing.
+//! Throttling of logins, in the store so that every replica shares it (`store::throttles`).
+//!
+//! Three limits, each a burst and then one attempt per interval (GCRA):
+//! - the account **and** the address together: `login_max_failures` guesses per
+//!   `login_window_secs`. This is the lock a guesser meets; the owner, signing in from anywhere
+//!   else, does not (Auth0's brute-force protection keys on the same pair);
+//! - the account alone: `login_account_burst` at once, then one per
+//!   `login_account_interval_secs`, whatever the address. Guessers spread over many addresses
+//!   are slowed to that rate; the owner waits one interval at most, never a whole window;
+//! - the address alone: `login_max_failures_per_ip` per `login_window_secs`, for one address
+//!   guessing across many accounts.
+//!
+//! An attempt is counted **before** the password is hashed and given back when it succeeds, so a
+//! concurrent burst is checked at most `burst` times. The account is the user's id whatever
+//! login names it (username in any case, email): one account, one count.
 
 use http::HeaderValue;
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::GateError;
+use crate::store::{Limit, Store, StoreError, now_ms};
 
 pub struct Throttle {
-    window: Duration,
-    per_account: u32,
-    per_ip: u32,
-    counts: Mutex<HashMap<String, (u32, Instant)>>,
+    pair: (u32, Duration),
+    account: (u32, Duration),
+    address: (u32, Duration),
+}
+
+/// The keys of one login attempt, taken before the password is checked.
+pub struct Attempt {
+    limits: Vec<Limit>,
+}
+
+fn limit(key: String, (burst, per): (u32, Duration)) -> Limit {
+    let burst = burst.max(1);
+    Limit {
+        key,
+        burst,
+        interval_ms: (per.as_millis() as i64 / burst as i64).max(1),
+    }
 }
 
 impl Throttle {
-    pub fn new(window: Duration, per_account: u32, per_ip: u32) -> Throttle {
+    /// `window` holds `per_pair` (and `per_address`) attempts; the account alone allows
+    /// `account_burst` at once and then one per `account_interval`.
+    pub fn new(
+        window: Duration,
+        per_pair: u32,
+        per_address: u32,
+        account_burst: u32,
+        account_interval: Duration,
+    ) -> Throttle {
         Throttle {
-            window,
-            per_account,
-            per_ip,
-            counts: Mutex::new(HashMap::new()),
+            pair: (per_pair, window),
+            account: (
+                account_burst,
+                account_interval.saturating_mul(account_burst.max(1)),
+            ),
+            address: (per_address, window),
         }
     }
 
-    fn keys(account: &str, ip: Option<IpAddr>) -> (String, Option<String>) {
-        (
-            format!("a:{}", account.to_lowercase()),
-            ip.map(|ip| format!("i:{ip}")),
-        )
-    }
-
-    /// 429 when the account or the address has failed too often in the current window.
-    pub fn check(&self, account: &str, ip: Option<IpAddr>) -> Result<(), GateError> {
-        let (a, i) = Self::keys(account, ip);
-        let now = Instant::now();
-        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let over = |key: &str, limit: u32| {
-            counts.get(key).and_then(|(n, start)| {
-                let left = (*start + self.window).checked_duration_since(now)?;
-                (*n >= limit).then_some(left)
-            })
-        };
-        let wait =
-            over(&a, self.per_account).or_else(|| i.as_deref().and_then(|i| over(i, self.per_ip)));
-        match wait {
-            None => Ok(()),
-            Some(left) => {
-                let secs = left.as_secs().max(1);
-                Err(GateError::new(
-                    http::StatusCode::TOO_MANY_REQUESTS,
-                    format!("too many failed attempts; try again in {secs} s"),
-                )
-                .with_header(http::header::RETRY_AFTER, HeaderValue::from(secs)))
-            }
+    /// Counts an attempt on `account` (a user id, or the login as typed when no account has
+    /// it) from `ip`, or answers 429 with `Retry-After`.
+    pub async fn attempt(
+        &self,
+        store: &Store,
+        account: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<Attempt, GateError> {
+        let mut limits = vec![limit(format!("login:a:{account}"), self.account)];
+        if let Some(ip) = ip {
+            limits.push(limit(format!("login:p:{account}:{ip}"), self.pair));
+            limits.push(limit(format!("login:i:{ip}"), self.address));
+        }
+        match store.take_attempt(&limits, now_ms()).await? {
+            None => Ok(Attempt { limits }),
+            Some(wait_ms) => Err(too_many(wait_ms)),
         }
     }
 
-    pub fn failed(&self, account: &str, ip: Option<IpAddr>) {
-        let (a, i) = Self::keys(account, ip);
-        let now = Instant::now();
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if counts.len() > 100_000 {
-            counts.retain(|_, (_, start)| now.duration_since(*start) < self.window);
-        }
-        for key in std::iter::once(a).chain(i) {
-            let e = counts.entry(key).or_insert((0, now));
-            if now.duration_since(e.1) >= self.window {
-                *e = (0, now);
-            }
-            e.0 += 1;
-        }
-    }
-
-    pub fn succeeded(&self, account: &str) {
-        let (a, _) = Self::keys(account, None);
-        self.counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&a);
+    /// The attempt succeeded: the pair's count starts again, the others get the attempt back.
+    pub async fn succeeded(&self, store: &Store, attempt: Attempt) -> Result<(), StoreError> {
+        let pair: Vec<&str> = attempt
+            .limits
+            .iter()
+            .filter(|l| l.key.starts_with("login:p:"))
+            .map(|l| l.key.as_str())
+            .collect();
+        store
+            .give_back_attempt(&attempt.limits, &pair, now_ms())
+            .await
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blocks_after_the_limit_and_resets_on_success() {
-        let t = Throttle::new(Duration::from_secs(60), 3, 100);
-        let ip = Some("10.0.0.1".parse().unwrap());
-        for _ in 0..3 {
-            assert!(t.check("Alice", ip).is_ok());
-            t.failed("alice", ip);
-        }
-        let e = t.check("ALICE", ip).unwrap_err();
-        assert_eq!(e.status, 429);
-        assert!(
-            e.headers
-                .iter()
-                .any(|(n, _)| n == http::header::RETRY_AFTER)
-        );
-        assert!(
-            t.check("bob", ip).is_ok(),
-            "another account from the same address"
-        );
-        t.succeeded("alice");
-        assert!(t.check("alice", ip).is_ok());
-    }
+/// 429 with the seconds to wait, rounded up.
+pub fn too_many(wait_ms: i64) -> GateError {
+    let secs = ((wait_ms + 999) / 1000).max(1) as u64;
+    GateError::new(
+        http::StatusCode::TOO_MANY_REQUESTS,
+        format!("too many failed attempts; try again in {secs} s"),
+    )
+    .with_header(http::header::RETRY_AFTER, HeaderValue::from(secs))
 }

@@ -97,6 +97,8 @@ pub struct AuthConfig {
     pub login_max_failures: u32,
     pub login_max_failures_per_ip: u32,
     pub login_window: Duration,
+    pub login_account_burst: u32,
+    pub login_account_interval: Duration,
     pub cache_ttl: Duration,
     pub backend_jwt_ttl: Duration,
     /// `GATE_JWT_SECRET`: signs the gate's tokens. Absent: generated in development.

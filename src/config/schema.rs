@@ -191,6 +191,12 @@ pub struct AuthSection {
     pub login_max_failures_per_ip: u32,
     #[serde(default = "default_login_window")]
     pub login_window_secs: u64,
+    /// Failed logins one account allows at once from all addresses together, and then one
+    /// per `login_account_interval_secs` (slowed, never locked).
+    #[serde(default = "default_account_burst")]
+    pub login_account_burst: u32,
+    #[serde(default = "default_account_interval")]
+    pub login_account_interval_secs: u64,
     #[serde(default = "default_cache_ttl")]
     pub cache_ttl_secs: u64,
     #[serde(default = "default_backend_jwt_secs")]
@@ -209,6 +215,8 @@ impl Default for AuthSection {
             login_max_failures: default_login_failures(),
             login_max_failures_per_ip: default_login_failures_ip(),
             login_window_secs: default_login_window(),
+            login_account_burst: default_account_burst(),
+            login_account_interval_secs: default_account_interval(),
             cache_ttl_secs: default_cache_ttl(),
             backend_jwt_secs: default_backend_jwt_secs(),
         }
@@ -544,6 +552,12 @@ fn default_login_failures_ip() -> u32 {
 }
 fn default_login_window() -> u64 {
     900
+}
+fn default_account_burst() -> u32 {
+    20
+}
+fn default_account_interval() -> u64 {
+    30
 }
 fn default_cache_ttl() -> u64 {
     10

@@ -692,7 +692,7 @@ fn validate_payments(
 
 fn validate_auth(p: &mut Problems, file: &FileConfig, secrets: Secrets) -> AuthConfig {
     let a = &file.auth;
-    let ranges: [(&str, u64, u64, u64); 7] = [
+    let ranges: [(&str, u64, u64, u64); 8] = [
         (
             "auth.access_token_minutes",
             a.access_token_minutes,
@@ -713,6 +713,12 @@ fn validate_auth(p: &mut Problems, file: &FileConfig, secrets: Secrets) -> AuthC
             24 * 60,
         ),
         ("auth.login_window_secs", a.login_window_secs, 1, 24 * 3600),
+        (
+            "auth.login_account_interval_secs",
+            a.login_account_interval_secs,
+            1,
+            3600,
+        ),
         ("auth.cache_ttl_secs", a.cache_ttl_secs, 1, 300),
         ("auth.backend_jwt_secs", a.backend_jwt_secs, 30, 24 * 3600),
     ];
@@ -731,6 +737,7 @@ fn validate_auth(p: &mut Problems, file: &FileConfig, secrets: Secrets) -> AuthC
             "auth.login_max_failures_per_ip",
             a.login_max_failures_per_ip,
         ),
+        ("auth.login_account_burst", a.login_account_burst),
     ] {
         if v == 0 {
             p.at(None, key, "must be at least 1");
@@ -756,6 +763,8 @@ fn validate_auth(p: &mut Problems, file: &FileConfig, secrets: Secrets) -> AuthC
         login_max_failures: a.login_max_failures,
         login_max_failures_per_ip: a.login_max_failures_per_ip,
         login_window: Duration::from_secs(a.login_window_secs),
+        login_account_burst: a.login_account_burst,
+        login_account_interval: Duration::from_secs(a.login_account_interval_secs),
         cache_ttl: Duration::from_secs(a.cache_ttl_secs),
         backend_jwt_ttl: Duration::from_secs(a.backend_jwt_secs),
         jwt_secret: secrets.jwt_secret.map(Secret),

@@ -14,6 +14,7 @@ use crate::api::extract::ClientAddr;
 use crate::config::{Access, RouteSpec};
 use crate::error::GateError;
 use crate::proxy::body::Inbound;
+use crate::proxy::headers::client_ip;
 use crate::proxy::path::canonicalize;
 use crate::proxy::routes::RouteMatch;
 
@@ -56,7 +57,13 @@ impl Gate {
         if !to_backend && self.services.api.owns(&ctx.path) {
             ctx.log.route = "gate";
             let mut req = with_canonical_path(req, &ctx.path)?;
-            req.extensions_mut().insert(ClientAddr(ctx.peer.addr));
+            let ip = client_ip(
+                ctx.peer.addr.ip(),
+                req.headers(),
+                &self.services.config.trusted_proxies,
+            );
+            let addr = std::net::SocketAddr::new(ip, ctx.peer.addr.port());
+            req.extensions_mut().insert(ClientAddr(addr));
             return Ok(Routed::Own(req));
         }
         let route = self.find_route(req.method(), &ctx.path)?;

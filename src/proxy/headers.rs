@@ -6,7 +6,7 @@
 //! is removed here, before the gate adds its own.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// The address a client connection came from, and its `X-Forwarded-For` spelling, made once
 /// per connection rather than formatted for every request.
@@ -152,6 +152,31 @@ pub fn strip_client_identity(headers: &mut HeaderMap) {
     }
 }
 
+/// The client's address: the peer's, or, when the peer is a trusted proxy, the nearest address
+/// in its `X-Forwarded-For` that is not itself a trusted proxy (the rightmost untrusted one:
+/// entries further left were written by the client and prove nothing). Throttles key on it.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let mut hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    hops.reverse();
+    for hop in hops {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) => return ip,
+            Err(_) => break,
+        }
+    }
+    peer
+}
+
 /// Sets `X-Forwarded-For/Proto/Host`. A client's own `X-Forwarded-For` is kept (and appended to)
 /// only when the peer is a configured trusted proxy; `client_xff` is that header as received.
 pub fn set_forwarded(
@@ -183,6 +208,26 @@ pub fn set_forwarded(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_is_the_rightmost_address_no_trusted_proxy_wrote() {
+        let lb: IpAddr = "10.0.0.254".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.0.0.254"),
+        );
+        assert_eq!(
+            client_ip(lb, &h, &[lb]),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        // From an untrusted peer the header proves nothing.
+        let stranger: IpAddr = "9.9.9.9".parse().unwrap();
+        assert_eq!(client_ip(stranger, &h, &[lb]), stranger);
+        // Garbage stops the walk at the peer.
+        h.insert("x-forwarded-for", HeaderValue::from_static("nonsense"));
+        assert_eq!(client_ip(lb, &h, &[lb]), lb);
+    }
 
     #[test]
     fn removes_headers_named_by_connection() {

@@ -61,17 +61,27 @@ impl Store {
             .await?)
     }
 
-    /// Counts a wrong attempt, atomically; returns the new count.
-    pub async fn count_code_attempt(&self, email: &str, purpose: &str) -> Result<i64, StoreError> {
-        let n: Option<i64> = sqlx::query_scalar(
+    /// Takes one of the code's `max` attempts before it is compared, in one conditional
+    /// statement: a concurrent burst of guesses gets at most `max` comparisons. `None` when
+    /// there is no live code or its attempts are used up.
+    pub async fn take_code_attempt(
+        &self,
+        email: &str,
+        purpose: &str,
+        max: i64,
+        now: i64,
+    ) -> Result<Option<CodeRow>, StoreError> {
+        let sql = format!(
             "UPDATE email_verification_codes SET attempts = attempts + 1 \
-             WHERE email = $1 AND purpose = $2 RETURNING attempts",
-        )
-        .bind(email)
-        .bind(purpose)
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(n.unwrap_or(i64::MAX))
+             WHERE email = $1 AND purpose = $2 AND attempts < $3 AND expires_at > $4 RETURNING {COLUMNS}"
+        );
+        Ok(sqlx::query_as::<_, CodeRow>(&sql)
+            .bind(email)
+            .bind(purpose)
+            .bind(max)
+            .bind(now)
+            .fetch_optional(self.pool())
+            .await?)
     }
 
     pub async fn mark_code_verified(&self, email: &str, purpose: &str) -> Result<(), StoreError> {

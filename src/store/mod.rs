@@ -25,6 +25,7 @@ mod refresh_tokens;
 mod reservations;
 mod subscriptions;
 mod task_charges;
+mod throttles;
 mod users;
 
 pub use api_keys::{ApiKeyRow, NewApiKey};
@@ -36,7 +37,8 @@ pub use plans::{Plan, PlanInput, PlanRow};
 pub use refresh_tokens::{RefreshRow, Rotation};
 pub use subscriptions::{PaidContext, PeriodEffect, PeriodStart, SubscriptionRow};
 pub use task_charges::{TaskChargeRow, TaskEnd};
-pub use users::{NewUser, UserRow, UserUpdate};
+pub use throttles::Limit;
+pub use users::{NewUser, UserRow, UserUpdate, username_key};
 
 /// Milliseconds since the Unix epoch: how every time is stored.
 pub fn now_ms() -> i64 {

@@ -106,6 +106,17 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Whether the token `id` has been exchanged (or revoked) already.
+    pub async fn refresh_token_rotated(&self, id: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM refresh_tokens WHERE id = $1 AND (rotated_at IS NOT NULL OR revoked_at IS NOT NULL)",
+        )
+        .bind(id)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(n > 0)
+    }
+
     pub async fn refresh_family_revoked(&self, family_id: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM refresh_tokens WHERE family_id = $1 AND revoked_at IS NOT NULL",

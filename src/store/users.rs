@@ -41,6 +41,11 @@ pub struct UserUpdate {
     pub is_active: Option<bool>,
 }
 
+/// What makes two usernames the same: their Unicode lower case (`USERA` is `usera`).
+pub fn username_key(username: &str) -> String {
+    username.to_lowercase()
+}
+
 const COLUMNS: &str = "id, email, username, hashed_password, is_active, is_superuser, email_verified, created_at, updated_at";
 
 impl Store {
@@ -49,7 +54,7 @@ impl Store {
         let now = now_ms();
         let id = uuid::Uuid::new_v4().to_string();
         let sql = format!(
-            "INSERT INTO users ({COLUMNS}) VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $7) RETURNING {COLUMNS}"
+            "INSERT INTO users ({COLUMNS}, username_key) VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $7, $8) RETURNING {COLUMNS}"
         );
         sqlx::query_as::<_, UserRow>(&sql)
             .bind(&id)
@@ -59,6 +64,7 @@ impl Store {
             .bind(new.is_superuser as i64)
             .bind(new.email_verified as i64)
             .bind(now)
+            .bind(username_key(&new.username))
             .fetch_one(self.pool())
             .await
             .map_err(StoreError::from)
@@ -72,11 +78,10 @@ impl Store {
             .await?)
     }
 
-    /// The user whose username, or lower-cased email, is `login`.
+    /// The user whose username or email is `login`, in any case.
     pub async fn user_by_login(&self, login: &str) -> Result<Option<UserRow>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE username = $1 OR email = $2");
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE username_key = $1 OR email = $1");
         Ok(sqlx::query_as::<_, UserRow>(&sql)
-            .bind(login)
             .bind(login.to_lowercase())
             .fetch_optional(self.pool())
             .await?)
@@ -91,8 +96,8 @@ impl Store {
     }
 
     pub async fn username_taken(&self, username: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE username = $1")
-            .bind(username)
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE username_key = $1")
+            .bind(username_key(username))
             .fetch_one(self.pool())
             .await?;
         Ok(n > 0)
@@ -106,9 +111,11 @@ impl Store {
     ) -> Result<Option<UserRow>, StoreError> {
         let sql = format!(
             "UPDATE users SET email = COALESCE($2, email), username = COALESCE($3, username), \
+             username_key = COALESCE($7, username_key), \
              hashed_password = COALESCE($4, hashed_password), is_active = COALESCE($5, is_active), \
              updated_at = $6 WHERE id = $1 RETURNING {COLUMNS}"
         );
+        let key = update.username.as_deref().map(username_key);
         Ok(sqlx::query_as::<_, UserRow>(&sql)
             .bind(id)
             .bind(update.email)
@@ -116,6 +123,7 @@ impl Store {
             .bind(update.hashed_password)
             .bind(update.is_active.map(|b| b as i64))
             .bind(now_ms())
+            .bind(key)
             .fetch_optional(self.pool())
             .await?)
     }

@@ -18,6 +18,7 @@ mod common;
 mod accounts;
 mod admin;
 mod alipay;
+mod attacks;
 mod backend_wire;
 mod config;
 mod connections;

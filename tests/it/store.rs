@@ -16,6 +16,7 @@ const TABLES: &[&str] = &[
     "resource_owners",
     "subscription_plans",
     "task_charges",
+    "throttles",
     "usage_logs",
     "user_subscriptions",
     "users",
