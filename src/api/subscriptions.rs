@@ -100,12 +100,15 @@ async fn response(
     let plan_name = state.store.plan(&s.plan_id).await?.map(|p| p.row.name);
     let running = matches!(s.status.as_str(), "active" | "cancelled");
     let next = next.filter(|_| running);
+    // A paid renewal that was queued (same plan) continues the plan; anything else ends it.
+    let cancel_at_period_end =
+        running && (s.status == "cancelled" || next.is_some_and(|n| n.plan_id != s.plan_id));
     Ok(SubscriptionResponse {
         id: s.id,
         user_id: s.user_id,
         plan_id: s.plan_id,
         plan_name,
-        cancel_at_period_end: running && (s.status == "cancelled" || next.is_some()),
+        cancel_at_period_end,
         status: s.status,
         current_period_start: iso_opt(s.current_period_start),
         current_period_end: iso_opt(s.current_period_end),
@@ -359,6 +362,16 @@ async fn to_free(
             "您已是免费版: you are on the free plan already; it needs no payment",
         ));
     };
+    if let Some(next) = next_of(state, user_id, None).await? {
+        return Err(GateError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "已安排变更: a change to {} is already paid for and begins {}; choose again once it has begun",
+                next.plan_name,
+                iso(next.at)
+            ),
+        ));
+    }
     state.store.cancel_subscription(&r.id).await?;
     let at = r.current_period_end.unwrap_or(0);
     Ok(Json(ScheduledChange {

@@ -15,7 +15,7 @@
 //! buys after whatever is already paid for, so no payment is lost and no credit is used twice
 //! (Stripe's proration, without a stored balance: a credit can only lower a price).
 
-use super::periods::{cycle_at, extend_by_cycle, period_end};
+use super::periods::{cycle_at, extend_by_cycle, months_of, period_end};
 use crate::store::{PaidContext, PaymentRow, PeriodEffect, Plan, SubscriptionRow};
 
 /// The kinds of change an order makes, as stored on it and shown to clients.
@@ -52,6 +52,7 @@ impl ChangeKind {
 pub struct Running<'a> {
     pub sub: &'a SubscriptionRow,
     pub plan_price_fen: i64,
+    pub plan_cycle: &'a str,
 }
 
 /// How an order is priced, before it is paid.
@@ -91,9 +92,18 @@ pub fn quote(
         from: None,
         starts_at: now,
     };
+    // A change already paid for comes first: anything bought now would start before it, or
+    // on top of it.
+    if let Some((s, name)) = scheduled.first() {
+        return Err(Refused(format!(
+            "已安排变更: a change to {name} is already paid for and begins {}; choose again once it has begun",
+            date(s.current_period_start.unwrap_or(now))
+        )));
+    }
     let Some(Running {
         sub,
         plan_price_fen,
+        plan_cycle,
     }) = running
     else {
         return Ok(new);
@@ -106,12 +116,6 @@ pub fn quote(
     if !same && plan_price_fen == 0 {
         return Ok(new);
     }
-    if let Some((s, name)) = scheduled.first() {
-        return Err(Refused(format!(
-            "已安排变更: a change to {name} is already paid for and begins {}; choose again once it has begun",
-            date(s.current_period_start.unwrap_or(end))
-        )));
-    }
     let from = Some((sub.id.clone(), end));
     if same {
         return Ok(Quote {
@@ -121,7 +125,17 @@ pub fn quote(
             ..new
         });
     }
-    if price <= plan_price_fen {
+    // Dearer or cheaper by the month: a yearly plan is not "dearer" than a monthly one for
+    // costing more at once.
+    let target_monthly = price as i128 * months_of(plan_cycle) as i128;
+    let running_monthly = plan_price_fen as i128 * months_of(&target.row.billing_cycle) as i128;
+    if target_monthly <= running_monthly {
+        if end > period_end(now, &target.row.billing_cycle) {
+            return Err(Refused(format!(
+                "your current plan runs to {}: a cheaper plan can be bought within one of its cycles of that date",
+                date(end)
+            )));
+        }
         return Ok(Quote {
             kind: ChangeKind::Downgrade,
             from,
@@ -185,13 +199,12 @@ pub fn on_paid(ctx: &PaidContext<'_>, cycle: &str) -> (PeriodEffect, i64) {
             if ctx.last_scheduled_end.is_none()
                 && running.is_some_and(|r| r.plan_id == order.plan_id) =>
         {
-            let (start, end) = running.map(span).expect("checked above");
-            (
-                PeriodEffect::Extend {
-                    end: extend_by_cycle(start, end, cycle),
-                },
-                value,
-            )
+            let r = running.expect("checked above");
+            let (start, end) = span(r);
+            let counted_from = r.cycle_anchor.unwrap_or(start);
+            let (end, anchor) = extend_by_cycle(counted_from, end, cycle);
+            let anchor = (anchor != counted_from).then_some(anchor);
+            (PeriodEffect::Extend { end, anchor }, value)
         }
         ChangeKind::Upgrade if as_quoted => (start_now(now, now_end(now, cycle), cycle), value),
         ChangeKind::Downgrade if as_quoted => {
@@ -212,8 +225,12 @@ pub fn on_paid(ctx: &PaidContext<'_>, cycle: &str) -> (PeriodEffect, i64) {
         _ => {
             let start = ctx
                 .last_scheduled_end
-                .or(paid_running.and_then(|r| r.current_period_end))
                 .unwrap_or(now)
+                .max(
+                    paid_running
+                        .and_then(|r| r.current_period_end)
+                        .unwrap_or(now),
+                )
                 .max(now);
             let len = prorated_len(start, cycle, order.amount_fen, order.list_price_fen);
             if start == now {
@@ -254,6 +271,104 @@ fn prorated_len(start: i64, cycle: &str, amount_fen: i64, list_price_fen: i64) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::PlanRow;
+
+    const MONTH: i64 = 30 * 24 * 3600 * 1000;
+
+    fn plan(id: &str, price_fen: i64, cycle: &str) -> Plan {
+        Plan {
+            row: PlanRow {
+                id: id.into(),
+                name: id.into(),
+                description: String::new(),
+                price_fen,
+                currency: "CNY".into(),
+                billing_cycle: cycle.into(),
+                features: "{}".into(),
+                is_active: 1,
+                is_default: 0,
+                created_at: 0,
+                updated_at: 0,
+            },
+            quotas: Vec::new(),
+        }
+    }
+
+    fn sub(plan_id: &str, start: i64, end: i64, paid: i64) -> SubscriptionRow {
+        SubscriptionRow {
+            id: format!("sub-{plan_id}"),
+            user_id: "u".into(),
+            plan_id: plan_id.into(),
+            status: "active".into(),
+            current_period_start: Some(start),
+            current_period_end: Some(end),
+            auto_renew: 1,
+            created_at: start,
+            updated_at: start,
+            paid_value_fen: paid,
+            cycle_anchor: None,
+        }
+    }
+
+    #[test]
+    fn dearer_and_cheaper_are_by_the_month() {
+        let now = 1_000 * MONTH;
+        let monthly = plan("pro-monthly", 19_900, "monthly");
+        let running = sub("basic-yearly", now - MONTH, now + 11 * MONTH, 99_000);
+        let r = || Running {
+            sub: &running,
+            plan_price_fen: 99_000,
+            plan_cycle: "yearly",
+        };
+        // 199.00 a month is dearer than 990.00 a year (82.50 a month): an upgrade, whose
+        // credit (11 months of 990.00) is worth more than its price: refused, not scheduled.
+        let e = quote(Some(r()), &[], &monthly, now).unwrap_err();
+        assert!(e.0.contains("worth more"), "{}", e.0);
+        // A cheaper monthly plan 11 months before the yearly one ends: refused, not sold now
+        // for a month that starts next year.
+        let cheap = plan("lite-monthly", 1_000, "monthly");
+        let e = quote(Some(r()), &[], &cheap, now).unwrap_err();
+        assert!(e.0.contains("cheaper plan"), "{}", e.0);
+        // Within one cycle of the end, it is a downgrade that starts at the end.
+        let ending = sub("basic-yearly", now - 11 * MONTH, now + MONTH / 2, 99_000);
+        let q = quote(
+            Some(Running {
+                sub: &ending,
+                plan_price_fen: 99_000,
+                plan_cycle: "yearly",
+            }),
+            &[],
+            &cheap,
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            (q.kind, q.starts_at),
+            (ChangeKind::Downgrade, now + MONTH / 2)
+        );
+    }
+
+    #[test]
+    fn a_scheduled_change_comes_first_even_on_the_free_plan() {
+        let now = 1_000 * MONTH;
+        let free = sub("free", now - MONTH / 2, now + MONTH / 2, 0);
+        let waiting = (
+            sub("pro", now + MONTH, now + 2 * MONTH, 9_900),
+            "Pro".to_string(),
+        );
+        let e = quote(
+            Some(Running {
+                sub: &free,
+                plan_price_fen: 0,
+                plan_cycle: "monthly",
+            }),
+            &[waiting],
+            &plan("pro", 9_900, "monthly"),
+            now,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("Pro"), "{}", e.0);
+    }
 
     #[test]
     fn credits_round_in_the_payers_favour() {

@@ -312,7 +312,8 @@ impl Billing {
                 };
                 let end = cur.current_period_end.unwrap_or(now);
                 let start = cur.current_period_start.unwrap_or(now);
-                let cycle = cycle_at(start, end, &plan.row.billing_cycle, now);
+                let anchor = cur.cycle_anchor.unwrap_or(start);
+                let cycle = cycle_at(anchor, end, &plan.row.billing_cycle, now);
                 self.store
                     .new_quota_cycle(user_id, &plan, &self.type_keys, cycle)
                     .await?;
@@ -327,13 +328,15 @@ impl Billing {
         self.ensure_current(user_id).await?;
         let now = now_ms();
         let current = self.store.current_subscription(user_id).await?;
-        let price = match &current {
+        let (price, cycle) = match &current {
             Some(c) => self
                 .store
                 .plan(&c.plan_id)
                 .await?
-                .map_or(0, |p| p.row.price_fen),
-            None => 0,
+                .map_or((0, String::new()), |p| {
+                    (p.row.price_fen, p.row.billing_cycle)
+                }),
+            None => (0, String::new()),
         };
         let mut scheduled = Vec::new();
         for s in self.store.scheduled_subscriptions(user_id).await? {
@@ -347,6 +350,7 @@ impl Billing {
         let running = current.as_ref().map(|sub| changes::Running {
             sub,
             plan_price_fen: price,
+            plan_cycle: &cycle,
         });
         changes::quote(running, &scheduled, target, now).map_err(|changes::Refused(why)| {
             GateError::new(http::StatusCode::UNPROCESSABLE_ENTITY, why)

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Months};
 
 /// Months in one cycle of `cycle`.
-fn months_of(cycle: &str) -> u32 {
+pub fn months_of(cycle: &str) -> u32 {
     match cycle {
         "yearly" => 12,
         "lifetime" => 12 * 100,
@@ -33,8 +33,12 @@ pub fn period_end(start_ms: i64, cycle: &str) -> i64 {
 
 /// The quota cycle of the span [`anchor`, `end`) that holds `now`: it starts at a boundary
 /// and ends at the next one, or at `end` (a span need not be whole cycles). `now` before the
-/// anchor gives the first cycle; `now` at or past `end`, the last.
+/// anchor (a span renewed from an end that was not a boundary, whose cycles count from that
+/// end) gives the stretch up to the anchor; `now` at or past `end`, the last cycle.
 pub fn cycle_at(anchor: i64, end: i64, cycle: &str, now: i64) -> (i64, i64) {
+    if now < anchor {
+        return (now, anchor);
+    }
     let mut start = anchor;
     for k in 1u32.. {
         let next = add_cycles(anchor, cycle, k);
@@ -49,19 +53,21 @@ pub fn cycle_at(anchor: i64, end: i64, cycle: &str, now: i64) -> (i64, i64) {
     unreachable!("the boundaries grow until they pass `end`")
 }
 
-/// The end of the span [`anchor`, `end`) extended by one cycle: the next boundary when `end`
-/// is one, else one cycle from `end` (a prorated span).
-pub fn extend_by_cycle(anchor: i64, end: i64, cycle: &str) -> i64 {
+/// The span whose cycles count from `anchor` and end at `end`, extended by one cycle: the new
+/// end, and the anchor its cycles count from after it. When `end` is a boundary that is the
+/// next boundary and the anchor stays; otherwise (a prorated span) one cycle from `end`, whose
+/// cycles then count from `end`, so the added cycle is one whole quota cycle.
+pub fn extend_by_cycle(anchor: i64, end: i64, cycle: &str) -> (i64, i64) {
     for k in 1u32.. {
         let b = add_cycles(anchor, cycle, k);
         if b == end {
-            return add_cycles(anchor, cycle, k + 1);
+            return (add_cycles(anchor, cycle, k + 1), anchor);
         }
         if b > end {
             break;
         }
     }
-    period_end(end, cycle)
+    (period_end(end, cycle), end)
 }
 
 #[cfg(test)]
@@ -84,13 +90,21 @@ mod tests {
     #[test]
     fn renewals_count_from_the_anchor_and_do_not_drift() {
         let jan31 = at(2026, 1, 31);
-        let once = extend_by_cycle(jan31, period_end(jan31, "monthly"), "monthly");
-        assert_eq!(once, at(2026, 3, 31));
-        assert_eq!(extend_by_cycle(jan31, once, "monthly"), at(2026, 4, 30));
-        // A prorated span (not on a boundary) is extended by one cycle from its end.
+        let (once, anchor) = extend_by_cycle(jan31, period_end(jan31, "monthly"), "monthly");
+        assert_eq!((once, anchor), (at(2026, 3, 31), jan31));
+        assert_eq!(
+            extend_by_cycle(jan31, once, "monthly"),
+            (at(2026, 4, 30), jan31)
+        );
+        // A prorated span (not on a boundary) is extended by one cycle from its end, whose
+        // cycles then count from that end: one whole quota cycle is added, not a cycle and a bit.
         assert_eq!(
             extend_by_cycle(jan31, at(2026, 2, 10), "monthly"),
-            at(2026, 3, 10)
+            (at(2026, 3, 10), at(2026, 2, 10))
+        );
+        assert_eq!(
+            cycle_at(at(2026, 2, 10), at(2026, 3, 10), "monthly", at(2026, 2, 5)),
+            (at(2026, 2, 5), at(2026, 2, 10))
         );
     }
 

@@ -364,26 +364,17 @@ impl Payments {
             .map_err(|e| {
                 GateError::bad_gateway(format!("退款失败: the provider refused the refund ({e})"))
             })?;
-        let (row, fresh) = self
+        let (row, _fresh) = self
             .store
-            .add_refund(&order.id, refund_no, amount_fen, reason)
+            .add_refund(
+                &order.id,
+                refund_no,
+                amount_fen,
+                reason,
+                self.config.payments.partial_refund_shortens,
+            )
             .await?
             .ok_or_else(|| unprocessable("the refunds would exceed the amount paid"))?;
-        if !fresh {
-            return Ok(row);
-        }
-        // What the refund takes back of the time the order bought: all of it when the order is
-        // refunded whole (the next request falls back to the free plan, or to a change already
-        // paid for); a partial refund only when the operator says so.
-        let whole = row.status == "refunded";
-        let share = if self.config.payments.partial_refund_shortens {
-            Some((amount_fen, row.amount_fen))
-        } else {
-            whole.then_some((row.amount_fen, row.amount_fen))
-        };
-        if let Some(share) = share {
-            self.store.take_back_span(&row, share, whole).await?;
-        }
         Ok(row)
     }
 

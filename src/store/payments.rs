@@ -289,6 +289,7 @@ impl Store {
         if moved.rows_affected() == 0 {
             return Ok(PaidOutcome::Duplicate);
         }
+        lock_user(&mut tx, &order.user_id).await?;
         let sub_cols = super::subscriptions::COLUMNS;
         let running = sqlx::query_as::<_, SubscriptionRow>(&format!(
             "SELECT {sub_cols} FROM user_subscriptions WHERE user_id = $1 AND status IN ('active', 'cancelled') \
@@ -334,18 +335,19 @@ impl Store {
             None => None,
         };
         let (sub_id, span) = match effect {
-            PeriodEffect::Extend { end } => {
+            PeriodEffect::Extend { end, anchor } => {
                 let cur = running
                     .as_ref()
                     .expect("an extension has a running subscription");
                 sqlx::query(
                     "UPDATE user_subscriptions SET current_period_end = $2, status = 'active', auto_renew = 1, \
-                     paid_value_fen = paid_value_fen + $3, updated_at = $4 WHERE id = $1",
+                     paid_value_fen = paid_value_fen + $3, updated_at = $4, cycle_anchor = COALESCE($5, cycle_anchor) WHERE id = $1",
                 )
                 .bind(&cur.id)
                 .bind(end)
                 .bind(value)
                 .bind(now)
+                .bind(anchor)
                 .execute(&mut *tx)
                 .await?;
                 if let Some(p) = &own_pending {
@@ -437,12 +439,17 @@ impl Store {
     /// Adds a refund of `amount_fen` under `refund_no`, at most once per `refund_no` and never
     /// beyond what was paid. Returns the order after it and whether this refund was new, or
     /// None when it would exceed the total.
+    ///
+    /// A new refund also takes back, in the same transaction, what it paid for
+    /// ([`super::subscriptions::take_back`]): its share of the credit basis always, and time
+    /// when the order is refunded whole, or for every refund when `partial_shortens`.
     pub async fn add_refund(
         &self,
         id: &str,
         refund_no: &str,
         amount_fen: i64,
         reason: &str,
+        partial_shortens: bool,
     ) -> Result<Option<(PaymentRow, bool)>, StoreError> {
         let mut tx = self.pool().begin().await?;
         let fresh = sqlx::query(
@@ -480,9 +487,39 @@ impl Store {
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
+        if let Some(order) = row.as_ref().filter(|_| fresh) {
+            lock_user(&mut tx, &order.user_id).await?;
+            let whole = order.status == "refunded";
+            let time = if partial_shortens {
+                Some((amount_fen, order.amount_fen))
+            } else {
+                whole.then_some((order.amount_fen, order.amount_fen))
+            };
+            let t = super::subscriptions::TakeBack {
+                refunded_fen: amount_fen,
+                paid_fen: order.amount_fen,
+                whole,
+                time,
+            };
+            super::subscriptions::take_back(&mut tx, order, &t, now_ms()).await?;
+        }
         tx.commit().await?;
         Ok(row.map(|r| (r, fresh)))
     }
+}
+
+/// Takes the user's row lock for the rest of the transaction: two payments (or a payment and a
+/// refund) of one user that read the subscriptions and write absolute periods from them run one
+/// after the other on PostgreSQL (SQLite's write lock already does this).
+pub(super) async fn lock_user(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Marks the pending subscription made with an order as not needed (the payment extended the
@@ -529,7 +566,7 @@ async fn place(
     }
     let id = uuid::Uuid::new_v4().to_string();
     sqlx::query(&format!(
-        "INSERT INTO user_subscriptions ({}) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7, $8)",
+        "INSERT INTO user_subscriptions ({}) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7, $8, NULL)",
         super::subscriptions::COLUMNS
     ))
     .bind(&id)

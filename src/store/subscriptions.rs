@@ -18,6 +18,8 @@ pub struct SubscriptionRow {
     pub updated_at: i64,
     /// The list value of the paid span (`billing::changes`); 0 when no one paid for it.
     pub paid_value_fen: i64,
+    /// Where its quota cycles count from, when not from `current_period_start`.
+    pub cycle_anchor: Option<i64>,
 }
 
 /// How a new period begins.
@@ -41,8 +43,9 @@ pub enum PeriodEffect {
     /// End the running subscription now and activate the order's plan for [now, `end`), its
     /// first quota cycle ending at `cycle_end`.
     StartNow { end: i64, cycle_end: i64 },
-    /// Move the running subscription's end to `end` (a renewal); its quota cycles go on.
-    Extend { end: i64 },
+    /// Move the running subscription's end to `end` (a renewal); its quota cycles go on,
+    /// counted from `anchor` when that moves (a prorated span renewed).
+    Extend { end: i64, anchor: Option<i64> },
     /// The order's plan begins at `start` (when what is paid for before it ends).
     Schedule { start: i64, end: i64 },
 }
@@ -59,7 +62,7 @@ pub struct PaidContext<'a> {
     pub now: i64,
 }
 
-pub(super) const COLUMNS: &str = "id, user_id, plan_id, status, current_period_start, current_period_end, auto_renew, created_at, updated_at, paid_value_fen";
+pub(super) const COLUMNS: &str = "id, user_id, plan_id, status, current_period_start, current_period_end, auto_renew, created_at, updated_at, paid_value_fen, cycle_anchor";
 
 impl Store {
     pub async fn subscription(&self, id: &str) -> Result<Option<SubscriptionRow>, StoreError> {
@@ -121,7 +124,7 @@ impl Store {
     ) -> Result<SubscriptionRow, StoreError> {
         let now = now_ms();
         let sql = format!(
-            "INSERT INTO user_subscriptions ({COLUMNS}) VALUES ($1, $2, $3, 'pending', NULL, NULL, 1, $4, $4, 0) RETURNING {COLUMNS}"
+            "INSERT INTO user_subscriptions ({COLUMNS}) VALUES ($1, $2, $3, 'pending', NULL, NULL, 1, $4, $4, 0, NULL) RETURNING {COLUMNS}"
         );
         Ok(sqlx::query_as::<_, SubscriptionRow>(&sql)
             .bind(uuid::Uuid::new_v4().to_string())
@@ -207,7 +210,7 @@ impl Store {
                 .await
                 .map(|d| d.rows_affected() > 0),
                 None => sqlx::query(&format!(
-                    "INSERT INTO user_subscriptions ({COLUMNS}) VALUES ($1, $2, $3, 'active', $4, $5, 1, $6, $6, 0)"
+                    "INSERT INTO user_subscriptions ({COLUMNS}) VALUES ($1, $2, $3, 'active', $4, $5, 1, $6, $6, 0, NULL)"
                 ))
                 .bind(uuid::Uuid::new_v4().to_string())
                 .bind(user_id)
@@ -248,82 +251,106 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
 
-    /// Takes back `share` (refunded / paid, in fen) of the span an order bought, after a
-    /// refund: a running subscription ends that much earlier (never before now) and the user's
-    /// quota cycle ends with it; a change that has not begun is cancelled when the order was
-    /// refunded `whole`. Orders from before spans were recorded end their subscription now when
-    /// refunded whole.
-    pub async fn take_back_span(
-        &self,
-        order: &super::PaymentRow,
-        share: (i64, i64),
-        whole: bool,
-    ) -> Result<(), StoreError> {
-        let Some(sub_id) = &order.subscription_id else {
-            return Ok(());
-        };
-        let now = now_ms();
-        let (refunded, paid) = share;
-        let len = match (order.effect_start, order.effect_end) {
-            (Some(s), Some(e)) => e - s,
-            _ if whole => i64::MAX / 4,
-            _ => 0,
-        };
-        let cut = (len as i128 * refunded.max(0).min(paid) as i128 / paid.max(1) as i128) as i64;
-        if cut <= 0 && !whole {
-            return Ok(());
-        }
-        let mut tx = self.pool().begin().await?;
-        let sub = sqlx::query_as::<_, SubscriptionRow>(&format!(
-            "SELECT {COLUMNS} FROM user_subscriptions WHERE id = $1"
-        ))
-        .bind(sub_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(sub) = sub else {
-            return Ok(());
-        };
-        let end = sub.current_period_end.unwrap_or(now);
-        let new_end = end.saturating_sub(cut);
-        if sub.status == "scheduled" {
-            let start = sub.current_period_start.unwrap_or(end);
-            let (status, new_end) = if whole || new_end <= start {
-                ("expired", end)
-            } else {
-                ("scheduled", new_end)
-            };
-            sqlx::query("UPDATE user_subscriptions SET status = $2, current_period_end = $3, updated_at = $4 WHERE id = $1")
-                .bind(&sub.id)
-                .bind(status)
-                .bind(new_end)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        } else if matches!(sub.status.as_str(), "active" | "cancelled") && end > now {
-            let new_end = new_end.max(now);
-            sqlx::query(
-                "UPDATE user_subscriptions SET current_period_end = $2, auto_renew = 0, updated_at = $3, \
-                 paid_value_fen = CASE WHEN paid_value_fen > $4 THEN paid_value_fen - $4 ELSE 0 END WHERE id = $1",
-            )
-            .bind(&sub.id)
-            .bind(new_end)
-            .bind(now)
-            .bind(if whole { order.list_price_fen } else { refunded })
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE quota_balances SET period_end = $2, updated_at = $3 WHERE user_id = $1 AND period_end > $2",
-            )
-            .bind(&sub.user_id)
-            .bind(new_end)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+/// What a refund takes back from the subscription an order paid for.
+pub struct TakeBack {
+    /// This refund in fen, and what the order was paid.
+    pub refunded_fen: i64,
+    pub paid_fen: i64,
+    /// The order is now refunded whole.
+    pub whole: bool,
+    /// Take back time too: the refund's share of the span the order bought (all of what is
+    /// left of it when `whole` and no earlier refund took time).
+    pub time: Option<(i64, i64)>,
+}
+
+/// Applies a refund to the subscription `order` paid for, inside the refund's transaction:
+/// the credit basis (`paid_value_fen`) always loses the refund's share of the list value, so
+/// refunded money is never credited on an upgrade; with `time`, a running subscription ends
+/// that much earlier (never before now) and the user's quota cycle with it, and a change not
+/// yet begun is cancelled when the order is refunded whole. Orders from before spans were
+/// recorded end their subscription now when refunded whole.
+pub(super) async fn take_back(
+    conn: &mut sqlx::AnyConnection,
+    order: &super::PaymentRow,
+    t: &TakeBack,
+    now: i64,
+) -> Result<(), StoreError> {
+    let Some(sub_id) = &order.subscription_id else {
+        return Ok(());
+    };
+    let sub = sqlx::query_as::<_, SubscriptionRow>(&format!(
+        "SELECT {COLUMNS} FROM user_subscriptions WHERE id = $1"
+    ))
+    .bind(sub_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(sub) = sub else {
+        return Ok(());
+    };
+    let share = |whole_of: i64| -> i64 {
+        (whole_of as i128 * t.refunded_fen.clamp(0, t.paid_fen.max(0)) as i128
+            / t.paid_fen.max(1) as i128) as i64
+    };
+    let value_cut = share(order.list_price_fen);
+    sqlx::query(
+        "UPDATE user_subscriptions SET paid_value_fen = CASE WHEN paid_value_fen > $2 THEN paid_value_fen - $2 ELSE 0 END, \
+         updated_at = $3 WHERE id = $1",
+    )
+    .bind(&sub.id)
+    .bind(value_cut)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let Some((refunded, paid)) = t.time else {
+        return Ok(());
+    };
+    let len = match (order.effect_start, order.effect_end) {
+        (Some(s), Some(e)) => e - s,
+        _ if t.whole => i64::MAX / 4,
+        _ => 0,
+    };
+    let cut = (len as i128 * refunded.clamp(0, paid.max(0)) as i128 / paid.max(1) as i128) as i64;
+    if cut <= 0 && !t.whole {
+        return Ok(());
     }
+    let end = sub.current_period_end.unwrap_or(now);
+    let new_end = end.saturating_sub(cut);
+    if sub.status == "scheduled" {
+        let start = sub.current_period_start.unwrap_or(end);
+        let (status, new_end) = if t.whole || new_end <= start {
+            ("expired", end)
+        } else {
+            ("scheduled", new_end)
+        };
+        sqlx::query("UPDATE user_subscriptions SET status = $2, current_period_end = $3, updated_at = $4 WHERE id = $1")
+            .bind(&sub.id)
+            .bind(status)
+            .bind(new_end)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    } else if matches!(sub.status.as_str(), "active" | "cancelled") && end > now {
+        let new_end = new_end.max(now);
+        sqlx::query(
+            "UPDATE user_subscriptions SET current_period_end = $2, auto_renew = 0, updated_at = $3 WHERE id = $1",
+        )
+        .bind(&sub.id)
+        .bind(new_end)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "UPDATE quota_balances SET period_end = $2, updated_at = $3 WHERE user_id = $1 AND period_end > $2",
+        )
+        .bind(&sub.user_id)
+        .bind(new_end)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Sets every balance of the user to `plan`'s limits for `cycle`, used reset to 0; with

@@ -277,12 +277,7 @@ async fn api_keys_cannot_manage_credentials(db: Db) {
         }
     }
     // What keys are for: proxied routes and one's own usage.
-    for path in [
-        "/mine/x",
-        "/subscriptions/",
-        "/users/me",
-        "/api-keys/",
-    ] {
+    for path in ["/mine/x", "/subscriptions/", "/users/me", "/api-keys/"] {
         let status = app
             .client
             .get(app.url(path))

@@ -114,7 +114,7 @@ async fn travel(app: &TestApp, a: &Account, by: i64) {
     sql(
         app,
         "UPDATE user_subscriptions SET current_period_start = current_period_start - $2, \
-         current_period_end = current_period_end - $2 WHERE user_id = $1",
+         current_period_end = current_period_end - $2, cycle_anchor = cycle_anchor - $2 WHERE user_id = $1",
         &a.id,
         by,
     )
@@ -533,7 +533,63 @@ async fn refunds_take_back_the_time_they_paid_for(db: Db) {
     app.stop().await;
 }
 
+async fn concurrent_renewals_each_add_a_cycle(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("twice").await;
+    let first = order(&app, &a, PRO).await;
+    pay(&app, first["order_no"].as_str().unwrap()).await;
+    let start = ms(current(&app, &a).await["start_date"].as_str().unwrap());
+    let one = order(&app, &a, PRO).await;
+    let two = order(&app, &a, PRO).await;
+    // Both notifications at once (one from each provider, say): neither may overwrite the other.
+    tokio::join!(
+        pay(&app, one["order_no"].as_str().unwrap()),
+        pay(&app, two["order_no"].as_str().unwrap())
+    );
+    let sub = current(&app, &a).await;
+    assert_eq!(ms(sub["end_date"].as_str().unwrap()), plus_months(start, 3));
+    app.stop().await;
+}
+
+async fn refunded_money_is_not_credited_again(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("halfback").await;
+    let pro = order(&app, &a, PRO).await;
+    pay(&app, pro["order_no"].as_str().unwrap()).await;
+    let root = app.admin_bearer().await;
+    let r = app
+        .client
+        .post(app.url(&format!(
+            "/payments/{}/refund",
+            pro["payment_id"].as_str().unwrap()
+        )))
+        .header("authorization", root)
+        .json(&json!({"refund_amount": "49.50"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let t = now();
+    sql(
+        &app,
+        "UPDATE user_subscriptions SET current_period_start = $2 - 1296000000, current_period_end = $2 + 1296000000 \
+         WHERE user_id = $1 AND status = 'active'",
+        &a.id,
+        t,
+    )
+    .await;
+    let up = order(&app, &a, ENTERPRISE).await;
+    assert_eq!(
+        (up["credit"].as_str(), up["amount"].as_str()),
+        (Some("24.75"), Some("974.25")),
+        "half of the 49.50 that stayed paid, not half of 99.00"
+    );
+    app.stop().await;
+}
+
 on_both!(
+    concurrent_renewals_each_add_a_cycle,
+    refunded_money_is_not_credited_again,
     renewals_extend_the_paid_span_by_a_cycle_from_its_end,
     an_upgrade_halfway_credits_the_unused_half,
     a_downgrade_waits_for_the_paid_period_to_end,
