@@ -75,8 +75,13 @@ impl GateError {
         Self::new(StatusCode::GATEWAY_TIMEOUT, detail)
     }
 
+    /// 503 with `Retry-After`: the trouble is expected to pass (the database is unreachable or
+    /// locked), and a client that waits a few seconds should try again.
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, detail).with_header(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("5"),
+        )
     }
 
     /// Renders the error; the body is always valid JSON, whatever `detail` holds.
@@ -105,9 +110,9 @@ impl From<crate::store::StoreError> for GateError {
                 tracing::warn!(error = %m, "database unavailable");
                 GateError::unavailable("the database is unavailable; try again shortly")
             }
-            StoreError::Conflict(m) => GateError::new(
+            StoreError::Conflict(field) => GateError::new(
                 StatusCode::CONFLICT,
-                format!("conflicts with existing data: {m}"),
+                format!("`{field}` is already taken: another record has the same value"),
             ),
             StoreError::Other(m) => {
                 tracing::error!(error = %m, "store error");

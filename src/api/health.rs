@@ -1,7 +1,8 @@
 //! Liveness and readiness, for load balancers and orchestrators.
 //!
 //! `/healthz` answers while the process serves requests at all; `/readyz` only when the
-//! database and the backend are both reachable, so a replica that lost either is taken out of
+//! database can be written (not merely read: a SQLite file locked by another writer serves
+//! reads but no charge) and the backend is reachable, so a replica that lost either is taken out of
 //! rotation instead of failing the requests sent to it.
 
 use axum::extract::State;
@@ -50,10 +51,14 @@ pub struct Readiness {
         (status = 200, description = "Ready to serve", body = Readiness),
         (status = 503, description = "The database or the backend is unreachable", body = Readiness)))]
 pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<Readiness>) {
-    let database = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+    let store = &state.store;
+    let checks = async { store.ping().await.and(store.probe_write().await) };
+    let database = match tokio::time::timeout(Duration::from_secs(2), checks).await {
         Ok(Ok(())) => "ok".to_string(),
         Ok(Err(e)) => e.to_string(),
-        Err(_) => "database did not answer within 2 s".to_string(),
+        Err(_) => {
+            "the database could not take a write within 2 s (locked or unreachable)".to_string()
+        }
     };
     let authority = state.upstream.authority().as_str().to_string();
     let upstream = match tokio::time::timeout(

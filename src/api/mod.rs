@@ -49,31 +49,7 @@ pub struct Api {
     owned: matchit::Router<()>,
 }
 
-/// Paths (matchit templates) answered by the gate itself rather than the backend.
-const OWNED: &[&str] = &[
-    "/healthz",
-    "/readyz",
-    "/openapi.json",
-    "/metrics",
-    "/docs",
-    "/docs/{*rest}",
-    "/auth/{*rest}",
-    "/users",
-    "/users/{*rest}",
-    "/api-keys",
-    "/api-keys/{*rest}",
-    "/plans",
-    "/plans/{*rest}",
-    "/subscriptions",
-    "/subscriptions/{*rest}",
-    "/admin/quotas/{*rest}",
-    "/admin/users",
-    "/admin/users/{*rest}",
-    "/admin/audit-log",
-    "/payments",
-    "/payments/{*rest}",
-    "/webhooks/{*rest}",
-];
+use crate::config::own_paths::OWNED;
 
 /// A query parameter, with an empty value read as absent (the frontends send
 /// `?quota_type=&start_date=&limit=`).

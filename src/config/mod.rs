@@ -6,6 +6,7 @@
 //! methods, the upstream authority), so the request path never parses configuration.
 
 mod env;
+pub mod own_paths;
 pub mod schema;
 pub mod size;
 pub mod tasks;
@@ -31,6 +32,8 @@ pub struct Config {
     pub max_body: u64,
     pub timeout: Duration,
     pub header_read_timeout: Duration,
+    /// The longest pause between two reads of a request body: 408 after it.
+    pub client_body_timeout: Duration,
     pub shutdown_grace: Duration,
     /// Threads that serve connections (`server.workers`, resolved: at least 1).
     pub workers: usize,

@@ -60,6 +60,9 @@ pub struct ServerSection {
     pub timeout_secs: u64,
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout_secs: u64,
+    /// The longest pause between two reads of a request body (nginx's `client_body_timeout`).
+    #[serde(default = "default_client_body_timeout")]
+    pub client_body_timeout_secs: u64,
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
     /// Threads that serve connections, each with its own event loop; 0: one per core.
@@ -99,6 +102,7 @@ impl Default for ServerSection {
             max_body: default_max_body(),
             timeout_secs: default_timeout(),
             header_read_timeout_secs: default_header_read_timeout(),
+            client_body_timeout_secs: default_client_body_timeout(),
             shutdown_grace_secs: default_shutdown_grace(),
             workers: 0,
             unknown_routes: DefaultAccess::default(),
@@ -504,6 +508,9 @@ fn default_timeout() -> u64 {
 }
 fn default_header_read_timeout() -> u64 {
     30
+}
+fn default_client_body_timeout() -> u64 {
+    60
 }
 fn default_shutdown_grace() -> u64 {
     30

@@ -69,6 +69,11 @@ pub fn validate(
         "server.header_read_timeout_secs",
         s.header_read_timeout_secs,
     );
+    check_secs(
+        &mut p,
+        "server.client_body_timeout_secs",
+        s.client_body_timeout_secs,
+    );
     if s.workers > MAX_WORKERS {
         p.at(
             None,
@@ -194,6 +199,7 @@ pub fn validate(
         max_body: s.max_body.0,
         timeout: default_timeout,
         header_read_timeout: Duration::from_secs(s.header_read_timeout_secs),
+        client_body_timeout: Duration::from_secs(s.client_body_timeout_secs),
         shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
         workers: match s.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -825,6 +831,16 @@ fn validate_route(
     let r = route.get_ref();
     let before = p.list.len();
 
+    if let Some(own) = super::own_paths::shadowing(&r.path) {
+        p.at(
+            start,
+            "route.path",
+            format!(
+                "`{}` is answered by the gate's own endpoints (`{own}`): requests to it would never reach the backend",
+                r.path
+            ),
+        );
+    }
     if let Err(msg) = check_template(&r.path) {
         p.at(start, "route.path", format!("`{}` {msg}", r.path));
     }
@@ -832,7 +848,20 @@ fn validate_route(
         None
     } else {
         let mut out: Vec<Method> = Vec::new();
+        // The methods HTTP defines (RFC 9110 §9, PATCH from RFC 5789): a typo such as `GTE`
+        // would otherwise make a route that matches nothing.
+        const KNOWN: [&str; 9] = [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ];
         for m in &r.methods {
+            if m.bytes().all(|b| b.is_ascii_uppercase()) && !KNOWN.contains(&m.as_str()) {
+                p.at(
+                    start,
+                    "route.methods",
+                    format!("`{m}` is not an HTTP method (one of {})", KNOWN.join(", ")),
+                );
+                continue;
+            }
             let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
             match Method::from_bytes(m.as_bytes()) {
                 Ok(method) if valid => {

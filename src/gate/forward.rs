@@ -72,7 +72,8 @@ impl Gate {
         let (body, exceeded) = if bodiless {
             (Body::empty(), None)
         } else {
-            let (body, exceeded) = LimitedBody::new(body, route.max_body);
+            let (body, exceeded) =
+                LimitedBody::new(body, route.max_body, s.config.client_body_timeout);
             let body = match multipart {
                 None => Body::new(body),
                 Some(boundary) => {

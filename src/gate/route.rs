@@ -50,6 +50,7 @@ impl Gate {
         ctx: &mut RequestCtx,
     ) -> Result<Routed, GateError> {
         check_transfer_coding(req.headers())?;
+        check_host(req.version(), req.headers())?;
         let path =
             canonicalize(req.uri().path()).map_err(|e| GateError::bad_request(e.to_string()))?;
         let (path, to_backend) = self.layout(path);
@@ -144,6 +145,22 @@ fn check_transfer_coding(h: &http::HeaderMap) -> Result<(), GateError> {
         _ => Err(GateError::bad_request(
             "Transfer-Encoding must be exactly `chunked`",
         )),
+    }
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`; none, or two (which two
+/// parsers may read differently), is a 400. HTTP/1.0 may omit it; HTTP/2 names the authority in
+/// the `:authority` pseudo-header instead.
+fn check_host(version: http::Version, h: &http::HeaderMap) -> Result<(), GateError> {
+    let mut values = h.get_all(header::HOST).iter();
+    match (version, values.next(), values.next()) {
+        (_, Some(_), Some(_)) => Err(GateError::bad_request(
+            "more than one Host header: send exactly one",
+        )),
+        (http::Version::HTTP_11, None, _) => Err(GateError::bad_request(
+            "an HTTP/1.1 request needs a Host header",
+        )),
+        _ => Ok(()),
     }
 }
 

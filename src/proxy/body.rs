@@ -9,10 +9,12 @@
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 /// What is in progress on one client connection: each request counts from the moment hyper
 /// hands it over until its body has been read or dropped, and again until its reply has been
@@ -167,23 +169,62 @@ impl Refused {
     }
 }
 
-/// Wraps a body; yields an error (and raises `exceeded`) once more than `limit` bytes passed.
+/// Error raised inside the body stream when the client sent nothing for the idle timeout.
+#[derive(Debug)]
+pub struct BodyStalled;
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body stalled")
+    }
+}
+
+impl std::error::Error for BodyStalled {}
+
+/// How a [`LimitedBody`] ended, if it was cut off: read by whoever sent it, since the error
+/// that cut it may reach them as a broken backend exchange rather than as itself.
+#[derive(Debug, Default)]
+pub struct BodyFate {
+    exceeded: AtomicBool,
+    stalled: AtomicBool,
+}
+
+impl BodyFate {
+    /// More than the limit was sent.
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Acquire)
+    }
+
+    /// Nothing was sent for the idle timeout.
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::Acquire)
+    }
+}
+
+/// Wraps a body; yields an error once more than `limit` bytes passed, or when no frame came for
+/// `idle` (nginx's `client_body_timeout`: a client that trickles a byte now and then, or sends
+/// a head and then nothing, must not hold its connection and a backend connection for the
+/// route's whole timeout). The timer exists only once the client has kept it waiting.
 pub struct LimitedBody<B> {
     inner: B,
     remaining: u64,
-    exceeded: Arc<AtomicBool>,
+    fate: Arc<BodyFate>,
+    idle: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<B> LimitedBody<B> {
-    pub fn new(inner: B, limit: u64) -> (Self, Arc<AtomicBool>) {
-        let exceeded = Arc::new(AtomicBool::new(false));
+    pub fn new(inner: B, limit: u64, idle: Duration) -> (Self, Arc<BodyFate>) {
+        let fate = Arc::new(BodyFate::default());
         (
             LimitedBody {
                 inner,
                 remaining: limit,
-                exceeded: exceeded.clone(),
+                fate: fate.clone(),
+                idle,
+                timer: None,
             },
-            exceeded,
+            fate,
         )
     }
 }
@@ -200,12 +241,19 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_ready() {
+            let idle = self.idle;
+            if let Some(t) = self.timer.as_mut() {
+                t.as_mut().reset(tokio::time::Instant::now() + idle);
+            }
+        }
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
                     if n > self.remaining {
-                        self.exceeded.store(true, Ordering::Release);
+                        self.fate.exceeded.store(true, Ordering::Release);
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                     self.remaining -= n;
@@ -214,7 +262,19 @@ where
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                let idle = self.idle;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        self.fate.stalled.store(true, Ordering::Release);
+                        Poll::Ready(Some(Err(Box::new(BodyStalled))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

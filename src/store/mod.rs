@@ -93,11 +93,64 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes (`code & 0xff`).
+fn is_busy(code: Option<&str>, message: &str) -> bool {
+    let primary = code.and_then(|c| c.parse::<i64>().ok()).map(|c| c & 0xff);
+    matches!(primary, Some(5) | Some(6)) || message.contains("database is locked")
+}
+
+/// The field a unique violation is about, as a client would name it, from SQLite's
+/// `UNIQUE constraint failed: table.column` or PostgreSQL's constraint name
+/// (`table_column_key`, or one of our unique indexes): never the database's own wording.
+fn taken_field(message: &str, constraint: Option<&str>) -> String {
+    if let Some(cols) = message.strip_prefix("UNIQUE constraint failed: ") {
+        return cols
+            .split(", ")
+            .map(|c| c.rsplit('.').next().unwrap_or(c))
+            .map(|c| c.strip_suffix("_key").unwrap_or(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+    }
+    let name = constraint.unwrap_or_else(|| message.rsplit('"').nth(1).unwrap_or(message));
+    match name {
+        "users_username_folded" => return "username".into(),
+        "one_current_subscription" => return "current subscription".into(),
+        _ => {}
+    }
+    const TABLES: [&str; 8] = [
+        "subscription_plans",
+        "user_subscriptions",
+        "payment_transactions",
+        "webhook_events",
+        "quota_types",
+        "plan_quotas",
+        "api_keys",
+        "users",
+    ];
+    let bare = name
+        .strip_suffix("_pkey")
+        .or_else(|| name.strip_suffix("_key"))
+        .unwrap_or(name);
+    TABLES
+        .iter()
+        .find_map(|t| bare.strip_prefix(t).and_then(|r| r.strip_prefix('_')))
+        .unwrap_or(bare)
+        .to_string()
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
-                StoreError::Conflict(db.message().to_string())
+                StoreError::Conflict(taken_field(db.message(), db.constraint()))
+            }
+            // SQLite's file is locked by another writer (another process, a backup holding a
+            // write transaction) past busy_timeout: the store is there but cannot write now.
+            sqlx::Error::Database(db) if is_busy(db.code().as_deref(), db.message()) => {
+                StoreError::Unavailable(format!(
+                    "the database is busy (locked by another writer): {}",
+                    redact(db.message())
+                ))
             }
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
@@ -199,6 +252,17 @@ impl Store {
     }
 
     /// A round trip, for readiness checks.
+    /// Whether the store can write now: a statement that changes nothing but needs the write
+    /// lock (SQLite takes it for any `DELETE`), so a file locked by another writer shows here
+    /// while reads still work.
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM throttles WHERE key = ''")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(StoreError::from)
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
@@ -282,6 +346,28 @@ fn redact(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_unique_violation_names_the_field_on_both_databases() {
+        use super::taken_field;
+        assert_eq!(
+            taken_field("UNIQUE constraint failed: subscription_plans.name", None),
+            "name"
+        );
+        assert_eq!(
+            taken_field("UNIQUE constraint failed: users.username_key", None),
+            "username"
+        );
+        assert_eq!(
+            taken_field(
+                "duplicate key value violates unique constraint \"subscription_plans_name_key\"",
+                Some("subscription_plans_name_key")
+            ),
+            "name"
+        );
+        assert_eq!(taken_field("x", Some("users_username_folded")), "username");
+        assert_eq!(taken_field("x", Some("users_email_key")), "email");
+    }
+
     #[test]
     fn redacts_credentials() {
         assert_eq!(

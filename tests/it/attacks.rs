@@ -1,7 +1,7 @@
-//! Accounts under attack, on SQLite and PostgreSQL: throttles that hold under a concurrent
-//! burst and across replicas, lockouts that do not lock the owner out, keys that cannot manage
-//! credentials, refresh tokens whose reuse revokes the family, and no oracle in a disabled
-//! account's answer.
+//! Accounts and the front door under attack, on SQLite and PostgreSQL: throttles that hold
+//! under a concurrent burst and across replicas, lockouts that do not lock the owner out, keys
+//! that cannot manage credentials, refresh tokens whose reuse revokes the family, no oracle in
+//! a disabled account's answer, bodies that stall, and requests without exactly one Host.
 
 use crate::common::{Account, Db, Options, TEST_ROUTES, TestApp, smtp::Smtp, spawn_app_with};
 use serde_json::{Value, json};
@@ -385,6 +385,170 @@ async fn a_disabled_account_answers_like_a_wrong_password(db: Db) {
     app.stop().await;
 }
 
+async fn a_stalled_body_is_answered_408_and_refunded(db: Db) {
+    let app = spawn_app_with(Options {
+        db,
+        server: "client_body_timeout_secs = 1\n".into(),
+        routes: format!(
+            "{TEST_ROUTES}\n[[plan]]\nname = \"free\"\nprice = \"0.00\"\ndefault = true\n[plan.quotas]\napi_calls_full_process = 10\n"
+        ),
+        ..Options::default()
+    })
+    .await;
+    let a = app.signup("trickle").await;
+    let used = || async {
+        app.services()
+            .billing()
+            .store()
+            .balance(&a.id, "api_calls_full_process")
+            .await
+            .unwrap()
+            .expect("a balance")
+            .used_amount
+    };
+    assert_eq!(used().await, 0);
+    // The head and ten of a hundred declared bytes, then nothing.
+    let request = format!(
+        "POST /process/p/20250101 HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: 100\r\n\r\n0123456789",
+        a.access
+    );
+    let reply = crate::common::raw_exchange(app.addr, request.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("stalled"), "{reply}");
+    let mut tries = 0;
+    while used().await != 0 {
+        tries += 1;
+        assert!(tries < 50, "the charge of a stalled body is refunded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
+
+async fn a_taken_value_is_named_not_quoted_from_the_database(db: Db) {
+    let app = spawn_app_with(Options {
+        db,
+        shipped: true,
+        routes: String::new(),
+        ..Options::default()
+    })
+    .await;
+    let root = app.admin_bearer().await;
+    let pro = app.plan_id("专业版").await;
+    let resp = app
+        .client
+        .put(app.url(&format!("/plans/{pro}")))
+        .header("authorization", root)
+        .json(&json!({"name": "免费版"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    let detail = resp.json::<Value>().await.unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(detail.contains("`name` is already taken"), "{detail}");
+    assert!(
+        !detail.contains("UNIQUE") && !detail.contains("duplicate key"),
+        "{detail}"
+    );
+    app.stop().await;
+}
+
+/// A SQLite file locked by another writer (a backup, another process): metered requests and
+/// logins answer 503 with `Retry-After`, not 500; `/readyz` says not ready; and once the lock
+/// is gone everything works again without a restart.
+#[tokio::test]
+async fn a_locked_database_answers_503_and_recovers() {
+    let app = spawn_app_with(Options {
+        routes: format!(
+            "{TEST_ROUTES}\n[[plan]]\nname = \"free\"\nprice = \"0.00\"\ndefault = true\n[plan.quotas]\napi_calls_full_process = 10\n"
+        ),
+        ..Options::default()
+    })
+    .await;
+    let a = app.signup("locked").await;
+    let process = || {
+        app.client
+            .post(app.url("/process/p/20250101"))
+            .header("authorization", format!("Bearer {}", a.access))
+            .send()
+    };
+    assert_eq!(process().await.unwrap().status(), 200);
+    // Another writer takes the file's write lock and keeps it.
+    use sqlx::Connection;
+    let url = format!("sqlite://{}/gate.db", app.dir.path().display());
+    let mut other = sqlx::AnyConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    let resp = process().await.unwrap();
+    assert_eq!(resp.status(), 503, "a charge cannot be written");
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    let (status, _) = login_from(&app, "10.0.0.1", "locked", &a.password).await;
+    assert_eq!(status, 503, "a sign-in cannot be counted");
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "not_ready", "{ready}");
+
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    drop(other);
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(process().await.unwrap().status(), 200);
+    assert_eq!(
+        login_from(&app, "10.0.0.1", "locked", &a.password).await.0,
+        200
+    );
+    app.stop().await;
+}
+
+/// RFC 9112 §3.2: exactly one Host on HTTP/1.1.
+#[tokio::test]
+async fn a_request_without_exactly_one_host_is_400() {
+    let app = spawn_app_with(Options::default()).await;
+    for (request, want) in [
+        (
+            "GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "HTTP/1.1 400",
+        ),
+        (
+            "GET /x HTTP/1.1\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 400",
+        ),
+        ("GET /x HTTP/1.0\r\n\r\n", "HTTP/1.0 200"),
+        (
+            "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 200",
+        ),
+    ] {
+        let reply = crate::common::raw_exchange(app.addr, request.as_bytes()).await;
+        assert!(reply.starts_with(want), "{request:?}: {reply}");
+    }
+    let backend_saw = app.upstream.seen().len();
+    assert_eq!(
+        backend_saw, 2,
+        "only the requests with one Host (or HTTP/1.0) reach the backend"
+    );
+    app.stop().await;
+}
+
 /// Two gates on one PostgreSQL share the throttle: guesses spread over both meet one limit.
 #[tokio::test]
 async fn throttles_hold_across_two_replicas() {
@@ -427,4 +591,6 @@ on_both!(
     api_keys_cannot_manage_credentials,
     a_refresh_token_two_generations_old_revokes_the_family,
     a_disabled_account_answers_like_a_wrong_password,
+    a_stalled_body_is_answered_408_and_refunded,
+    a_taken_value_is_named_not_quoted_from_the_database,
 );

@@ -136,6 +136,14 @@ fn impossible_values_are_refused_with_key_and_line() {
             &["t.toml:3", "route.path"],
         ),
         (
+            "\n[[route]]\npath = \"/a\"\nmethods = [\"GTE\"]\naccess = \"user\"\n",
+            &["t.toml:2", "`GTE` is not an HTTP method"],
+        ),
+        (
+            "[[route]]\npath = \"/x\"\naccess = \"user\"\n\n[[route]]\npath = \"/auth/{*rest}\"\naccess = \"user\"\n",
+            &["t.toml:5", "gate's own endpoints"],
+        ),
+        (
             "[[route]]\npath = \"/a/../b\"\naccess = \"user\"\n",
             &["t.toml:1", "`..`"],
         ),

@@ -16,7 +16,6 @@
 use axum::body::Body;
 use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, StatusCode, Uri};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -27,7 +26,7 @@ use super::reply::Reply;
 use super::wire::{self, Framing, ReplyHead};
 use crate::config::UpstreamConfig;
 use crate::error::GateError;
-use crate::proxy::body::Refused;
+use crate::proxy::body::{BodyFate, Refused};
 
 /// The backend and the connections to it.
 pub struct Upstream {
@@ -72,22 +71,28 @@ impl Upstream {
         Ok(Uri::from(pq))
     }
 
-    /// Sends `req` and waits at most `timeout` for the reply's head. `body_exceeded` is the flag
-    /// of a [`super::body::LimitedBody`], so a body cut off at its limit answers 413, not 502.
+    /// Sends `req` and waits at most `timeout` for the reply's head. `body_fate` is that of a
+    /// [`crate::proxy::body::LimitedBody`], so a body cut off at its limit answers 413 and one
+    /// the client stopped sending answers 408, not 502.
     pub async fn send(
         &self,
         req: Request<Body>,
         timeout: Duration,
-        body_exceeded: Option<Arc<AtomicBool>>,
+        body_fate: Option<Arc<BodyFate>>,
     ) -> Result<Response<Body>, GateError> {
         let result = tokio::time::timeout(timeout, self.request(req, timeout)).await;
-        let too_large = || {
-            body_exceeded
-                .as_ref()
-                .is_some_and(|f| f.load(Ordering::Acquire))
-        };
+        let too_large = || body_fate.as_ref().is_some_and(|f| f.exceeded());
+        let stalled = || body_fate.as_ref().is_some_and(|f| f.stalled());
         match result {
             Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(_)) if stalled() => {
+                metrics::counter!("gate_upstream_errors_total", "kind" => "body_stalled")
+                    .increment(1);
+                Err(GateError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body stalled: nothing arrived within the body timeout; the backend did not act on it",
+                ))
+            }
             Ok(Err(_)) if too_large() => {
                 metrics::counter!("gate_upstream_errors_total", "kind" => "body_limit")
                     .increment(1);
