@@ -28,7 +28,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
 
 /// Users, newest first; `q` searches email and username.
 #[utoipa::path(get, path = "/admin/users", tag = "admin", security(("bearer" = []), ("api_key" = [])),
-    params(("q" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 500, default 50"), ("offset" = Option<i64>, Query)),
+    params(("q" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 500, default 50", minimum = 1, maximum = 500), ("offset" = Option<i64>, Query, minimum = 0)),
     responses((status = 200, body = Vec<UserResponse>), (status = 403, body = ErrorBody)))]
 pub async fn list_users(
     State(state): State<Arc<ApiState>>,
@@ -111,7 +111,7 @@ pub struct GrantResult {
 
 /// Grant extra units of a quota for the current period (superusers).
 #[utoipa::path(post, path = "/admin/users/{user_id}/grant", tag = "admin", security(("bearer" = []), ("api_key" = [])),
-    params(("user_id" = String, Path), ("quota_type" = String, Query), ("amount" = i64, Query, description = "1 or more")),
+    params(("user_id" = String, Path), ("quota_type" = String, Query), ("amount" = i64, Query, description = "1 to 1000000000", minimum = 1, maximum = 1000000000)),
     responses((status = 200, body = GrantResult), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn grant(
     State(state): State<Arc<ApiState>>,
@@ -168,7 +168,7 @@ pub struct AuditEntry {
 
 /// The audit log, newest first (superusers).
 #[utoipa::path(get, path = "/admin/audit-log", tag = "admin", security(("bearer" = []), ("api_key" = [])),
-    params(("action" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 1000, default 100"), ("offset" = Option<i64>, Query)),
+    params(("action" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 1000, default 100", minimum = 1, maximum = 1000), ("offset" = Option<i64>, Query, minimum = 0)),
     responses((status = 200, body = Vec<AuditEntry>), (status = 403, body = ErrorBody)))]
 pub async fn audit_log(
     State(state): State<Arc<ApiState>>,

@@ -23,9 +23,14 @@ pub fn routes() -> Router<Arc<ApiState>> {
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateKeyRequest {
-    /// 1 to 100 characters.
+    /// 1 to 100 characters, not all spaces.
+    #[schema(pattern = "\\S", min_length = 1, max_length = 100)]
     pub name: String,
-    /// RFC 3339, or a zone-less date-time read as UTC (`2026-12-31T23:59`).
+    /// RFC 3339, or a zone-less date-time read as UTC (`2026-12-31T23:59`), as an
+    /// `<input type=datetime-local>` sends it; empty for none.
+    #[schema(
+        pattern = "^$|^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-4]):[0-5][0-9])?)?$"
+    )]
     #[serde(default)]
     pub expires_at: Option<String>,
 }
@@ -43,6 +48,7 @@ pub struct CreatedKey {
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 201, body = CreatedKey),
+        (status = 409, description = "expires_at is not in the future", body = ErrorBody),
         (status = 422, description = "Invalid name or expiry", body = ErrorBody)))]
 pub async fn create(
     State(state): State<Arc<ApiState>>,

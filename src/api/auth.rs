@@ -33,10 +33,21 @@ pub fn routes() -> Router<Arc<ApiState>> {
 
 #[derive(Deserialize, ToSchema)]
 pub struct RegisterRequest {
+    /// An email address (stored lower-cased).
+    #[schema(
+        pattern = "^\\s*[^\\s@\\x00-\\x1f\\x7f-\\x9f]+@[^\\s@.\\x00-\\x1f\\x7f-\\x9f]+(\\.[^\\s@.\\x00-\\x1f\\x7f-\\x9f]+)+\\s*$",
+        max_length = 254
+    )]
     pub email: String,
-    /// 3 to 50 characters.
+    /// 3 to 50 characters: no spaces, control characters or `@`; unique whatever its case.
+    #[schema(
+        pattern = "^[^\\s@\\x00-\\x1f\\x7f-\\x9f]{3,50}$",
+        min_length = 3,
+        max_length = 50
+    )]
     pub username: String,
     /// 8 to 100 characters.
+    #[schema(min_length = 8, max_length = 100)]
     pub password: String,
     /// Required only when `auth.require_email_verification` is on (and the address was not
     /// verified with `/auth/verify-email` already); otherwise ignored.
@@ -154,21 +165,18 @@ fn percent_decode(v: &str) -> String {
 
 /// Exchange a refresh token for a new pair (rotation; a reused token revokes its session).
 #[utoipa::path(post, path = "/auth/refresh", tag = "auth",
-    params(("refresh_token" = Option<String>, Query, description = "The refresh token (or send it as JSON `{refresh_token}` or as Bearer)")),
+    params(("refresh_token" = Option<String>, Query, description = "The refresh token (or send it as JSON `{refresh_token}` or as Bearer)", min_length = 1)),
     responses(
         (status = 200, description = "A new token pair", body = TokenPair),
-        (status = 401, description = "Invalid, expired, revoked or reused refresh token", body = ErrorBody),
-        (status = 422, description = "No refresh token in the request", body = ErrorBody)))]
+        (status = 401, description = "No refresh token, or an invalid, expired, revoked or reused one", body = ErrorBody)))]
 pub async fn refresh(
     State(state): State<Arc<ApiState>>,
     req: Request,
 ) -> Result<Json<TokenPair>, GateError> {
     let (parts, body) = read_body(req).await?;
+    // No token at all is a failed authentication, like a bad one (401), not a malformed body.
     let token = refresh_token_of(&parts, &body)?.ok_or_else(|| {
-        GateError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "refresh_token is required (query, JSON body or Bearer)",
-        )
+        GateError::unauthorized("send the refresh token (query, JSON body or Bearer)")
     })?;
     Ok(Json(state.auth.refresh(&token).await?))
 }
@@ -199,6 +207,10 @@ pub async fn logout(
 
 #[derive(Deserialize, ToSchema)]
 pub struct EmailRequest {
+    #[schema(
+        pattern = "^\\s*[^\\s@\\x00-\\x1f\\x7f-\\x9f]+@[^\\s@.\\x00-\\x1f\\x7f-\\x9f]+(\\.[^\\s@.\\x00-\\x1f\\x7f-\\x9f]+)+\\s*$",
+        max_length = 254
+    )]
     pub email: String,
 }
 
@@ -223,8 +235,13 @@ pub async fn send_verification_code(
 
 #[derive(Deserialize, ToSchema)]
 pub struct VerifyRequest {
+    #[schema(
+        pattern = "^\\s*[^\\s@\\x00-\\x1f\\x7f-\\x9f]+@[^\\s@.\\x00-\\x1f\\x7f-\\x9f]+(\\.[^\\s@.\\x00-\\x1f\\x7f-\\x9f]+)+\\s*$",
+        max_length = 254
+    )]
     pub email: String,
     /// The 6-digit code.
+    #[schema(pattern = "^[0-9]{6}$", min_length = 6, max_length = 6)]
     pub code: String,
 }
 
@@ -232,7 +249,7 @@ pub struct VerifyRequest {
 #[utoipa::path(post, path = "/auth/verify-email", tag = "auth", request_body = VerifyRequest,
     responses(
         (status = 200, description = "Verified", body = Message),
-        (status = 422, description = "Wrong or expired code", body = ErrorBody),
+        (status = 403, description = "The code is wrong or has expired (or none was sent)", body = ErrorBody),
         (status = 429, description = "Too many wrong codes", body = ErrorBody)))]
 pub async fn verify_email(
     State(state): State<Arc<ApiState>>,

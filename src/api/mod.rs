@@ -89,7 +89,9 @@ pub(crate) fn query_flag(
     name: &str,
     default: bool,
 ) -> Result<bool, crate::error::GateError> {
-    match query_opt(q, name) {
+    // Unlike the text parameters (which the frontends send empty for "any"), an empty flag is
+    // neither true nor false: refused, as the schema's boolean says.
+    match q.get(name).map(String::as_str) {
         None => Ok(default),
         Some("true" | "1" | "True") => Ok(true),
         Some("false" | "0" | "False") => Ok(false),

@@ -102,9 +102,43 @@ impl Modify for SecuritySchemes {
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
         );
+        // An order names what it pays for in one of three ways (`payments::CreatePayment`).
+        if let Some(schemas) = doc.components.as_mut().map(|c| &mut c.schemas) {
+            if let Some(order) = schemas.remove("CreatePayment") {
+                use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ObjectBuilder, Type};
+                let named = |field: &str| {
+                    ObjectBuilder::new()
+                        .property(field, ObjectBuilder::new().schema_type(Type::String))
+                        .required(field)
+                };
+                let one_of_three = AnyOfBuilder::new()
+                    .item(named("plan_id"))
+                    .item(named("subscription_id"))
+                    .item(named("amount"));
+                schemas.insert(
+                    "CreatePayment".to_string(),
+                    AllOfBuilder::new().item(order).item(one_of_three).into(),
+                );
+            }
+        }
         // An API key only reads (`extract::CurrentUser`): an operation that changes anything
-        // takes a session alone, and the document says so.
+        // takes a session alone, and the document says so. And every operation lists the
+        // answers any request can get from the gate's front door and extractors, so that no
+        // status a client may see is undocumented.
         for item in doc.paths.paths.values_mut() {
+            let path_params = item.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                document_common_answers(op, path_params);
+            }
             for op in [
                 &mut item.post,
                 &mut item.put,
@@ -123,6 +157,89 @@ impl Modify for SecuritySchemes {
                 }
             }
         }
+    }
+}
+
+/// The answers the gate's shared layers give on any operation: the front door (400 for a
+/// request it cannot frame or route), authentication (401, 403), the JSON extractor (413, 422),
+/// a path parameter naming nothing of the caller's (404) and store trouble (503).
+fn document_common_answers(op: &mut utoipa::openapi::path::Operation, path_params: bool) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, ResponseBuilder, Type};
+    let authenticated = op.security.as_ref().is_some_and(|s| !s.is_empty());
+    let mut query_params = false;
+    // A path parameter is one canonical segment (`crate::proxy::path`): no `/`, `\`, control
+    // characters, `.` or `..`; anything else is a 400 before any handler runs.
+    for p in op.parameters.iter_mut().flatten() {
+        if let RefOr::T(p) = p {
+            match p.parameter_in {
+                ParameterIn::Path => {
+                    p.schema = Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .min_length(Some(1))
+                            .max_length(Some(256))
+                            .pattern(Some(r"^(?!\.{1,2}$)[^/\\\x00-\x1f\x7f]+$"))
+                            .into(),
+                    );
+                }
+                ParameterIn::Query => query_params = true,
+                _ => {}
+            }
+        }
+    }
+    let has_params = path_params
+        || op.parameters.as_ref().is_some_and(|ps| {
+            ps.iter().any(|p| {
+                serde_json::to_value(p)
+                    .ok()
+                    .is_some_and(|v| v["in"] == "path")
+            })
+        });
+    let mut common: Vec<(&str, &str)> = vec![(
+        "400",
+        "The request cannot be framed or routed (a bad path, Host or Transfer-Encoding)",
+    )];
+    if authenticated {
+        common.push(("401", "No valid credential, or more than one"));
+        common.push((
+            "403",
+            "The account is disabled, lacks the right, or used an API key where a session is needed",
+        ));
+        common.push((
+            "503",
+            "The database is unavailable; retry after `Retry-After`",
+        ));
+    }
+    if op.request_body.is_some() {
+        common.push(("413", "The JSON body is larger than 64 KiB"));
+        common.push(("422", "The body is not the JSON this operation takes"));
+    }
+    if query_params {
+        common.push((
+            "422",
+            "A query parameter is not of its type or out of its range",
+        ));
+    }
+    if has_params {
+        common.push(("404", "Nothing of the caller's has that id"));
+    }
+    for (status, description) in common {
+        op.responses
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| {
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build()
+                    .into()
+            });
     }
 }
 

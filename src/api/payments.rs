@@ -110,8 +110,9 @@ pub struct CreatePayment {
     /// for, and the payment extends it by one cycle from its end.
     #[serde(default)]
     pub subscription_id: Option<String>,
-    /// Only used to find the plan when `plan_id` is absent; never the amount charged.
-    #[schema(value_type = Option<String>)]
+    /// Only used to find the plan when `plan_id` is absent; never the amount charged. A
+    /// decimal in yuan with at most two places (a JSON number is accepted too).
+    #[schema(value_type = Option<String>, pattern = "^[0-9]{1,12}(\\.[0-9]{1,2})?$")]
     #[serde(default)]
     pub amount: Option<serde_json::Value>,
     #[serde(default)]
@@ -126,7 +127,9 @@ pub struct CreatePayment {
     responses(
         (status = 201, body = PaymentResponse),
         (status = 401, body = ErrorBody),
-        (status = 422, description = "No such plan or subscription, a free plan, an amount matching no plan, or a change while another is scheduled", body = ErrorBody),
+        (status = 404, description = "No such plan, or no such subscription of the caller's", body = ErrorBody),
+        (status = 409, description = "A free or withdrawn plan, a payment method this gate lacks, or a change while another is scheduled", body = ErrorBody),
+        (status = 422, description = "Neither plan_id, subscription_id nor an amount matching an active plan", body = ErrorBody),
         (status = 502, description = "The provider refused the order", body = ErrorBody)))]
 pub async fn create(
     State(state): State<Arc<ApiState>>,
@@ -141,7 +144,7 @@ pub async fn create(
                 .subscription(id)
                 .await?
                 .filter(|s| s.user_id == *p.user_id)
-                .ok_or_else(|| unprocessable(format!("no subscription `{id}` of yours")))?;
+                .ok_or_else(|| GateError::not_found(format!("no subscription `{id}` of yours")))?;
             Some(sub.plan_id)
         }
         _ => None,
@@ -151,7 +154,7 @@ pub async fn create(
             .store
             .plan(id)
             .await?
-            .ok_or_else(|| unprocessable(format!("no plan `{id}`")))?,
+            .ok_or_else(|| GateError::not_found(format!("no plan `{id}`")))?,
         None => {
             let amount = req
                 .amount
@@ -165,7 +168,7 @@ pub async fn create(
                 .into_iter()
                 .find(|pl| pl.row.price_fen == fen && pl.row.currency == currency && fen > 0)
                 .ok_or_else(|| {
-                    unprocessable(format!(
+                    GateError::not_found(format!(
                         "no active plan costs {text} {currency}: the amount is decided by the plan"
                     ))
                 })?
@@ -195,7 +198,7 @@ pub struct PaymentListItem {
 
 /// One's own orders, newest first (superusers: everyone's).
 #[utoipa::path(get, path = "/payments/", tag = "payments", security(("bearer" = []), ("api_key" = [])),
-    params(("status_filter" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 500, default 50")),
+    params(("status_filter" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 500, default 50", minimum = 1, maximum = 500)),
     responses((status = 200, body = Vec<PaymentListItem>), (status = 401, body = ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<ApiState>>,

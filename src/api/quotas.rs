@@ -173,8 +173,9 @@ fn parse_date(name: &str, text: Option<&str>) -> Result<Option<i64>, GateError> 
 #[utoipa::path(get, path = "/admin/quotas/usage-logs", tag = "quotas", security(("bearer" = []), ("api_key" = [])),
     params(
         ("user_id" = Option<String>, Query), ("quota_type" = Option<String>, Query),
-        ("start_date" = Option<String>, Query), ("end_date" = Option<String>, Query, description = "Exclusive"),
-        ("limit" = Option<i64>, Query, description = "1 to 1000, default 100"), ("offset" = Option<i64>, Query)),
+        ("start_date" = Option<String>, Query, description = "A date (2026-11-25) or a date-time", pattern = "^$|^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])(T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-4]):[0-5][0-9])?)?)?$"),
+        ("end_date" = Option<String>, Query, description = "Exclusive; a date or a date-time", pattern = "^$|^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])(T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-4]):[0-5][0-9])?)?)?$"),
+        ("limit" = Option<i64>, Query, description = "1 to 1000, default 100", minimum = 1, maximum = 1000), ("offset" = Option<i64>, Query, minimum = 0)),
     responses((status = 200, body = Vec<UsageLog>), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn usage_logs(
     State(state): State<Arc<ApiState>>,
@@ -234,7 +235,7 @@ pub struct Statistics {
 
 /// Usage of a quota type over the last `days` days: one's own, or everyone's for superusers.
 #[utoipa::path(get, path = "/admin/quotas/statistics/{quota_type}", tag = "quotas", security(("bearer" = []), ("api_key" = [])),
-    params(("quota_type" = String, Path), ("days" = Option<i64>, Query, description = "1 to 366, default 30")),
+    params(("quota_type" = String, Path), ("days" = Option<i64>, Query, description = "1 to 366, default 30", minimum = 1, maximum = 366)),
     responses((status = 200, body = Statistics), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn statistics(
     State(state): State<Arc<ApiState>>,
@@ -338,7 +339,7 @@ pub struct AdjustResult {
 
 /// Set a user's limit for this period (superusers only; -1 = unlimited; not below usage).
 #[utoipa::path(put, path = "/admin/quotas/users/{user_id}/adjust", tag = "quotas", security(("bearer" = []), ("api_key" = [])),
-    params(("user_id" = String, Path), ("quota_type" = String, Query), ("new_limit" = i64, Query)),
+    params(("user_id" = String, Path), ("quota_type" = String, Query), ("new_limit" = i64, Query, description = "-1 (unlimited) or more", minimum = -1, maximum = 4611686018427387903i64)),
     responses((status = 200, body = AdjustResult), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn adjust(
     State(state): State<Arc<ApiState>>,

@@ -283,7 +283,7 @@ pub struct ScheduledChange {
         (status = 200, description = "The free plan chosen: it takes over when the paid period ends", body = ScheduledChange),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 422, description = "An inactive plan, the free plan while on it, or a change while another is scheduled", body = ErrorBody),
+        (status = 409, description = "An inactive plan, the free plan while on it, a change while another is scheduled, or a payment method this gate lacks", body = ErrorBody),
         (status = 502, description = "The provider refused the order", body = ErrorBody)))]
 pub async fn subscribe(
     State(state): State<Arc<ApiState>>,
@@ -358,13 +358,13 @@ async fn to_free(
     };
     let Some(r) = running.filter(|_| paid) else {
         return Err(GateError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::CONFLICT,
             "您已是免费版: you are on the free plan already; it needs no payment",
         ));
     };
     if let Some(next) = next_of(state, user_id, None).await? {
         return Err(GateError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::CONFLICT,
             format!(
                 "已安排变更: a change to {} is already paid for and begins {}; choose again once it has begun",
                 next.plan_name,

@@ -35,9 +35,20 @@ pub async fn me(
 
 #[derive(Deserialize, ToSchema, Default)]
 pub struct UpdateMeRequest {
+    /// A new email; needs `current_password`.
+    #[schema(
+        pattern = "^\\s*[^\\s@\\x00-\\x1f\\x7f-\\x9f]+@[^\\s@.\\x00-\\x1f\\x7f-\\x9f]+(\\.[^\\s@.\\x00-\\x1f\\x7f-\\x9f]+)+\\s*$",
+        max_length = 254
+    )]
     pub email: Option<String>,
+    #[schema(
+        pattern = "^[^\\s@\\x00-\\x1f\\x7f-\\x9f]{3,50}$",
+        min_length = 3,
+        max_length = 50
+    )]
     pub username: Option<String>,
     /// The new password (8 to 100 characters); needs `current_password`.
+    #[schema(min_length = 8, max_length = 100)]
     pub password: Option<String>,
     pub current_password: Option<String>,
 }

@@ -35,14 +35,15 @@ fn unprocessable(msg: impl Into<String>) -> GateError {
 /// `a@b.c`, lower-cased; 422 otherwise.
 pub fn normalise_email(email: &str) -> Result<String, GateError> {
     let e = email.trim().to_lowercase();
-    let valid = e.len() <= 254
+    // The rule the OpenAPI schema states as a pattern (`api::auth`): a local part, an `@`,
+    // and a domain of two or more non-empty labels; no spaces or control characters.
+    let valid = e.chars().count() <= 254
         && !e.chars().any(|c| c.is_whitespace() || c.is_control())
         && e.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
                 && !domain.contains('@')
+                && domain.split('.').count() >= 2
+                && domain.split('.').all(|label| !label.is_empty())
         });
     if valid {
         Ok(e)
@@ -219,8 +220,9 @@ impl AuthService {
         // The email and the password are how an account is recovered and entered: changing
         // either needs the current password (Auth0 asks again too), not just a session.
         if password_changed || update.email.is_some() {
+            // Asked for again, like a wrong one (403): the session alone does not suffice.
             let Some(given) = change.current_password.as_deref() else {
-                return Err(unprocessable(
+                return Err(GateError::forbidden(
                     "current_password is required to change the email or the password",
                 ));
             };
@@ -306,7 +308,12 @@ impl AuthService {
             return Err(unprocessable("the key name must be 1 to 100 characters"));
         }
         if expires_at.is_some_and(|t| t <= now_ms()) {
-            return Err(unprocessable("expires_at must be in the future"));
+            // Well-formed, but already past by the clock: a conflict with the present, as the
+            // schema (a date-time) cannot say "later than now".
+            return Err(GateError::new(
+                StatusCode::CONFLICT,
+                "expires_at must be in the future",
+            ));
         }
         let key = keys::generate();
         let hash = self.hasher.hash("api-key", &key);

@@ -12,8 +12,9 @@ const PURPOSE: &str = "verify";
 const RESEND_INTERVAL_MS: i64 = 60_000;
 
 fn invalid_code() -> GateError {
+    // Well-formed but not the proof asked for: forbidden, as a wrong password is unauthorised.
     GateError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
+        StatusCode::FORBIDDEN,
         "验证码无效或已过期: the code is wrong or has expired",
     )
 }

@@ -49,7 +49,9 @@ pub fn extract(
     let first = found.next();
     for other in found {
         if Some(&other) != first.as_ref() {
-            return Err(GateError::bad_request(
+            // An authentication failure, not a malformed request: the request is well formed,
+            // its credentials do not say who it is.
+            return Err(GateError::unauthorized(
                 "the request carries more than one credential; send exactly one",
             ));
         }

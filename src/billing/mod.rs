@@ -352,9 +352,8 @@ impl Billing {
             plan_price_fen: price,
             plan_cycle: &cycle,
         });
-        changes::quote(running, &scheduled, target, now).map_err(|changes::Refused(why)| {
-            GateError::new(http::StatusCode::UNPROCESSABLE_ENTITY, why)
-        })
+        changes::quote(running, &scheduled, target, now)
+            .map_err(|changes::Refused(why)| GateError::new(http::StatusCode::CONFLICT, why))
     }
 
     /// Reserves the charge of one request, or answers 402.

@@ -38,6 +38,12 @@ fn unprocessable(msg: impl Into<String>) -> GateError {
     GateError::new(StatusCode::UNPROCESSABLE_ENTITY, msg)
 }
 
+/// A well-formed request the gate's state refuses (an order that is not refundable, a method
+/// not configured here, a plan no longer offered): 409.
+fn conflict(msg: impl Into<String>) -> GateError {
+    GateError::new(StatusCode::CONFLICT, msg)
+}
+
 impl Payments {
     pub fn new(
         store: Store,
@@ -80,7 +86,7 @@ impl Payments {
 
     fn provider(&self, method: &str) -> Result<&Arc<dyn Provider>, GateError> {
         self.providers.get(method).ok_or_else(|| {
-            unprocessable(format!(
+            conflict(format!(
                 "payment method `{method}` is not configured on this gate (available: {})",
                 self.methods().join(", ")
             ))
@@ -97,10 +103,10 @@ impl Payments {
     ) -> Result<PaymentRow, GateError> {
         let provider = self.provider(method)?.clone();
         if plan.row.is_active == 0 {
-            return Err(unprocessable("this plan is no longer offered"));
+            return Err(conflict("this plan is no longer offered"));
         }
         if plan.row.price_fen == 0 {
-            return Err(unprocessable(
+            return Err(conflict(
                 "the free plan needs no payment: every account has it, and paid plans fall back to it when they end",
             ));
         }
@@ -349,7 +355,7 @@ impl Payments {
             order.status.as_str(),
             "completed" | "partially_refunded" | "refunded"
         ) {
-            return Err(unprocessable(format!(
+            return Err(conflict(format!(
                 "an order that is {} cannot be refunded",
                 order.status
             )));
@@ -374,7 +380,7 @@ impl Payments {
                 self.config.payments.partial_refund_shortens,
             )
             .await?
-            .ok_or_else(|| unprocessable("the refunds would exceed the amount paid"))?;
+            .ok_or_else(|| conflict("the refunds would exceed the amount paid"))?;
         Ok(row)
     }
 

@@ -380,14 +380,14 @@ async fn refresh_in_three_styles_with_rotation(db: Db) {
         "the newest token of the family is revoked too"
     );
 
-    // Missing token: 422; an access token is not a refresh token.
+    // Missing token: 401; an access token is not a refresh token.
     assert_eq!(
         post(app.url("/auth/refresh"))
             .send()
             .await
             .unwrap()
             .status(),
-        422
+        401
     );
     let fresh = app.login("dave", "password-dave").await;
     let resp = post(app.url("/auth/refresh"))
@@ -429,7 +429,8 @@ async fn password_change_needs_the_current_one(db: Db) {
             .await
             .unwrap()
             .status(),
-        422
+        403,
+        "the current password is asked for"
     );
     assert_eq!(
         put(json!({"password": "new-password-1", "current_password": "nope-nope"}))
@@ -664,7 +665,7 @@ async fn api_keys_work_and_die_at_once(db: Db) {
         .unwrap();
     assert_eq!(resp.status(), 401);
     assert!(detail(resp).await.contains("expired"));
-    for bad in ["2001-01-01T00:00", "whenever"] {
+    for (bad, status) in [("2001-01-01T00:00", 409), ("whenever", 422)] {
         let resp = app
             .client
             .post(app.url("/api-keys/"))
@@ -673,7 +674,7 @@ async fn api_keys_work_and_die_at_once(db: Db) {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 422, "{bad}");
+        assert_eq!(resp.status(), status, "{bad}");
     }
     // A made-up key of the right shape, and a key plus a different token, are refused.
     let fake = format!("sk_live_{}", "A".repeat(43));
@@ -695,7 +696,11 @@ async fn api_keys_work_and_die_at_once(db: Db) {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.status(),
+        401,
+        "two credentials say nobody in particular"
+    );
     app.stop().await;
 }
 
@@ -938,7 +943,7 @@ async fn email_verification_when_required(db: Db) {
             .send()
     };
     let wrong = if code == "000000" { "111111" } else { "000000" };
-    assert_eq!(verify(wrong.into()).await.unwrap().status(), 422);
+    assert_eq!(verify(wrong.into()).await.unwrap().status(), 403);
     assert_eq!(verify("12ab".into()).await.unwrap().status(), 422);
     assert_eq!(verify(code.clone()).await.unwrap().status(), 200);
     let resp = app
@@ -963,7 +968,7 @@ async fn email_verification_when_required(db: Db) {
     };
     for guess in ["000001", "000002", "000003"] {
         if guess != code {
-            assert_eq!(verify(guess.into()).await.unwrap().status(), 422);
+            assert_eq!(verify(guess.into()).await.unwrap().status(), 403);
         }
     }
     assert_eq!(verify(code).await.unwrap().status(), 429);

@@ -220,7 +220,7 @@ async fn a_burst_of_wrong_codes_is_checked_at_most_the_limit(db: Db) {
         }
     })
     .await;
-    assert_eq!(counts.get(&422), Some(&5), "{counts:?}");
+    assert_eq!(counts.get(&403), Some(&5), "{counts:?}");
     assert_eq!(counts.get(&429), Some(&145), "{counts:?}");
     app.stop().await;
 }
@@ -296,7 +296,7 @@ async fn api_keys_cannot_manage_credentials(db: Db) {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 422, "no current_password");
+    assert_eq!(resp.status(), 403, "no current_password");
     let resp = app
         .as_user(&a)
         .put("/users/me")

@@ -649,7 +649,7 @@ async fn plans_and_subscriptions(db: Db) {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 422, "a provider that is not configured");
+    assert_eq!(resp.status(), 409, "a provider that is not configured");
     let current: Value = app
         .as_user(&a)
         .get("/subscriptions/current")
@@ -671,7 +671,7 @@ async fn plans_and_subscriptions(db: Db) {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 422);
+    assert_eq!(resp.status(), 409, "already on the free plan");
     let history: Value = app
         .as_user(&a)
         .get("/subscriptions/history")

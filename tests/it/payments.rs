@@ -164,15 +164,22 @@ async fn amounts_come_from_plans(db: Db) {
         (o["amount"].as_str(), o["plan_id"].as_str()),
         (Some("99.00"), Some(app.plan_id("专业版").await.as_str()))
     );
-    // An amount no plan has, the free plan, an unknown method: 422, nothing created.
-    for body in [
-        json!({"amount": "98.99", "payment_method": "sandbox"}),
-        json!({"amount": "0.00", "payment_method": "sandbox"}),
-        json!({"plan_id": app.plan_id("免费版").await, "payment_method": "sandbox"}),
-        json!({"plan_id": app.plan_id("企业版").await, "payment_method": "paypal"}),
-        json!({"payment_method": "sandbox"}),
+    // An amount no plan has (404), the free plan or a method this gate lacks (409), no plan
+    // named at all (422): nothing created.
+    for (body, status) in [
+        (json!({"amount": "98.99", "payment_method": "sandbox"}), 404),
+        (json!({"amount": "0.00", "payment_method": "sandbox"}), 404),
+        (
+            json!({"plan_id": app.plan_id("免费版").await, "payment_method": "sandbox"}),
+            409,
+        ),
+        (
+            json!({"plan_id": app.plan_id("企业版").await, "payment_method": "paypal"}),
+            409,
+        ),
+        (json!({"payment_method": "sandbox"}), 422),
     ] {
-        assert_eq!(pay(body.clone()).await.unwrap().status(), 422, "{body}");
+        assert_eq!(pay(body.clone()).await.unwrap().status(), status, "{body}");
     }
     // With a plan id, a client amount is ignored.
     let o: Value = pay(json!({"plan_id": app.plan_id("企业版").await, "amount": "0.01", "payment_method": "sandbox"})).await.unwrap().json().await.unwrap();
@@ -382,7 +389,7 @@ async fn refunds_are_for_superusers_partial_and_idempotent(db: Db) {
             .await
             .unwrap()
             .status(),
-        422,
+        409,
         "an unpaid order cannot be refunded"
     );
     let path = format!(
@@ -414,7 +421,7 @@ async fn refunds_are_for_superusers_partial_and_idempotent(db: Db) {
     let resp = refund(root.clone(), json!({"refund_amount": "89.01"}), Some("r-2"))
         .await
         .unwrap();
-    assert_eq!(resp.status(), 422, "more than was paid");
+    assert_eq!(resp.status(), 409, "more than was paid");
     let r: Value = refund(root.clone(), json!({"refund_amount": 89}), Some("r-3"))
         .await
         .unwrap()

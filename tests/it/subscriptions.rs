@@ -358,7 +358,7 @@ async fn a_downgrade_waits_for_the_paid_period_to_end(db: Db) {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 422);
+    assert_eq!(resp.status(), 409);
     assert!(resp.text().await.unwrap().contains(PRO));
 
     // The paid period ends: the cheaper plan takes over from its end, for one cycle.
@@ -390,7 +390,7 @@ async fn the_free_plan_is_a_cancellation_at_the_period_end(db: Db) {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 422, "already on the free plan");
+    assert_eq!(resp.status(), 409, "already on the free plan");
     let pro = order(&app, &a, PRO).await;
     pay(&app, pro["order_no"].as_str().unwrap()).await;
     let end = current(&app, &a).await["end_date"]
