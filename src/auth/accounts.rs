@@ -37,7 +37,8 @@ pub fn normalise_email(email: &str) -> Result<String, GateError> {
     let e = email.trim().to_lowercase();
     // The rule the OpenAPI schema states as a pattern (`api::auth`): a local part, an `@`,
     // and a domain of two or more non-empty labels; no spaces or control characters.
-    let valid = e.chars().count() <= 254
+    // The length is the schema's `max_length`: of the text as sent.
+    let valid = email.chars().count() <= 254
         && !e.chars().any(|c| c.is_whitespace() || c.is_control())
         && e.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()
