@@ -127,8 +127,8 @@ impl Modify for SecuritySchemes {
         // status a client may see is undocumented.
         for item in doc.paths.paths.values_mut() {
             let path_params = item.parameters.as_ref().is_some_and(|p| !p.is_empty());
-            for op in [
-                &mut item.get,
+            let reads = [&mut item.get].into_iter().flatten().map(|op| (op, false));
+            let writes = [
                 &mut item.post,
                 &mut item.put,
                 &mut item.patch,
@@ -136,19 +136,10 @@ impl Modify for SecuritySchemes {
             ]
             .into_iter()
             .flatten()
-            {
+            .map(|op| (op, true));
+            for (op, writes) in reads.chain(writes) {
                 document_common_answers(op, path_params);
-            }
-            for op in [
-                &mut item.post,
-                &mut item.put,
-                &mut item.patch,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                if let Some(security) = &mut op.security {
+                if let Some(security) = op.security.as_mut().filter(|_| writes) {
                     security.retain(|req| {
                         serde_json::to_value(req)
                             .map(|v| v.get("api_key").is_none())

@@ -88,25 +88,67 @@ impl Drop for Hold {
 /// The client's request body as hyper hands it over, holding its connection busy until it is
 /// read to the end or dropped.
 pub struct Inbound {
-    body: Incoming,
+    /// `None` only once dropped (handed to [`linger`]).
+    body: Option<Incoming>,
     hold: Option<Hold>,
+    /// An HTTP/2 stream: read what is left after the answer rather than reset it.
+    linger: bool,
 }
 
+/// How long an HTTP/2 client's unread body is read and discarded after its answer (nginx's
+/// `lingering_time` is 30 s), and the longest pause between two of its frames
+/// (`lingering_timeout`, 5 s there).
+const LINGER_TIME: Duration = Duration::from_secs(10);
+const LINGER_PAUSE: Duration = Duration::from_secs(2);
+
 impl Drop for Inbound {
-    /// Let go before its end (a reply that did not need the rest, such as a 413): hyper reads
-    /// no further and will close the connection after the reply.
+    /// Let go before its end (a reply that did not need the rest, such as a 413). On HTTP/1.1
+    /// hyper reads no further and will close the connection after the reply. On HTTP/2 the
+    /// rest is read and discarded for a while: a stream reset while the client still sends
+    /// makes some clients (curl) report the reset instead of the answer they were sent.
     fn drop(&mut self) {
+        let Some(body) = self.body.take() else {
+            return;
+        };
+        if body.is_end_stream() {
+            return;
+        }
         if let Some(hold) = &self.hold {
-            if !self.body.is_end_stream() {
-                hold.0.unread.store(true, Ordering::Release);
+            hold.0.unread.store(true, Ordering::Release);
+        }
+        if self.linger {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(linger(body));
             }
         }
     }
 }
 
+/// Reads and discards an HTTP/2 request body until the client ends it, or for [`LINGER_TIME`]
+/// at most, so the stream closes with the client's own end rather than a reset.
+async fn linger(mut body: Incoming) {
+    use http_body_util::BodyExt;
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    loop {
+        let pause = (tokio::time::Instant::now() + LINGER_PAUSE).min(deadline);
+        match tokio::time::timeout_at(pause, body.frame()).await {
+            Ok(Some(Ok(_))) => {}
+            _ => return,
+        }
+    }
+}
+
 impl Inbound {
-    pub fn new(body: Incoming, hold: Option<Hold>) -> Inbound {
-        Inbound { body, hold }
+    pub fn new(body: Incoming, hold: Option<Hold>, linger: bool) -> Inbound {
+        Inbound {
+            body: Some(body),
+            hold,
+            linger,
+        }
+    }
+
+    fn body(&self) -> &Incoming {
+        self.body.as_ref().expect("the body is taken only on drop")
     }
 }
 
@@ -118,15 +160,18 @@ impl Body for Inbound {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        match self.body.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.body().is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        self.body().size_hint()
     }
 }
 

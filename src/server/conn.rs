@@ -338,7 +338,8 @@ impl hyper::service::Service<Request<Incoming>> for Front {
     fn call(&self, req: Request<Incoming>) -> Handled {
         let gate = self.current.get();
         self.in_flight.request_started();
-        let req = req.map(|body| Inbound::new(body, Some(Hold::new(&self.in_flight))));
+        let linger = req.version() == http::Version::HTTP_2;
+        let req = req.map(|body| Inbound::new(body, Some(Hold::new(&self.in_flight)), linger));
         let reply = Hold::new(&self.in_flight);
         let (peer, secure) = (self.peer.clone(), self.secure);
         let http1 = req.version() < http::Version::HTTP_2;

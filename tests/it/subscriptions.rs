@@ -128,6 +128,34 @@ async fn travel(app: &TestApp, a: &Account, by: i64) {
     .await;
 }
 
+/// Refunds `amount` of an order (its 202 body) as the superuser `root`; the status.
+async fn refund(app: &TestApp, root: &str, order: &Value, amount: &str) -> u16 {
+    app.client
+        .post(app.url(&format!(
+            "/payments/{}/refund",
+            order["payment_id"].as_str().unwrap()
+        )))
+        .header("authorization", root)
+        .json(&json!({"refund_amount": amount}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Puts the account's running paid period exactly halfway: 15 days gone, 15 days left.
+async fn halfway(app: &TestApp, a: &Account) {
+    sql(
+        app,
+        "UPDATE user_subscriptions SET current_period_start = $2 - 1296000000, current_period_end = $2 + 1296000000 \
+         WHERE user_id = $1 AND status = 'active'",
+        &a.id,
+        now(),
+    )
+    .await;
+}
+
 async fn renewals_extend_the_paid_span_by_a_cycle_from_its_end(db: Db) {
     let app = app(db).await;
     let a = app.signup("renewer").await;
@@ -231,14 +259,7 @@ async fn an_upgrade_halfway_credits_the_unused_half(db: Db) {
     pay(&app, pro["order_no"].as_str().unwrap()).await;
     // Halfway through a paid span of exactly 30 days.
     let t = now();
-    sql(
-        &app,
-        "UPDATE user_subscriptions SET current_period_start = $2 - 1296000000, current_period_end = $2 + 1296000000 \
-         WHERE user_id = $1 AND status = 'active'",
-        &a.id,
-        t,
-    )
-    .await;
+    halfway(&app, &a).await;
     let up = order(&app, &a, ENTERPRISE).await;
     // A second order for the same upgrade, priced against the same Pro period.
     let twin = order(&app, &a, ENTERPRISE).await;
@@ -463,33 +484,17 @@ async fn refunds_take_back_the_time_they_paid_for(db: Db) {
     let renew = order(&app, &a, PRO).await;
     pay(&app, renew["order_no"].as_str().unwrap()).await;
     let root = app.admin_bearer().await;
-    let refund = |id: String, amount: &'static str| {
-        app.client
-            .post(app.url(&format!("/payments/{id}/refund")))
-            .header("authorization", root.clone())
-            .json(&json!({"refund_amount": amount}))
-            .send()
-    };
     // A partial refund shortens nothing unless proxy.toml says so.
-    let r = refund(first["payment_id"].as_str().unwrap().into(), "10.00")
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(refund(&app, &root, &first, "10.00").await, 200);
     let end = ms(current(&app, &a).await["end_date"].as_str().unwrap());
     assert_eq!(end, plus_months(start, 2));
     // Refunding the renewal whole takes back the cycle it bought, and only that.
-    let r = refund(renew["payment_id"].as_str().unwrap().into(), "99.00")
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(refund(&app, &root, &renew, "99.00").await, 200);
     let sub = current(&app, &a).await;
     assert_eq!(sub["plan_name"], PRO);
     assert_eq!(ms(sub["end_date"].as_str().unwrap()), plus_months(start, 1));
     // Refunding the first order whole ends the paid period at once.
-    let r = refund(first["payment_id"].as_str().unwrap().into(), "89.00")
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(refund(&app, &root, &first, "89.00").await, 200);
     assert_eq!(current(&app, &a).await["plan_name"], FREE);
     assert_eq!(main_quota(&app, &a).await.0, 5);
     app.stop().await;
@@ -512,18 +517,7 @@ async fn refunds_take_back_the_time_they_paid_for(db: Db) {
         ms(sub["end_date"].as_str().unwrap()),
     );
     let root = app.admin_bearer().await;
-    let r = app
-        .client
-        .post(app.url(&format!(
-            "/payments/{}/refund",
-            first["payment_id"].as_str().unwrap()
-        )))
-        .header("authorization", root)
-        .json(&json!({"refund_amount": "49.50"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(refund(&app, &root, &first, "49.50").await, 200);
     let sub = current(&app, &a).await;
     let shortened = ms(sub["end_date"].as_str().unwrap());
     assert!(
@@ -557,27 +551,8 @@ async fn refunded_money_is_not_credited_again(db: Db) {
     let pro = order(&app, &a, PRO).await;
     pay(&app, pro["order_no"].as_str().unwrap()).await;
     let root = app.admin_bearer().await;
-    let r = app
-        .client
-        .post(app.url(&format!(
-            "/payments/{}/refund",
-            pro["payment_id"].as_str().unwrap()
-        )))
-        .header("authorization", root)
-        .json(&json!({"refund_amount": "49.50"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let t = now();
-    sql(
-        &app,
-        "UPDATE user_subscriptions SET current_period_start = $2 - 1296000000, current_period_end = $2 + 1296000000 \
-         WHERE user_id = $1 AND status = 'active'",
-        &a.id,
-        t,
-    )
-    .await;
+    assert_eq!(refund(&app, &root, &pro, "49.50").await, 200);
+    halfway(&app, &a).await;
     let up = order(&app, &a, ENTERPRISE).await;
     assert_eq!(
         (up["credit"].as_str(), up["amount"].as_str()),
