@@ -10,6 +10,7 @@
 use moka::Expiry;
 use moka::future::Cache;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::store::{Backend, Store, StoreError};
@@ -51,6 +52,11 @@ impl<K, T> Expiry<K, Option<T>> for TtlByPresence {
 pub struct AuthCache {
     users: Cache<String, Option<Arc<UserState>>>,
     keys: Cache<String, Option<Arc<KeyState>>>,
+    /// Whether the invalidations of the other replicas reach this one now. Off (on PostgreSQL)
+    /// from start-up until `LISTEN` runs and from the moment its connection is lost until it
+    /// runs again: across such a gap a notification may have been missed, so nothing is
+    /// answered from the cache or put into it; every lookup reads the database.
+    live: AtomicBool,
 }
 
 impl AuthCache {
@@ -64,7 +70,12 @@ impl AuthCache {
                 .max_capacity(100_000)
                 .expire_after(TtlByPresence(ttl))
                 .build(),
+            live: AtomicBool::new(true),
         }
+    }
+
+    fn live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
     }
 
     pub async fn user(
@@ -72,6 +83,9 @@ impl AuthCache {
         store: &Store,
         id: &str,
     ) -> Result<Option<Arc<UserState>>, StoreError> {
+        if !self.live() {
+            return Ok(store.user_by_id(id).await?.map(user_state));
+        }
         // The hot path: a hit costs one lookup and no allocation.
         if let Some(hit) = self.users.get(id).await {
             crate::telemetry::meters().cache(false, true).increment(1);
@@ -82,15 +96,7 @@ impl AuthCache {
         let key = id.to_string();
         // Boxed: a miss is rare, and its future would otherwise make every request's larger.
         Box::pin(self.users.try_get_with(key.clone(), async move {
-            Ok::<_, StoreError>(store.user_by_id(&key).await?.map(|u| {
-                Arc::new(UserState {
-                    active: u.active(),
-                    superuser: u.superuser(),
-                    identity: super::Identity::new(&u.id, Some(&u.email)),
-                    id: u.id.into(),
-                    email: u.email.into(),
-                })
-            }))
+            Ok::<_, StoreError>(store.user_by_id(&key).await?.map(user_state))
         }))
         .await
         .map_err(unshare)
@@ -101,6 +107,9 @@ impl AuthCache {
         store: &Store,
         hash: &str,
     ) -> Result<Option<Arc<KeyState>>, StoreError> {
+        if !self.live() {
+            return Ok(store.api_key_by_hash(hash).await?.map(key_state));
+        }
         if let Some(hit) = self.keys.get(hash).await {
             crate::telemetry::meters().cache(true, true).increment(1);
             return Ok(hit);
@@ -109,14 +118,7 @@ impl AuthCache {
         let store = store.clone();
         let key = hash.to_string();
         Box::pin(self.keys.try_get_with(key.clone(), async move {
-            Ok::<_, StoreError>(store.api_key_by_hash(&key).await?.map(|k| {
-                Arc::new(KeyState {
-                    active: k.is_active != 0,
-                    id: k.id.into(),
-                    user_id: k.user_id.into(),
-                    expires_at: k.expires_at,
-                })
-            }))
+            Ok::<_, StoreError>(store.api_key_by_hash(&key).await?.map(key_state))
         }))
         .await
         .map_err(unshare)
@@ -148,29 +150,41 @@ impl AuthCache {
     }
 
     /// On PostgreSQL, applies the other replicas' invalidations until the process ends.
+    ///
+    /// Every gap in the notification stream is seen: `try_recv` says when the connection was
+    /// lost (sqlx's `recv` would reconnect silently, and notifications sent meanwhile would be
+    /// lost unseen), the cache is then switched off and emptied, and it is switched on again,
+    /// empty, only once `LISTEN` runs on a new connection. Reconnecting starts at once and backs
+    /// off to a second.
     pub fn listen(self: &Arc<Self>, store: &Store) {
         let Some(url) = store.postgres_url() else {
             return;
         };
+        self.live.store(false, Ordering::Release);
         let url = url.to_string();
         let cache = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
             loop {
-                match sqlx::postgres::PgListener::connect(&url).await {
+                match listener_on(&url).await {
                     Ok(mut listener) => {
                         if listener.listen(CHANNEL).await.is_ok() {
-                            // Whatever happened while we were not listening is unknown: start clean.
                             let Some(c) = cache.upgrade() else { return };
                             c.clear();
+                            c.live.store(true, Ordering::Release);
                             drop(c);
+                            backoff = Duration::from_millis(50);
                             loop {
-                                match listener.recv().await {
-                                    Ok(n) => {
-                                        let Some(c) = cache.upgrade() else { return };
-                                        c.apply(n.payload()).await;
-                                    }
-                                    Err(e) => {
-                                        tracing::warn!(error = %e, "cache invalidation listener lost its connection");
+                                let next = listener.try_recv().await;
+                                let Some(c) = cache.upgrade() else { return };
+                                match next {
+                                    Ok(Some(n)) => c.apply(n.payload()).await,
+                                    Ok(None) | Err(_) => {
+                                        c.live.store(false, Ordering::Release);
+                                        c.clear();
+                                        tracing::warn!(
+                                            "cache invalidation listener lost its connection: caches off until it listens again"
+                                        );
                                         break;
                                     }
                                 }
@@ -184,10 +198,43 @@ impl AuthCache {
                 if cache.strong_count() == 0 {
                     return;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         });
     }
+}
+
+/// A listener on its own one-connection pool that gives up on a connection attempt after a
+/// second (`PgListener::connect`'s pool would keep retrying for 30 s, the outage's length and
+/// more, before this loop could try again).
+async fn listener_on(url: &str) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy(url)?;
+    sqlx::postgres::PgListener::connect_with(&pool).await
+}
+
+fn user_state(u: crate::store::UserRow) -> Arc<UserState> {
+    Arc::new(UserState {
+        active: u.active(),
+        superuser: u.superuser(),
+        identity: super::Identity::new(&u.id, Some(&u.email)),
+        id: u.id.into(),
+        email: u.email.into(),
+    })
+}
+
+fn key_state(k: crate::store::ApiKeyRow) -> Arc<KeyState> {
+    Arc::new(KeyState {
+        active: k.is_active != 0,
+        id: k.id.into(),
+        user_id: k.user_id.into(),
+        expires_at: k.expires_at,
+    })
 }
 
 async fn publish(store: &Store, payload: &str) {

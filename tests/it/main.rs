@@ -25,6 +25,7 @@ mod connections;
 mod gate_api;
 mod lifecycle;
 mod metering;
+mod outages;
 mod paths;
 mod payments;
 mod proxy;

@@ -12,14 +12,18 @@ static BASE_URL: OnceLock<String> = OnceLock::new();
 fn base_url() -> &'static str {
     BASE_URL.get_or_init(|| match std::env::var("DATABASE_URL") {
         Ok(url) if url.starts_with("postgres") => url,
-        _ => start_cluster(),
+        _ => Cluster::start().url,
     })
 }
 
 /// A URL to a new, empty database on the test server.
 pub async fn fresh_database() -> String {
+    database_on(base_url()).await
+}
+
+/// A URL to a new, empty database on the server at `base`.
+pub async fn database_on(base: &str) -> String {
     use sqlx::Connection;
-    let base = base_url();
     let name = format!("gate_test_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(base)
         .await
@@ -95,7 +99,51 @@ fn pg_command(tool: &PathBuf, root: bool) -> Command {
     }
 }
 
-fn start_cluster() -> String {
+/// A PostgreSQL cluster of the test process's own, which a test may stop and start.
+pub struct Cluster {
+    /// The server URL (without a database name).
+    pub url: String,
+    pg_ctl: PathBuf,
+    data: PathBuf,
+    dir: PathBuf,
+    opts: String,
+    root: bool,
+}
+
+impl Cluster {
+    /// A new cluster on a free port, removed when the test process ends.
+    pub fn start() -> Cluster {
+        start_cluster()
+    }
+
+    /// Stops the server (a fast shutdown: connections are closed, as in a failover).
+    pub fn stop(&self) {
+        self.pg_ctl(&["-w", "-m", "fast", "stop"]);
+    }
+
+    /// Starts it again, waiting until it accepts connections.
+    pub fn start_again(&self) {
+        let log = self.dir.join("pg.log");
+        let log = log.to_str().unwrap().to_string();
+        self.pg_ctl(&["-w", "-l", &log, "-o", &self.opts, "start"]);
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let out = pg_command(&self.pg_ctl, self.root)
+            .arg("-D")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn start_cluster() -> Cluster {
     let initdb = find_tool("initdb");
     let pg_ctl = find_tool("pg_ctl");
     let root = is_root();
@@ -171,5 +219,12 @@ fn start_cluster() -> String {
         .stderr(std::process::Stdio::null())
         .status()
         .expect("start the PostgreSQL watchdog");
-    format!("postgres://postgres@127.0.0.1:{port}/postgres")
+    Cluster {
+        url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        pg_ctl,
+        data,
+        dir,
+        opts,
+        root,
+    }
 }

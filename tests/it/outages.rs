@@ -1,0 +1,121 @@
+//! Database outages: a PostgreSQL cluster of the test's own, restarted under two gates, and
+//! what a replica may still trust across the gap.
+
+use crate::common::pg::{Cluster, database_on};
+use crate::common::{Db, Options, TEST_ROUTES, TestApp, spawn_app_with};
+use futures_util::FutureExt;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// Both gates on one database with the same secrets, as a deployment runs them.
+async fn gate(database_url: &str) -> TestApp {
+    spawn_app_with(Options {
+        db: Db::Postgres,
+        database_url: Some(database_url.to_string()),
+        routes: format!(
+            "{TEST_ROUTES}\n[[route]]\npath = \"/mine/{{*rest}}\"\naccess = \"user\"\n"
+        ),
+        env: vec![
+            (
+                "GATE_JWT_SECRET".into(),
+                "outage-test-jwt-secret-0123456789abcdef0123456789".into(),
+            ),
+            (
+                "GATE_API_KEY_PEPPER".into(),
+                "outage-test-pepper-0123456789abcdef0123456789abcd".into(),
+            ),
+        ],
+        ..Options::default()
+    })
+    .await
+}
+
+async fn with_key(app: &TestApp, key: &str) -> u16 {
+    app.client
+        .get(app.url("/mine/x"))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Retries `attempt` while the store is still coming back (503), for at most 20 s.
+async fn once_back<F, Fut>(what: &str, mut attempt: F) -> reqwest::Response
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = reqwest::Response>,
+{
+    let started = Instant::now();
+    loop {
+        let resp = attempt().await;
+        if resp.status() != 503 {
+            return resp;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{what}: still 503"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A key deleted on one gate right after PostgreSQL restarted is refused by the other within a
+/// second, every time: the other gate lost its notification stream with the restart, and a
+/// cache is not trusted across such a gap (sqlx's listener reconnects silently, so this was
+/// missed for the cache's whole lifetime in 4 of 12 probes).
+#[tokio::test]
+async fn a_revocation_right_after_postgres_restarts_reaches_the_other_gate() {
+    let cluster = Cluster::start();
+    let url = database_on(&cluster.url).await;
+    let a = gate(&url).await;
+    let b = gate(&url).await;
+    for round in 0..3 {
+        let acct = a.signup(&format!("round{round}")).await;
+        let created: Value = a
+            .as_user(&acct)
+            .post("/api-keys/")
+            .json(&json!({"name": "robot"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key = created["key"].as_str().unwrap().to_string();
+        let id = created["id"].as_str().unwrap().to_string();
+        // The other gate knows the key (and has it cached).
+        for _ in 0..3 {
+            assert_eq!(with_key(&b, &key).await, 200, "round {round}");
+        }
+
+        // An outage of a few seconds: long enough for a listener's reconnect attempts to back
+        // off, so the other gate's first notifications after it can pass unheard.
+        cluster.stop();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cluster.start_again();
+        let deleted = once_back("deleting the key", || {
+            a.as_user(&acct)
+                .delete(&format!("/api-keys/{id}"))
+                .send()
+                .map(|r| r.unwrap())
+        })
+        .await;
+        assert_eq!(deleted.status(), 204, "round {round}");
+        let started = Instant::now();
+        loop {
+            let status = with_key(&b, &key).await;
+            assert_ne!(status, 200, "round {round}: the deleted key was admitted");
+            if status == 401 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "round {round}: the other gate answers {status}, not 401, a second on"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}
