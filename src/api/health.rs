@@ -52,7 +52,14 @@ pub struct Readiness {
         (status = 503, description = "The database or the backend is unreachable", body = Readiness)))]
 pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<Readiness>) {
     let store = &state.store;
-    let checks = async { store.ping().await.and(store.probe_write().await) };
+    let checks = async {
+        if store.known_down() {
+            return Err(crate::store::StoreError::Unavailable(
+                "the database is down: metered requests are refused until it answers".into(),
+            ));
+        }
+        store.ping().await.and(store.probe_write().await)
+    };
     let database = match tokio::time::timeout(Duration::from_secs(2), checks).await {
         Ok(Ok(())) => "ok".to_string(),
         Ok(Err(e)) => e.to_string(),

@@ -35,6 +35,9 @@ pub struct KeyState {
 }
 
 const CHANNEL: &str = "gate_auth";
+/// How long a principal known before a database outage is served through it (unmetered
+/// routes only: a charge needs the database).
+pub const STALE_IF_ERROR: Duration = Duration::from_secs(300);
 const NEGATIVE_TTL: Duration = Duration::from_secs(2);
 
 struct TtlByPresence(Duration);
@@ -52,10 +55,16 @@ impl<K, T> Expiry<K, Option<T>> for TtlByPresence {
 pub struct AuthCache {
     users: Cache<String, Option<Arc<UserState>>>,
     keys: Cache<String, Option<Arc<KeyState>>>,
+    /// The last answer the database gave for each user and key, kept for
+    /// [`STALE_IF_ERROR`]: what is served to a principal known before an outage while the
+    /// database cannot answer (a CDN's stale-if-error). Written on every load, read only then.
+    last_users: Cache<String, Option<Arc<UserState>>>,
+    last_keys: Cache<String, Option<Arc<KeyState>>>,
     /// Whether the invalidations of the other replicas reach this one now. Off (on PostgreSQL)
     /// from start-up until `LISTEN` runs and from the moment its connection is lost until it
-    /// runs again: across such a gap a notification may have been missed, so nothing is
-    /// answered from the cache or put into it; every lookup reads the database.
+    /// runs again: across such a gap a notification may have been missed, so every lookup asks
+    /// the database first; only when the database cannot answer (and so nothing can have been
+    /// revoked) is the entry known before the gap used. Emptied when `LISTEN` runs again.
     live: AtomicBool,
 }
 
@@ -69,6 +78,14 @@ impl AuthCache {
             keys: Cache::builder()
                 .max_capacity(100_000)
                 .expire_after(TtlByPresence(ttl))
+                .build(),
+            last_users: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(STALE_IF_ERROR)
+                .build(),
+            last_keys: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(STALE_IF_ERROR)
                 .build(),
             live: AtomicBool::new(true),
         }
@@ -84,7 +101,21 @@ impl AuthCache {
         id: &str,
     ) -> Result<Option<Arc<UserState>>, StoreError> {
         if !self.live() {
-            return Ok(store.user_by_id(id).await?.map(user_state));
+            // Nothing can be revoked while the database cannot be written: what it last said
+            // still holds. Known down: not even asked.
+            let asked = match store.known_down() {
+                true => Err(crate::store::Breaker::refusal()),
+                false => store.user_by_id(id).await,
+            };
+            return match asked {
+                Ok(row) => {
+                    let state = row.map(user_state);
+                    self.last_users.insert(id.to_string(), state.clone()).await;
+                    Ok(state)
+                }
+                Err(e @ StoreError::Unavailable(_)) => self.last_users.get(id).await.ok_or(e),
+                Err(e) => Err(e),
+            };
         }
         // The hot path: a hit costs one lookup and no allocation.
         if let Some(hit) = self.users.get(id).await {
@@ -95,11 +126,19 @@ impl AuthCache {
         let store = store.clone();
         let key = id.to_string();
         // Boxed: a miss is rare, and its future would otherwise make every request's larger.
-        Box::pin(self.users.try_get_with(key.clone(), async move {
-            Ok::<_, StoreError>(store.user_by_id(&key).await?.map(user_state))
+        let last = self.last_users.clone();
+        let loaded = Box::pin(self.users.try_get_with(key.clone(), async move {
+            let state = store.user_by_id(&key).await?.map(user_state);
+            last.insert(key, state.clone()).await;
+            Ok::<_, StoreError>(state)
         }))
         .await
-        .map_err(unshare)
+        .map_err(unshare);
+        match loaded {
+            // The database went away before the listener saw it: the last answer still holds.
+            Err(e @ StoreError::Unavailable(_)) => self.last_users.get(id).await.ok_or(e),
+            other => other,
+        }
     }
 
     pub async fn key(
@@ -108,7 +147,19 @@ impl AuthCache {
         hash: &str,
     ) -> Result<Option<Arc<KeyState>>, StoreError> {
         if !self.live() {
-            return Ok(store.api_key_by_hash(hash).await?.map(key_state));
+            let asked = match store.known_down() {
+                true => Err(crate::store::Breaker::refusal()),
+                false => store.api_key_by_hash(hash).await,
+            };
+            return match asked {
+                Ok(row) => {
+                    let state = row.map(key_state);
+                    self.last_keys.insert(hash.to_string(), state.clone()).await;
+                    Ok(state)
+                }
+                Err(e @ StoreError::Unavailable(_)) => self.last_keys.get(hash).await.ok_or(e),
+                Err(e) => Err(e),
+            };
         }
         if let Some(hit) = self.keys.get(hash).await {
             crate::telemetry::meters().cache(true, true).increment(1);
@@ -117,29 +168,44 @@ impl AuthCache {
         crate::telemetry::meters().cache(true, false).increment(1);
         let store = store.clone();
         let key = hash.to_string();
-        Box::pin(self.keys.try_get_with(key.clone(), async move {
-            Ok::<_, StoreError>(store.api_key_by_hash(&key).await?.map(key_state))
+        let last = self.last_keys.clone();
+        let loaded = Box::pin(self.keys.try_get_with(key.clone(), async move {
+            let state = store.api_key_by_hash(&key).await?.map(key_state);
+            last.insert(key, state.clone()).await;
+            Ok::<_, StoreError>(state)
         }))
         .await
-        .map_err(unshare)
+        .map_err(unshare);
+        match loaded {
+            Err(e @ StoreError::Unavailable(_)) => self.last_keys.get(hash).await.ok_or(e),
+            other => other,
+        }
     }
 
     /// Drops a user here and tells the other replicas to.
     pub async fn invalidate_user(&self, store: &Store, id: &str) {
         self.users.invalidate(id).await;
+        self.last_users.invalidate(id).await;
         publish(store, &format!("u:{id}")).await;
     }
 
     /// Drops a key here and tells the other replicas to.
     pub async fn invalidate_key(&self, store: &Store, hash: &str) {
         self.keys.invalidate(hash).await;
+        self.last_keys.invalidate(hash).await;
         publish(store, &format!("k:{hash}")).await;
     }
 
     async fn apply(&self, payload: &str) {
         match payload.split_once(':') {
-            Some(("u", id)) => self.users.invalidate(id).await,
-            Some(("k", hash)) => self.keys.invalidate(hash).await,
+            Some(("u", id)) => {
+                self.users.invalidate(id).await;
+                self.last_users.invalidate(id).await;
+            }
+            Some(("k", hash)) => {
+                self.keys.invalidate(hash).await;
+                self.last_keys.invalidate(hash).await;
+            }
             _ => tracing::warn!(payload, "unknown cache invalidation"),
         }
     }
@@ -153,8 +219,8 @@ impl AuthCache {
     ///
     /// Every gap in the notification stream is seen: `try_recv` says when the connection was
     /// lost (sqlx's `recv` would reconnect silently, and notifications sent meanwhile would be
-    /// lost unseen), the cache is then switched off and emptied, and it is switched on again,
-    /// empty, only once `LISTEN` runs on a new connection. Reconnecting starts at once and backs
+    /// lost unseen), the cache is then no longer trusted over the database, and it is trusted
+    /// again, emptied, only once `LISTEN` runs on a new connection. Reconnecting starts at once and backs
     /// off to a second.
     pub fn listen(self: &Arc<Self>, store: &Store) {
         let Some(url) = store.postgres_url() else {
@@ -181,9 +247,8 @@ impl AuthCache {
                                     Ok(Some(n)) => c.apply(n.payload()).await,
                                     Ok(None) | Err(_) => {
                                         c.live.store(false, Ordering::Release);
-                                        c.clear();
                                         tracing::warn!(
-                                            "cache invalidation listener lost its connection: caches off until it listens again"
+                                            "cache invalidation listener lost its connection: the database is asked first until it listens again"
                                         );
                                         break;
                                     }

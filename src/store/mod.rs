@@ -15,6 +15,7 @@ use std::time::Duration;
 mod api_keys;
 mod audit;
 mod batch;
+mod breaker;
 mod codes;
 mod commits;
 mod ledger;
@@ -30,6 +31,7 @@ mod users;
 
 pub use api_keys::{ApiKeyRow, NewApiKey};
 pub use audit::AuditRow;
+pub use breaker::Breaker;
 pub use codes::CodeRow;
 pub use ledger::{BalanceRow, Charge, UsageQuery, UsageRow};
 pub use payments::{NewOrder, PaidEvent, PaidOutcome, PaymentRow};
@@ -252,6 +254,11 @@ impl Store {
     }
 
     /// A round trip, for readiness checks.
+    /// Whether the database is known to be down (the reservations' breaker is open).
+    pub fn known_down(&self) -> bool {
+        self.reservations.store_down()
+    }
+
     /// Whether the store can write now: a statement that changes nothing but needs the write
     /// lock (SQLite takes it for any `DELETE`), so a file locked by another writer shows here
     /// while reads still work.

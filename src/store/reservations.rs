@@ -20,7 +20,10 @@
 
 use sqlx::AnyPool;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+
+use super::breaker::Breaker;
 
 use super::ledger::{BALANCE, BalanceRow, Charge, insert_reserved, reserve_one, take_units};
 use super::{Backend, StoreError};
@@ -59,14 +62,21 @@ impl Job {
 #[derive(Clone)]
 pub struct ReserveWriter {
     tx: mpsc::UnboundedSender<Job>,
+    breaker: Arc<Breaker>,
 }
 
 impl ReserveWriter {
     /// Starts the writer; must run inside the tokio runtime.
     pub fn start(pool: AnyPool, backend: Backend) -> ReserveWriter {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, backend, rx));
-        ReserveWriter { tx }
+        let breaker = Arc::new(Breaker::default());
+        tokio::spawn(run(pool, backend, rx, breaker.clone()));
+        ReserveWriter { tx, breaker }
+    }
+
+    /// Whether the database is known to be down (reservations are refused at once).
+    pub fn store_down(&self) -> bool {
+        self.breaker.is_open()
     }
 
     /// Reserves the charge; the balance after it, or `None` (nothing written) when it does not
@@ -88,18 +98,36 @@ impl ReserveWriter {
             now,
             reply,
         };
+        if self.breaker.is_open() {
+            return Err(Breaker::refusal());
+        }
         let gone = || StoreError::Unavailable("the reservation writer stopped".into());
         self.tx.send(job).map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 }
 
-async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn run(
+    pool: AnyPool,
+    backend: Backend,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    breaker: Arc<Breaker>,
+) {
     let mut batch = Vec::new();
     while super::batch::next(&mut rx, &mut batch, MAX_BATCH).await {
+        // Queued before the breaker opened: answered at once too, not after a pool timeout each.
+        if breaker.is_open() {
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(Breaker::refusal()));
+            }
+            continue;
+        }
         if batch.len() == 1 {
             let job = batch.pop().expect("one job");
             let result = reserve_one(&pool, backend, &job.charge(), job.now).await;
+            if matches!(result, Err(StoreError::Unavailable(_))) {
+                breaker.trip(&pool);
+            }
             let _ = job.reply.send(result);
             continue;
         }
@@ -110,6 +138,7 @@ async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::UnboundedReceiver<Jo
                 }
             }
             Err(e @ StoreError::Unavailable(_)) => {
+                breaker.trip(&pool);
                 for job in batch.drain(..) {
                     let _ = job.reply.send(Err(e.clone()));
                 }

@@ -119,3 +119,85 @@ async fn a_revocation_right_after_postgres_restarts_reaches_the_other_gate() {
     a.stop().await;
     b.stop().await;
 }
+
+/// While PostgreSQL is down, metered requests answer 503 with `Retry-After`: the first finds out,
+/// the next are refused by the breaker without queueing on the pool; signed-in unmetered traffic
+/// is still served (nothing can be revoked meanwhile); and metered requests are served again
+/// soon after the database is back, without a restart. (How soon is measured in the benchmark
+/// scripts, not here.)
+#[tokio::test]
+async fn metered_requests_fail_fast_while_postgres_is_down_and_recover() {
+    let cluster = Cluster::start();
+    let url = database_on(&cluster.url).await;
+    let app = spawn_app_with(Options {
+        db: Db::Postgres,
+        database_url: Some(url),
+        routes: format!(
+            "{TEST_ROUTES}\n[[route]]\npath = \"/mine/{{*rest}}\"\naccess = \"user\"\n\
+             [[plan]]\nname = \"free\"\nprice = \"0.00\"\ndefault = true\n[plan.quotas]\napi_calls_full_process = 1000\n"
+        ),
+        ..Options::default()
+    })
+    .await;
+    let a = app.signup("outage").await;
+    let process = || async {
+        app.client
+            .post(app.url("/process/p/20250101"))
+            .header("authorization", format!("Bearer {}", a.access))
+            .send()
+            .await
+            .unwrap()
+    };
+    let mine = || async {
+        app.client
+            .get(app.url("/mine/x"))
+            .header("authorization", format!("Bearer {}", a.access))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(process().await.status(), 200);
+    assert_eq!(mine().await, 200);
+
+    cluster.stop();
+    let first = process().await;
+    assert_eq!(
+        first.status(),
+        503,
+        "the first metered request finds the database gone"
+    );
+    assert!(first.headers().contains_key("retry-after"));
+    for _ in 0..5 {
+        let resp = process().await;
+        assert_eq!(resp.status(), 503);
+        assert!(resp.headers().contains_key("retry-after"));
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("unavailable"),
+            "{body}"
+        );
+    }
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(
+        mine().await,
+        200,
+        "a principal known before the outage is still served"
+    );
+
+    cluster.start_again();
+    let started = Instant::now();
+    while process().await.status() != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "metered requests are not served again after the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}

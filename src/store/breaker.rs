@@ -1,0 +1,56 @@
+//! A circuit breaker in front of the reservations: once the database is known to be down (a
+//! reservation failed because it could not be reached), metered requests are answered 503 at
+//! once instead of queueing one behind another on the pool's acquire timeout, and a prober
+//! pings every 200 ms (each ping given 500 ms) and closes the breaker at the first answer, so
+//! service resumes within a fraction of a second of the database's return.
+
+use sqlx::AnyPool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::StoreError;
+
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Default)]
+pub struct Breaker {
+    open: AtomicBool,
+}
+
+impl Breaker {
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// The answer while open.
+    pub fn refusal() -> StoreError {
+        StoreError::Unavailable(
+            "the database is down (the breaker is open until it answers)".into(),
+        )
+    }
+
+    /// Opens the breaker (if it was closed) and starts the prober that will close it.
+    pub fn trip(self: &Arc<Self>, pool: &AnyPool) {
+        if self.open.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        metrics::counter!("gate_store_breaker_trips_total").increment(1);
+        tracing::warn!("the database is down: metered requests are refused (503) until it answers");
+        let breaker = Arc::downgrade(self);
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                let Some(b) = breaker.upgrade() else { return };
+                let ping = sqlx::query("SELECT 1").execute(&pool);
+                if let Ok(Ok(_)) = tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+                    b.open.store(false, Ordering::Release);
+                    tracing::info!("the database answers again: the breaker is closed");
+                    return;
+                }
+            }
+        });
+    }
+}
