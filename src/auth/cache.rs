@@ -35,9 +35,6 @@ pub struct KeyState {
 }
 
 const CHANNEL: &str = "gate_auth";
-/// How long a principal known before a database outage is served through it (unmetered
-/// routes only: a charge needs the database).
-pub const STALE_IF_ERROR: Duration = Duration::from_secs(300);
 const NEGATIVE_TTL: Duration = Duration::from_secs(2);
 
 struct TtlByPresence(Duration);
@@ -56,7 +53,7 @@ pub struct AuthCache {
     users: Cache<String, Option<Arc<UserState>>>,
     keys: Cache<String, Option<Arc<KeyState>>>,
     /// The last answer the database gave for each user and key, kept for
-    /// [`STALE_IF_ERROR`]: what is served to a principal known before an outage while the
+    /// `auth.stale_if_error_secs` (5 minutes): what is served to a principal known before an outage while the
     /// database cannot answer (a CDN's stale-if-error). Written on every load, read only then.
     last_users: Cache<String, Option<Arc<UserState>>>,
     last_keys: Cache<String, Option<Arc<KeyState>>>,
@@ -69,7 +66,9 @@ pub struct AuthCache {
 }
 
 impl AuthCache {
-    pub fn new(ttl: Duration) -> AuthCache {
+    /// `stale`: how long the database's last answer is kept for an outage (0: not at all).
+    pub fn new(ttl: Duration, stale: Duration) -> AuthCache {
+        let stale = stale.max(Duration::from_millis(1));
         AuthCache {
             users: Cache::builder()
                 .max_capacity(100_000)
@@ -81,11 +80,11 @@ impl AuthCache {
                 .build(),
             last_users: Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(STALE_IF_ERROR)
+                .time_to_live(stale)
                 .build(),
             last_keys: Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(STALE_IF_ERROR)
+                .time_to_live(stale)
                 .build(),
             live: AtomicBool::new(true),
         }
@@ -105,7 +104,7 @@ impl AuthCache {
             // still holds. Known down: not even asked.
             let asked = match store.known_down() {
                 true => Err(crate::store::Breaker::refusal()),
-                false => store.user_by_id(id).await,
+                false => within_gap(store.user_by_id(id)).await,
             };
             return match asked {
                 Ok(row) => {
@@ -113,7 +112,7 @@ impl AuthCache {
                     self.last_users.insert(id.to_string(), state.clone()).await;
                     Ok(state)
                 }
-                Err(e @ StoreError::Unavailable(_)) => self.last_users.get(id).await.ok_or(e),
+                Err(e @ StoreError::Unavailable(_)) => stale(self.last_users.get(id).await, e),
                 Err(e) => Err(e),
             };
         }
@@ -136,7 +135,7 @@ impl AuthCache {
         .map_err(unshare);
         match loaded {
             // The database went away before the listener saw it: the last answer still holds.
-            Err(e @ StoreError::Unavailable(_)) => self.last_users.get(id).await.ok_or(e),
+            Err(e @ StoreError::Unavailable(_)) => stale(self.last_users.get(id).await, e),
             other => other,
         }
     }
@@ -149,7 +148,7 @@ impl AuthCache {
         if !self.live() {
             let asked = match store.known_down() {
                 true => Err(crate::store::Breaker::refusal()),
-                false => store.api_key_by_hash(hash).await,
+                false => within_gap(store.api_key_by_hash(hash)).await,
             };
             return match asked {
                 Ok(row) => {
@@ -157,7 +156,7 @@ impl AuthCache {
                     self.last_keys.insert(hash.to_string(), state.clone()).await;
                     Ok(state)
                 }
-                Err(e @ StoreError::Unavailable(_)) => self.last_keys.get(hash).await.ok_or(e),
+                Err(e @ StoreError::Unavailable(_)) => stale(self.last_keys.get(hash).await, e),
                 Err(e) => Err(e),
             };
         }
@@ -177,7 +176,7 @@ impl AuthCache {
         .await
         .map_err(unshare);
         match loaded {
-            Err(e @ StoreError::Unavailable(_)) => self.last_keys.get(hash).await.ok_or(e),
+            Err(e @ StoreError::Unavailable(_)) => stale(self.last_keys.get(hash).await, e),
             other => other,
         }
     }
@@ -228,6 +227,7 @@ impl AuthCache {
         };
         self.live.store(false, Ordering::Release);
         let url = url.to_string();
+        let store = store.clone();
         let cache = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
@@ -247,6 +247,7 @@ impl AuthCache {
                                     Ok(Some(n)) => c.apply(n.payload()).await,
                                     Ok(None) | Err(_) => {
                                         c.live.store(false, Ordering::Release);
+                                        store.check_alive().await;
                                         tracing::warn!(
                                             "cache invalidation listener lost its connection: the database is asked first until it listens again"
                                         );
@@ -281,6 +282,33 @@ async fn listener_on(url: &str) -> Result<sqlx::postgres::PgListener, sqlx::Erro
         .acquire_timeout(Duration::from_secs(1))
         .connect_lazy(url)?;
     sqlx::postgres::PgListener::connect_with(&pool).await
+}
+
+/// A lookup while the notification stream is broken, given half a second: longer, and the
+/// database is taken to be away (its last answer is used), rather than making the request wait
+/// out the pool's acquire timeout.
+async fn within_gap<T>(
+    lookup: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(Duration::from_millis(500), lookup)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the database did not answer within 500 ms".into(),
+            ))
+        })
+}
+
+/// The database's last answer during an outage (counted in `gate_auth_served_stale_total`), or
+/// the outage's error when there is none.
+fn stale<T>(last: Option<T>, e: StoreError) -> Result<T, StoreError> {
+    match last {
+        Some(v) => {
+            metrics::counter!("gate_auth_served_stale_total").increment(1);
+            Ok(v)
+        }
+        None => Err(e),
+    }
 }
 
 fn user_state(u: crate::store::UserRow) -> Arc<UserState> {

@@ -91,7 +91,7 @@ impl AuthService {
         let secrets = secrets::resolve(&config).map_err(|e| e.to_string())?;
         let a = &config.auth;
         let mailer = mail::Mailer::new(config.smtp.as_ref(), config.is_production())?;
-        let cache = Arc::new(AuthCache::new(a.cache_ttl));
+        let cache = Arc::new(AuthCache::new(a.cache_ttl, a.stale_if_error));
         cache.listen(&store);
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())

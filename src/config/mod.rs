@@ -103,6 +103,8 @@ pub struct AuthConfig {
     pub login_account_burst: u32,
     pub login_account_interval: Duration,
     pub cache_ttl: Duration,
+    /// How long principals known before a database outage are served through it.
+    pub stale_if_error: Duration,
     pub backend_jwt_ttl: Duration,
     /// `GATE_JWT_SECRET`: signs the gate's tokens. Absent: generated in development.
     pub jwt_secret: Option<Secret>,

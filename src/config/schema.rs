@@ -203,6 +203,10 @@ pub struct AuthSection {
     pub login_account_interval_secs: u64,
     #[serde(default = "default_cache_ttl")]
     pub cache_ttl_secs: u64,
+    /// During a database outage, principals known before it are served on unmetered routes
+    /// for this long (a CDN's stale-if-error); 0 turns it off.
+    #[serde(default = "default_stale_if_error")]
+    pub stale_if_error_secs: u64,
     #[serde(default = "default_backend_jwt_secs")]
     pub backend_jwt_secs: u64,
 }
@@ -222,6 +226,7 @@ impl Default for AuthSection {
             login_account_burst: default_account_burst(),
             login_account_interval_secs: default_account_interval(),
             cache_ttl_secs: default_cache_ttl(),
+            stale_if_error_secs: default_stale_if_error(),
             backend_jwt_secs: default_backend_jwt_secs(),
         }
     }
@@ -565,6 +570,9 @@ fn default_account_burst() -> u32 {
 }
 fn default_account_interval() -> u64 {
     30
+}
+fn default_stale_if_error() -> u64 {
+    300
 }
 fn default_cache_ttl() -> u64 {
     10

@@ -698,7 +698,7 @@ fn validate_payments(
 
 fn validate_auth(p: &mut Problems, file: &FileConfig, secrets: Secrets) -> AuthConfig {
     let a = &file.auth;
-    let ranges: [(&str, u64, u64, u64); 8] = [
+    let ranges: [(&str, u64, u64, u64); 9] = [
         (
             "auth.access_token_minutes",
             a.access_token_minutes,
@@ -726,6 +726,7 @@ fn validate_auth(p: &mut Problems, file: &FileConfig, secrets: Secrets) -> AuthC
             3600,
         ),
         ("auth.cache_ttl_secs", a.cache_ttl_secs, 1, 300),
+        ("auth.stale_if_error_secs", a.stale_if_error_secs, 0, 86_400),
         ("auth.backend_jwt_secs", a.backend_jwt_secs, 30, 24 * 3600),
     ];
     for (key, v, lo, hi) in ranges {
@@ -772,6 +773,7 @@ fn validate_auth(p: &mut Problems, file: &FileConfig, secrets: Secrets) -> AuthC
         login_account_burst: a.login_account_burst,
         login_account_interval: Duration::from_secs(a.login_account_interval_secs),
         cache_ttl: Duration::from_secs(a.cache_ttl_secs),
+        stale_if_error: Duration::from_secs(a.stale_if_error_secs),
         backend_jwt_ttl: Duration::from_secs(a.backend_jwt_secs),
         jwt_secret: secrets.jwt_secret.map(Secret),
         backend_jwt_secret: secrets.backend_jwt_secret.map(Secret),

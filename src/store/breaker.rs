@@ -17,11 +17,19 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 #[derive(Debug, Default)]
 pub struct Breaker {
     open: AtomicBool,
+    /// Wakes the reservations already waiting when it opens: they are answered at once too,
+    /// not when the attempt in front of them gives up.
+    opened: tokio::sync::Notify,
 }
 
 impl Breaker {
     pub fn is_open(&self) -> bool {
         self.open.load(Ordering::Acquire)
+    }
+
+    /// Completes when the breaker opens (after this was called).
+    pub fn opened(&self) -> tokio::sync::futures::Notified<'_> {
+        self.opened.notified()
     }
 
     /// The answer while open.
@@ -36,6 +44,7 @@ impl Breaker {
         if self.open.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.opened.notify_waiters();
         metrics::counter!("gate_store_breaker_trips_total").increment(1);
         tracing::warn!("the database is down: metered requests are refused (503) until it answers");
         let breaker = Arc::downgrade(self);

@@ -103,21 +103,7 @@ impl Store {
         request_id: &str,
         now: i64,
     ) -> Result<Option<BalanceRow>, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let log: Option<(String, String, i64, i64)> = sqlx::query_as(
-            "UPDATE usage_logs SET state = 'refunded', settled_at = $2 WHERE request_id = $1 AND state = 'reserved' \
-             RETURNING user_id, quota_type, amount, created_at",
-        )
-        .bind(request_id)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((user_id, quota_type, amount, created_at)) = log else {
-            return Ok(None);
-        };
-        let row = give_back(&mut tx, &user_id, &quota_type, amount, created_at, now).await?;
-        tx.commit().await?;
-        Ok(row)
+        refund_on(self.pool(), request_id, now).await
     }
 
     pub async fn balance(
@@ -360,4 +346,28 @@ pub(super) async fn insert_reserved(
     }
     q.execute(conn).await?;
     Ok(())
+}
+
+/// Gives a reserved charge back (the usage row, and its amount to the balance of the period it
+/// was taken from), once: a row no longer `reserved` is left alone.
+pub(super) async fn refund_on(
+    pool: &sqlx::AnyPool,
+    request_id: &str,
+    now: i64,
+) -> Result<Option<BalanceRow>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let log: Option<(String, String, i64, i64)> = sqlx::query_as(
+        "UPDATE usage_logs SET state = 'refunded', settled_at = $2 WHERE request_id = $1 AND state = 'reserved' \
+         RETURNING user_id, quota_type, amount, created_at",
+    )
+    .bind(request_id)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((user_id, quota_type, amount, created_at)) = log else {
+        return Ok(None);
+    };
+    let row = give_back(&mut tx, &user_id, &quota_type, amount, created_at, now).await?;
+    tx.commit().await?;
+    Ok(row)
 }

@@ -95,8 +95,15 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes (`code & 0xff`).
+/// The database cannot serve now, by its own word: SQLite's SQLITE_BUSY (5) and SQLITE_LOCKED
+/// (6), with their extended codes (`code & 0xff`); PostgreSQL's connection exceptions (class
+/// 08) and operator interventions (class 57: shutting down, starting up).
 fn is_busy(code: Option<&str>, message: &str) -> bool {
+    if let Some(c) = code.filter(|c| c.len() == 5) {
+        if c.starts_with("08") || c.starts_with("57") {
+            return true;
+        }
+    }
     let primary = code.and_then(|c| c.parse::<i64>().ok()).map(|c| c & 0xff);
     matches!(primary, Some(5) | Some(6)) || message.contains("database is locked")
 }
@@ -257,6 +264,19 @@ impl Store {
     /// Whether the database is known to be down (the reservations' breaker is open).
     pub fn known_down(&self) -> bool {
         self.reservations.store_down()
+    }
+
+    /// Asks the database (500 ms at most) and opens the breaker if it does not answer: for
+    /// whoever saw a connection die (the notification listener sees a restart at once, long
+    /// before a request's pool acquire times out).
+    pub async fn check_alive(&self) {
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        if !matches!(
+            tokio::time::timeout(std::time::Duration::from_millis(500), ping).await,
+            Ok(Ok(_))
+        ) {
+            self.reservations.trip(&self.pool);
+        }
     }
 
     /// Whether the store can write now: a statement that changes nothing but needs the write

@@ -25,7 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::breaker::Breaker;
 
-use super::ledger::{BALANCE, BalanceRow, Charge, insert_reserved, reserve_one, take_units};
+use super::ledger::{
+    BALANCE, BalanceRow, Charge, insert_reserved, refund_on, reserve_one, take_units,
+};
 use super::{Backend, StoreError};
 
 /// At most this many charges in one transaction (the INSERT binds 9 values per charge).
@@ -79,6 +81,11 @@ impl ReserveWriter {
         self.breaker.is_open()
     }
 
+    /// Opens the breaker now (the database was found down by someone else).
+    pub fn trip(&self, pool: &AnyPool) {
+        self.breaker.trip(pool);
+    }
+
     /// Reserves the charge; the balance after it, or `None` (nothing written) when it does not
     /// fit in the current period.
     pub async fn reserve(
@@ -98,12 +105,19 @@ impl ReserveWriter {
             now,
             reply,
         };
+        // Registered before the check, so an opening between the two is not missed.
+        let opened = self.breaker.opened();
+        tokio::pin!(opened);
+        opened.as_mut().enable();
         if self.breaker.is_open() {
             return Err(Breaker::refusal());
         }
         let gone = || StoreError::Unavailable("the reservation writer stopped".into());
         self.tx.send(job).map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        tokio::select! {
+            answer = answer => answer.map_err(|_| gone())?,
+            _ = opened => Err(Breaker::refusal()),
+        }
     }
 }
 
@@ -128,13 +142,13 @@ async fn run(
             if matches!(result, Err(StoreError::Unavailable(_))) {
                 breaker.trip(&pool);
             }
-            let _ = job.reply.send(result);
+            answer(&pool, job, result);
             continue;
         }
         match write(&pool, &batch).await {
             Ok(balances) => {
                 for (job, balance) in batch.drain(..).zip(balances) {
-                    let _ = job.reply.send(Ok(balance));
+                    answer(&pool, job, Ok(balance));
                 }
             }
             Err(e @ StoreError::Unavailable(_)) => {
@@ -147,10 +161,25 @@ async fn run(
                 tracing::warn!(error = %e, charges = batch.len(), "a reservation batch failed; retrying its charges one by one");
                 for job in batch.drain(..) {
                     let result = reserve_one(&pool, backend, &job.charge(), job.now).await;
-                    let _ = job.reply.send(result);
+                    answer(&pool, job, result);
                 }
             }
         }
+    }
+}
+
+/// Answers a job. A charge admitted for a caller that no longer waits (the breaker opened while
+/// its batch was trying) is given back at once: no charge may stand for a request answered 503.
+fn answer(pool: &AnyPool, job: Job, result: Result<Option<BalanceRow>, StoreError>) {
+    let admitted = matches!(result, Ok(Some(_)));
+    let request_id = job.request_id;
+    if job.reply.send(result).is_err() && admitted {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            if let Err(e) = refund_on(&pool, &request_id, super::now_ms()).await {
+                tracing::error!(request_id = %request_id, error = %e, "could not give back a charge nobody waited for");
+            }
+        });
     }
 }
 
