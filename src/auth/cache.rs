@@ -55,8 +55,8 @@ pub struct AuthCache {
     /// The last answer the database gave for each user and key, kept for
     /// `auth.stale_if_error_secs` (5 minutes): what is served to a principal known before an outage while the
     /// database cannot answer (a CDN's stale-if-error). Written on every load, read only then.
-    last_users: Cache<String, Option<Arc<UserState>>>,
-    last_keys: Cache<String, Option<Arc<KeyState>>>,
+    last_users: LastKnown<UserState>,
+    last_keys: LastKnown<KeyState>,
     /// Whether the invalidations of the other replicas reach this one now. Off (on PostgreSQL)
     /// from start-up until `LISTEN` runs and from the moment its connection is lost until it
     /// runs again: across such a gap a notification may have been missed, so every lookup asks
@@ -100,21 +100,8 @@ impl AuthCache {
         id: &str,
     ) -> Result<Option<Arc<UserState>>, StoreError> {
         if !self.live() {
-            // Nothing can be revoked while the database cannot be written: what it last said
-            // still holds. Known down: not even asked.
-            let asked = match store.known_down() {
-                true => Err(crate::store::Breaker::refusal()),
-                false => within_gap(store.user_by_id(id)).await,
-            };
-            return match asked {
-                Ok(row) => {
-                    let state = row.map(user_state);
-                    self.last_users.insert(id.to_string(), state.clone()).await;
-                    Ok(state)
-                }
-                Err(e @ StoreError::Unavailable(_)) => stale(self.last_users.get(id).await, e),
-                Err(e) => Err(e),
-            };
+            let lookup = async { Ok(store.user_by_id(id).await?.map(user_state)) };
+            return through_gap(store, &self.last_users, id, lookup).await;
         }
         // The hot path: a hit costs one lookup and no allocation.
         if let Some(hit) = self.users.get(id).await {
@@ -146,19 +133,8 @@ impl AuthCache {
         hash: &str,
     ) -> Result<Option<Arc<KeyState>>, StoreError> {
         if !self.live() {
-            let asked = match store.known_down() {
-                true => Err(crate::store::Breaker::refusal()),
-                false => within_gap(store.api_key_by_hash(hash)).await,
-            };
-            return match asked {
-                Ok(row) => {
-                    let state = row.map(key_state);
-                    self.last_keys.insert(hash.to_string(), state.clone()).await;
-                    Ok(state)
-                }
-                Err(e @ StoreError::Unavailable(_)) => stale(self.last_keys.get(hash).await, e),
-                Err(e) => Err(e),
-            };
+            let lookup = async { Ok(store.api_key_by_hash(hash).await?.map(key_state)) };
+            return through_gap(store, &self.last_keys, hash, lookup).await;
         }
         if let Some(hit) = self.keys.get(hash).await {
             crate::telemetry::meters().cache(true, true).increment(1);
@@ -282,6 +258,32 @@ async fn listener_on(url: &str) -> Result<sqlx::postgres::PgListener, sqlx::Erro
         .acquire_timeout(Duration::from_secs(1))
         .connect_lazy(url)?;
     sqlx::postgres::PgListener::connect_with(&pool).await
+}
+
+/// The database's last answer about each user or key.
+type LastKnown<T> = Cache<String, Option<Arc<T>>>;
+
+/// A lookup during a gap in the notification stream (`AuthCache::live`). Nothing can be revoked
+/// while the database cannot be written, so its last answer holds when it cannot answer now;
+/// while it is known down it is not even asked. An answer it gives is kept as the last one.
+async fn through_gap<T: Send + Sync + 'static>(
+    store: &Store,
+    last: &LastKnown<T>,
+    key: &str,
+    lookup: impl std::future::Future<Output = Result<Option<Arc<T>>, StoreError>>,
+) -> Result<Option<Arc<T>>, StoreError> {
+    let asked = match store.known_down() {
+        true => Err(crate::store::Breaker::refusal()),
+        false => within_gap(lookup).await,
+    };
+    match asked {
+        Ok(state) => {
+            last.insert(key.to_string(), state.clone()).await;
+            Ok(state)
+        }
+        Err(e @ StoreError::Unavailable(_)) => stale(last.get(key).await, e),
+        Err(e) => Err(e),
+    }
 }
 
 /// A lookup while the notification stream is broken, given half a second: longer, and the
