@@ -54,9 +54,11 @@ pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<Rea
     let store = &state.store;
     let checks = async {
         if store.known_down() {
-            return Err(crate::store::StoreError::Unavailable(
-                "the database is down: metered requests are refused until it answers".into(),
-            ));
+            return Err(crate::store::StoreError::Unavailable(format!(
+                "the database is down: metered requests are refused until it answers; \
+                 principals known before the outage are served on unmetered routes for up to {} s",
+                state.config.auth.stale_if_error.as_secs()
+            )));
         }
         store.ping().await.and(store.probe_write().await)
     };

@@ -197,6 +197,13 @@ async fn metered_requests_fail_fast_while_postgres_is_down_and_recover() {
     }
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert!(
+        ready["database"]
+            .as_str()
+            .is_some_and(|d| d.contains("principals known before the outage")),
+        "/readyz says what is still served: {ready}"
+    );
     assert_eq!(
         mine().await,
         200,
