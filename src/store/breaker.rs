@@ -14,6 +14,12 @@ use super::StoreError;
 const PROBE_EVERY: Duration = Duration::from_millis(200);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Whether the database answers a ping within [`PROBE_TIMEOUT`].
+pub async fn answers(pool: &AnyPool) -> bool {
+    let ping = sqlx::query("SELECT 1").execute(pool);
+    matches!(tokio::time::timeout(PROBE_TIMEOUT, ping).await, Ok(Ok(_)))
+}
+
 #[derive(Debug, Default)]
 pub struct Breaker {
     open: AtomicBool,
@@ -53,8 +59,7 @@ impl Breaker {
             loop {
                 tokio::time::sleep(PROBE_EVERY).await;
                 let Some(b) = breaker.upgrade() else { return };
-                let ping = sqlx::query("SELECT 1").execute(&pool);
-                if let Ok(Ok(_)) = tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+                if answers(&pool).await {
                     b.open.store(false, Ordering::Release);
                     tracing::info!("the database answers again: the breaker is closed");
                     return;

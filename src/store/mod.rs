@@ -270,11 +270,7 @@ impl Store {
     /// whoever saw a connection die (the notification listener sees a restart at once, long
     /// before a request's pool acquire times out).
     pub async fn check_alive(&self) {
-        let ping = sqlx::query("SELECT 1").execute(&self.pool);
-        if !matches!(
-            tokio::time::timeout(std::time::Duration::from_millis(500), ping).await,
-            Ok(Ok(_))
-        ) {
+        if !breaker::answers(&self.pool).await {
             self.reservations.trip(&self.pool);
         }
     }
