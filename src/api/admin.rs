@@ -1,7 +1,7 @@
 //! `/admin/users*` and `/admin/audit-log`: what an operator needs day to day (superusers only).
 //! Every change is written to the audit log with who made it.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::StatusCode;
@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
-use super::extract::Superuser;
+use super::extract::{Superuser, UserPath};
 use super::schemas::UserResponse;
 use super::time::iso;
 use super::{ApiState, both, query_int, query_opt};
@@ -37,6 +37,7 @@ pub async fn list_users(
 ) -> Result<Json<Vec<UserResponse>>, GateError> {
     let rows = state
         .store
+        .audit_trail()
         .search_users(
             query_opt(&q, "q").unwrap_or(""),
             query_int(&q, "limit", 50, 1, 500)?,
@@ -61,7 +62,8 @@ async fn set_active(
     let row = state.auth.set_active(user_id, active).await?;
     state
         .store
-        .audit(
+        .audit_trail()
+        .record(
             Some(&admin.user_id),
             if active {
                 "user.enable"
@@ -82,7 +84,7 @@ async fn set_active(
 pub async fn disable(
     State(state): State<Arc<ApiState>>,
     Superuser(admin): Superuser,
-    Path(user_id): Path<String>,
+    UserPath(user_id): UserPath,
 ) -> Result<Json<UserResponse>, GateError> {
     Ok(Json(set_active(&state, &admin, &user_id, false).await?))
 }
@@ -94,7 +96,7 @@ pub async fn disable(
 pub async fn enable(
     State(state): State<Arc<ApiState>>,
     Superuser(admin): Superuser,
-    Path(user_id): Path<String>,
+    UserPath(user_id): UserPath,
 ) -> Result<Json<UserResponse>, GateError> {
     Ok(Json(set_active(&state, &admin, &user_id, true).await?))
 }
@@ -116,7 +118,7 @@ pub struct GrantResult {
 pub async fn grant(
     State(state): State<Arc<ApiState>>,
     Superuser(admin): Superuser,
-    Path(user_id): Path<String>,
+    UserPath(user_id): UserPath,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<GrantResult>, GateError> {
     let quota_type = query_opt(&q, "quota_type")
@@ -128,18 +130,20 @@ pub async fn grant(
         )));
     }
     let amount = query_int(&q, "amount", 0, 1, 1_000_000_000)?;
-    if state.store.user_by_id(&user_id).await?.is_none() {
+    if state.store.users().by_id(&user_id).await?.is_none() {
         return Err(GateError::not_found("用户不存在: no such user"));
     }
     state.billing.ensure_current(&user_id).await?;
     let b = state
         .store
+        .audit_trail()
         .grant_quota(&user_id, &quota_type, amount)
         .await?
         .ok_or_else(|| GateError::not_found("the user has no balance of that type"))?;
     state
         .store
-        .audit(
+        .audit_trail()
+        .record(
             Some(&admin.user_id),
             "quota.grant",
             &user_id,
@@ -147,7 +151,7 @@ pub async fn grant(
         )
         .await?;
     Ok(Json(GrantResult {
-        user_id,
+        user_id: user_id.to_string(),
         quota_type,
         granted: amount,
         new_limit: b.limit_amount,
@@ -177,7 +181,8 @@ pub async fn audit_log(
 ) -> Result<Json<Vec<AuditEntry>>, GateError> {
     let rows = state
         .store
-        .audit_log(
+        .audit_trail()
+        .log(
             query_opt(&q, "action"),
             query_int(&q, "limit", 100, 1, 1000)?,
             query_int(&q, "offset", 0, 0, i64::MAX)?,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::ApiState;
 use crate::auth::Principal;
 use crate::error::GateError;
+use crate::formats::ids::UserId;
 
 /// Largest JSON body the gate's own endpoints read.
 pub const MAX_JSON: usize = 64 * 1024;
@@ -117,5 +118,23 @@ impl FromRequestParts<Arc<ApiState>> for Superuser {
             ));
         }
         Ok(Superuser(p))
+    }
+}
+
+/// The `{user_id}` of an admin path, parsed: an id that is not a UUID names no account, so it
+/// is answered like an unknown one (404), before any handler looks it up.
+pub struct UserPath(pub UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserPath {
+    type Rejection = GateError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, GateError> {
+        let axum::extract::Path(text) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| GateError::not_found("用户不存在: no such user"))?;
+        UserId::parse(&text)
+            .map(UserPath)
+            .ok_or_else(|| GateError::not_found("用户不存在: no such user"))
     }
 }

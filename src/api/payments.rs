@@ -15,7 +15,7 @@ use super::extract::{CurrentUser, JsonBody, Superuser, parse_json, read_body};
 use super::time::{iso, iso_opt};
 use super::{ApiState, both, query_flag, query_int, query_opt};
 use crate::error::{ErrorBody, GateError};
-use crate::formats::money;
+use crate::formats::money::Fen;
 use crate::store::PaymentRow;
 
 pub fn routes() -> Router<Arc<ApiState>> {
@@ -77,18 +77,18 @@ fn response(p: PaymentRow) -> PaymentResponse {
     let starts_at = iso(p.effect_start.unwrap_or_else(|| quoted_start(&p)));
     PaymentResponse {
         change: p.change_kind.clone(),
-        plan_price: money::fen_to_string(p.list_price_fen),
-        credit: money::fen_to_string(p.credit_fen),
+        plan_price: p.list_price_fen.to_string(),
+        credit: p.credit_fen.to_string(),
         starts_at,
         period_start: iso_opt(p.effect_start),
         period_end: iso_opt(p.effect_end),
         id: p.id,
         order_id: p.order_no,
-        amount: money::fen_to_string(p.amount_fen),
-        refunded_amount: money::fen_to_string(p.refunded_fen),
+        amount: p.amount_fen.to_string(),
+        refunded_amount: p.refunded_fen.to_string(),
         currency: p.currency,
         payment_method: p.payment_method,
-        status: p.status,
+        status: p.status.as_str().into(),
         payment_url: p.payment_url,
         qr_code: p.qr_code,
         plan_id: p.plan_id,
@@ -141,7 +141,8 @@ pub async fn create(
         Some(id) if req.plan_id.is_none() => {
             let sub = state
                 .store
-                .subscription(id)
+                .subscriptions()
+                .by_id(id)
                 .await?
                 .filter(|s| s.user_id == *p.user_id)
                 .ok_or_else(|| GateError::not_found(format!("no subscription `{id}` of yours")))?;
@@ -152,7 +153,8 @@ pub async fn create(
     let plan = match req.plan_id.as_ref().or(renewed.as_ref()) {
         Some(id) => state
             .store
-            .plan(id)
+            .plans()
+            .by_id(id)
             .await?
             .ok_or_else(|| GateError::not_found(format!("no plan `{id}`")))?,
         None => {
@@ -160,13 +162,13 @@ pub async fn create(
                 .amount
                 .as_ref()
                 .ok_or_else(|| unprocessable("send plan_id (or the amount of a plan)".into()))?;
-            let fen = money::json_to_fen("amount", amount).map_err(unprocessable)?;
-            let text = money::fen_to_string(fen);
+            let fen = Fen::from_json("amount", amount).map_err(unprocessable)?;
+            let text = fen.to_string();
             let currency = req.currency.clone().unwrap_or_else(|| "CNY".into());
-            let plans = state.store.plans(true).await?;
+            let plans = state.store.plans().list(true).await?;
             plans
                 .into_iter()
-                .find(|pl| pl.row.price_fen == fen && pl.row.currency == currency && fen > 0)
+                .find(|pl| pl.row.price_fen == fen && pl.row.currency == currency && !fen.is_zero())
                 .ok_or_else(|| {
                     GateError::not_found(format!(
                         "no active plan costs {text} {currency}: the amount is decided by the plan"
@@ -209,21 +211,25 @@ pub async fn list(
     let who = (!p.is_superuser).then_some(&*p.user_id);
     let rows = state
         .store
-        .payments(who, query_opt(&q, "status_filter"), limit)
+        .payments()
+        .list(who, query_opt(&q, "status_filter"), limit)
         .await?;
     let mut out = Vec::new();
     for r in rows {
-        let plan_name = state.store.plan(&r.plan_id).await?.map(|pl| pl.row.name);
+        let plan_name = state
+            .store
+            .plans()
+            .by_id(&r.plan_id)
+            .await?
+            .map(|pl| pl.row.name);
         out.push(PaymentListItem {
-            amount: rust_decimal::prelude::ToPrimitive::to_f64(&money::fen_to_decimal(
-                r.amount_fen,
-            ))
-            .unwrap_or(0.0),
+            amount: rust_decimal::prelude::ToPrimitive::to_f64(&r.amount_fen.to_decimal())
+                .unwrap_or(0.0),
             id: r.id,
             order_id: r.order_no,
             currency: r.currency,
             payment_method: r.payment_method,
-            status: r.status,
+            status: r.status.as_str().into(),
             created_at: iso(r.created_at),
             updated_at: iso(r.updated_at),
             plan_name,
@@ -238,7 +244,7 @@ async fn owned(
     p: &crate::auth::Principal,
     id: &str,
 ) -> Result<PaymentRow, GateError> {
-    let order = state.store.payment(id).await?;
+    let order = state.store.payments().by_id(id).await?;
     match order {
         Some(o) if *o.user_id == *p.user_id || p.is_superuser => Ok(o),
         // Someone else's order is as invisible as a missing one.
@@ -323,7 +329,7 @@ pub async fn refund(
     let order = owned(&state, &admin, &payment_id).await?;
     let amount_fen = match &r.refund_amount {
         None => order.amount_fen - order.refunded_fen,
-        Some(v) => money::json_to_fen("refund_amount", v)
+        Some(v) => Fen::from_json("refund_amount", v)
             .map_err(|e| GateError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?,
     };
     let refund_no = match parts
@@ -338,10 +344,11 @@ pub async fn refund(
         .payments
         .refund(&order, amount_fen, &refund_no, &reason)
         .await?;
-    tracing::info!(actor = %admin.user_id, order_no = %row.order_no, amount_fen, "refund");
+    tracing::info!(actor = %admin.user_id, order_no = %row.order_no, amount_fen = amount_fen.get(), "refund");
     state
         .store
-        .audit(
+        .audit_trail()
+        .record(
             Some(&admin.user_id),
             "payment.refund",
             &row.id,
@@ -371,10 +378,11 @@ pub async fn sandbox_checkout(
     }
     let order = state
         .store
-        .payment_by_order_no(&order_no)
+        .payments()
+        .by_order_no(&order_no)
         .await?
         .ok_or_else(|| GateError::not_found("no such order"))?;
-    let amount = money::fen_to_string(order.amount_fen);
+    let amount = order.amount_fen.to_string();
     let esc = |s: &str| {
         s.replace('&', "&amp;")
             .replace('<', "&lt;")
@@ -389,7 +397,7 @@ pub async fn sandbox_checkout(
         no = esc(&order.order_no),
         desc = esc(&order.description),
         cur = esc(&order.currency),
-        status = esc(&order.status),
+        status = order.status,
     )))
 }
 
@@ -409,7 +417,8 @@ pub async fn sandbox_pay(
     };
     let order = state
         .store
-        .payment_by_order_no(&order_no)
+        .payments()
+        .by_order_no(&order_no)
         .await?
         .ok_or_else(|| GateError::not_found("no such order"))?;
     let (body, headers) = sandbox.paid_event(&order);
@@ -424,7 +433,8 @@ pub async fn sandbox_pay(
     }
     let order = state
         .store
-        .payment_by_order_no(&order_no)
+        .payments()
+        .by_order_no(&order_no)
         .await?
         .ok_or_else(|| GateError::not_found("no such order"))?;
     Ok(Html(format!(

@@ -13,7 +13,7 @@ use super::extract::{JsonBody, Superuser};
 use super::time::iso;
 use super::{ApiState, both, query_flag};
 use crate::error::{ErrorBody, GateError};
-use crate::formats::money;
+use crate::formats::money::Fen;
 use crate::store::{Plan, PlanInput};
 
 pub fn routes() -> Router<Arc<ApiState>> {
@@ -58,7 +58,7 @@ pub fn plan_response(plan: Plan, main_quota: Option<&str>) -> PlanResponse {
         id: plan.row.id,
         name: plan.row.name,
         description: plan.row.description,
-        price: money::fen_to_string(plan.row.price_fen),
+        price: plan.row.price_fen.to_string(),
         currency: plan.row.currency,
         billing_cycle: plan.row.billing_cycle,
         quota_type: main_quota.map(str::to_string),
@@ -66,8 +66,8 @@ pub fn plan_response(plan: Plan, main_quota: Option<&str>) -> PlanResponse {
         quotas: plan.quotas.into_iter().collect(),
         features: serde_json::from_str(&plan.row.features)
             .unwrap_or_else(|_| serde_json::json!({})),
-        is_active: plan.row.is_active != 0,
-        is_default: plan.row.is_default != 0,
+        is_active: plan.row.is_active,
+        is_default: plan.row.is_default,
         created_at: iso(plan.row.created_at),
         updated_at: iso(plan.row.updated_at),
     }
@@ -83,7 +83,7 @@ pub async fn list(
 ) -> Result<Json<Vec<PlanResponse>>, GateError> {
     let active_only = query_flag(&q, "active_only", true)?;
     let main = state.billing.main_quota();
-    let plans = state.store.plans(active_only).await?;
+    let plans = state.store.plans().list(active_only).await?;
     Ok(Json(
         plans.into_iter().map(|p| plan_response(p, main)).collect(),
     ))
@@ -96,7 +96,12 @@ pub async fn one(
     State(state): State<Arc<ApiState>>,
     Path(plan_id): Path<String>,
 ) -> Result<Json<PlanResponse>, GateError> {
-    let plan = state.store.plan(&plan_id).await?.ok_or_else(no_plan)?;
+    let plan = state
+        .store
+        .plans()
+        .by_id(&plan_id)
+        .await?
+        .ok_or_else(no_plan)?;
     Ok(Json(plan_response(plan, state.billing.main_quota())))
 }
 
@@ -139,7 +144,7 @@ fn merge(state: &ApiState, base: PlanInput, req: PlanRequest) -> Result<PlanInpu
         p.description = d;
     }
     if let Some(price) = req.price {
-        p.price_fen = money::json_to_fen("price", &price).map_err(unprocessable)?;
+        p.price_fen = Fen::from_json("price", &price).map_err(unprocessable)?;
     }
     if let Some(c) = req.currency {
         if !matches!(c.as_str(), "CNY" | "USD") {
@@ -187,7 +192,7 @@ fn merge(state: &ApiState, base: PlanInput, req: PlanRequest) -> Result<PlanInpu
     if let Some(d) = req.is_default {
         p.is_default = d;
     }
-    if p.is_default && (p.price_fen != 0 || !p.is_active) {
+    if p.is_default && (!p.price_fen.is_zero() || !p.is_active) {
         return Err(unprocessable("the default plan must be free and active"));
     }
     Ok(p)
@@ -207,7 +212,7 @@ pub async fn create(
     let base = PlanInput {
         name: String::new(),
         description: String::new(),
-        price_fen: 0,
+        price_fen: Fen::ZERO,
         currency: "CNY".into(),
         billing_cycle: "monthly".into(),
         features: "{}".into(),
@@ -216,16 +221,22 @@ pub async fn create(
         quotas: Vec::new(),
     };
     let input = merge(&state, base, req)?;
-    let plan = state.store.create_plan(&input).await.map_err(|e| match e {
-        crate::store::StoreError::Conflict(_) => GateError::new(
-            StatusCode::CONFLICT,
-            "套餐名称已存在: a plan of that name exists",
-        ),
-        e => e.into(),
-    })?;
+    let plan = state
+        .store
+        .plans()
+        .create(&input)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict(_) => GateError::new(
+                StatusCode::CONFLICT,
+                "套餐名称已存在: a plan of that name exists",
+            ),
+            e => e.into(),
+        })?;
     state
         .store
-        .audit(
+        .audit_trail()
+        .record(
             Some(&admin.user_id),
             "plan.create",
             &plan.row.id,
@@ -246,8 +257,8 @@ fn input_of(plan: Plan) -> PlanInput {
         currency: plan.row.currency,
         billing_cycle: plan.row.billing_cycle,
         features: plan.row.features,
-        is_active: plan.row.is_active != 0,
-        is_default: plan.row.is_default != 0,
+        is_active: plan.row.is_active,
+        is_default: plan.row.is_default,
         quotas: plan.quotas,
     }
 }
@@ -263,20 +274,27 @@ pub async fn update(
     Path(plan_id): Path<String>,
     JsonBody(req): JsonBody<PlanRequest>,
 ) -> Result<Json<PlanResponse>, GateError> {
-    let plan = state.store.plan(&plan_id).await?.ok_or_else(no_plan)?;
-    let was_default = plan.row.is_default != 0;
+    let plan = state
+        .store
+        .plans()
+        .by_id(&plan_id)
+        .await?
+        .ok_or_else(no_plan)?;
+    let was_default = plan.row.is_default;
     let input = merge(&state, input_of(plan), req)?;
     if was_default && !input.is_default {
         return Err(unprocessable("make another plan the default first"));
     }
     let plan = state
         .store
-        .update_plan(&plan_id, &input)
+        .plans()
+        .update(&plan_id, &input)
         .await?
         .ok_or_else(no_plan)?;
     state
         .store
-        .audit(
+        .audit_trail()
+        .record(
             Some(&admin.user_id),
             "plan.update",
             &plan_id,
@@ -296,24 +314,31 @@ pub async fn deactivate(
     Superuser(admin): Superuser,
     Path(plan_id): Path<String>,
 ) -> Result<Json<PlanResponse>, GateError> {
-    let plan = state.store.plan(&plan_id).await?.ok_or_else(no_plan)?;
+    let plan = state
+        .store
+        .plans()
+        .by_id(&plan_id)
+        .await?
+        .ok_or_else(no_plan)?;
     state
         .store
-        .audit(
+        .audit_trail()
+        .record(
             Some(&admin.user_id),
             "plan.deactivate",
             &plan_id,
             serde_json::json!({}),
         )
         .await?;
-    if plan.row.is_default != 0 {
+    if plan.row.is_default {
         return Err(unprocessable("the default plan cannot be deactivated"));
     }
     let mut input = input_of(plan);
     input.is_active = false;
     let plan = state
         .store
-        .update_plan(&plan_id, &input)
+        .plans()
+        .update(&plan_id, &input)
         .await?
         .ok_or_else(no_plan)?;
     Ok(Json(plan_response(plan, state.billing.main_quota())))

@@ -11,11 +11,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use utoipa::ToSchema;
 
-use super::extract::{CurrentUser, Superuser};
+use super::extract::{CurrentUser, Superuser, UserPath};
 use super::time::iso;
 use super::{ApiState, both, query_int, query_opt};
 use crate::auth::Principal;
 use crate::error::{ErrorBody, GateError};
+use crate::formats::ids::UserId;
 use crate::store::{UsageQuery, now_ms};
 
 pub fn routes() -> Router<Arc<ApiState>> {
@@ -54,10 +55,10 @@ pub struct UserQuotas {
 
 /// The user's balances in the order the quota types are declared.
 pub async fn quota_entries(state: &ApiState, user_id: &str) -> Result<Vec<QuotaEntry>, GateError> {
-    let balances = state.store.balances_of(user_id).await?;
+    let balances = state.store.ledger().balances_of(user_id).await?;
     let mut out = Vec::new();
     for q in state.billing.quota_types() {
-        let Some(b) = balances.iter().find(|b| b.quota_type == q.key) else {
+        let Some(b) = balances.iter().find(|b| q.key == b.quota_type.as_str()) else {
             continue;
         };
         let usage_percent = if b.limit_amount > 0 {
@@ -66,7 +67,7 @@ pub async fn quota_entries(state: &ApiState, user_id: &str) -> Result<Vec<QuotaE
             0.0
         };
         out.push(QuotaEntry {
-            type_key: q.key.clone(),
+            type_key: q.key.to_string(),
             name: q.name.clone(),
             unit: q.unit.clone(),
             limit: b.limit_amount,
@@ -80,7 +81,7 @@ pub async fn quota_entries(state: &ApiState, user_id: &str) -> Result<Vec<QuotaE
     Ok(out)
 }
 
-async fn user_quotas(state: &ApiState, user_id: &str) -> Result<UserQuotas, GateError> {
+async fn user_quotas(state: &ApiState, user_id: &UserId) -> Result<UserQuotas, GateError> {
     state.billing.ensure_current(user_id).await?;
     let quotas = quota_entries(state, user_id).await?;
     if quotas.is_empty() {
@@ -122,10 +123,10 @@ fn own_or_superuser(p: &Principal, user_id: &str) -> Result<(), GateError> {
 pub async fn of_user(
     State(state): State<Arc<ApiState>>,
     CurrentUser(p): CurrentUser,
-    Path(user_id): Path<String>,
+    UserPath(user_id): UserPath,
 ) -> Result<Json<UserQuotas>, GateError> {
     own_or_superuser(&p, &user_id)?;
-    if state.store.user_by_id(&user_id).await?.is_none() {
+    if state.store.users().by_id(&user_id).await?.is_none() {
         return Err(GateError::not_found("用户不存在: no such user"));
     }
     Ok(Json(user_quotas(&state, &user_id).await?))
@@ -193,7 +194,8 @@ pub async fn usage_logs(
     };
     let rows = state
         .store
-        .usage_logs(&UsageQuery {
+        .ledger()
+        .usage(&UsageQuery {
             user_id,
             quota_type: query_opt(&q, "quota_type"),
             since: parse_date("start_date", query_opt(&q, "start_date"))?,
@@ -251,7 +253,11 @@ pub async fn statistics(
     let days = query_int(&q, "days", 30, 1, 366)?;
     let since = now_ms() - days * 86_400_000;
     let user = (!p.is_superuser).then_some(&*p.user_id);
-    let rows = state.store.usage_since(&quota_type, user, since).await?;
+    let rows = state
+        .store
+        .ledger()
+        .usage_since(&quota_type, user, since)
+        .await?;
     let total_usage: i64 = rows.iter().map(|r| r.1).sum();
     let users: HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     let mut by_day: BTreeMap<String, i64> = BTreeMap::new();
@@ -292,7 +298,7 @@ pub struct ResetResult {
 pub async fn reset(
     State(state): State<Arc<ApiState>>,
     Superuser(admin): Superuser,
-    Path(user_id): Path<String>,
+    UserPath(user_id): UserPath,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<ResetResult>, GateError> {
     let quota_type = query_opt(&q, "quota_type");
@@ -301,18 +307,20 @@ pub async fn reset(
             return Err(GateError::not_found(format!("no quota type `{t}`")));
         }
     }
-    if state.store.user_by_id(&user_id).await?.is_none() {
+    if state.store.users().by_id(&user_id).await?.is_none() {
         return Err(GateError::not_found("用户不存在: no such user"));
     }
     state.billing.ensure_current(&user_id).await?;
     let n = state
         .store
+        .ledger()
         .reset_used(&user_id, quota_type, now_ms())
         .await?;
     tracing::info!(actor = %admin.user_id, user_id = %user_id, quota_type = quota_type.unwrap_or("*"), "quota reset");
     state
         .store
-        .audit(
+        .audit_trail()
+        .record(
             Some(&admin.user_id),
             "quota.reset",
             &user_id,
@@ -321,7 +329,7 @@ pub async fn reset(
         .await?;
     Ok(Json(ResetResult {
         message: "配额已重置".into(),
-        user_id,
+        user_id: user_id.to_string(),
         quotas_reset: n,
         quota_type: quota_type.map(str::to_string),
     }))
@@ -344,43 +352,45 @@ pub struct AdjustResult {
 pub async fn adjust(
     State(state): State<Arc<ApiState>>,
     Superuser(admin): Superuser,
-    Path(user_id): Path<String>,
+    UserPath(user_id): UserPath,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<AdjustResult>, GateError> {
     let unprocessable = |m: String| GateError::new(StatusCode::UNPROCESSABLE_ENTITY, m);
-    let quota_type = query_opt(&q, "quota_type")
+    let named = query_opt(&q, "quota_type")
         .ok_or_else(|| unprocessable("quota_type is required".into()))?;
-    if !state.billing.knows_quota(quota_type) {
-        return Err(GateError::not_found(format!(
-            "no quota type `{quota_type}`"
-        )));
-    }
+    let quota_type = state
+        .billing
+        .quota(named)
+        .ok_or_else(|| GateError::not_found(format!("no quota type `{named}`")))?;
     let new_limit = query_int(&q, "new_limit", i64::MIN, -1, i64::MAX / 2)?;
     if new_limit == i64::MIN {
         return Err(unprocessable("new_limit is required".into()));
     }
-    if state.store.user_by_id(&user_id).await?.is_none() {
+    if state.store.users().by_id(&user_id).await?.is_none() {
         return Err(GateError::not_found("用户不存在: no such user"));
     }
     state.billing.ensure_current(&user_id).await?;
     let Some(b) = state
         .store
-        .set_limit(&user_id, quota_type, new_limit, now_ms())
+        .ledger()
+        .set_limit(&user_id, &quota_type, new_limit, now_ms())
         .await?
     else {
         let used = state
             .store
-            .balance(&user_id, quota_type)
+            .ledger()
+            .balance(&user_id, &quota_type)
             .await?
             .map_or(0, |b| b.used_amount);
         return Err(unprocessable(format!(
             "new_limit {new_limit} is below the {used} already used this period; reset the usage first"
         )));
     };
-    tracing::info!(actor = %admin.user_id, user_id = %user_id, quota_type, new_limit, "quota limit adjusted");
+    tracing::info!(actor = %admin.user_id, user_id = %user_id, quota_type = %quota_type, new_limit, "quota limit adjusted");
     state
         .store
-        .audit(
+        .audit_trail()
+        .record(
             Some(&admin.user_id),
             "quota.adjust",
             &user_id,
@@ -389,7 +399,7 @@ pub async fn adjust(
         .await?;
     Ok(Json(AdjustResult {
         message: "配额已调整".into(),
-        user_id,
+        user_id: user_id.to_string(),
         quota_type: quota_type.to_string(),
         new_limit,
         current_usage: b.used_amount,

@@ -20,9 +20,9 @@ pub struct UserResponse {
 impl From<UserRow> for UserResponse {
     fn from(u: UserRow) -> Self {
         UserResponse {
-            is_active: u.active(),
-            is_superuser: u.superuser(),
-            id: u.id,
+            is_active: u.is_active,
+            is_superuser: u.is_superuser,
+            id: u.id.to_string(),
             email: u.email,
             username: u.username,
             created_at: iso(u.created_at),
@@ -46,7 +46,7 @@ pub struct ApiKeyResponse {
 impl From<ApiKeyRow> for ApiKeyResponse {
     fn from(k: ApiKeyRow) -> Self {
         ApiKeyResponse {
-            is_active: k.is_active != 0,
+            is_active: k.is_active,
             id: k.id,
             key_prefix: k.key_prefix,
             name: k.name,

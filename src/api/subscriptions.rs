@@ -14,8 +14,7 @@ use super::quotas::{QuotaEntry, quota_entries};
 use super::time::{iso, iso_opt};
 use super::{ApiState, both};
 use crate::error::{ErrorBody, GateError};
-use crate::formats::money;
-use crate::store::SubscriptionRow;
+use crate::store::{SubscriptionRow, SubscriptionStatus};
 
 pub fn routes() -> Router<Arc<ApiState>> {
     let mut r = Router::new();
@@ -70,10 +69,17 @@ async fn next_of(
     user_id: &str,
     running: Option<&SubscriptionRow>,
 ) -> Result<Option<Next>, GateError> {
-    if let Some(s) = state.store.scheduled_subscriptions(user_id).await?.first() {
+    if let Some(s) = state
+        .store
+        .subscriptions()
+        .scheduled(user_id)
+        .await?
+        .first()
+    {
         let plan_name = state
             .store
-            .plan(&s.plan_id)
+            .plans()
+            .by_id(&s.plan_id)
             .await?
             .map_or_else(|| s.plan_id.clone(), |p| p.row.name);
         return Ok(Some(Next {
@@ -83,11 +89,13 @@ async fn next_of(
         }));
     }
     match running {
-        Some(r) if r.status == "cancelled" => Ok(state.store.default_plan().await?.map(|p| Next {
-            plan_id: p.row.id,
-            plan_name: p.row.name,
-            at: r.current_period_end.unwrap_or(0),
-        })),
+        Some(r) if r.status == SubscriptionStatus::Cancelled => {
+            Ok(state.store.plans().default().await?.map(|p| Next {
+                plan_id: p.row.id,
+                plan_name: p.row.name,
+                at: r.current_period_end.unwrap_or(0),
+            }))
+        }
         _ => Ok(None),
     }
 }
@@ -97,24 +105,30 @@ async fn response(
     s: SubscriptionRow,
     next: Option<&Next>,
 ) -> Result<SubscriptionResponse, GateError> {
-    let plan_name = state.store.plan(&s.plan_id).await?.map(|p| p.row.name);
+    let plan_name = state
+        .store
+        .plans()
+        .by_id(&s.plan_id)
+        .await?
+        .map(|p| p.row.name);
     let running = matches!(s.status.as_str(), "active" | "cancelled");
     let next = next.filter(|_| running);
     // A paid renewal that was queued (same plan) continues the plan; anything else ends it.
-    let cancel_at_period_end =
-        running && (s.status == "cancelled" || next.is_some_and(|n| n.plan_id != s.plan_id));
+    let cancel_at_period_end = running
+        && (s.status == SubscriptionStatus::Cancelled
+            || next.is_some_and(|n| n.plan_id != s.plan_id));
     Ok(SubscriptionResponse {
         id: s.id,
-        user_id: s.user_id,
+        user_id: s.user_id.to_string(),
         plan_id: s.plan_id,
         plan_name,
         cancel_at_period_end,
-        status: s.status,
+        status: s.status.as_str().into(),
         current_period_start: iso_opt(s.current_period_start),
         current_period_end: iso_opt(s.current_period_end),
         start_date: iso_opt(s.current_period_start),
         end_date: iso_opt(s.current_period_end),
-        auto_renew: s.auto_renew != 0,
+        auto_renew: s.auto_renew,
         scheduled_plan_id: next.map(|n| n.plan_id.clone()),
         scheduled_plan_name: next.map(|n| n.plan_name.clone()),
         scheduled_change_at: next.map(|n| iso(n.at)),
@@ -131,10 +145,10 @@ pub async fn list(
     CurrentUser(p): CurrentUser,
 ) -> Result<Json<Vec<SubscriptionResponse>>, GateError> {
     state.billing.ensure_current(&p.user_id).await?;
-    let running = state.store.current_subscription(&p.user_id).await?;
+    let running = state.store.subscriptions().current(&p.user_id).await?;
     let next = next_of(&state, &p.user_id, running.as_ref()).await?;
     let mut out = Vec::new();
-    for s in state.store.subscriptions_of(&p.user_id).await? {
+    for s in state.store.subscriptions().of_user(&p.user_id).await? {
         out.push(response(&state, s, next.as_ref()).await?);
     }
     Ok(Json(out))
@@ -150,7 +164,8 @@ pub async fn current(
     state.billing.ensure_current(&p.user_id).await?;
     let s = state
         .store
-        .current_subscription(&p.user_id)
+        .subscriptions()
+        .current(&p.user_id)
         .await?
         .ok_or_else(|| GateError::not_found("您还没有订阅: no subscription"))?;
     let next = next_of(&state, &p.user_id, Some(&s)).await?;
@@ -183,7 +198,7 @@ pub async fn quota(
     CurrentUser(p): CurrentUser,
 ) -> Result<Json<SubscriptionQuota>, GateError> {
     state.billing.ensure_current(&p.user_id).await?;
-    let sub = state.store.current_subscription(&p.user_id).await?;
+    let sub = state.store.subscriptions().current(&p.user_id).await?;
     let quotas = quota_entries(&state, &p.user_id).await?;
     let main = state
         .billing
@@ -193,7 +208,7 @@ pub async fn quota(
         has_subscription: sub.is_some(),
         subscription_id: sub.as_ref().map(|s| s.id.clone()),
         plan_id: sub.as_ref().map(|s| s.plan_id.clone()),
-        status: sub.as_ref().map(|s| s.status.clone()),
+        status: sub.as_ref().map(|s| s.status.as_str().into()),
         quota_type: main.map(|m| m.type_key.clone()),
         quota_used: main.map_or(0, |m| m.used),
         quota_limit: main.map_or(0, |m| m.limit),
@@ -219,10 +234,11 @@ pub async fn cancel(
 ) -> Result<Json<CancelResponse>, GateError> {
     let s = state
         .store
-        .current_subscription(&p.user_id)
+        .subscriptions()
+        .current(&p.user_id)
         .await?
         .ok_or_else(|| GateError::not_found("您还没有订阅: no subscription"))?;
-    state.store.cancel_subscription(&s.id).await?;
+    state.store.subscriptions().cancel(&s.id).await?;
     let until = iso_opt(s.current_period_end).unwrap_or_default();
     Ok(Json(CancelResponse {
         message: format!("订阅已取消: it stays in force until {until}"),
@@ -292,11 +308,12 @@ pub async fn subscribe(
 ) -> Result<Response, GateError> {
     let plan = state
         .store
-        .plan(&req.plan_id)
+        .plans()
+        .by_id(&req.plan_id)
         .await?
         .ok_or_else(|| GateError::not_found("套餐不存在: no such plan"))?;
     state.billing.ensure_current(&p.user_id).await?;
-    if plan.row.price_fen == 0 {
+    if plan.row.price_fen.is_zero() {
         return to_free(&state, &p.user_id, &plan).await;
     }
     let method = req.payment_method.unwrap_or_else(|| {
@@ -326,14 +343,14 @@ pub async fn subscribe(
             subscription_id: order.subscription_id.clone().unwrap_or_default(),
             payment_id: order.id,
             order_no: order.order_no,
-            amount: money::fen_to_string(order.amount_fen),
+            amount: order.amount_fen.to_string(),
             currency: order.currency,
-            status: order.status,
+            status: order.status.as_str().into(),
             payment_url: order.payment_url,
             qr_code: order.qr_code,
             change: order.change_kind,
-            plan_price: money::fen_to_string(order.list_price_fen),
-            credit: money::fen_to_string(order.credit_fen),
+            plan_price: order.list_price_fen.to_string(),
+            credit: order.credit_fen.to_string(),
             starts_at,
         }),
     )
@@ -347,13 +364,14 @@ async fn to_free(
     user_id: &str,
     free: &crate::store::Plan,
 ) -> Result<Response, GateError> {
-    let running = state.store.current_subscription(user_id).await?;
+    let running = state.store.subscriptions().current(user_id).await?;
     let paid = match &running {
         Some(r) if r.plan_id != free.row.id => state
             .store
-            .plan(&r.plan_id)
+            .plans()
+            .by_id(&r.plan_id)
             .await?
-            .is_some_and(|pl| pl.row.price_fen > 0),
+            .is_some_and(|pl| !pl.row.price_fen.is_zero()),
         _ => false,
     };
     let Some(r) = running.filter(|_| paid) else {
@@ -372,7 +390,7 @@ async fn to_free(
             ),
         ));
     }
-    state.store.cancel_subscription(&r.id).await?;
+    state.store.subscriptions().cancel(&r.id).await?;
     let at = r.current_period_end.unwrap_or(0);
     Ok(Json(ScheduledChange {
         message: format!(

@@ -1,6 +1,6 @@
 //! `/users/*`: the signed-in user's profile, and superuser look-ups and deletion.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use http::StatusCode;
@@ -8,7 +8,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
-use super::extract::{CurrentUser, JsonBody, Superuser};
+use super::extract::{CurrentUser, JsonBody, Superuser, UserPath};
 use super::schemas::UserResponse;
 use super::{ApiState, both};
 use crate::auth::ProfileUpdate;
@@ -92,7 +92,7 @@ pub async fn update_me(
 pub async fn get_user(
     State(state): State<Arc<ApiState>>,
     Superuser(_admin): Superuser,
-    Path(user_id): Path<String>,
+    UserPath(user_id): UserPath,
 ) -> Result<Json<UserResponse>, GateError> {
     Ok(Json(state.auth.user(&user_id).await?.into()))
 }
@@ -108,12 +108,13 @@ pub async fn get_user(
 pub async fn delete_user(
     State(state): State<Arc<ApiState>>,
     Superuser(actor): Superuser,
-    Path(user_id): Path<String>,
+    UserPath(user_id): UserPath,
 ) -> Result<StatusCode, GateError> {
     state.auth.delete_user(&actor, &user_id).await?;
     state
         .store
-        .audit(
+        .audit_trail()
+        .record(
             Some(&actor.user_id),
             "user.delete",
             &user_id,

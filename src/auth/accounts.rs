@@ -111,10 +111,10 @@ impl AuthService {
         let email = normalise_email(&new.email)?;
         check_username(&new.username)?;
         check_password(&new.password)?;
-        if self.store.email_taken(&email).await? {
+        if self.store.users().email_taken(&email).await? {
             return Err(email_taken());
         }
-        if self.store.username_taken(&new.username).await? {
+        if self.store.users().username_taken(&new.username).await? {
             return Err(username_taken());
         }
         let require = self.config.auth.require_email_verification;
@@ -124,7 +124,8 @@ impl AuthService {
         }
         let hashed = self.passwords.hash(&new.password).await?;
         self.store
-            .create_user(NewUser {
+            .users()
+            .create(NewUser {
                 email,
                 username: new.username,
                 hashed_password: hashed,
@@ -147,23 +148,24 @@ impl AuthService {
         check_username(username)?;
         check_password(password)?;
         let hashed = self.passwords.hash(password).await?;
-        let existing = match self.store.user_by_login(&email).await? {
+        let existing = match self.store.users().by_login(&email).await? {
             Some(u) => Some(u),
-            None => self.store.user_by_login(username).await?,
+            None => self.store.users().by_login(username).await?,
         };
         if let Some(u) = existing {
             sqlx::query("UPDATE users SET is_superuser = 1, is_active = 1, hashed_password = $2, updated_at = $3 WHERE id = $1")
-                .bind(&u.id)
+                .bind(u.id.as_str())
                 .bind(&hashed)
                 .bind(now_ms())
                 .execute(self.store.pool())
                 .await
                 .map_err(StoreError::from)?;
             self.cache.invalidate_user(&self.store, &u.id).await;
-            return Ok(self.store.user_by_id(&u.id).await?.unwrap_or(u));
+            return Ok(self.store.users().by_id(&u.id).await?.unwrap_or(u));
         }
         self.store
-            .create_user(NewUser {
+            .users()
+            .create(NewUser {
                 email,
                 username: username.to_string(),
                 hashed_password: hashed,
@@ -176,7 +178,8 @@ impl AuthService {
 
     pub async fn user(&self, id: &str) -> Result<UserRow, GateError> {
         self.store
-            .user_by_id(id)
+            .users()
+            .by_id(id)
             .await?
             .ok_or_else(|| GateError::not_found("用户不存在: no such user"))
     }
@@ -191,7 +194,7 @@ impl AuthService {
         if let Some(email) = change.email.as_deref() {
             let email = normalise_email(email)?;
             if email != current.email {
-                if self.store.email_taken(&email).await? {
+                if self.store.users().email_taken(&email).await? {
                     return Err(GateError::new(
                         StatusCode::CONFLICT,
                         "邮箱已被使用: this email is already in use",
@@ -208,7 +211,7 @@ impl AuthService {
             let same_account = crate::store::username_key(&username)
                 == crate::store::username_key(&current.username);
             if username != current.username {
-                if !same_account && self.store.username_taken(&username).await? {
+                if !same_account && self.store.users().username_taken(&username).await? {
                     return Err(username_taken());
                 }
                 update.username = Some(username);
@@ -243,19 +246,20 @@ impl AuthService {
         let email_changed = update.email.is_some();
         let row = self
             .store
-            .update_user(&who.user_id, update)
+            .users()
+            .update(&who.user_id, update)
             .await
             .map_err(conflict)?
             .ok_or_else(|| GateError::not_found("用户不存在: no such user"))?;
         if email_changed && !self.config.auth.require_email_verification {
             sqlx::query("UPDATE users SET email_verified = 0 WHERE id = $1")
-                .bind(&row.id)
+                .bind(row.id.as_str())
                 .execute(self.store.pool())
                 .await
                 .map_err(StoreError::from)?;
         }
         if password_changed {
-            self.store.revoke_refresh_tokens_of(&row.id).await?;
+            self.store.refresh_tokens().revoke_all_of(&row.id).await?;
         }
         self.cache.invalidate_user(&self.store, &row.id).await;
         Ok(row)
@@ -265,7 +269,8 @@ impl AuthService {
     pub async fn set_active(&self, id: &str, active: bool) -> Result<UserRow, GateError> {
         let row = self
             .store
-            .update_user(
+            .users()
+            .update(
                 id,
                 UserUpdate {
                     is_active: Some(active),
@@ -275,7 +280,7 @@ impl AuthService {
             .await?
             .ok_or_else(|| GateError::not_found("用户不存在: no such user"))?;
         if !active {
-            self.store.revoke_refresh_tokens_of(id).await?;
+            self.store.refresh_tokens().revoke_all_of(id).await?;
         }
         self.cache.invalidate_user(&self.store, id).await;
         Ok(row)
@@ -287,8 +292,8 @@ impl AuthService {
                 "不能删除自己的账号: you cannot delete your own account",
             ));
         }
-        let hashes = self.store.api_key_hashes_of(id).await?;
-        if !self.store.delete_user(id).await? {
+        let hashes = self.store.keys().hashes_of(id).await?;
+        if !self.store.users().delete(id).await? {
             return Err(GateError::not_found("用户不存在: no such user"));
         }
         self.cache.invalidate_user(&self.store, id).await;
@@ -320,8 +325,9 @@ impl AuthService {
         let hash = self.hasher.hash("api-key", &key);
         let row = self
             .store
-            .create_api_key(NewApiKey {
-                user_id: who.user_id.to_string(),
+            .keys()
+            .create(NewApiKey {
+                user_id: who.user_id.clone(),
                 key_prefix: keys::display_prefix(&key),
                 key_hash: hash.clone(),
                 name: name.to_string(),
@@ -336,7 +342,8 @@ impl AuthService {
     pub async fn delete_api_key(&self, who: &Principal, id: &str) -> Result<(), GateError> {
         let row = self
             .store
-            .delete_api_key(&who.user_id, id)
+            .keys()
+            .delete(&who.user_id, id)
             .await?
             .ok_or_else(|| GateError::not_found("API 密钥不存在: no such API key"))?;
         self.cache.invalidate_key(&self.store, &row.key_hash).await;
@@ -350,7 +357,8 @@ impl AuthService {
     ) -> Result<ApiKeyRow, GateError> {
         let row = self
             .store
-            .deactivate_api_key(&who.user_id, id)
+            .keys()
+            .deactivate(&who.user_id, id)
             .await?
             .ok_or_else(|| GateError::not_found("API 密钥不存在: no such API key"))?;
         self.cache.invalidate_key(&self.store, &row.key_hash).await;

@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::formats::ids::UserId;
 use crate::store::{Backend, Store, StoreError};
 
 /// What authorization needs to know about a user.
 #[derive(Debug, Clone)]
 pub struct UserState {
-    pub id: Arc<str>,
+    pub id: UserId,
     pub email: Arc<str>,
     pub active: bool,
     pub superuser: bool,
@@ -29,7 +30,7 @@ pub struct UserState {
 #[derive(Debug, Clone)]
 pub struct KeyState {
     pub id: Arc<str>,
-    pub user_id: Arc<str>,
+    pub user_id: UserId,
     pub active: bool,
     pub expires_at: Option<i64>,
 }
@@ -100,7 +101,7 @@ impl AuthCache {
         id: &str,
     ) -> Result<Option<Arc<UserState>>, StoreError> {
         if !self.live() {
-            let lookup = async { Ok(store.user_by_id(id).await?.map(user_state)) };
+            let lookup = async { Ok(store.users().by_id(id).await?.map(user_state)) };
             return through_gap(store, &self.last_users, id, lookup).await;
         }
         // The hot path: a hit costs one lookup and no allocation.
@@ -114,7 +115,7 @@ impl AuthCache {
         // Boxed: a miss is rare, and its future would otherwise make every request's larger.
         let last = self.last_users.clone();
         let loaded = Box::pin(self.users.try_get_with(key.clone(), async move {
-            let state = store.user_by_id(&key).await?.map(user_state);
+            let state = store.users().by_id(&key).await?.map(user_state);
             last.insert(key, state.clone()).await;
             Ok::<_, StoreError>(state)
         }))
@@ -133,7 +134,7 @@ impl AuthCache {
         hash: &str,
     ) -> Result<Option<Arc<KeyState>>, StoreError> {
         if !self.live() {
-            let lookup = async { Ok(store.api_key_by_hash(hash).await?.map(key_state)) };
+            let lookup = async { Ok(store.keys().by_hash(hash).await?.map(key_state)) };
             return through_gap(store, &self.last_keys, hash, lookup).await;
         }
         if let Some(hit) = self.keys.get(hash).await {
@@ -145,7 +146,7 @@ impl AuthCache {
         let key = hash.to_string();
         let last = self.last_keys.clone();
         let loaded = Box::pin(self.keys.try_get_with(key.clone(), async move {
-            let state = store.api_key_by_hash(&key).await?.map(key_state);
+            let state = store.keys().by_hash(&key).await?.map(key_state);
             last.insert(key, state.clone()).await;
             Ok::<_, StoreError>(state)
         }))
@@ -315,19 +316,19 @@ fn stale<T>(last: Option<T>, e: StoreError) -> Result<T, StoreError> {
 
 fn user_state(u: crate::store::UserRow) -> Arc<UserState> {
     Arc::new(UserState {
-        active: u.active(),
-        superuser: u.superuser(),
+        active: u.is_active,
+        superuser: u.is_superuser,
         identity: super::Identity::new(&u.id, Some(&u.email)),
-        id: u.id.into(),
+        id: u.id,
         email: u.email.into(),
     })
 }
 
 fn key_state(k: crate::store::ApiKeyRow) -> Arc<KeyState> {
     Arc::new(KeyState {
-        active: k.is_active != 0,
+        active: k.is_active,
         id: k.id.into(),
-        user_id: k.user_id.into(),
+        user_id: k.user_id,
         expires_at: k.expires_at,
     })
 }

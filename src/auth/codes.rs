@@ -27,13 +27,13 @@ impl AuthService {
 
     /// Sends a new code to `email` (already normalised).
     pub async fn send_code(&self, email: &str) -> Result<(), GateError> {
-        if self.store.email_taken(email).await? {
+        if self.store.users().email_taken(email).await? {
             return Err(GateError::new(
                 StatusCode::CONFLICT,
                 "该邮箱已被注册: this email is already registered",
             ));
         }
-        if let Some(prev) = self.store.get_code(email, PURPOSE).await? {
+        if let Some(prev) = self.store.codes().get(email, PURPOSE).await? {
             let wait = prev.created_at + RESEND_INTERVAL_MS - now_ms();
             if wait > 0 {
                 let secs = (wait / 1000).max(1) as u64;
@@ -47,7 +47,8 @@ impl AuthService {
         let code = super::random::digits(6);
         let ttl = self.config.auth.code_ttl;
         self.store
-            .put_code(
+            .codes()
+            .put(
                 email,
                 PURPOSE,
                 &self.code_hash(email, &code),
@@ -66,12 +67,14 @@ impl AuthService {
         let max = self.config.auth.code_attempts as i64;
         let Some(row) = self
             .store
-            .take_code_attempt(email, PURPOSE, max, now_ms())
+            .codes()
+            .take_attempt(email, PURPOSE, max, now_ms())
             .await?
         else {
             let live = self
                 .store
-                .get_code(email, PURPOSE)
+                .codes()
+                .get(email, PURPOSE)
                 .await?
                 .filter(|r| r.expires_at > now_ms());
             return Err(match live {
@@ -85,7 +88,7 @@ impl AuthService {
         if row.code_hash != self.code_hash(email, code) {
             return Err(invalid_code());
         }
-        self.store.mark_code_verified(email, PURPOSE).await?;
+        self.store.codes().mark_verified(email, PURPOSE).await?;
         Ok(())
     }
 
@@ -97,7 +100,8 @@ impl AuthService {
     ) -> Result<(), GateError> {
         let verified = self
             .store
-            .get_code(email, PURPOSE)
+            .codes()
+            .get(email, PURPOSE)
             .await?
             .is_some_and(|r| r.verified_at.is_some() && r.expires_at > now_ms());
         if !verified {
@@ -116,7 +120,7 @@ impl AuthService {
                 }
             }
         }
-        self.store.delete_code(email, PURPOSE).await?;
+        self.store.codes().delete(email, PURPOSE).await?;
         Ok(())
     }
 }

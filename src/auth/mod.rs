@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::GateError;
+use crate::formats::ids::UserId;
 use crate::store::Store;
 use cache::AuthCache;
 use credentials::Credential;
@@ -43,7 +44,7 @@ pub use sessions::TokenPair;
 /// is made of shared parts: cloning it allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub user_id: Arc<str>,
+    pub user_id: UserId,
     pub email: Option<Arc<str>>,
     pub is_superuser: bool,
     /// The account as the backend is told it, made once per cache entry.
@@ -79,7 +80,7 @@ pub struct AuthService {
     throttle: Throttle,
     mailer: mail::Mailer,
     /// Access tokens that verified before (subject, exp), until their expiry.
-    verified_tokens: verified::Remembered<(Arc<str>, i64)>,
+    verified_tokens: verified::Remembered<(UserId, i64)>,
     /// API keys seen before and their keyed hashes (the key's state is still looked up).
     key_hashes: verified::Remembered<Arc<str>>,
     /// Keys used since the last flush: id -> time (ms). Written to the store in batches.
@@ -183,7 +184,7 @@ impl AuthService {
         self.principal(&user_id).await.map(Some)
     }
 
-    fn verify_access(&self, token: &str) -> Result<Arc<str>, GateError> {
+    fn verify_access(&self, token: &str) -> Result<UserId, GateError> {
         // Valid while `exp` is, with the leeway the full verification allows.
         let now = tokens::now_secs();
         if let Some((sub, _)) = self
@@ -194,7 +195,7 @@ impl AuthService {
         }
         match self.signer.verify(token, Kind::Access) {
             Ok(c) => {
-                let sub: Arc<str> = c.sub.into();
+                let sub = UserId::from(Arc::<str>::from(c.sub));
                 self.verified_tokens.insert(token, (sub.clone(), c.exp));
                 Ok(sub)
             }
@@ -210,7 +211,7 @@ impl AuthService {
         }
     }
 
-    async fn verify_key(&self, key: &str) -> Result<Arc<str>, GateError> {
+    async fn verify_key(&self, key: &str) -> Result<UserId, GateError> {
         if !keys::looks_like_key(key) {
             return Err(GateError::unauthorized("invalid API key"));
         }
@@ -302,7 +303,7 @@ impl AuthService {
         if uses.is_empty() {
             return;
         }
-        if let Err(e) = self.store.touch_api_keys(&uses).await {
+        if let Err(e) = self.store.keys().touch(&uses).await {
             tracing::warn!(error = %e, "could not record API key use");
         }
     }

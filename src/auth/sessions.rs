@@ -34,11 +34,11 @@ impl AuthService {
         ip: Option<IpAddr>,
     ) -> Result<TokenPair, GateError> {
         let login = login.trim();
-        let user = self.store.user_by_login(login).await?;
+        let user = self.store.users().by_login(login).await?;
         // The account whatever login names it; a login no account has is counted as typed.
         let account = user
             .as_ref()
-            .map_or_else(|| login.to_lowercase(), |u| u.id.clone());
+            .map_or_else(|| login.to_lowercase(), |u| u.id.to_string());
         let attempt = self.throttle.attempt(&self.store, &account, ip).await?;
         let ok = self
             .passwords
@@ -47,7 +47,7 @@ impl AuthService {
         // A disabled account answers as a wrong password does: the answer must not tell a
         // guesser that the password was right.
         let user = match (ok, user) {
-            (true, Some(u)) if u.active() => u,
+            (true, Some(u)) if u.is_active => u,
             _ => {
                 return Err(GateError::unauthorized(
                     "用户名或密码错误: wrong username/email or password",
@@ -55,7 +55,7 @@ impl AuthService {
             }
         };
         self.throttle.succeeded(&self.store, attempt).await?;
-        if self.config.auth.require_email_verification && user.email_verified == 0 {
+        if self.config.auth.require_email_verification && !user.email_verified {
             return Err(GateError::forbidden("邮箱未验证: verify your email first"));
         }
         let family = uuid::Uuid::new_v4().to_string();
@@ -83,7 +83,8 @@ impl AuthService {
             .issue(user_id, Kind::Refresh, &jti, a.refresh_ttl, None);
         let hash = self.hasher.hash("refresh", &refresh);
         self.store
-            .insert_refresh_token(&jti, user_id, family, &hash, exp * 1000)
+            .refresh_tokens()
+            .insert(&jti, user_id, family, &hash, exp * 1000)
             .await?;
         Ok(TokenPair {
             access_token: access,
@@ -101,7 +102,8 @@ impl AuthService {
         let successor = uuid::Uuid::new_v4().to_string();
         let (family, jti) = match self
             .store
-            .rotate_refresh_token(&claims.jti, &hash, &successor)
+            .refresh_tokens()
+            .rotate(&claims.jti, &hash, &successor)
             .await?
         {
             // The new refresh token's id is the one the rotated row names as its successor.
@@ -118,17 +120,26 @@ impl AuthService {
                 // The grace is for concurrent refreshes of the newest token; a token whose
                 // successor has itself been used is an old copy, in the window or not.
                 let successor_used = match &row.replaced_by {
-                    Some(next) => self.store.refresh_token_rotated(next).await?,
+                    Some(next) => self.store.refresh_tokens().rotated(next).await?,
                     None => false,
                 };
                 if !within_grace || successor_used {
-                    let n = self.store.revoke_refresh_family(&row.family_id).await?;
+                    let n = self
+                        .store
+                        .refresh_tokens()
+                        .revoke_family(&row.family_id)
+                        .await?;
                     tracing::warn!(user_id = %row.user_id, revoked = n, "refresh token reused: session family revoked");
                     return Err(GateError::unauthorized(
                         "无效的刷新令牌: this refresh token was already used; the session has been signed out",
                     ));
                 }
-                if self.store.refresh_family_revoked(&row.family_id).await? {
+                if self
+                    .store
+                    .refresh_tokens()
+                    .family_revoked(&row.family_id)
+                    .await?
+                {
                     return Err(GateError::unauthorized(
                         "无效的刷新令牌: this session was signed out",
                     ));
@@ -136,8 +147,8 @@ impl AuthService {
                 (row.family_id, uuid::Uuid::new_v4().to_string())
             }
         };
-        let user = self.store.user_by_id(&claims.sub).await?;
-        let Some(user) = user.filter(|u| u.active()) else {
+        let user = self.store.users().by_id(&claims.sub).await?;
+        let Some(user) = user.filter(|u| u.is_active) else {
             return Err(GateError::unauthorized(
                 "用户不存在或已被禁用: the account is gone or disabled",
             ));
@@ -160,16 +171,23 @@ impl AuthService {
             let hash = self.hasher.hash("refresh", token);
             if let Rotation::NotRotated(Some(row)) | Rotation::Rotated(row) = self
                 .store
-                .rotate_refresh_token(&claims.jti, &hash, "logout")
+                .refresh_tokens()
+                .rotate(&claims.jti, &hash, "logout")
                 .await?
             {
-                self.store.revoke_refresh_family(&row.family_id).await?;
+                self.store
+                    .refresh_tokens()
+                    .revoke_family(&row.family_id)
+                    .await?;
             }
             return Ok(());
         }
         match principal {
             Some(p) => {
-                self.store.revoke_refresh_tokens_of(&p.user_id).await?;
+                self.store
+                    .refresh_tokens()
+                    .revoke_all_of(&p.user_id)
+                    .await?;
                 Ok(())
             }
             None => Err(GateError::unauthorized(

@@ -74,7 +74,7 @@ impl Throttle {
             limits.push(limit(format!("login:p:{account}:{ip}"), self.pair));
             limits.push(limit(format!("login:i:{ip}"), self.address));
         }
-        match store.take_attempt(&limits, now_ms()).await? {
+        match store.throttles().take_attempt(&limits, now_ms()).await? {
             None => Ok(Attempt { limits }),
             Some(wait_ms) => Err(too_many(wait_ms)),
         }
@@ -89,7 +89,8 @@ impl Throttle {
             .map(|l| l.key.as_str())
             .collect();
         store
-            .give_back_attempt(&attempt.limits, &pair, now_ms())
+            .throttles()
+            .give_back(&attempt.limits, &pair, now_ms())
             .await
     }
 }

@@ -16,6 +16,7 @@
 //! (Stripe's proration, without a stored balance: a credit can only lower a price).
 
 use super::periods::{cycle_at, extend_by_cycle, months_of, period_end};
+use crate::formats::money::Fen;
 use crate::store::{PaidContext, PaymentRow, PeriodEffect, Plan, SubscriptionRow};
 
 /// The kinds of change an order makes, as stored on it and shown to clients.
@@ -51,7 +52,7 @@ impl ChangeKind {
 /// The running subscription a quote is made against, with what the store knows of its plan.
 pub struct Running<'a> {
     pub sub: &'a SubscriptionRow,
-    pub plan_price_fen: i64,
+    pub plan_price_fen: Fen,
     pub plan_cycle: &'a str,
 }
 
@@ -60,11 +61,11 @@ pub struct Running<'a> {
 pub struct Quote {
     pub kind: ChangeKind,
     /// The plan's price for one cycle.
-    pub list_price_fen: i64,
+    pub list_price_fen: Fen,
     /// The unused part of the running period (upgrades only), rounded up: in the payer's favour.
-    pub credit_fen: i64,
+    pub credit_fen: Fen,
     /// What the payer pays: `list_price_fen - credit_fen`.
-    pub amount_fen: i64,
+    pub amount_fen: Fen,
     /// The running subscription and its end, when the quote depends on them.
     pub from: Option<(String, i64)>,
     /// When the paid plan takes effect (or, for a renewal, when the added cycle begins).
@@ -87,7 +88,7 @@ pub fn quote(
     let new = Quote {
         kind: ChangeKind::New,
         list_price_fen: price,
-        credit_fen: 0,
+        credit_fen: Fen::ZERO,
         amount_fen: price,
         from: None,
         starts_at: now,
@@ -113,7 +114,7 @@ pub fn quote(
         return Ok(new);
     }
     let same = sub.plan_id == target.row.id;
-    if !same && plan_price_fen == 0 {
+    if !same && plan_price_fen.is_zero() {
         return Ok(new);
     }
     let from = Some((sub.id.clone(), end));
@@ -127,8 +128,9 @@ pub fn quote(
     }
     // Dearer or cheaper by the month: a yearly plan is not "dearer" than a monthly one for
     // costing more at once.
-    let target_monthly = price as i128 * months_of(plan_cycle) as i128;
-    let running_monthly = plan_price_fen as i128 * months_of(&target.row.billing_cycle) as i128;
+    let target_monthly = price.get() as i128 * months_of(plan_cycle) as i128;
+    let running_monthly =
+        plan_price_fen.get() as i128 * months_of(&target.row.billing_cycle) as i128;
     if target_monthly <= running_monthly {
         if end > period_end(now, &target.row.billing_cycle) {
             return Err(Refused(format!(
@@ -147,8 +149,7 @@ pub fn quote(
     if credit >= price {
         return Err(Refused(format!(
             "the unused part of your current plan ({} yuan) is worth more than {} costs; choose it when the current period ends",
-            crate::formats::money::fen_to_string(credit),
-            target.row.name
+            credit, target.row.name
         )));
     }
     Ok(Quote {
@@ -167,12 +168,12 @@ fn date(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The unused share of `value_fen` paid for [`start`, `end`) at `now`, rounded up.
-pub fn credit_fen(value_fen: i64, start: i64, end: i64, now: i64) -> i64 {
+/// The unused share of `value` paid for [`start`, `end`) at `now`, rounded up.
+pub fn credit_fen(value: Fen, start: i64, end: i64, now: i64) -> Fen {
     let total = (end - start).max(1) as i128;
     let unused = (end - now).clamp(0, end - start) as i128;
-    let v = value_fen.max(0) as i128;
-    ((v * unused + total - 1) / total) as i64
+    let v = value.get().max(0) as i128;
+    Fen::new(((v * unused + total - 1) / total) as i64)
 }
 
 fn span(sub: &SubscriptionRow) -> (i64, i64) {
@@ -182,13 +183,13 @@ fn span(sub: &SubscriptionRow) -> (i64, i64) {
 
 /// What a verified payment of `order` does, decided inside the store's transaction against the
 /// subscriptions as they are then. Returns the effect and the list value it adds.
-pub fn on_paid(ctx: &PaidContext<'_>, cycle: &str) -> (PeriodEffect, i64) {
+pub fn on_paid(ctx: &PaidContext<'_>, cycle: &str) -> (PeriodEffect, Fen) {
     let order: &PaymentRow = ctx.order;
     let now = ctx.now;
     let running = ctx
         .running
         .filter(|r| r.current_period_end.unwrap_or(0) > now);
-    let paid_running = running.filter(|_| ctx.running_plan_price_fen > 0);
+    let paid_running = running.filter(|_| !ctx.running_plan_price_fen.is_zero());
     let as_quoted = running.is_some_and(|r| {
         order.from_subscription_id.as_deref() == Some(r.id.as_str())
             && order.from_period_end == r.current_period_end
@@ -260,7 +261,8 @@ fn start_now(now: i64, end: i64, cycle: &str) -> PeriodEffect {
 }
 
 /// The length of the share of one cycle from `start` that `amount` of `list_price` buys.
-fn prorated_len(start: i64, cycle: &str, amount_fen: i64, list_price_fen: i64) -> i64 {
+fn prorated_len(start: i64, cycle: &str, amount: Fen, list_price: Fen) -> i64 {
+    let (amount_fen, list_price_fen) = (amount.get(), list_price.get());
     let whole = (period_end(start, cycle) - start) as i128;
     if list_price_fen <= 0 || amount_fen >= list_price_fen {
         return whole as i64;
@@ -281,12 +283,12 @@ mod tests {
                 id: id.into(),
                 name: id.into(),
                 description: String::new(),
-                price_fen,
+                price_fen: Fen::new(price_fen),
                 currency: "CNY".into(),
                 billing_cycle: cycle.into(),
                 features: "{}".into(),
-                is_active: 1,
-                is_default: 0,
+                is_active: true,
+                is_default: false,
                 created_at: 0,
                 updated_at: 0,
             },
@@ -297,15 +299,15 @@ mod tests {
     fn sub(plan_id: &str, start: i64, end: i64, paid: i64) -> SubscriptionRow {
         SubscriptionRow {
             id: format!("sub-{plan_id}"),
-            user_id: "u".into(),
+            user_id: crate::formats::ids::UserId::mint(),
             plan_id: plan_id.into(),
-            status: "active".into(),
+            status: crate::store::SubscriptionStatus::Active,
             current_period_start: Some(start),
             current_period_end: Some(end),
-            auto_renew: 1,
+            auto_renew: true,
             created_at: start,
             updated_at: start,
-            paid_value_fen: paid,
+            paid_value_fen: Fen::new(paid),
             cycle_anchor: None,
         }
     }
@@ -317,7 +319,7 @@ mod tests {
         let running = sub("basic-yearly", now - MONTH, now + 11 * MONTH, 99_000);
         let r = || Running {
             sub: &running,
-            plan_price_fen: 99_000,
+            plan_price_fen: Fen::new(99_000),
             plan_cycle: "yearly",
         };
         // 199.00 a month is dearer than 990.00 a year (82.50 a month): an upgrade, whose
@@ -334,7 +336,7 @@ mod tests {
         let q = quote(
             Some(Running {
                 sub: &ending,
-                plan_price_fen: 99_000,
+                plan_price_fen: Fen::new(99_000),
                 plan_cycle: "yearly",
             }),
             &[],
@@ -359,7 +361,7 @@ mod tests {
         let e = quote(
             Some(Running {
                 sub: &free,
-                plan_price_fen: 0,
+                plan_price_fen: Fen::new(0),
                 plan_cycle: "monthly",
             }),
             &[waiting],
@@ -373,10 +375,10 @@ mod tests {
     #[test]
     fn credits_round_in_the_payers_favour() {
         // Half of a 99.00 month: 49.50.
-        assert_eq!(credit_fen(9900, 0, 1000, 500), 4950);
+        assert_eq!(credit_fen(Fen::new(9900), 0, 1000, 500), Fen::new(4950));
         // A third of 1.00: 33.33... rounds up to 34 fen.
-        assert_eq!(credit_fen(100, 0, 3, 2), 34);
-        assert_eq!(credit_fen(9900, 0, 1000, 1000), 0);
-        assert_eq!(credit_fen(9900, 0, 1000, -5), 9900);
+        assert_eq!(credit_fen(Fen::new(100), 0, 3, 2), Fen::new(34));
+        assert_eq!(credit_fen(Fen::new(9900), 0, 1000, 1000), Fen::new(0));
+        assert_eq!(credit_fen(Fen::new(9900), 0, 1000, -5), Fen::new(9900));
     }
 }

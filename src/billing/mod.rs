@@ -9,11 +9,15 @@ mod periods;
 pub mod task_watch;
 pub mod tasks;
 
+use crate::formats::money::Fen;
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::GateError;
-use crate::store::{BalanceRow, Charge, PeriodStart, Plan, PlanInput, Store, now_ms};
+use crate::formats::ids::{QuotaKey, RequestId, UserId};
+use crate::store::{
+    BalanceRow, Charge, PeriodStart, Plan, PlanInput, Store, SubscriptionStatus, now_ms,
+};
 
 pub use periods::{cycle_at, period_end};
 
@@ -28,13 +32,13 @@ pub struct Billing {
 #[derive(Debug, Clone, Copy)]
 pub struct ChargeRequest<'a> {
     /// Who pays.
-    pub user_id: &'a str,
+    pub user_id: &'a UserId,
     /// A declared `[[quota_type]]`.
-    pub quota_type: &'a str,
+    pub quota_type: &'a QuotaKey,
     /// Units, decided before the body streams.
     pub amount: i64,
     /// The key of the usage row: one charge per request, counted once.
-    pub request_id: &'a str,
+    pub request_id: &'a RequestId,
     /// The canonical path and method, recorded with the charge.
     pub endpoint: &'a str,
     pub method: &'a str,
@@ -77,8 +81,8 @@ impl From<crate::store::StoreError> for ReserveError {
 /// the handler failed), it is refunded in the background, so no path can leak a charge.
 pub struct Reservation {
     store: Store,
-    pub request_id: String,
-    pub quota_type: String,
+    pub request_id: RequestId,
+    pub quota_type: QuotaKey,
     pub amount: i64,
     /// The balance right after the reservation.
     pub balance: BalanceRow,
@@ -92,16 +96,17 @@ impl Reservation {
     pub fn commit(mut self) -> BalanceRow {
         self.settled = true;
         self.store
-            .commit_charge(std::mem::take(&mut self.request_id), now_ms());
+            .ledger()
+            .commit(self.request_id.clone(), now_ms());
         self.balance.clone()
     }
 
     /// Makes the charge final, linked to the task `(kind, task_id)` it started, so it follows
     /// that task (`tasks`).
-    pub fn commit_linked(mut self, kind: &str, task_id: &str, user_id: &str) -> BalanceRow {
+    pub fn commit_linked(mut self, kind: &str, task_id: &str, user_id: &UserId) -> BalanceRow {
         self.settled = true;
-        self.store.commit_charge_linked(
-            std::mem::take(&mut self.request_id),
+        self.store.task_charges().commit_linked(
+            self.request_id.clone(),
             now_ms(),
             kind,
             task_id,
@@ -113,7 +118,7 @@ impl Reservation {
     /// Gives the charge back; returns the balance after the refund.
     pub async fn refund(mut self) -> BalanceRow {
         self.settled = true;
-        match self.store.refund_charge(&self.request_id, now_ms()).await {
+        match self.store.ledger().refund(&self.request_id, now_ms()).await {
             Ok(Some(b)) => b,
             Ok(None) => self.balance.clone(),
             Err(e) => {
@@ -130,10 +135,10 @@ impl Drop for Reservation {
             return;
         }
         let store = self.store.clone();
-        let request_id = std::mem::take(&mut self.request_id);
+        let request_id = self.request_id.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                if let Err(e) = store.refund_charge(&request_id, now_ms()).await {
+                if let Err(e) = store.ledger().refund(&request_id, now_ms()).await {
                     tracing::error!(request_id = %request_id, error = %e, "could not refund an abandoned charge");
                 }
             });
@@ -143,7 +148,11 @@ impl Drop for Reservation {
 
 impl Billing {
     pub fn new(store: Store, config: Arc<Config>) -> Billing {
-        let type_keys = config.quota_types.iter().map(|q| q.key.clone()).collect();
+        let type_keys = config
+            .quota_types
+            .iter()
+            .map(|q| q.key.to_string())
+            .collect();
         Billing {
             store,
             config,
@@ -164,6 +173,16 @@ impl Billing {
         self.type_keys.iter().any(|k| k == key)
     }
 
+    /// The declared quota type a client names, or `None`: how a key from a query or a body
+    /// becomes a [`QuotaKey`].
+    pub fn quota(&self, key: &str) -> Option<QuotaKey> {
+        self.config
+            .quota_types
+            .iter()
+            .find(|q| q.key == key)
+            .map(|q| q.key.clone())
+    }
+
     /// The first declared quota type: what the original single-quota API fields report.
     pub fn main_quota(&self) -> Option<&str> {
         self.type_keys.first().map(String::as_str)
@@ -173,17 +192,18 @@ impl Billing {
     pub async fn seed(&self) -> Result<(), GateError> {
         for q in &self.config.quota_types {
             self.store
+                .plans()
                 .upsert_quota_type(&q.key, &q.name, &q.unit)
                 .await?;
         }
         for p in &self.config.plans {
-            if self.store.plan_by_name(&p.name).await?.is_some() {
+            if self.store.plans().by_name(&p.name).await?.is_some() {
                 continue;
             }
             let input = PlanInput {
                 name: p.name.clone(),
                 description: p.description.clone(),
-                price_fen: p.price_fen,
+                price_fen: Fen::new(p.price_fen),
                 currency: p.currency.clone(),
                 billing_cycle: p.billing_cycle.clone(),
                 features: p.features.clone(),
@@ -191,7 +211,7 @@ impl Billing {
                 is_default: p.is_default,
                 quotas: p.quotas.clone(),
             };
-            match self.store.create_plan(&input).await {
+            match self.store.plans().create(&input).await {
                 Ok(_) => tracing::info!(plan = %p.name, "plan created from proxy.toml"),
                 // Another replica seeded it at the same moment.
                 Err(crate::store::StoreError::Conflict(_)) => {}
@@ -214,7 +234,7 @@ impl Billing {
     /// Makes sure the user has a running period with a balance for every quota type: starts
     /// the first one, activates a paid change that is due, rolls an ended one over, starts the
     /// next quota cycle of a span that holds several, or adds types declared since it began.
-    pub async fn ensure_current(&self, user_id: &str) -> Result<(), GateError> {
+    pub async fn ensure_current(&self, user_id: &UserId) -> Result<(), GateError> {
         // A scheduled change that has itself ended by now gives way to the next one: a few
         // steps at most, each of which moves the user forward.
         for _ in 0..4 {
@@ -227,16 +247,16 @@ impl Billing {
 
     /// One step towards a running period; true when a scheduled change began and another
     /// look is due.
-    async fn step(&self, user_id: &str) -> Result<bool, GateError> {
+    async fn step(&self, user_id: &UserId) -> Result<bool, GateError> {
         let now = now_ms();
-        let current = self.store.current_subscription(user_id).await?;
-        let scheduled = self.store.scheduled_subscriptions(user_id).await?;
+        let current = self.store.subscriptions().current(user_id).await?;
+        let scheduled = self.store.subscriptions().scheduled(user_id).await?;
         let next_start = scheduled.first().and_then(|s| s.current_period_start);
         if let Some(s) = scheduled
             .first()
             .filter(|_| next_start.is_some_and(|t| t <= now))
         {
-            let Some(plan) = self.store.plan(&s.plan_id).await? else {
+            let Some(plan) = self.store.plans().by_id(&s.plan_id).await? else {
                 return Ok(false);
             };
             let start = s.current_period_start.unwrap_or(now);
@@ -247,6 +267,7 @@ impl Billing {
                 scheduled: s,
             };
             self.store
+                .subscriptions()
                 .begin_period(user_id, how, &plan, &self.type_keys, (start, end), cycle)
                 .await?;
             return Ok(true);
@@ -256,7 +277,7 @@ impl Billing {
             let end = period_end(now, cycle);
             next_start.map_or(end, |t| end.min(t.max(now + 1)))
         };
-        let default_plan = || async { self.store.default_plan().await.map_err(GateError::from) };
+        let default_plan = || async { self.store.plans().default().await.map_err(GateError::from) };
         match current {
             None => {
                 let Some(plan) = default_plan().await? else {
@@ -265,6 +286,7 @@ impl Billing {
                 };
                 let end = free_end(&plan.row.billing_cycle);
                 self.store
+                    .subscriptions()
                     .begin_period(
                         user_id,
                         PeriodStart::First,
@@ -276,12 +298,12 @@ impl Billing {
                     .await?;
             }
             Some(cur) if cur.current_period_end.unwrap_or(0) <= now => {
-                let plan = self.store.plan(&cur.plan_id).await?;
-                let renews = cur.status == "active"
-                    && cur.auto_renew != 0
+                let plan = self.store.plans().by_id(&cur.plan_id).await?;
+                let renews = cur.status == SubscriptionStatus::Active
+                    && cur.auto_renew
                     && plan
                         .as_ref()
-                        .is_some_and(|p| p.row.price_fen == 0 && p.row.is_active != 0);
+                        .is_some_and(|p| p.row.price_fen.is_zero() && p.row.is_active);
                 let (how, plan) = match (renews, plan) {
                     (true, Some(plan)) => (PeriodStart::Renew(&cur), plan),
                     _ => {
@@ -293,11 +315,12 @@ impl Billing {
                 };
                 let end = free_end(&plan.row.billing_cycle);
                 self.store
+                    .subscriptions()
                     .begin_period(user_id, how, &plan, &self.type_keys, (now, end), (now, end))
                     .await?;
             }
             Some(cur) => {
-                let balances = self.store.balances_of(user_id).await?;
+                let balances = self.store.ledger().balances_of(user_id).await?;
                 let due = self.type_keys.iter().any(|t| {
                     balances
                         .iter()
@@ -307,7 +330,7 @@ impl Billing {
                 if !due {
                     return Ok(false);
                 }
-                let Some(plan) = self.store.plan(&cur.plan_id).await? else {
+                let Some(plan) = self.store.plans().by_id(&cur.plan_id).await? else {
                     return Ok(false);
                 };
                 let end = cur.current_period_end.unwrap_or(now);
@@ -315,6 +338,7 @@ impl Billing {
                 let anchor = cur.cycle_anchor.unwrap_or(start);
                 let cycle = cycle_at(anchor, end, &plan.row.billing_cycle, now);
                 self.store
+                    .subscriptions()
                     .new_quota_cycle(user_id, &plan, &self.type_keys, cycle)
                     .await?;
             }
@@ -324,25 +348,31 @@ impl Billing {
 
     /// Prices an order for `target` against the user's running subscription and the changes
     /// already scheduled (`changes`): 422 when it cannot be bought now.
-    pub async fn quote(&self, user_id: &str, target: &Plan) -> Result<changes::Quote, GateError> {
+    pub async fn quote(
+        &self,
+        user_id: &UserId,
+        target: &Plan,
+    ) -> Result<changes::Quote, GateError> {
         self.ensure_current(user_id).await?;
         let now = now_ms();
-        let current = self.store.current_subscription(user_id).await?;
+        let current = self.store.subscriptions().current(user_id).await?;
         let (price, cycle) = match &current {
             Some(c) => self
                 .store
-                .plan(&c.plan_id)
+                .plans()
+                .by_id(&c.plan_id)
                 .await?
-                .map_or((0, String::new()), |p| {
+                .map_or((Fen::ZERO, String::new()), |p| {
                     (p.row.price_fen, p.row.billing_cycle)
                 }),
-            None => (0, String::new()),
+            None => (Fen::ZERO, String::new()),
         };
         let mut scheduled = Vec::new();
-        for s in self.store.scheduled_subscriptions(user_id).await? {
+        for s in self.store.subscriptions().scheduled(user_id).await? {
             let name = self
                 .store
-                .plan(&s.plan_id)
+                .plans()
+                .by_id(&s.plan_id)
                 .await?
                 .map_or_else(|| s.plan_id.clone(), |p| p.row.name);
             scheduled.push((s, name));
@@ -378,17 +408,17 @@ impl Billing {
         };
         for attempt in 0..2 {
             let now = now_ms();
-            if let Some(balance) = self.store.reserve(&charge, now).await? {
+            if let Some(balance) = self.store.ledger().reserve(&charge, now).await? {
                 return Ok(Reservation {
                     store: self.store.clone(),
-                    request_id: request_id.to_string(),
-                    quota_type: quota_type.to_string(),
+                    request_id: request_id.clone(),
+                    quota_type: quota_type.clone(),
                     amount,
                     balance,
                     settled: false,
                 });
             }
-            let balance = self.store.balance(user_id, quota_type).await?;
+            let balance = self.store.ledger().balance(user_id, quota_type).await?;
             let stale = balance
                 .as_ref()
                 .is_none_or(|b| b.period_end <= now || b.period_start > now);

@@ -103,7 +103,7 @@ impl TaskWatch {
         };
         // The reason is shown to the task's owner in the names it typed.
         let shown = if self.namespaced {
-            replies::strip_namespace(&bytes, &Namespace::of(&row.user_id.as_str().into()))
+            replies::strip_namespace(&bytes, &Namespace::of(&row.user_id))
         } else {
             None
         };

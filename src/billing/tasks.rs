@@ -95,10 +95,11 @@ impl TaskCharges {
             return Ok(());
         }
         // A link this replica queued is written before it is looked for.
-        self.store.flush_commits().await;
+        self.store.ledger().flush().await;
         for row in self
             .store
-            .open_task_charges(&self.tasks.kind, task_id)
+            .task_charges()
+            .open(&self.tasks.kind, task_id)
             .await?
         {
             self.settle(&row, &status, now_ms()).await?;
@@ -138,7 +139,8 @@ impl TaskCharges {
         };
         let (ended, _) = self
             .store
-            .end_task_charge(&row.request_id, end, &reason, now)
+            .task_charges()
+            .end(&row.request_id, end, &reason, now)
             .await?;
         if ended {
             tracing::info!(request_id = %row.request_id, task_id = %row.task_id, user_id = %row.user_id, end = ?end, reason = %reason, "task charge settled");
@@ -152,10 +154,11 @@ impl TaskCharges {
         let now = now_ms();
         let after = i64::try_from(self.tasks.poll_after.as_millis()).unwrap_or(i64::MAX);
         let mut claimed = Vec::new();
-        for row in self.store.due_task_charges(now - after, limit).await? {
+        for row in self.store.task_charges().due(now - after, limit).await? {
             if self
                 .store
-                .claim_task_charge(&row.request_id, row.checked_at, now)
+                .task_charges()
+                .claim(&row.request_id, row.checked_at, now)
                 .await?
             {
                 claimed.push(row);

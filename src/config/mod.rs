@@ -13,6 +13,7 @@ pub mod tasks;
 pub mod tenancy;
 mod validate;
 
+use crate::formats::ids::QuotaKey;
 use http::Method;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -200,7 +201,7 @@ pub struct CorsConfig {
 
 #[derive(Debug, Clone)]
 pub struct QuotaType {
-    pub key: String,
+    pub key: QuotaKey,
     pub name: String,
     pub unit: String,
 }
@@ -225,7 +226,7 @@ pub struct RouteSpec {
 /// What a metered route charges and when the charge stands.
 #[derive(Debug, Clone)]
 pub struct Meter {
-    pub quota: String,
+    pub quota: QuotaKey,
     pub cost: Cost,
     pub settle: SettleRule,
 }

@@ -2,6 +2,7 @@
 //! key and the line it is on. All problems are collected, not just the first, so an operator
 //! fixes a file in one pass.
 
+use crate::formats::ids::QuotaKey;
 use http::Method;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -148,7 +149,7 @@ pub fn validate(
             );
         }
         quota_types.push(QuotaType {
-            key: q.key.clone(),
+            key: QuotaKey::from(q.key.clone()),
             name: q.name.clone(),
             unit: q.unit.clone(),
         });
@@ -1045,7 +1046,7 @@ fn validate_meter(
         return None;
     }
     Some(Meter {
-        quota: m.quota.clone(),
+        quota: QuotaKey::from(m.quota.clone()),
         cost: cost?,
         settle: SettleRule { status, json },
     })

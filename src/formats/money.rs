@@ -2,7 +2,94 @@
 //! holds an amount: 0.1 + 0.2 is not 0.3 in binary, and WeChat Pay counts in integer fen.
 
 use rust_decimal::Decimal;
+use std::fmt;
+use std::ops::{Add, AddAssign, Sub};
 use std::str::FromStr;
+
+/// An amount of money in fen (分, 1/100 yuan): what a plan costs, what an order charges, what a
+/// refund gives back. Made by parsing a decimal at the edge ([`Fen::parse`], [`Fen::from_json`],
+/// [`Fen::from_decimal`]) and shown as a decimal again ([`Fen::to_decimal`], `Display`: "99.00");
+/// in between it is an integer, so no amount is ever rounded by a float.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fen(i64);
+
+impl Fen {
+    pub const ZERO: Fen = Fen(0);
+
+    /// An integer count of fen (a stored column, a provider's `total` in fen).
+    pub const fn new(fen: i64) -> Fen {
+        Fen(fen)
+    }
+
+    /// The count of fen, for arithmetic that is not addition (prorating) and for storage.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+
+    /// "99.00" -> 9900 fen. At most two decimals, not negative.
+    pub fn parse(text: &str) -> Result<Fen, String> {
+        parse_fen(text).map(Fen)
+    }
+
+    /// A JSON amount, a decimal string or a number (see [`json_to_fen`]).
+    pub fn from_json(name: &str, v: &serde_json::Value) -> Result<Fen, String> {
+        json_to_fen(name, v).map(Fen)
+    }
+
+    /// A decimal in yuan with at most two decimals, not negative.
+    pub fn from_decimal(d: Decimal) -> Option<Fen> {
+        decimal_to_fen(d).map(Fen)
+    }
+
+    pub fn to_decimal(self) -> Decimal {
+        fen_to_decimal(self.0)
+    }
+}
+
+impl From<i64> for Fen {
+    /// A stored column (`#[sqlx(try_from = "i64")]`): the store holds what the gate wrote.
+    fn from(fen: i64) -> Fen {
+        Fen(fen)
+    }
+}
+
+impl serde::Serialize for Fen {
+    /// As the integer count of fen (audit details, `price_fen` fields).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(self.0)
+    }
+}
+
+impl fmt::Display for Fen {
+    /// In yuan with two decimals: "99.00".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&fen_to_string(self.0))
+    }
+}
+
+impl Add for Fen {
+    type Output = Fen;
+    fn add(self, rhs: Fen) -> Fen {
+        Fen(self.0.saturating_add(rhs.0))
+    }
+}
+
+impl AddAssign for Fen {
+    fn add_assign(&mut self, rhs: Fen) {
+        *self = *self + rhs;
+    }
+}
+
+impl Sub for Fen {
+    type Output = Fen;
+    fn sub(self, rhs: Fen) -> Fen {
+        Fen(self.0.saturating_sub(rhs.0))
+    }
+}
 
 /// "99.00" -> 9900. At most two decimals, not negative.
 pub fn parse_fen(text: &str) -> Result<i64, String> {

@@ -5,9 +5,9 @@
 //! being responded to (the client left) still writes the request's log line, with what
 //! settlement decided.
 
+use crate::formats::ids::UserId;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::quota::QuotaOutcome;
@@ -124,7 +124,7 @@ impl RequestCtx {
 #[derive(Default)]
 pub(super) struct RequestLog {
     pub route: &'static str,
-    pub user_id: Option<Arc<str>>,
+    pub user_id: Option<UserId>,
     /// reserved, committed, refunded, denied, error, or empty for unmetered requests.
     pub quota: &'static str,
     /// Why settle decided as it did (`gate::settle`), empty for unmetered requests.

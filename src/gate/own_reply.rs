@@ -15,6 +15,7 @@ use super::context::RequestCtx;
 use crate::billing::Reservation;
 use crate::config::RouteSpec;
 use crate::error::GateError;
+use crate::formats::ids::UserId;
 use crate::proxy::reply_body::{Capped, read_capped};
 use crate::tenancy::replies;
 
@@ -136,7 +137,7 @@ impl Gate {
         kind: &str,
         task_id: &str,
         pending: Option<Reservation>,
-        user_id: &str,
+        user_id: &UserId,
     ) -> Option<Reservation> {
         let r = pending?;
         let Some(w) = self

@@ -7,11 +7,12 @@ use http::{HeaderName, HeaderValue};
 
 use crate::billing::Exhausted;
 use crate::error::GateError;
+use crate::formats::ids::QuotaKey;
 use crate::store::{BalanceRow, now_ms};
 
 /// A metered request's quota after it was decided.
 pub(super) struct QuotaOutcome {
-    pub quota_type: String,
+    pub quota_type: QuotaKey,
     pub balance: BalanceRow,
     /// Units this request was charged (0 when refunded or refused).
     pub charged: i64,

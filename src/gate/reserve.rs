@@ -2,6 +2,7 @@
 //! byte of it is streamed. The declared size is checked against the route's limit, and a
 //! metered route holds its charge with one conditional statement (`billing`), or answers 402.
 
+use crate::formats::ids::RequestId;
 use http::StatusCode;
 use http::request::Parts;
 
@@ -40,11 +41,12 @@ impl Gate {
             }
         };
         let amount = i64::try_from(amount).unwrap_or(i64::MAX);
+        let request_id = RequestId::from_minted(ctx.request_id());
         let reserved = Box::pin(self.services.billing.reserve(&ChargeRequest {
             user_id: &p.user_id,
             quota_type: &meter.quota,
             amount,
-            request_id: ctx.request_id(),
+            request_id: &request_id,
             endpoint: &ctx.path,
             method: parts.method.as_str(),
         }))

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::provider::{BoxFuture, Checkout, Notification, NotificationKind, Provider, TradeState};
 use crate::config::AlipayConfig;
-use crate::formats::money;
+use crate::formats::money::Fen;
 use crate::formats::rsa_keys as keys;
 use crate::store::PaymentRow;
 
@@ -202,7 +202,7 @@ impl Alipay {
     fn biz(order: &PaymentRow, subject: &str) -> serde_json::Value {
         serde_json::json!({
             "out_trade_no": order.order_no,
-            "total_amount": money::fen_to_string(order.amount_fen),
+            "total_amount": order.amount_fen.to_string(),
             "subject": subject,
         })
     }
@@ -281,7 +281,7 @@ impl Provider for Alipay {
                     match status {
                         "TRADE_SUCCESS" | "TRADE_FINISHED" => Ok(TradeState::Paid {
                             trade_no: s("trade_no"),
-                            amount_fen: money::parse_fen(&s("total_amount"))?,
+                            amount_fen: Fen::parse(&s("total_amount"))?,
                         }),
                         "TRADE_CLOSED" => Ok(TradeState::Closed),
                         _ => Ok(TradeState::Pending),
@@ -314,7 +314,7 @@ impl Provider for Alipay {
         &'a self,
         order: &'a PaymentRow,
         refund_no: &'a str,
-        amount_fen: i64,
+        amount_fen: Fen,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let out_request_no: String = refund_no
@@ -326,7 +326,7 @@ impl Provider for Alipay {
                 "alipay.trade.refund",
                 serde_json::json!({
                     "out_trade_no": order.order_no,
-                    "refund_amount": money::fen_to_string(amount_fen),
+                    "refund_amount": amount_fen.to_string(),
                     "out_request_no": out_request_no,
                 }),
             )
@@ -361,12 +361,12 @@ impl Provider for Alipay {
                 return Err(format!("seller_id {} is not ours", get("seller_id")));
             }
         }
-        let amount_fen = money::parse_fen(&get("total_amount"))?;
+        let amount_fen = Fen::parse(&get("total_amount"))?;
         // A (partial) refund notice carries out_biz_no / gmt_refund and a non-zero refund_fee;
         // a payment notice may carry refund_fee=0.00.
         let refund_notice = !get("out_biz_no").is_empty()
             || !get("gmt_refund").is_empty()
-            || money::parse_fen(&get("refund_fee")).is_ok_and(|f| f > 0);
+            || Fen::parse(&get("refund_fee")).is_ok_and(|f| !f.is_zero());
         let kind = match get("trade_status").as_str() {
             "TRADE_SUCCESS" | "TRADE_FINISHED" if !refund_notice => NotificationKind::Paid,
             "TRADE_CLOSED" if !refund_notice => NotificationKind::Closed,

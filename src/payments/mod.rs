@@ -12,6 +12,7 @@ pub mod provider;
 pub mod sandbox;
 pub mod wechat;
 
+use crate::formats::money::Fen;
 use axum::body::Body;
 use http::{HeaderMap, Response, StatusCode};
 use std::collections::HashMap;
@@ -23,7 +24,9 @@ use crate::billing::Billing;
 use crate::billing::changes::{self, ChangeKind};
 use crate::config::Config;
 use crate::error::GateError;
-use crate::store::{NewOrder, PaidEvent, PaidOutcome, PaymentRow, Plan, Store, now_ms};
+use crate::store::{
+    NewOrder, PaidEvent, PaidOutcome, PaymentRow, PaymentStatus, Plan, Store, now_ms,
+};
 use provider::{NotificationKind, Provider, TradeState};
 
 pub struct Payments {
@@ -102,10 +105,10 @@ impl Payments {
         method: &str,
     ) -> Result<PaymentRow, GateError> {
         let provider = self.provider(method)?.clone();
-        if plan.row.is_active == 0 {
+        if !plan.row.is_active {
             return Err(conflict("this plan is no longer offered"));
         }
-        if plan.row.price_fen == 0 {
+        if plan.row.price_fen.is_zero() {
             return Err(conflict(
                 "the free plan needs no payment: every account has it, and paid plans fall back to it when they end",
             ));
@@ -117,7 +120,8 @@ impl Payments {
             (ChangeKind::Renew, Some((running, _))) => running.clone(),
             _ => {
                 self.store
-                    .create_pending_subscription(&who.user_id, &plan.row.id)
+                    .subscriptions()
+                    .create_pending(&who.user_id, &plan.row.id)
                     .await?
                     .id
             }
@@ -125,7 +129,8 @@ impl Payments {
         let subject = format!("iDoctor {}", plan.row.name);
         let order = self
             .store
-            .create_pending_payment(&NewOrder {
+            .payments()
+            .create_pending(&NewOrder {
                 user_id: &who.user_id,
                 plan_id: &plan.row.id,
                 subscription_id: Some(&sub_id),
@@ -142,6 +147,7 @@ impl Payments {
         match provider.create(&order, &subject).await {
             Ok(checkout) => {
                 self.store
+                    .payments()
                     .set_checkout(
                         &order.id,
                         checkout.payment_url.as_deref(),
@@ -151,13 +157,18 @@ impl Payments {
             }
             Err(e) => {
                 tracing::warn!(provider = provider.name(), order_no = %order.order_no, error = %e, "creating a payment failed");
-                self.store.close_payment(&order.id).await?;
+                self.store.payments().close(&order.id).await?;
                 return Err(GateError::bad_gateway(format!(
                     "支付创建失败: the payment provider refused the order ({e})"
                 )));
             }
         }
-        Ok(self.store.payment(&order.id).await?.unwrap_or(order))
+        Ok(self
+            .store
+            .payments()
+            .by_id(&order.id)
+            .await?
+            .unwrap_or(order))
     }
 
     /// Handles a provider's notification and answers it as the provider expects.
@@ -205,13 +216,13 @@ impl Payments {
         event_id: &str,
         order_no: &str,
         trade_no: &str,
-        amount_fen: i64,
+        amount_fen: Fen,
         kind: &NotificationKind,
     ) -> Result<(), GateError> {
         match kind {
             NotificationKind::Paid => {
-                let plan = match self.store.payment_by_order_no(order_no).await? {
-                    Some(order) => self.store.plan(&order.plan_id).await?,
+                let plan = match self.store.payments().by_order_no(order_no).await? {
+                    Some(order) => self.store.plans().by_id(&order.plan_id).await?,
                     None => None,
                 };
                 let outcome = match plan {
@@ -221,7 +232,7 @@ impl Payments {
                             .billing
                             .quota_types()
                             .iter()
-                            .map(|q| q.key.clone())
+                            .map(|q| q.key.to_string())
                             .collect();
                         let ev = PaidEvent {
                             provider: method,
@@ -231,13 +242,13 @@ impl Payments {
                             amount_fen,
                         };
                         self.store
-                            .complete_payment(&ev, &plan, &types, |ctx| {
-                                changes::on_paid(ctx, &cycle)
-                            })
+                            .payments()
+                            .complete(&ev, &plan, &types, |ctx| changes::on_paid(ctx, &cycle))
                             .await?
                     }
                     None => {
                         self.store
+                            .payments()
                             .record_webhook_event(
                                 method,
                                 event_id,
@@ -281,8 +292,8 @@ impl Payments {
                     } => tracing::error!(
                         provider = method,
                         order_no,
-                        expected_fen,
-                        got_fen,
+                        expected_fen = expected_fen.get(),
+                        got_fen = got_fen.get(),
                         "payment notification with the wrong amount: nothing changed"
                     ),
                 }
@@ -291,17 +302,19 @@ impl Payments {
             NotificationKind::Closed => {
                 if self
                     .store
+                    .payments()
                     .record_webhook_event(method, event_id, order_no, "applied", "closed")
                     .await?
                 {
-                    if let Some(order) = self.store.payment_by_order_no(order_no).await? {
-                        self.store.close_payment(&order.id).await?;
+                    if let Some(order) = self.store.payments().by_order_no(order_no).await? {
+                        self.store.payments().close(&order.id).await?;
                     }
                 }
                 Ok(())
             }
             NotificationKind::Other(what) => {
                 self.store
+                    .payments()
                     .record_webhook_event(method, event_id, order_no, "ignored", what)
                     .await?;
                 Ok(())
@@ -311,7 +324,7 @@ impl Payments {
 
     /// Asks the provider about a pending order and applies what it says.
     pub async fn poll(&self, order: &PaymentRow) -> Result<(), GateError> {
-        if order.status != "pending" {
+        if order.status != PaymentStatus::Pending {
             return Ok(());
         }
         let provider = self.provider(&order.payment_method)?;
@@ -332,7 +345,7 @@ impl Payments {
                 .await
             }
             Ok(TradeState::Closed) => {
-                self.store.close_payment(&order.id).await?;
+                self.store.payments().close(&order.id).await?;
                 Ok(())
             }
             Ok(TradeState::Pending) => Ok(()),
@@ -347,7 +360,7 @@ impl Payments {
     pub async fn refund(
         &self,
         order: &PaymentRow,
-        amount_fen: i64,
+        amount_fen: Fen,
         refund_no: &str,
         reason: &str,
     ) -> Result<PaymentRow, GateError> {
@@ -360,7 +373,7 @@ impl Payments {
                 order.status
             )));
         }
-        if amount_fen <= 0 {
+        if amount_fen.is_zero() {
             return Err(unprocessable("refund_amount must be greater than zero"));
         }
         let provider = self.provider(&order.payment_method)?;
@@ -372,6 +385,7 @@ impl Payments {
             })?;
         let (row, _fresh) = self
             .store
+            .payments()
             .add_refund(
                 &order.id,
                 refund_no,
@@ -389,16 +403,17 @@ impl Payments {
     pub async fn reconcile_once(&self) -> Result<usize, GateError> {
         let p = &self.config.payments;
         let before = now_ms() - p.reconcile_after.as_millis() as i64;
-        let pending = self.store.pending_payments_before(before, 100).await?;
+        let pending = self.store.payments().pending_before(before, 100).await?;
         let mut closed = 0;
         for order in &pending {
             self.poll(order).await?;
             let expired = order.created_at + (p.order_ttl.as_millis() as i64) < now_ms();
             let still = self
                 .store
-                .payment(&order.id)
+                .payments()
+                .by_id(&order.id)
                 .await?
-                .is_some_and(|o| o.status == "pending");
+                .is_some_and(|o| o.status == PaymentStatus::Pending);
             if expired && still {
                 if let Ok(provider) = self.provider(&order.payment_method) {
                     if let Err(e) = provider.close(order).await {
@@ -406,7 +421,7 @@ impl Payments {
                         continue;
                     }
                 }
-                if self.store.close_payment(&order.id).await? {
+                if self.store.payments().close(&order.id).await? {
                     closed += 1;
                 }
             }

@@ -1,6 +1,7 @@
 //! What every payment provider does for the gate: start a checkout, query, close and refund an
 //! order, and verify (signature first) the notifications it posts back.
 
+use crate::formats::money::Fen;
 use axum::body::Body;
 use http::{HeaderMap, Response};
 use std::future::Future;
@@ -21,7 +22,7 @@ pub struct Checkout {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TradeState {
     Pending,
-    Paid { trade_no: String, amount_fen: i64 },
+    Paid { trade_no: String, amount_fen: Fen },
     Closed,
 }
 
@@ -32,7 +33,7 @@ pub struct Notification {
     pub event_id: String,
     pub order_no: String,
     pub trade_no: String,
-    pub amount_fen: i64,
+    pub amount_fen: Fen,
     pub kind: NotificationKind,
 }
 
@@ -58,7 +59,7 @@ pub trait Provider: Send + Sync {
         &'a self,
         order: &'a PaymentRow,
         refund_no: &'a str,
-        amount_fen: i64,
+        amount_fen: Fen,
     ) -> BoxFuture<'a, Result<(), String>>;
     /// Verifies a notification's signature and identity, then parses it. `Err` says why it was
     /// refused; nothing may change for a refused notification.

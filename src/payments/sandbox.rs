@@ -3,6 +3,7 @@
 //! handler and the same verification as a real provider's, so the whole loop (subscribe, pay,
 //! active plan, fresh quota) runs on a fresh machine with no internet. Never in production.
 
+use crate::formats::money::Fen;
 use axum::body::Body;
 use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
@@ -63,7 +64,7 @@ impl Sandbox {
             event_id: uuid::Uuid::new_v4().simple().to_string(),
             order_no: order.order_no.clone(),
             trade_no: format!("sandbox_{}", uuid::Uuid::new_v4().simple()),
-            total_fen: order.amount_fen,
+            total_fen: order.amount_fen.get(),
             status: "paid".into(),
         };
         let body = serde_json::to_vec(&ev).expect("serialisable");
@@ -118,7 +119,7 @@ impl Provider for Sandbox {
         &'a self,
         _order: &'a PaymentRow,
         _refund_no: &'a str,
-        _amount_fen: i64,
+        _amount_fen: Fen,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async { Ok(()) })
     }
@@ -147,7 +148,7 @@ impl Provider for Sandbox {
             event_id: ev.event_id,
             order_no: ev.order_no,
             trade_no: ev.trade_no,
-            amount_fen: ev.total_fen,
+            amount_fen: Fen::new(ev.total_fen),
             kind,
         })
     }

@@ -21,6 +21,7 @@ use x509_cert::der::{DecodePem, Encode};
 
 use super::provider::{BoxFuture, Checkout, Notification, NotificationKind, Provider, TradeState};
 use crate::config::WechatConfig;
+use crate::formats::money::Fen;
 use crate::formats::rsa_keys as keys;
 use crate::store::PaymentRow;
 
@@ -287,7 +288,7 @@ impl Provider for Wechat {
             match v["trade_state"].as_str().unwrap_or("") {
                 "SUCCESS" => Ok(TradeState::Paid {
                     trade_no: v["transaction_id"].as_str().unwrap_or("").to_string(),
-                    amount_fen: v["amount"]["total"].as_i64().ok_or("no amount")?,
+                    amount_fen: Fen::new(v["amount"]["total"].as_i64().ok_or("no amount")?),
                 }),
                 "CLOSED" | "REVOKED" | "PAYERROR" => Ok(TradeState::Closed),
                 _ => Ok(TradeState::Pending),
@@ -317,7 +318,7 @@ impl Provider for Wechat {
         &'a self,
         order: &'a PaymentRow,
         refund_no: &'a str,
-        amount_fen: i64,
+        amount_fen: Fen,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let out_refund_no: String = refund_no
@@ -393,7 +394,7 @@ impl Provider for Wechat {
             event_id,
             order_no: t["out_trade_no"].as_str().unwrap_or("").to_string(),
             trade_no: t["transaction_id"].as_str().unwrap_or("").to_string(),
-            amount_fen: t["amount"]["total"].as_i64().ok_or("no amount.total")?,
+            amount_fen: Fen::new(t["amount"]["total"].as_i64().ok_or("no amount.total")?),
             kind,
         })
     }

@@ -233,7 +233,8 @@ async fn serve(
         .services()
         .billing
         .store()
-        .flush_commits()
+        .ledger()
+        .flush()
         .await;
     release.cancel();
     tracing::info!("stopped");

@@ -1,22 +1,26 @@
 //! API keys as stored: a keyed hash of the whole key and a short display prefix, never the key.
 
-use super::{Store, StoreError, now_ms};
+use super::columns::Flag;
+use super::{StoreError, now_ms};
+use crate::formats::ids::UserId;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiKeyRow {
     pub id: String,
-    pub user_id: String,
+    #[sqlx(try_from = "String")]
+    pub user_id: UserId,
     pub key_prefix: String,
     pub key_hash: String,
     pub name: String,
-    pub is_active: i64,
+    #[sqlx(try_from = "Flag")]
+    pub is_active: bool,
     pub last_used_at: Option<i64>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
 }
 
 pub struct NewApiKey {
-    pub user_id: String,
+    pub user_id: UserId,
     pub key_prefix: String,
     pub key_hash: String,
     pub name: String,
@@ -26,14 +30,19 @@ pub struct NewApiKey {
 const COLUMNS: &str =
     "id, user_id, key_prefix, key_hash, name, is_active, last_used_at, created_at, expires_at";
 
-impl Store {
-    pub async fn create_api_key(&self, new: NewApiKey) -> Result<ApiKeyRow, StoreError> {
+repository!(
+    /// API keys: hashes and prefixes, never a key.
+    ApiKeys, keys
+);
+
+impl ApiKeys<'_> {
+    pub async fn create(&self, new: NewApiKey) -> Result<ApiKeyRow, StoreError> {
         let sql = format!(
             "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, 1, NULL, $6, $7) RETURNING {COLUMNS}"
         );
         Ok(sqlx::query_as::<_, ApiKeyRow>(&sql)
             .bind(uuid::Uuid::new_v4().to_string())
-            .bind(&new.user_id)
+            .bind(new.user_id.as_str())
             .bind(&new.key_prefix)
             .bind(&new.key_hash)
             .bind(&new.name)
@@ -44,7 +53,7 @@ impl Store {
     }
 
     /// The user's keys, newest first.
-    pub async fn api_keys_of(&self, user_id: &str) -> Result<Vec<ApiKeyRow>, StoreError> {
+    pub async fn of_user(&self, user_id: &str) -> Result<Vec<ApiKeyRow>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id DESC"
         );
@@ -54,7 +63,7 @@ impl Store {
             .await?)
     }
 
-    pub async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRow>, StoreError> {
+    pub async fn by_hash(&self, hash: &str) -> Result<Option<ApiKeyRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1");
         Ok(sqlx::query_as::<_, ApiKeyRow>(&sql)
             .bind(hash)
@@ -63,11 +72,7 @@ impl Store {
     }
 
     /// Deletes the key if it belongs to `user_id`; returns it (for cache invalidation).
-    pub async fn delete_api_key(
-        &self,
-        user_id: &str,
-        id: &str,
-    ) -> Result<Option<ApiKeyRow>, StoreError> {
+    pub async fn delete(&self, user_id: &str, id: &str) -> Result<Option<ApiKeyRow>, StoreError> {
         let sql =
             format!("DELETE FROM api_keys WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}");
         Ok(sqlx::query_as::<_, ApiKeyRow>(&sql)
@@ -77,7 +82,7 @@ impl Store {
             .await?)
     }
 
-    pub async fn deactivate_api_key(
+    pub async fn deactivate(
         &self,
         user_id: &str,
         id: &str,
@@ -93,7 +98,7 @@ impl Store {
     }
 
     /// Hashes of every key of a user (to drop them from caches when the user changes).
-    pub async fn api_key_hashes_of(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn hashes_of(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT key_hash FROM api_keys WHERE user_id = $1")
                 .bind(user_id)
@@ -103,7 +108,7 @@ impl Store {
     }
 
     /// Records when keys were last used, batched (the hot path never writes).
-    pub async fn touch_api_keys(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
+    pub async fn touch(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         for (id, at) in uses {
             sqlx::query(

@@ -1,6 +1,6 @@
 //! The audit log: who (a superuser) did what to whom, for every administrative action.
 
-use super::{Store, StoreError, now_ms};
+use super::{StoreError, now_ms};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AuditRow {
@@ -12,8 +12,13 @@ pub struct AuditRow {
     pub created_at: i64,
 }
 
-impl Store {
-    pub async fn audit(
+repository!(
+    /// The admin audit trail and the admin's searches and grants.
+    Audit, audit_trail
+);
+
+impl Audit<'_> {
+    pub async fn record(
         &self,
         actor_id: Option<&str>,
         action: &str,
@@ -32,7 +37,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn audit_log(
+    pub async fn log(
         &self,
         action: Option<&str>,
         limit: i64,

@@ -1,7 +1,7 @@
 //! Email verification codes: one live code per email and purpose, stored as a keyed hash with
 //! an expiry and a count of wrong attempts.
 
-use super::{Store, StoreError, now_ms};
+use super::{StoreError, now_ms};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CodeRow {
@@ -16,9 +16,14 @@ pub struct CodeRow {
 
 const COLUMNS: &str = "email, purpose, code_hash, expires_at, attempts, verified_at, created_at";
 
-impl Store {
+repository!(
+    /// Emailed verification codes, hashed, attempt-limited.
+    Codes, codes
+);
+
+impl Codes<'_> {
     /// Replaces any earlier code for this email and purpose.
-    pub async fn put_code(
+    pub async fn put(
         &self,
         email: &str,
         purpose: &str,
@@ -46,11 +51,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn get_code(
-        &self,
-        email: &str,
-        purpose: &str,
-    ) -> Result<Option<CodeRow>, StoreError> {
+    pub async fn get(&self, email: &str, purpose: &str) -> Result<Option<CodeRow>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM email_verification_codes WHERE email = $1 AND purpose = $2"
         );
@@ -64,7 +65,7 @@ impl Store {
     /// Takes one of the code's `max` attempts before it is compared, in one conditional
     /// statement: a concurrent burst of guesses gets at most `max` comparisons. `None` when
     /// there is no live code or its attempts are used up.
-    pub async fn take_code_attempt(
+    pub async fn take_attempt(
         &self,
         email: &str,
         purpose: &str,
@@ -84,7 +85,7 @@ impl Store {
             .await?)
     }
 
-    pub async fn mark_code_verified(&self, email: &str, purpose: &str) -> Result<(), StoreError> {
+    pub async fn mark_verified(&self, email: &str, purpose: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE email_verification_codes SET verified_at = $3 WHERE email = $1 AND purpose = $2")
             .bind(email)
             .bind(purpose)
@@ -94,7 +95,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn delete_code(&self, email: &str, purpose: &str) -> Result<(), StoreError> {
+    pub async fn delete(&self, email: &str, purpose: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM email_verification_codes WHERE email = $1 AND purpose = $2")
             .bind(email)
             .bind(purpose)

@@ -18,6 +18,7 @@
 //! the charge has no link and stands, as it did before charges followed their tasks. Readers of usage rows call [`CommitWriter::flush`] first, so a client that reads its
 //! usage right after a reply sees that reply's charge.
 
+use crate::formats::ids::RequestId;
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
@@ -35,7 +36,7 @@ const RETRIES: u32 = 5;
 enum Msg {
     /// A charge made final, with the task it started if it started one.
     Commit {
-        request_id: String,
+        request_id: RequestId,
         at: i64,
         link: Option<TaskLink>,
     },
@@ -44,7 +45,7 @@ enum Msg {
 
 /// A charge's link to the task it started.
 pub struct TaskLink {
-    pub request_id: String,
+    pub request_id: RequestId,
     pub kind: String,
     pub task_id: String,
     pub user_id: String,
@@ -66,7 +67,7 @@ impl CommitWriter {
     }
 
     /// Queues a reserved charge to be made final, and its link to the task it started.
-    pub fn commit(&self, request_id: String, at: i64, link: Option<TaskLink>) {
+    pub fn commit(&self, request_id: RequestId, at: i64, link: Option<TaskLink>) {
         let msg = Msg::Commit {
             request_id,
             at,
@@ -149,7 +150,7 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
 
 /// Marks `ids` committed in one statement and writes `links`, in one transaction, retrying
 /// while the database is unreachable.
-async fn write(pool: &AnyPool, ids: &[String], at: i64, links: &[TaskLink]) {
+async fn write(pool: &AnyPool, ids: &[RequestId], at: i64, links: &[TaskLink]) {
     let mut attempt = 0;
     loop {
         let Err(e) = write_once(pool, ids, at, links).await else {
@@ -168,7 +169,7 @@ async fn write(pool: &AnyPool, ids: &[String], at: i64, links: &[TaskLink]) {
 
 async fn write_once(
     pool: &AnyPool,
-    ids: &[String],
+    ids: &[RequestId],
     at: i64,
     links: &[TaskLink],
 ) -> Result<(), super::StoreError> {

@@ -6,7 +6,8 @@
 //! row from `reserved` to `committed` or `refunded`; a refund gives the units back in the same
 //! transaction, only once, and only to the period the charge was made in.
 
-use super::{Store, StoreError};
+use super::StoreError;
+use crate::formats::ids::{QuotaKey, RequestId, UserId};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BalanceRow {
@@ -49,9 +50,9 @@ pub struct UsageRow {
 
 /// One charge to reserve.
 pub struct Charge<'a> {
-    pub request_id: &'a str,
-    pub user_id: &'a str,
-    pub quota_type: &'a str,
+    pub request_id: &'a RequestId,
+    pub user_id: &'a UserId,
+    pub quota_type: &'a QuotaKey,
     pub amount: i64,
     pub endpoint: &'a str,
     pub method: &'a str,
@@ -73,7 +74,12 @@ pub(super) const BALANCE: &str =
     "user_id, quota_type, limit_amount, used_amount, period_start, period_end, updated_at";
 pub(super) const USAGE: &str = "id, request_id, user_id, quota_type, amount, endpoint, method, state, metadata, created_at, settled_at";
 
-impl Store {
+repository!(
+    /// The quota ledger: balances, reservations, commits, refunds, usage rows.
+    Ledger, ledger
+);
+
+impl Ledger<'_> {
     /// Reserves the charge if the balance allows it in the current period; returns the balance
     /// after the charge, or `None` (nothing written) when it does not. Concurrent reservations
     /// are written together (`reservations`).
@@ -82,23 +88,23 @@ impl Store {
         c: &Charge<'_>,
         now: i64,
     ) -> Result<Option<BalanceRow>, StoreError> {
-        self.reservations.reserve(c, now).await
+        self.store.reservations.reserve(c, now).await
     }
 
     /// Makes a reserved charge final: queued and written in a batch with others (see
     /// `commits`); the balance does not change, it was taken by the reservation.
-    pub fn commit_charge(&self, request_id: String, now: i64) {
-        self.commits.commit(request_id, now, None);
+    pub fn commit(&self, request_id: RequestId, now: i64) {
+        self.store.commits.commit(request_id, now, None);
     }
 
     /// Waits until every charge committed before this call is written.
-    pub async fn flush_commits(&self) {
-        self.commits.flush().await;
+    pub async fn flush(&self) {
+        self.store.commits.flush().await;
     }
 
     /// Gives a reserved charge back; returns the balance after it (None if there was nothing
     /// to refund: already settled, or unknown).
-    pub async fn refund_charge(
+    pub async fn refund(
         &self,
         request_id: &str,
         now: i64,
@@ -108,14 +114,14 @@ impl Store {
 
     pub async fn balance(
         &self,
-        user_id: &str,
-        quota_type: &str,
+        user_id: &UserId,
+        quota_type: &QuotaKey,
     ) -> Result<Option<BalanceRow>, StoreError> {
         Ok(sqlx::query_as::<_, BalanceRow>(&format!(
             "SELECT {BALANCE} FROM quota_balances WHERE user_id = $1 AND quota_type = $2"
         ))
-        .bind(user_id)
-        .bind(quota_type)
+        .bind(user_id.as_str())
+        .bind(quota_type.as_str())
         .fetch_optional(self.pool())
         .await?)
     }
@@ -132,14 +138,14 @@ impl Store {
     /// Sets used to zero (one type, or all); returns how many balances changed.
     pub async fn reset_used(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         quota_type: Option<&str>,
         now: i64,
     ) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE quota_balances SET used_amount = 0, updated_at = $3 WHERE user_id = $1 AND ($2 = '' OR quota_type = $2)",
         )
-        .bind(user_id)
+        .bind(user_id.as_str())
         .bind(quota_type.unwrap_or(""))
         .bind(now)
         .execute(self.pool())
@@ -150,8 +156,8 @@ impl Store {
     /// Sets a limit; refused (None) when it would be below what is already used.
     pub async fn set_limit(
         &self,
-        user_id: &str,
-        quota_type: &str,
+        user_id: &UserId,
+        quota_type: &QuotaKey,
         limit: i64,
         now: i64,
     ) -> Result<Option<BalanceRow>, StoreError> {
@@ -159,8 +165,8 @@ impl Store {
             "UPDATE quota_balances SET limit_amount = $3, updated_at = $4 \
              WHERE user_id = $1 AND quota_type = $2 AND ($3 < 0 OR used_amount <= $3) RETURNING {BALANCE}"
         ))
-        .bind(user_id)
-        .bind(quota_type)
+        .bind(user_id.as_str())
+        .bind(quota_type.as_str())
         .bind(limit)
         .bind(now)
         .fetch_optional(self.pool())
@@ -169,8 +175,8 @@ impl Store {
 
     /// Charges that stood, and those given back after they stood (with the reason), newest
     /// first. Charges refunded as they settled (the backend refused the work) are not usage.
-    pub async fn usage_logs(&self, q: &UsageQuery<'_>) -> Result<Vec<UsageRow>, StoreError> {
-        self.flush_commits().await;
+    pub async fn usage(&self, q: &UsageQuery<'_>) -> Result<Vec<UsageRow>, StoreError> {
+        self.flush().await;
         Ok(sqlx::query_as::<_, UsageRow>(&format!(
             "SELECT {USAGE}, refund_reason FROM usage_logs \
              WHERE (state = 'committed' OR refund_reason IS NOT NULL) \
@@ -195,7 +201,7 @@ impl Store {
         user_id: Option<&str>,
         since: i64,
     ) -> Result<Vec<(String, i64, i64)>, StoreError> {
-        self.flush_commits().await;
+        self.flush().await;
         Ok(sqlx::query_as(
             "SELECT user_id, amount, created_at FROM usage_logs WHERE state = 'committed' AND quota_type = $1 \
              AND ($2 = '' OR user_id = $2) AND created_at >= $3",
@@ -213,7 +219,7 @@ impl Store {
         user_id: &str,
         quota_type: &str,
     ) -> Result<Vec<(String, i64, i64)>, StoreError> {
-        self.flush_commits().await;
+        self.flush().await;
         Ok(sqlx::query_as(
             "SELECT state, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM usage_logs WHERE user_id = $1 AND quota_type = $2 GROUP BY state ORDER BY state",
         )
@@ -267,12 +273,12 @@ pub(super) async fn reserve_one(
              SELECT $5, $6, user_id, quota_type, $3, $7, $8, 'reserved', $9, $4, NULL FROM b) \
              SELECT {BALANCE} FROM b"
         ))
-        .bind(c.user_id)
-        .bind(c.quota_type)
+        .bind(c.user_id.as_str())
+        .bind(c.quota_type.as_str())
         .bind(c.amount)
         .bind(now)
         .bind(uuid::Uuid::new_v4().to_string())
-        .bind(c.request_id)
+        .bind(c.request_id.as_str())
         .bind(c.endpoint)
         .bind(c.method)
         .bind(c.metadata)
@@ -335,9 +341,9 @@ pub(super) async fn insert_reserved(
     for (c, at) in charges {
         q = q
             .bind(uuid::Uuid::new_v4().to_string())
-            .bind(c.request_id)
-            .bind(c.user_id)
-            .bind(c.quota_type)
+            .bind(c.request_id.as_str())
+            .bind(c.user_id.as_str())
+            .bind(c.quota_type.as_str())
             .bind(c.amount)
             .bind(c.endpoint)
             .bind(c.method)

@@ -12,11 +12,39 @@ use sqlx::{AnyPool, Executor};
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Declares a repository: the store's view of one area (users, plans, the ledger...), a
+/// borrowed handle on the one pool. Each area's SQL lives in its own file behind its own type,
+/// so a caller says which area it touches (`store.ledger().reserve(..)`) and an area's file
+/// reads as the whole of what the gate does with its tables.
+macro_rules! repository {
+    ($(#[$doc:meta])* $name:ident, $accessor:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy)]
+        pub struct $name<'a> {
+            store: &'a super::Store,
+        }
+
+        impl super::Store {
+            $(#[$doc])*
+            pub fn $accessor(&self) -> $name<'_> {
+                $name { store: self }
+            }
+        }
+
+        impl $name<'_> {
+            fn pool(&self) -> &sqlx::AnyPool {
+                self.store.pool()
+            }
+        }
+    };
+}
+
 mod api_keys;
 mod audit;
 mod batch;
 mod breaker;
 mod codes;
+mod columns;
 mod commits;
 mod ledger;
 mod owners;
@@ -33,6 +61,7 @@ pub use api_keys::{ApiKeyRow, NewApiKey};
 pub use audit::AuditRow;
 pub use breaker::Breaker;
 pub use codes::CodeRow;
+pub use columns::{PaymentStatus, SubscriptionStatus};
 pub use ledger::{BalanceRow, Charge, UsageQuery, UsageRow};
 pub use payments::{NewOrder, PaidEvent, PaidOutcome, PaymentRow};
 pub use plans::{Plan, PlanInput, PlanRow};

@@ -2,12 +2,17 @@
 //! uploads, which the backend keys globally). Written once per id, never changed: the first
 //! owner stays, so a later reply can never move an id to another account.
 
-use super::{Store, StoreError};
+use super::StoreError;
 
-impl Store {
+repository!(
+    /// Who owns each task and upload id the backend handed out.
+    Owners, owners
+);
+
+impl Owners<'_> {
     /// Records `user_id` as the owner of `(kind, id)` unless the id already has one; returns
     /// the owner the id has afterwards.
-    pub async fn record_owner(
+    pub async fn record(
         &self,
         kind: &str,
         id: &str,

@@ -1,21 +1,28 @@
 //! Payment orders. The amount is always copied from the plan on the server.
 
+use super::columns::PaymentStatus;
 use super::subscriptions::{PaidContext, PeriodEffect, SubscriptionRow};
-use super::{Store, StoreError, now_ms};
+use super::{StoreError, now_ms};
+use crate::formats::ids::UserId;
+use crate::formats::money::Fen;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PaymentRow {
     pub id: String,
     pub order_no: String,
-    pub user_id: String,
+    #[sqlx(try_from = "String")]
+    pub user_id: UserId,
     pub plan_id: String,
     pub subscription_id: Option<String>,
-    pub amount_fen: i64,
-    pub refunded_fen: i64,
+    #[sqlx(try_from = "i64")]
+    pub amount_fen: Fen,
+    #[sqlx(try_from = "i64")]
+    pub refunded_fen: Fen,
     pub currency: String,
     pub payment_method: String,
     pub provider_trade_no: Option<String>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: PaymentStatus,
     pub description: String,
     pub payment_url: Option<String>,
     pub qr_code: Option<String>,
@@ -25,8 +32,10 @@ pub struct PaymentRow {
     pub paid_at: Option<i64>,
     /// The quote the order was priced by (`billing::changes`).
     pub change_kind: String,
-    pub list_price_fen: i64,
-    pub credit_fen: i64,
+    #[sqlx(try_from = "i64")]
+    pub list_price_fen: Fen,
+    #[sqlx(try_from = "i64")]
+    pub credit_fen: Fen,
     pub from_subscription_id: Option<String>,
     pub from_period_end: Option<i64>,
     /// The span the payment bought, once applied.
@@ -48,17 +57,22 @@ pub struct NewOrder<'a> {
     pub method: &'a str,
     pub description: &'a str,
     pub change_kind: &'a str,
-    pub list_price_fen: i64,
-    pub credit_fen: i64,
+    pub list_price_fen: Fen,
+    pub credit_fen: Fen,
     /// What the payer pays: `list_price_fen - credit_fen`.
-    pub amount_fen: i64,
+    pub amount_fen: Fen,
     pub from: Option<(&'a str, i64)>,
 }
 
-impl Store {
+repository!(
+    /// Payment orders, provider events, refunds.
+    Payments, payments
+);
+
+impl Payments<'_> {
     /// A pending order for a plan; `order_no` is a UUID without hyphens (32 characters, within
     /// WeChat Pay's limit for `out_trade_no`).
-    pub async fn create_pending_payment(&self, o: &NewOrder<'_>) -> Result<PaymentRow, StoreError> {
+    pub async fn create_pending(&self, o: &NewOrder<'_>) -> Result<PaymentRow, StoreError> {
         let now = now_ms();
         let sql = format!(
             "INSERT INTO payment_transactions ({COLUMNS}) VALUES \
@@ -71,14 +85,14 @@ impl Store {
             .bind(o.user_id)
             .bind(o.plan_id)
             .bind(o.subscription_id)
-            .bind(o.amount_fen)
+            .bind(o.amount_fen.get())
             .bind(o.currency)
             .bind(o.method)
             .bind(o.description)
             .bind(now)
             .bind(o.change_kind)
-            .bind(o.list_price_fen)
-            .bind(o.credit_fen)
+            .bind(o.list_price_fen.get())
+            .bind(o.credit_fen.get())
             .bind(o.from.map(|f| f.0))
             .bind(o.from.map(|f| f.1))
             .fetch_one(self.pool())
@@ -94,11 +108,11 @@ pub enum PaidOutcome {
     /// This event was seen before: nothing changed.
     Duplicate,
     /// The order had already left `pending` (paid, closed, refunded): nothing changed.
-    Late(String),
+    Late(PaymentStatus),
     UnknownOrder,
     AmountMismatch {
-        expected_fen: i64,
-        got_fen: i64,
+        expected_fen: Fen,
+        got_fen: Fen,
     },
 }
 
@@ -108,11 +122,11 @@ pub struct PaidEvent<'a> {
     pub event_id: &'a str,
     pub order_no: &'a str,
     pub trade_no: &'a str,
-    pub amount_fen: i64,
+    pub amount_fen: Fen,
 }
 
-impl Store {
-    pub async fn payment(&self, id: &str) -> Result<Option<PaymentRow>, StoreError> {
+impl Payments<'_> {
+    pub async fn by_id(&self, id: &str) -> Result<Option<PaymentRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM payment_transactions WHERE id = $1");
         Ok(sqlx::query_as::<_, PaymentRow>(&sql)
             .bind(id)
@@ -120,10 +134,7 @@ impl Store {
             .await?)
     }
 
-    pub async fn payment_by_order_no(
-        &self,
-        order_no: &str,
-    ) -> Result<Option<PaymentRow>, StoreError> {
+    pub async fn by_order_no(&self, order_no: &str) -> Result<Option<PaymentRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM payment_transactions WHERE order_no = $1");
         Ok(sqlx::query_as::<_, PaymentRow>(&sql)
             .bind(order_no)
@@ -132,7 +143,7 @@ impl Store {
     }
 
     /// Payments newest first, of one user or (with `None`) of everyone.
-    pub async fn payments(
+    pub async fn list(
         &self,
         user_id: Option<&str>,
         status: Option<&str>,
@@ -151,7 +162,7 @@ impl Store {
     }
 
     /// Pending orders created before `before`, oldest first.
-    pub async fn pending_payments_before(
+    pub async fn pending_before(
         &self,
         before: i64,
         limit: i64,
@@ -214,12 +225,12 @@ impl Store {
     /// the paid plan now, extend the running one, or schedule the paid one after it), resetting
     /// the quota when a plan starts now. Nothing is half-written: any failure rolls all of it
     /// back.
-    pub async fn complete_payment(
+    pub async fn complete(
         &self,
         ev: &PaidEvent<'_>,
         plan: &super::Plan,
         quota_types: &[String],
-        decide: impl FnOnce(&PaidContext<'_>) -> (PeriodEffect, i64),
+        decide: impl FnOnce(&PaidContext<'_>) -> (PeriodEffect, Fen),
     ) -> Result<PaidOutcome, StoreError> {
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
@@ -252,10 +263,14 @@ impl Store {
                     expected_fen: o.amount_fen,
                     got_fen: ev.amount_fen,
                 },
-                format!("amount {} fen, order {} fen", ev.amount_fen, o.amount_fen),
+                format!(
+                    "amount {} fen, order {} fen",
+                    ev.amount_fen.get(),
+                    o.amount_fen.get()
+                ),
             ),
-            Some(o) if o.status != "pending" => (
-                PaidOutcome::Late(o.status.clone()),
+            Some(o) if o.status != PaymentStatus::Pending => (
+                PaidOutcome::Late(o.status),
                 format!("order already {}", o.status),
             ),
             Some(_) => (PaidOutcome::Applied, String::new()),
@@ -295,7 +310,7 @@ impl Store {
             "SELECT {sub_cols} FROM user_subscriptions WHERE user_id = $1 AND status IN ('active', 'cancelled') \
              ORDER BY created_at DESC LIMIT 1"
         ))
-        .bind(&order.user_id)
+        .bind(order.user_id.as_str())
         .fetch_optional(&mut *tx)
         .await?;
         let running_price: Option<i64> = match &running {
@@ -310,16 +325,17 @@ impl Store {
         let last_scheduled_end: Option<i64> = sqlx::query_scalar(
             "SELECT MAX(current_period_end) FROM user_subscriptions WHERE user_id = $1 AND status = 'scheduled'",
         )
-        .bind(&order.user_id)
+        .bind(order.user_id.as_str())
         .fetch_one(&mut *tx)
         .await?;
         let (effect, value) = decide(&PaidContext {
             order: &order,
             running: running.as_ref(),
-            running_plan_price_fen: running_price.unwrap_or(0),
+            running_plan_price_fen: Fen::new(running_price.unwrap_or(0)),
             last_scheduled_end,
             now,
         });
+        let value = value.get();
         // The subscription the order's plan lives in: the pending one made with the order, or
         // a new one when the order named the running subscription (a renewal whose quote no
         // longer holds).
@@ -361,7 +377,7 @@ impl Store {
                      current_period_end = CASE WHEN current_period_end > $2 THEN $2 ELSE current_period_end END \
                      WHERE user_id = $1 AND status IN ('active', 'cancelled')",
                 )
-                .bind(&order.user_id)
+                .bind(order.user_id.as_str())
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
@@ -415,7 +431,7 @@ impl Store {
     }
 
     /// Closes a pending order (expired or abandoned); false if it was no longer pending.
-    pub async fn close_payment(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn close(&self, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin().await?;
         let done = sqlx::query("UPDATE payment_transactions SET status = 'closed', updated_at = $2 WHERE id = $1 AND status = 'pending'")
             .bind(id)
@@ -447,7 +463,7 @@ impl Store {
         &self,
         id: &str,
         refund_no: &str,
-        amount_fen: i64,
+        amount_fen: Fen,
         reason: &str,
         partial_shortens: bool,
     ) -> Result<Option<(PaymentRow, bool)>, StoreError> {
@@ -459,7 +475,7 @@ impl Store {
         .bind(uuid::Uuid::new_v4().to_string())
         .bind(refund_no)
         .bind(id)
-        .bind(format!("{amount_fen} fen: {reason}"))
+        .bind(format!("{} fen: {reason}", amount_fen.get()))
         .bind(now_ms())
         .execute(&mut *tx)
         .await?
@@ -473,7 +489,7 @@ impl Store {
                  AND refunded_fen + $2 <= amount_fen",
             )
             .bind(id)
-            .bind(amount_fen)
+            .bind(amount_fen.get())
             .bind(now_ms())
             .execute(&mut *tx)
             .await?;
@@ -489,15 +505,15 @@ impl Store {
         .await?;
         if let Some(order) = row.as_ref().filter(|_| fresh) {
             lock_user(&mut tx, &order.user_id).await?;
-            let whole = order.status == "refunded";
+            let whole = order.status == PaymentStatus::Refunded;
             let time = if partial_shortens {
-                Some((amount_fen, order.amount_fen))
+                Some((amount_fen.get(), order.amount_fen.get()))
             } else {
-                whole.then_some((order.amount_fen, order.amount_fen))
+                whole.then_some((order.amount_fen.get(), order.amount_fen.get()))
             };
             let t = super::subscriptions::TakeBack {
-                refunded_fen: amount_fen,
-                paid_fen: order.amount_fen,
+                refunded_fen: amount_fen.get(),
+                paid_fen: order.amount_fen.get(),
                 whole,
                 time,
             };
@@ -570,7 +586,7 @@ async fn place(
         super::subscriptions::COLUMNS
     ))
     .bind(&id)
-    .bind(&order.user_id)
+    .bind(order.user_id.as_str())
     .bind(&order.plan_id)
     .bind(status)
     .bind(span.0)

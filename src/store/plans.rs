@@ -1,18 +1,23 @@
 //! Plans and the quota types they grant. Prices are integer fen in the store.
 
-use super::{Store, StoreError, now_ms};
+use super::columns::Flag;
+use super::{StoreError, now_ms};
+use crate::formats::money::Fen;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PlanRow {
     pub id: String,
     pub name: String,
     pub description: String,
-    pub price_fen: i64,
+    #[sqlx(try_from = "i64")]
+    pub price_fen: Fen,
     pub currency: String,
     pub billing_cycle: String,
     pub features: String,
-    pub is_active: i64,
-    pub is_default: i64,
+    #[sqlx(try_from = "Flag")]
+    pub is_active: bool,
+    #[sqlx(try_from = "Flag")]
+    pub is_default: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -39,7 +44,7 @@ impl Plan {
 pub struct PlanInput {
     pub name: String,
     pub description: String,
-    pub price_fen: i64,
+    pub price_fen: Fen,
     pub currency: String,
     pub billing_cycle: String,
     pub features: String,
@@ -50,7 +55,12 @@ pub struct PlanInput {
 
 const COLUMNS: &str = "id, name, description, price_fen, currency, billing_cycle, features, is_active, is_default, created_at, updated_at";
 
-impl Store {
+repository!(
+    /// Plans and the quota types they grant.
+    Plans, plans
+);
+
+impl Plans<'_> {
     /// Inserts or updates a quota type (declared in proxy.toml).
     pub async fn upsert_quota_type(
         &self,
@@ -100,7 +110,7 @@ impl Store {
     }
 
     /// Plans ordered by price, then name.
-    pub async fn plans(&self, active_only: bool) -> Result<Vec<Plan>, StoreError> {
+    pub async fn list(&self, active_only: bool) -> Result<Vec<Plan>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM subscription_plans WHERE is_active = 1 OR $1 = 0 ORDER BY price_fen, name"
         );
@@ -111,7 +121,7 @@ impl Store {
         self.with_quotas(rows).await
     }
 
-    pub async fn plan(&self, id: &str) -> Result<Option<Plan>, StoreError> {
+    pub async fn by_id(&self, id: &str) -> Result<Option<Plan>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM subscription_plans WHERE id = $1");
         let row = sqlx::query_as::<_, PlanRow>(&sql)
             .bind(id)
@@ -123,7 +133,7 @@ impl Store {
         }
     }
 
-    pub async fn plan_by_name(&self, name: &str) -> Result<Option<Plan>, StoreError> {
+    pub async fn by_name(&self, name: &str) -> Result<Option<Plan>, StoreError> {
         let id: Option<String> =
             sqlx::query_scalar("SELECT id FROM subscription_plans WHERE name = $1")
                 .bind(name)
@@ -131,12 +141,12 @@ impl Store {
                 .await?;
         match id {
             None => Ok(None),
-            Some(id) => self.plan(&id).await,
+            Some(id) => self.by_id(&id).await,
         }
     }
 
     /// The plan every new user starts on.
-    pub async fn default_plan(&self) -> Result<Option<Plan>, StoreError> {
+    pub async fn default(&self) -> Result<Option<Plan>, StoreError> {
         let id: Option<String> = sqlx::query_scalar(
             "SELECT id FROM subscription_plans WHERE is_default = 1 AND is_active = 1 ORDER BY created_at LIMIT 1",
         )
@@ -144,12 +154,12 @@ impl Store {
         .await?;
         match id {
             None => Ok(None),
-            Some(id) => self.plan(&id).await,
+            Some(id) => self.by_id(&id).await,
         }
     }
 
     /// Creates a plan (with `id`, or a new one) and its quotas, in one transaction.
-    pub async fn create_plan(&self, input: &PlanInput) -> Result<Plan, StoreError> {
+    pub async fn create(&self, input: &PlanInput) -> Result<Plan, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
@@ -164,7 +174,7 @@ impl Store {
         .bind(&id)
         .bind(&input.name)
         .bind(&input.description)
-        .bind(input.price_fen)
+        .bind(input.price_fen.get())
         .bind(&input.currency)
         .bind(&input.billing_cycle)
         .bind(&input.features)
@@ -184,17 +194,13 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        self.plan(&id)
+        self.by_id(&id)
             .await?
             .ok_or_else(|| StoreError::Other("a created plan vanished".into()))
     }
 
     /// Replaces a plan's fields and quotas, in one transaction.
-    pub async fn update_plan(
-        &self,
-        id: &str,
-        input: &PlanInput,
-    ) -> Result<Option<Plan>, StoreError> {
+    pub async fn update(&self, id: &str, input: &PlanInput) -> Result<Option<Plan>, StoreError> {
         let mut tx = self.pool().begin().await?;
         if input.is_default {
             sqlx::query(
@@ -211,7 +217,7 @@ impl Store {
         .bind(id)
         .bind(&input.name)
         .bind(&input.description)
-        .bind(input.price_fen)
+        .bind(input.price_fen.get())
         .bind(&input.currency)
         .bind(&input.billing_cycle)
         .bind(&input.features)
@@ -238,6 +244,6 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        self.plan(id).await
+        self.by_id(id).await
     }
 }

@@ -2,7 +2,7 @@
 //! Rotation marks a token as exchanged; presenting an exchanged token again outside the grace
 //! window means it was stolen, and the whole family is revoked.
 
-use super::{Store, StoreError, now_ms};
+use super::{StoreError, now_ms};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RefreshRow {
@@ -28,8 +28,13 @@ pub enum Rotation {
 
 const COLUMNS: &str = "id, user_id, family_id, token_hash, issued_at, expires_at, rotated_at, replaced_by, revoked_at";
 
-impl Store {
-    pub async fn insert_refresh_token(
+repository!(
+    /// Refresh tokens: hashed, in families, rotated once.
+    RefreshTokens, refresh_tokens
+);
+
+impl RefreshTokens<'_> {
+    pub async fn insert(
         &self,
         id: &str,
         user_id: &str,
@@ -54,7 +59,7 @@ impl Store {
 
     /// Marks the token as rotated, in one conditional statement, so two concurrent refreshes
     /// cannot both be the first.
-    pub async fn rotate_refresh_token(
+    pub async fn rotate(
         &self,
         id: &str,
         token_hash: &str,
@@ -84,7 +89,7 @@ impl Store {
         Ok(Rotation::NotRotated(row))
     }
 
-    pub async fn revoke_refresh_family(&self, family_id: &str) -> Result<u64, StoreError> {
+    pub async fn revoke_family(&self, family_id: &str) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
         )
@@ -95,7 +100,7 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    pub async fn revoke_refresh_tokens_of(&self, user_id: &str) -> Result<u64, StoreError> {
+    pub async fn revoke_all_of(&self, user_id: &str) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
         )
@@ -107,7 +112,7 @@ impl Store {
     }
 
     /// Whether the token `id` has been exchanged (or revoked) already.
-    pub async fn refresh_token_rotated(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn rotated(&self, id: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM refresh_tokens WHERE id = $1 AND (rotated_at IS NOT NULL OR revoked_at IS NOT NULL)",
         )
@@ -117,7 +122,7 @@ impl Store {
         Ok(n > 0)
     }
 
-    pub async fn refresh_family_revoked(&self, family_id: &str) -> Result<bool, StoreError> {
+    pub async fn family_revoked(&self, family_id: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM refresh_tokens WHERE family_id = $1 AND revoked_at IS NOT NULL",
         )

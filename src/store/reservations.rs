@@ -29,15 +29,16 @@ use super::ledger::{
     BALANCE, BalanceRow, Charge, insert_reserved, refund_on, reserve_one, take_units,
 };
 use super::{Backend, StoreError};
+use crate::formats::ids::{QuotaKey, RequestId, UserId};
 
 /// At most this many charges in one transaction (the INSERT binds 9 values per charge).
 const MAX_BATCH: usize = 128;
 
 /// A charge waiting in the queue (the owned form of [`Charge`]).
 struct Job {
-    request_id: String,
-    user_id: String,
-    quota_type: String,
+    request_id: RequestId,
+    user_id: UserId,
+    quota_type: QuotaKey,
     amount: i64,
     endpoint: String,
     method: String,
@@ -95,9 +96,9 @@ impl ReserveWriter {
     ) -> Result<Option<BalanceRow>, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            request_id: c.request_id.to_string(),
-            user_id: c.user_id.to_string(),
-            quota_type: c.quota_type.to_string(),
+            request_id: c.request_id.clone(),
+            user_id: c.user_id.clone(),
+            quota_type: c.quota_type.clone(),
             amount: c.amount,
             endpoint: c.endpoint.to_string(),
             method: c.method.to_string(),

@@ -2,22 +2,29 @@
 //! balance of the user change in one transaction, guarded so that two requests that both see
 //! an ended period roll it over once.
 
+use super::columns::{Flag, SubscriptionStatus};
 use super::plans::Plan;
-use super::{Store, StoreError, now_ms};
+use super::{StoreError, now_ms};
+use crate::formats::ids::UserId;
+use crate::formats::money::Fen;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SubscriptionRow {
     pub id: String,
-    pub user_id: String,
+    #[sqlx(try_from = "String")]
+    pub user_id: UserId,
     pub plan_id: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: SubscriptionStatus,
     pub current_period_start: Option<i64>,
     pub current_period_end: Option<i64>,
-    pub auto_renew: i64,
+    #[sqlx(try_from = "Flag")]
+    pub auto_renew: bool,
     pub created_at: i64,
     pub updated_at: i64,
     /// The list value of the paid span (`billing::changes`); 0 when no one paid for it.
-    pub paid_value_fen: i64,
+    #[sqlx(try_from = "i64")]
+    pub paid_value_fen: Fen,
     /// Where its quota cycles count from, when not from `current_period_start`.
     pub cycle_anchor: Option<i64>,
 }
@@ -56,7 +63,7 @@ pub struct PaidContext<'a> {
     /// The current subscription (active or cancelled), ended or not.
     pub running: Option<&'a SubscriptionRow>,
     /// The price of its plan: 0 for the free plan.
-    pub running_plan_price_fen: i64,
+    pub running_plan_price_fen: Fen,
     /// The end of the last change already scheduled, if any.
     pub last_scheduled_end: Option<i64>,
     pub now: i64,
@@ -64,8 +71,13 @@ pub struct PaidContext<'a> {
 
 pub(super) const COLUMNS: &str = "id, user_id, plan_id, status, current_period_start, current_period_end, auto_renew, created_at, updated_at, paid_value_fen, cycle_anchor";
 
-impl Store {
-    pub async fn subscription(&self, id: &str) -> Result<Option<SubscriptionRow>, StoreError> {
+repository!(
+    /// Subscriptions and the periods they begin.
+    Subscriptions, subscriptions
+);
+
+impl Subscriptions<'_> {
+    pub async fn by_id(&self, id: &str) -> Result<Option<SubscriptionRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM user_subscriptions WHERE id = $1");
         Ok(sqlx::query_as::<_, SubscriptionRow>(&sql)
             .bind(id)
@@ -74,10 +86,7 @@ impl Store {
     }
 
     /// The running subscription (active, or cancelled but not yet ended).
-    pub async fn current_subscription(
-        &self,
-        user_id: &str,
-    ) -> Result<Option<SubscriptionRow>, StoreError> {
+    pub async fn current(&self, user_id: &str) -> Result<Option<SubscriptionRow>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM user_subscriptions WHERE user_id = $1 AND status IN ('active', 'cancelled') \
              ORDER BY created_at DESC LIMIT 1"
@@ -88,10 +97,7 @@ impl Store {
             .await?)
     }
 
-    pub async fn subscriptions_of(
-        &self,
-        user_id: &str,
-    ) -> Result<Vec<SubscriptionRow>, StoreError> {
+    pub async fn of_user(&self, user_id: &str) -> Result<Vec<SubscriptionRow>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM user_subscriptions WHERE user_id = $1 ORDER BY created_at DESC, id DESC"
         );
@@ -102,10 +108,7 @@ impl Store {
     }
 
     /// Changes paid for that begin later, earliest first.
-    pub async fn scheduled_subscriptions(
-        &self,
-        user_id: &str,
-    ) -> Result<Vec<SubscriptionRow>, StoreError> {
+    pub async fn scheduled(&self, user_id: &str) -> Result<Vec<SubscriptionRow>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM user_subscriptions WHERE user_id = $1 AND status = 'scheduled' \
              ORDER BY current_period_start, created_at"
@@ -117,7 +120,7 @@ impl Store {
     }
 
     /// A subscription waiting for its payment.
-    pub async fn create_pending_subscription(
+    pub async fn create_pending(
         &self,
         user_id: &str,
         plan_id: &str,
@@ -135,7 +138,7 @@ impl Store {
             .await?)
     }
 
-    pub async fn cancel_subscription(&self, id: &str) -> Result<(), StoreError> {
+    pub async fn cancel(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE user_subscriptions SET status = 'cancelled', auto_renew = 0, updated_at = $2 WHERE id = $1 AND status = 'active'",
         )
@@ -293,7 +296,7 @@ pub(super) async fn take_back(
         (whole_of as i128 * t.refunded_fen.clamp(0, t.paid_fen.max(0)) as i128
             / t.paid_fen.max(1) as i128) as i64
     };
-    let value_cut = share(order.list_price_fen);
+    let value_cut = share(order.list_price_fen.get());
     sqlx::query(
         "UPDATE user_subscriptions SET paid_value_fen = CASE WHEN paid_value_fen > $2 THEN paid_value_fen - $2 ELSE 0 END, \
          updated_at = $3 WHERE id = $1",
@@ -317,7 +320,7 @@ pub(super) async fn take_back(
     }
     let end = sub.current_period_end.unwrap_or(now);
     let new_end = end.saturating_sub(cut);
-    if sub.status == "scheduled" {
+    if sub.status == SubscriptionStatus::Scheduled {
         let start = sub.current_period_start.unwrap_or(end);
         let (status, new_end) = if t.whole || new_end <= start {
             ("expired", end)
@@ -344,7 +347,7 @@ pub(super) async fn take_back(
         sqlx::query(
             "UPDATE quota_balances SET period_end = $2, updated_at = $3 WHERE user_id = $1 AND period_end > $2",
         )
-        .bind(&sub.user_id)
+        .bind(sub.user_id.as_str())
         .bind(new_end)
         .bind(now)
         .execute(&mut *conn)

@@ -3,8 +3,9 @@
 //! charge is settled once: every change is conditional on the link still being `open`, so two
 //! replicas that see the same failure refund it once between them.
 
+use super::StoreError;
 use super::ledger::BalanceRow;
-use super::{Store, StoreError};
+use crate::formats::ids::{RequestId, UserId};
 
 /// An open link between a charge and its task.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -12,7 +13,8 @@ pub struct TaskChargeRow {
     pub request_id: String,
     pub kind: String,
     pub task_id: String,
-    pub user_id: String,
+    #[sqlx(try_from = "String")]
+    pub user_id: UserId,
     pub created_at: i64,
     pub checked_at: i64,
 }
@@ -40,18 +42,23 @@ impl TaskEnd {
 
 const ROW: &str = "request_id, kind, task_id, user_id, created_at, checked_at";
 
-impl Store {
+repository!(
+    /// Charges that follow the task they started.
+    TaskCharges, task_charges
+);
+
+impl TaskCharges<'_> {
     /// Makes a reserved charge final (as `commit_charge`) and links it to the task
     /// `(kind, task_id)` it started; both queued and written in batches (`commits`). The link
     /// replaces the open link of an earlier run of the same task id (the backend reuses
     /// `main_<patient>_<date>`).
-    pub fn commit_charge_linked(
+    pub fn commit_linked(
         &self,
-        request_id: String,
+        request_id: RequestId,
         now: i64,
         kind: &str,
         task_id: &str,
-        user_id: &str,
+        user_id: &UserId,
     ) {
         let link = super::commits::TaskLink {
             request_id: request_id.clone(),
@@ -60,15 +67,11 @@ impl Store {
             user_id: user_id.to_string(),
             at: now,
         };
-        self.commits.commit(request_id, now, Some(link));
+        self.store.commits.commit(request_id, now, Some(link));
     }
 
     /// The open charges of one task (at most one, as a rule).
-    pub async fn open_task_charges(
-        &self,
-        kind: &str,
-        task_id: &str,
-    ) -> Result<Vec<TaskChargeRow>, StoreError> {
+    pub async fn open(&self, kind: &str, task_id: &str) -> Result<Vec<TaskChargeRow>, StoreError> {
         Ok(sqlx::query_as::<_, TaskChargeRow>(&format!(
             "SELECT {ROW} FROM task_charges WHERE kind = $1 AND task_id = $2 AND state = 'open'"
         ))
@@ -79,11 +82,7 @@ impl Store {
     }
 
     /// Open charges whose task the gate has not looked at since `cutoff`, oldest first.
-    pub async fn due_task_charges(
-        &self,
-        cutoff: i64,
-        limit: i64,
-    ) -> Result<Vec<TaskChargeRow>, StoreError> {
+    pub async fn due(&self, cutoff: i64, limit: i64) -> Result<Vec<TaskChargeRow>, StoreError> {
         Ok(sqlx::query_as::<_, TaskChargeRow>(&format!(
             "SELECT {ROW} FROM task_charges WHERE state = 'open' AND checked_at <= $1 \
              ORDER BY checked_at LIMIT $2"
@@ -96,7 +95,7 @@ impl Store {
 
     /// Takes a due charge for one poll: true for the one replica whose claim moved
     /// `checked_at` from what it read to `now`.
-    pub async fn claim_task_charge(
+    pub async fn claim(
         &self,
         request_id: &str,
         seen_checked_at: i64,
@@ -118,7 +117,7 @@ impl Store {
     /// made in and marks its usage row refunded with `reason`, in the same transaction. Returns
     /// whether this call ended it (false: already ended, here or by another replica) and, for a
     /// refund, the balance after it.
-    pub async fn end_task_charge(
+    pub async fn end(
         &self,
         request_id: &str,
         end: TaskEnd,

@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Store, StoreError};
+use super::StoreError;
 
 /// One key's limit.
 #[derive(Debug, Clone)]
@@ -26,7 +26,12 @@ pub struct Limit {
 const SWEEP_EVERY: u64 = 512;
 static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
 
-impl Store {
+repository!(
+    /// Attempt limits shared by every replica.
+    Throttles, throttles
+);
+
+impl Throttles<'_> {
     /// Takes one attempt from every limit, or none: `None` when taken, `Some(ms)` to wait
     /// before the next attempt can be taken when one of the limits is used up.
     pub async fn take_attempt(
@@ -68,7 +73,7 @@ impl Store {
 
     /// Gives an attempt back (it succeeded): each limit's time moves one interval back (never
     /// before `now`), and the keys in `reset` are forgotten.
-    pub async fn give_back_attempt(
+    pub async fn give_back(
         &self,
         limits: &[Limit],
         reset: &[&str],

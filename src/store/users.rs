@@ -1,27 +1,24 @@
 //! Users: accounts as stored (the password only as an argon2id hash).
 
-use super::{Store, StoreError, now_ms};
+use super::columns::{Flag, flag};
+use super::{StoreError, now_ms};
+use crate::formats::ids::UserId;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
-    pub id: String,
+    #[sqlx(try_from = "String")]
+    pub id: UserId,
     pub email: String,
     pub username: String,
     pub hashed_password: String,
-    pub is_active: i64,
-    pub is_superuser: i64,
-    pub email_verified: i64,
+    #[sqlx(try_from = "Flag")]
+    pub is_active: bool,
+    #[sqlx(try_from = "Flag")]
+    pub is_superuser: bool,
+    #[sqlx(try_from = "Flag")]
+    pub email_verified: bool,
     pub created_at: i64,
     pub updated_at: i64,
-}
-
-impl UserRow {
-    pub fn active(&self) -> bool {
-        self.is_active != 0
-    }
-    pub fn superuser(&self) -> bool {
-        self.is_superuser != 0
-    }
 }
 
 pub struct NewUser {
@@ -48,9 +45,14 @@ pub fn username_key(username: &str) -> String {
 
 const COLUMNS: &str = "id, email, username, hashed_password, is_active, is_superuser, email_verified, created_at, updated_at";
 
-impl Store {
+repository!(
+    /// Accounts.
+    Users, users
+);
+
+impl Users<'_> {
     /// Inserts a user. A taken email or username is a `Conflict` naming the column.
-    pub async fn create_user(&self, new: NewUser) -> Result<UserRow, StoreError> {
+    pub async fn create(&self, new: NewUser) -> Result<UserRow, StoreError> {
         let now = now_ms();
         let id = uuid::Uuid::new_v4().to_string();
         let sql = format!(
@@ -61,8 +63,8 @@ impl Store {
             .bind(&new.email)
             .bind(&new.username)
             .bind(&new.hashed_password)
-            .bind(new.is_superuser as i64)
-            .bind(new.email_verified as i64)
+            .bind(flag(new.is_superuser))
+            .bind(flag(new.email_verified))
             .bind(now)
             .bind(username_key(&new.username))
             .fetch_one(self.pool())
@@ -70,7 +72,7 @@ impl Store {
             .map_err(StoreError::from)
     }
 
-    pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
+    pub async fn by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
         Ok(sqlx::query_as::<_, UserRow>(&sql)
             .bind(id)
@@ -79,7 +81,7 @@ impl Store {
     }
 
     /// The user whose username or email is `login`, in any case.
-    pub async fn user_by_login(&self, login: &str) -> Result<Option<UserRow>, StoreError> {
+    pub async fn by_login(&self, login: &str) -> Result<Option<UserRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM users WHERE username_key = $1 OR email = $1");
         Ok(sqlx::query_as::<_, UserRow>(&sql)
             .bind(login.to_lowercase())
@@ -104,7 +106,7 @@ impl Store {
     }
 
     /// Applies `update` and returns the user as it now is (`None` if there is no such user).
-    pub async fn update_user(
+    pub async fn update(
         &self,
         id: &str,
         update: UserUpdate,
@@ -121,7 +123,7 @@ impl Store {
             .bind(update.email)
             .bind(update.username)
             .bind(update.hashed_password)
-            .bind(update.is_active.map(|b| b as i64))
+            .bind(update.is_active.map(flag))
             .bind(now_ms())
             .bind(key)
             .fetch_optional(self.pool())
@@ -138,7 +140,7 @@ impl Store {
     }
 
     /// Deletes a user and, by cascade, their keys, tokens, balances and usage.
-    pub async fn delete_user(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id)
             .execute(self.pool())

@@ -19,6 +19,7 @@
 pub mod multipart;
 pub mod replies;
 
+use crate::formats::ids::UserId;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -41,13 +42,13 @@ pub struct Namespace {
 }
 
 impl Namespace {
-    pub fn of(user_id: &Arc<str>) -> Namespace {
+    pub fn of(user_id: &UserId) -> Namespace {
         let plain = !user_id.is_empty()
             && user_id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-');
         let id = if plain {
-            user_id.clone()
+            user_id.shared()
         } else {
             user_id
                 .bytes()
@@ -191,7 +192,7 @@ impl Owners {
             return Ok(&*owner == user_id);
         }
         // Boxed: the store's future is large, and a known owner (the usual case) never needs it.
-        match Box::pin(self.store.owner_of(kind, id)).await? {
+        match Box::pin(self.store.owners().owner_of(kind, id)).await? {
             Some(owner) => {
                 let owned = owner == user_id;
                 self.remember(kind, id, owner.into());
@@ -203,7 +204,11 @@ impl Owners {
 
     /// Records `user_id` as the owner of a new id; the first owner of an id stays.
     pub async fn record(&self, kind: &str, id: &str, user_id: &str) -> Result<(), GateError> {
-        let owner = self.store.record_owner(kind, id, user_id, now_ms()).await?;
+        let owner = self
+            .store
+            .owners()
+            .record(kind, id, user_id, now_ms())
+            .await?;
         self.remember(kind, id, owner.into());
         Ok(())
     }
@@ -215,7 +220,7 @@ impl Owners {
         user_id: &str,
         ids: &[&str],
     ) -> Result<std::collections::HashSet<String>, GateError> {
-        Ok(self.store.owned_among(kind, user_id, ids).await?)
+        Ok(self.store.owners().owned_among(kind, user_id, ids).await?)
     }
 }
 
@@ -246,14 +251,20 @@ mod tests {
 
     #[test]
     fn namespaces_are_unique_and_unforgeable() {
-        let id: Arc<str> = "0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5b".into();
+        let id =
+            crate::formats::ids::UserId::from(String::from("0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5b"));
         let a = Namespace::of(&id);
         assert_eq!(a.to_text(), "0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5b~");
         assert_ne!(
             a,
-            Namespace::of(&"0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5c".into())
+            Namespace::of(&crate::formats::ids::UserId::from(String::from(
+                "0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5c"
+            )))
         );
-        assert_eq!(Namespace::of(&"a/b".into()).to_text(), "612f62~");
+        assert_eq!(
+            Namespace::of(&crate::formats::ids::UserId::from(String::from("a/b"))).to_text(),
+            "612f62~"
+        );
         assert!(a.starts("0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5b~x"));
         assert!(!a.starts("0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5b"));
         assert!(!a.starts("x0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5b~"));
@@ -261,7 +272,7 @@ mod tests {
 
     #[test]
     fn ids_get_the_namespace_before_the_patient_name() {
-        let ns = Namespace::of(&"u1".into());
+        let ns = Namespace::of(&crate::formats::ids::UserId::from(String::from("u1")));
         let task = ["main_".to_string(), "cont_".to_string()];
         assert_eq!(
             namespaced_id(&task, "main_张三_20250101", &ns),

@@ -86,7 +86,7 @@ mod tests {
 
     #[test]
     fn the_namespace_comes_out_everywhere() {
-        let ns = Namespace::of(&"u1".into());
+        let ns = Namespace::of(&crate::formats::ids::UserId::from(String::from("u1")));
         let body = br#"{"task_id":"main_u1~p_d","output_dir":"data/x/u1~p_d/output"}"#;
         let out = strip_namespace(body, &ns).unwrap();
         assert_eq!(
@@ -106,7 +106,7 @@ mod tests {
             json!({"tasks": {"main_a": {}, "cont_a": {}}, "count": 2})
         );
 
-        let ns = Namespace::of(&"u1".into());
+        let ns = Namespace::of(&crate::formats::ids::UserId::from(String::from("u1")));
         let mut r = json!({"count": 3, "patients": ["u1~p-d", "u2~p-d", "p-d"]});
         keep_patients(&mut r, "patients", &ns);
         assert_eq!(r, json!({"count": 1, "patients": ["u1~p-d"]}));

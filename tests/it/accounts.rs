@@ -70,12 +70,8 @@ async fn registration_and_login(db: Db) {
     assert_eq!(by_name["token_type"], "bearer");
     let by_email = app.login("ALICE@example.com", "password-1").await;
     let me: Value = app
-        .client
-        .get(app.url("/users/me"))
-        .header(
-            "authorization",
-            bearer(by_email["access_token"].as_str().unwrap()),
-        )
+        .with_token(by_email["access_token"].as_str().unwrap())
+        .get("/users/me")
         .send()
         .await
         .unwrap()
@@ -277,13 +273,7 @@ async fn bad_tokens_are_refused(db: Db) {
     ];
     for (what, token) in tokens {
         for path in ["/users/me", "/mine/data"] {
-            let resp = app
-                .client
-                .get(app.url(path))
-                .header("authorization", bearer(&token))
-                .send()
-                .await
-                .unwrap();
+            let resp = app.with_token(&token).get(path).send().await.unwrap();
             assert_eq!(resp.status(), 401, "{what} on {path}");
             assert_eq!(resp.headers()["www-authenticate"], "Bearer");
             assert!(!detail(resp).await.is_empty());
@@ -292,9 +282,8 @@ async fn bad_tokens_are_refused(db: Db) {
     // The well-formed one, for contrast.
     let ok = forge(&secret, good_claims);
     assert_eq!(
-        app.client
-            .get(app.url("/users/me"))
-            .header("authorization", bearer(&ok))
+        app.with_token(&ok)
+            .get("/users/me")
             .send()
             .await
             .unwrap()
@@ -339,9 +328,8 @@ async fn refresh_in_three_styles_with_rotation(db: Db) {
     let p3: Value = resp.json().await.unwrap();
     let access3 = p3["access_token"].as_str().unwrap();
     assert_eq!(
-        app.client
-            .get(app.url("/users/me"))
-            .header("authorization", bearer(access3))
+        app.with_token(access3)
+            .get("/users/me")
             .send()
             .await
             .unwrap()
@@ -418,9 +406,8 @@ async fn password_change_needs_the_current_one(db: Db) {
     let app = app(db, "").await;
     let acct = app.signup("erin").await;
     let put = |body: Value| {
-        app.client
-            .put(app.url("/users/me"))
-            .header("authorization", bearer(&acct.access))
+        app.with_token(&acct.access)
+            .put("/users/me")
             .json(&body)
             .send()
     };
@@ -483,9 +470,8 @@ async fn api_keys_work_and_die_at_once(db: Db) {
     let other = app.signup("hank").await;
     let auth = bearer(&acct.access);
     let resp = app
-        .client
-        .post(app.url("/api-keys/"))
-        .header("authorization", &auth)
+        .with_authorization(&auth)
+        .post("/api-keys/")
         .json(&json!({"name": "script", "expires_at": "2099-12-31T23:59"}))
         .send()
         .await
@@ -504,9 +490,8 @@ async fn api_keys_work_and_die_at_once(db: Db) {
     // The list (with and without trailing slash) never shows the key.
     for path in ["/api-keys", "/api-keys/"] {
         let list: Value = app
-            .client
-            .get(app.url(path))
-            .header("authorization", &auth)
+            .with_authorization(&auth)
+            .get(path)
             .send()
             .await
             .unwrap()
@@ -528,13 +513,7 @@ async fn api_keys_work_and_die_at_once(db: Db) {
         .await
         .unwrap();
     assert_eq!(me["id"], acct.id.as_str());
-    let resp = app
-        .client
-        .get(app.url("/mine/x"))
-        .header("authorization", bearer(&key))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.with_token(&key).get("/mine/x").send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let seen = app.upstream.seen();
     let last = seen.last().unwrap();
@@ -547,9 +526,8 @@ async fn api_keys_work_and_die_at_once(db: Db) {
     // last_used_at is recorded without a write per request.
     app.services().auth().flush_key_uses().await;
     let list: Value = app
-        .client
-        .get(app.url("/api-keys/"))
-        .header("authorization", &auth)
+        .with_authorization(&auth)
+        .get("/api-keys/")
         .send()
         .await
         .unwrap()
@@ -560,9 +538,8 @@ async fn api_keys_work_and_die_at_once(db: Db) {
 
     // Someone else cannot touch it.
     let resp = app
-        .client
-        .delete(app.url(&format!("/api-keys/{id}")))
-        .header("authorization", bearer(&other.access))
+        .with_token(&other.access)
+        .delete(&format!("/api-keys/{id}"))
         .send()
         .await
         .unwrap();
@@ -570,9 +547,8 @@ async fn api_keys_work_and_die_at_once(db: Db) {
 
     // Deactivated: refused on the very next request.
     let resp = app
-        .client
-        .patch(app.url(&format!("/api-keys/{id}/deactivate")))
-        .header("authorization", &auth)
+        .with_authorization(&auth)
+        .patch(&format!("/api-keys/{id}/deactivate"))
         .send()
         .await
         .unwrap();
@@ -591,9 +567,8 @@ async fn api_keys_work_and_die_at_once(db: Db) {
 
     // A second key, deleted: refused at once too.
     let k2: Value = app
-        .client
-        .post(app.url("/api-keys"))
-        .header("authorization", &auth)
+        .with_authorization(&auth)
+        .post("/api-keys")
         .json(&json!({"name": "k2"}))
         .send()
         .await
@@ -613,9 +588,8 @@ async fn api_keys_work_and_die_at_once(db: Db) {
         200
     );
     let resp = app
-        .client
-        .delete(app.url(&format!("/api-keys/{}", k2["id"].as_str().unwrap())))
-        .header("authorization", &auth)
+        .with_authorization(&auth)
+        .delete(&format!("/api-keys/{}", k2["id"].as_str().unwrap()))
         .send()
         .await
         .unwrap();
@@ -634,9 +608,8 @@ async fn api_keys_work_and_die_at_once(db: Db) {
     // Expiry is honoured; a past expiry or an unreadable one is refused at creation.
     let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
     let k3: Value = app
-        .client
-        .post(app.url("/api-keys/"))
-        .header("authorization", &auth)
+        .with_authorization(&auth)
+        .post("/api-keys/")
         .json(&json!({"name": "short", "expires_at": soon}))
         .send()
         .await
@@ -667,9 +640,8 @@ async fn api_keys_work_and_die_at_once(db: Db) {
     assert!(detail(resp).await.contains("expired"));
     for (bad, status) in [("2001-01-01T00:00", 409), ("whenever", 422)] {
         let resp = app
-            .client
-            .post(app.url("/api-keys/"))
-            .header("authorization", &auth)
+            .with_authorization(&auth)
+            .post("/api-keys/")
             .json(&json!({"name": "x", "expires_at": bad}))
             .send()
             .await
@@ -708,9 +680,8 @@ async fn proxied_routes_carry_the_identity_the_backend_expects(db: Db) {
     let app = app(db, "").await;
     let acct = app.signup("ivy").await;
     let resp = app
-        .client
-        .get(app.url("/mine/result?x=1"))
-        .header("authorization", bearer(&acct.access))
+        .with_token(&acct.access)
+        .get("/mine/result?x=1")
         .header("x-user-id", "spoofed")
         .send()
         .await
@@ -766,9 +737,8 @@ async fn proxied_routes_carry_the_identity_the_backend_expects(db: Db) {
 
     // Admin routes need a superuser.
     let resp = app
-        .client
-        .get(app.url("/ops/stats"))
-        .header("authorization", bearer(&acct.access))
+        .with_token(&acct.access)
+        .get("/ops/stats")
         .send()
         .await
         .unwrap();
@@ -781,9 +751,8 @@ async fn proxied_routes_carry_the_identity_the_backend_expects(db: Db) {
         .await
         .unwrap();
     let resp = app
-        .client
-        .get(app.url("/mine/x"))
-        .header("authorization", bearer(&acct.access))
+        .with_token(&acct.access)
+        .get("/mine/x")
         .send()
         .await
         .unwrap();
@@ -806,9 +775,8 @@ async fn proxied_routes_carry_the_identity_the_backend_expects(db: Db) {
         .await
         .unwrap();
     let resp = app
-        .client
-        .get(app.url("/mine/x"))
-        .header("authorization", bearer(&acct.access))
+        .with_token(&acct.access)
+        .get("/mine/x")
         .send()
         .await
         .unwrap();
@@ -829,58 +797,51 @@ async fn superusers_manage_users(db: Db) {
     let user = app.signup("jack").await;
 
     let resp = app
-        .client
-        .get(app.url(&format!("/users/{}", user.id)))
-        .header("authorization", &admin_auth)
+        .with_authorization(&admin_auth)
+        .get(&format!("/users/{}", user.id))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
     let resp = app
-        .client
-        .get(app.url(&format!("/users/{}", admin.id)))
-        .header("authorization", bearer(&user.access))
+        .with_token(&user.access)
+        .get(&format!("/users/{}", admin.id))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
     let resp = app
-        .client
-        .get(app.url("/users/no-such-id"))
-        .header("authorization", &admin_auth)
+        .with_authorization(&admin_auth)
+        .get("/users/no-such-id")
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
     let resp = app
-        .client
-        .delete(app.url(&format!("/users/{}", admin.id)))
-        .header("authorization", &admin_auth)
+        .with_authorization(&admin_auth)
+        .delete(&format!("/users/{}", admin.id))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 422);
     let resp = app
-        .client
-        .get(app.url("/ops/x"))
-        .header("authorization", &admin_auth)
+        .with_authorization(&admin_auth)
+        .get("/ops/x")
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200, "superusers pass admin routes");
 
     let resp = app
-        .client
-        .delete(app.url(&format!("/users/{}", user.id)))
-        .header("authorization", &admin_auth)
+        .with_authorization(&admin_auth)
+        .delete(&format!("/users/{}", user.id))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
     let resp = app
-        .client
-        .get(app.url("/users/me"))
-        .header("authorization", bearer(&user.access))
+        .with_token(&user.access)
+        .get("/users/me")
         .send()
         .await
         .unwrap();
@@ -1060,9 +1021,8 @@ async fn revocation_reaches_the_other_replica() {
     }
     let acct = a.signup("nina").await;
     let created: Value = a
-        .client
-        .post(a.url("/api-keys/"))
-        .header("authorization", bearer(&acct.access))
+        .with_token(&acct.access)
+        .post("/api-keys/")
         .json(&json!({"name": "k"}))
         .send()
         .await
@@ -1088,9 +1048,7 @@ async fn revocation_reaches_the_other_replica() {
             200
         );
         assert_eq!(
-            app.client
-                .get(app.url("/mine/x"))
-                .header("authorization", bearer(&acct.access))
+            app.get_as(&acct.access, "/mine/x")
                 .send()
                 .await
                 .unwrap()
@@ -1099,9 +1057,8 @@ async fn revocation_reaches_the_other_replica() {
         );
     }
     let resp = a
-        .client
-        .delete(a.url(&format!("/api-keys/{}", created["id"].as_str().unwrap())))
-        .header("authorization", bearer(&acct.access))
+        .with_token(&acct.access)
+        .delete(&format!("/api-keys/{}", created["id"].as_str().unwrap()))
         .send()
         .await
         .unwrap();
@@ -1139,16 +1096,24 @@ impl Replica {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+
+    /// GET `path` with this bearer token.
+    fn get_as(&self, token: &str, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .get(self.url(path))
+            .header("authorization", bearer(token))
+    }
 }
 
 async fn wait_for_status(app: &Replica, credential: &str, is_key: bool, want: u16) {
     let started = std::time::Instant::now();
     loop {
-        let req = app.client.get(app.url("/mine/x"));
         let req = if is_key {
-            req.header("x-api-key", credential)
+            app.client
+                .get(app.url("/mine/x"))
+                .header("x-api-key", credential)
         } else {
-            req.header("authorization", bearer(credential))
+            app.get_as(credential, "/mine/x")
         };
         let status = req.send().await.unwrap().status().as_u16();
         if status == want {

@@ -1,7 +1,7 @@
 //! Operators' endpoints, on SQLite and PostgreSQL: user search, disable/enable taking effect at
 //! once, quota grants, and the audit log of every change.
 
-use crate::common::{Db, Options, bearer, spawn_app_with};
+use crate::common::{Db, Options, spawn_app_with};
 use serde_json::Value;
 
 async fn operators_manage_users_and_every_change_is_audited(db: Db) {
@@ -29,18 +29,16 @@ async fn operators_manage_users_and_every_change_is_audited(db: Db) {
         ("POST", &*format!("/admin/users/{}/disable", bob.id)),
     ] {
         let resp = app
-            .client
-            .request(method.parse().unwrap(), app.url(path))
-            .header("authorization", bearer(&alice))
+            .as_user(&alice)
+            .request(method.parse().unwrap(), path)
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status(), 403, "{path}");
     }
     let found: Value = app
-        .client
-        .get(app.url("/admin/users?q=ALI"))
-        .header("authorization", &root)
+        .with_authorization(&root)
+        .get("/admin/users?q=ALI")
         .send()
         .await
         .unwrap()
@@ -55,9 +53,8 @@ async fn operators_manage_users_and_every_change_is_audited(db: Db) {
         .collect();
     assert_eq!(names, vec!["alice"]);
     let all: Value = app
-        .client
-        .get(app.url("/api/admin/users?limit=10"))
-        .header("authorization", &root)
+        .with_authorization(&root)
+        .get("/api/admin/users?limit=10")
         .send()
         .await
         .unwrap()
@@ -77,9 +74,8 @@ async fn operators_manage_users_and_every_change_is_audited(db: Db) {
         200
     );
     let resp = app
-        .client
-        .post(app.url(&format!("/admin/users/{}/disable", bob.id)))
-        .header("authorization", &root)
+        .with_authorization(&root)
+        .post(&format!("/admin/users/{}/disable", bob.id))
         .send()
         .await
         .unwrap();
@@ -104,9 +100,8 @@ async fn operators_manage_users_and_every_change_is_audited(db: Db) {
         403
     );
     let resp = app
-        .client
-        .post(app.url(&format!("/admin/users/{}/enable", bob.id)))
-        .header("authorization", &root)
+        .with_authorization(&root)
+        .post(&format!("/admin/users/{}/enable", bob.id))
         .send()
         .await
         .unwrap();
@@ -121,9 +116,8 @@ async fn operators_manage_users_and_every_change_is_audited(db: Db) {
         200
     );
     let resp = app
-        .client
-        .post(app.url(&format!("/admin/users/{}/disable", admin.id)))
-        .header("authorization", &root)
+        .with_authorization(&root)
+        .post(&format!("/admin/users/{}/disable", admin.id))
         .send()
         .await
         .unwrap();
@@ -131,12 +125,11 @@ async fn operators_manage_users_and_every_change_is_audited(db: Db) {
 
     // Grants add to this period's limit.
     let resp = app
-        .client
-        .post(app.url(&format!(
+        .with_authorization(&root)
+        .post(&format!(
             "/admin/users/{}/grant?quota_type=api_calls_full_process&amount=3",
             alice.id
-        )))
-        .header("authorization", &root)
+        ))
         .send()
         .await
         .unwrap();
@@ -152,9 +145,8 @@ async fn operators_manage_users_and_every_change_is_audited(db: Db) {
         "amount=1",
     ] {
         let resp = app
-            .client
-            .post(app.url(&format!("/admin/users/{}/grant?{bad}", alice.id)))
-            .header("authorization", &root)
+            .with_authorization(&root)
+            .post(&format!("/admin/users/{}/grant?{bad}", alice.id))
             .send()
             .await
             .unwrap();
@@ -165,21 +157,19 @@ async fn operators_manage_users_and_every_change_is_audited(db: Db) {
         );
     }
     let resp = app
-        .client
-        .put(app.url(&format!(
+        .with_authorization(&root)
+        .put(&format!(
             "/admin/quotas/users/{}/adjust?quota_type=storage_usage&new_limit=500",
             alice.id
-        )))
-        .header("authorization", &root)
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
 
     let log: Value = app
-        .client
-        .get(app.url("/admin/audit-log"))
-        .header("authorization", &root)
+        .with_authorization(&root)
+        .get("/admin/audit-log")
         .send()
         .await
         .unwrap()
@@ -210,9 +200,8 @@ async fn operators_manage_users_and_every_change_is_audited(db: Db) {
         );
     }
     let only: Value = app
-        .client
-        .get(app.url("/admin/audit-log?action=quota.grant"))
-        .header("authorization", &root)
+        .with_authorization(&root)
+        .get("/admin/audit-log?action=quota.grant")
         .send()
         .await
         .unwrap()

@@ -28,16 +28,7 @@ async fn app(db: Db, fake: &FakeAlipay) -> TestApp {
 }
 
 async fn order(app: &TestApp, a: &Account, plan: &str) -> Value {
-    let plan_id = app
-        .services()
-        .billing()
-        .store()
-        .plan_by_name(plan)
-        .await
-        .unwrap()
-        .unwrap()
-        .row
-        .id;
+    let plan_id = app.plan_id(plan).await;
     let resp = app
         .as_user(a)
         .post("/payments/")
@@ -62,14 +53,7 @@ async fn notify(app: &TestApp, form: String) -> (u16, String) {
 }
 
 async fn status(app: &TestApp, id: &str) -> String {
-    app.services()
-        .billing()
-        .store()
-        .payment(id)
-        .await
-        .unwrap()
-        .unwrap()
-        .status
+    app.order_status(id).await
 }
 
 async fn precreate_notify_activate(db: Db) {
@@ -145,19 +129,14 @@ async fn precreate_notify_activate(db: Db) {
     // TRADE_FINISHED later (another notify_id): nothing more.
     let finished = fake.notification("n-5", &no, "99.00", "TRADE_FINISHED", fake_alipay::APP_ID);
     assert_eq!(notify(&app, finished).await.0, 200);
-    let paid: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM payment_transactions WHERE status = 'completed'")
-            .fetch_one(app.services().billing().store().pool())
-            .await
-            .unwrap();
-    assert_eq!(paid, 1);
+    let paid = app.order_statuses(&a).await;
+    assert_eq!(paid.iter().filter(|s| *s == "completed").count(), 1);
 
     // Refund goes to Alipay with an out_request_no.
     let root = app.admin_bearer().await;
     let resp = app
-        .client
-        .post(app.url(&format!("/payments/{id}/refund")))
-        .header("authorization", &root)
+        .with_authorization(&root)
+        .post(&format!("/payments/{id}/refund"))
         .header("idempotency-key", "r1")
         .json(&json!({"refund_amount": "9.90"}))
         .send()
@@ -207,11 +186,7 @@ async fn lost_notifications_are_found_by_query(db: Db) {
 
     // An expired order is queried, then closed at Alipay and here.
     let o2 = order(&app, &a, "专业版").await;
-    sqlx::query("UPDATE payment_transactions SET created_at = created_at - 7200000 WHERE id = $1")
-        .bind(o2["id"].as_str().unwrap())
-        .execute(app.services().billing().store().pool())
-        .await
-        .unwrap();
+    app.age_order(o2["id"].as_str().unwrap(), 7_200_000).await;
     let queries_before = fake.calls("alipay.trade.query").len();
     assert_eq!(app.services().payments().reconcile_once().await.unwrap(), 1);
     assert!(
@@ -228,16 +203,7 @@ async fn forged_gateway_answers_are_not_trusted(db: Db) {
     let app = app(db, &fake).await;
     let a = app.signup("forgery").await;
     fake.state.lock().unwrap().forge_responses = true;
-    let plan_id = app
-        .services()
-        .billing()
-        .store()
-        .plan_by_name("专业版")
-        .await
-        .unwrap()
-        .unwrap()
-        .row
-        .id;
+    let plan_id = app.plan_id("专业版").await;
     let resp = app
         .as_user(&a)
         .post("/payments/")
@@ -246,18 +212,9 @@ async fn forged_gateway_answers_are_not_trusted(db: Db) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 502);
-    let rows = app
-        .services()
-        .billing()
-        .store()
-        .payments(Some(&a.id), None, 10)
-        .await
-        .unwrap();
+    let rows = app.order_statuses(&a).await;
     assert_eq!(rows.len(), 1);
-    assert_eq!(
-        rows[0].status, "closed",
-        "an unverified answer is never success"
-    );
+    assert_eq!(rows[0], "closed", "an unverified answer is never success");
     app.stop().await;
 }
 

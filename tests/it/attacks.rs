@@ -396,16 +396,7 @@ async fn a_stalled_body_is_answered_408_and_refunded(db: Db) {
     })
     .await;
     let a = app.signup("trickle").await;
-    let used = || async {
-        app.services()
-            .billing()
-            .store()
-            .balance(&a.id, "api_calls_full_process")
-            .await
-            .unwrap()
-            .expect("a balance")
-            .used_amount
-    };
+    let used = || async { app.quota(&a, "api_calls_full_process").await.used };
     assert_eq!(used().await, 0);
     // The head and ten of a hundred declared bytes, then nothing.
     let request = format!(
@@ -436,9 +427,8 @@ async fn a_taken_value_is_named_not_quoted_from_the_database(db: Db) {
     let root = app.admin_bearer().await;
     let pro = app.plan_id("专业版").await;
     let resp = app
-        .client
-        .put(app.url(&format!("/plans/{pro}")))
-        .header("authorization", root)
+        .with_authorization(&root)
+        .put(&format!("/plans/{pro}"))
         .json(&json!({"name": "免费版"}))
         .send()
         .await
@@ -469,12 +459,7 @@ async fn a_locked_database_answers_503_and_recovers() {
     })
     .await;
     let a = app.signup("locked").await;
-    let process = || {
-        app.client
-            .post(app.url("/process/p/20250101"))
-            .header("authorization", format!("Bearer {}", a.access))
-            .send()
-    };
+    let process = || app.as_user(&a).post("/process/p/20250101").send();
     assert_eq!(process().await.unwrap().status(), 200);
     // Another writer takes the file's write lock and keeps it.
     use sqlx::Connection;

@@ -70,17 +70,15 @@ async fn metrics_count_requests_decisions_and_outcomes() {
     let a = app.signup("metered").await;
     let auth = format!("Bearer {}", a.access);
     let resp = app
-        .client
-        .post(app.url("/process/p1/20250101"))
-        .header("authorization", &auth)
+        .with_authorization(&auth)
+        .post("/process/p1/20250101")
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
     let resp = app
-        .client
-        .get(app.url("/list_patients"))
-        .header("authorization", "Bearer forged")
+        .with_authorization("Bearer forged")
+        .get("/list_patients")
         .send()
         .await
         .unwrap();

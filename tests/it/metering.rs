@@ -24,38 +24,17 @@ async fn app(db: Db) -> TestApp {
     app_on(db, None, Vec::new()).await
 }
 
-async fn set_limit(app: &TestApp, user_id: &str, quota: &str, limit: i64) {
-    let gate = app.services();
-    let store = gate.billing().store();
-    store
-        .set_limit(user_id, quota, limit, idoctor_gate::store::now_ms())
-        .await
-        .unwrap()
-        .expect("a balance");
-}
-
-async fn used(app: &TestApp, user_id: &str, quota: &str) -> i64 {
-    app.services()
-        .billing()
-        .store()
-        .balance(user_id, quota)
-        .await
-        .unwrap()
-        .expect("a balance")
-        .used_amount
+async fn used(app: &TestApp, a: &Account, quota: &str) -> i64 {
+    app.quota(a, quota).await.used
 }
 
 /// (committed count, refunded count, reserved count).
-async fn ledger(app: &TestApp, user_id: &str, quota: &str) -> (i64, i64, i64) {
-    let rows = app
-        .services()
-        .billing()
-        .store()
-        .usage_summary(user_id, quota)
-        .await
-        .unwrap();
-    let get = |state: &str| rows.iter().find(|r| r.0 == state).map_or(0, |r| r.1);
-    (get("committed"), get("refunded"), get("reserved"))
+async fn ledger(app: &TestApp, a: &Account, quota: &str) -> (i64, i64, i64) {
+    (
+        app.usage_rows_in(a, quota, "committed").await,
+        app.usage_rows_in(a, quota, "refunded").await,
+        app.usage_rows_in(a, quota, "reserved").await,
+    )
 }
 
 async fn process(app: &TestApp, a: &Account, query: &str) -> reqwest::Response {
@@ -69,7 +48,7 @@ async fn process(app: &TestApp, a: &Account, query: &str) -> reqwest::Response {
 async fn concurrent_requests_admit_exactly_the_remaining(db: Db) {
     let app = app(db).await;
     let a = app.signup("conc").await;
-    set_limit(&app, &a.id, PROCESS, 7).await;
+    app.set_limit(&a, PROCESS, 7).await;
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..64 {
         let req = app.as_user(&a).post("/process/p1/20250101");
@@ -85,8 +64,8 @@ async fn concurrent_requests_admit_exactly_the_remaining(db: Db) {
         }
     }
     assert_eq!((ok, denied), (7, 57));
-    assert_eq!(used(&app, &a.id, PROCESS).await, 7);
-    assert_eq!(ledger(&app, &a.id, PROCESS).await, (7, 0, 0));
+    assert_eq!(used(&app, &a, PROCESS).await, 7);
+    assert_eq!(ledger(&app, &a, PROCESS).await, (7, 0, 0));
     let forwarded = app
         .upstream
         .seen()
@@ -100,7 +79,7 @@ async fn concurrent_requests_admit_exactly_the_remaining(db: Db) {
 async fn exhausted_answers_402_with_the_frontends_body_and_headers(db: Db) {
     let app = app(db).await;
     let a = app.signup("exh").await;
-    set_limit(&app, &a.id, PROCESS, 1).await;
+    app.set_limit(&a, PROCESS, 1).await;
     let resp = process(&app, &a, "").await;
     assert_eq!(resp.status(), 200);
     let h = resp.headers();
@@ -146,7 +125,7 @@ async fn exhausted_answers_402_with_the_frontends_body_and_headers(db: Db) {
 async fn every_refund_path_restores_the_balance(db: Db) {
     let app = app(db).await;
     let a = app.signup("refund").await;
-    let before = used(&app, &a.id, PROCESS).await;
+    let before = used(&app, &a, PROCESS).await;
     // The reply says no work was accepted, or the backend failed in any way.
     for (query, status) in [
         ("?behave=blocked", 200),
@@ -159,7 +138,7 @@ async fn every_refund_path_restores_the_balance(db: Db) {
         let resp = process(&app, &a, query).await;
         assert_eq!(resp.status(), status, "{query}");
         assert_eq!(resp.headers()["x-quota-used"], "0", "{query}");
-        assert_eq!(used(&app, &a.id, PROCESS).await, before, "{query} refunds");
+        assert_eq!(used(&app, &a, PROCESS).await, before, "{query} refunds");
     }
     // l3_detect: an "error" key refunds; the platform branch's `null` is a success.
     let l3 = |q: &'static str| {
@@ -171,11 +150,11 @@ async fn every_refund_path_restores_the_balance(db: Db) {
         l3("error-key").await.unwrap().headers()["x-quota-used"],
         "0"
     );
-    assert_eq!(used(&app, &a.id, "api_calls_l3_detect").await, 0);
+    assert_eq!(used(&app, &a, "api_calls_l3_detect").await, 0);
     assert_eq!(l3("null").await.unwrap().headers()["x-quota-used"], "1");
-    assert_eq!(used(&app, &a.id, "api_calls_l3_detect").await, 1);
+    assert_eq!(used(&app, &a, "api_calls_l3_detect").await, 1);
     // Nothing stays reserved, and each refund is one row.
-    assert_eq!(ledger(&app, &a.id, PROCESS).await, (0, 6, 0));
+    assert_eq!(ledger(&app, &a, PROCESS).await, (0, 6, 0));
     app.stop().await;
 }
 
@@ -199,14 +178,14 @@ async fn timeouts_and_unreachable_backends_refund_but_a_client_abort_does_not(db
         .await;
     assert!(req.is_err(), "the client timed out");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while ledger(&app, &a.id, PROCESS).await != (1, 0, 0) {
+    while ledger(&app, &a, PROCESS).await != (1, 0, 0) {
         assert!(
             std::time::Instant::now() < deadline,
             "the abandoned request was not settled by the backend's reply"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(used(&app, &a.id, PROCESS).await, 1);
+    assert_eq!(used(&app, &a, PROCESS).await, 1);
     app.stop().await;
 
     let dead = format!("http://127.0.0.1:{}", crate::common::dead_port());
@@ -221,8 +200,8 @@ async fn timeouts_and_unreachable_backends_refund_but_a_client_abort_does_not(db
     let a = app.signup("unreach").await;
     let resp = process(&app, &a, "").await;
     assert_eq!(resp.status(), 502);
-    assert_eq!(used(&app, &a.id, PROCESS).await, 0);
-    assert_eq!(ledger(&app, &a.id, PROCESS).await, (0, 1, 0));
+    assert_eq!(used(&app, &a, PROCESS).await, 0);
+    assert_eq!(ledger(&app, &a, PROCESS).await, (0, 1, 0));
     app.stop().await;
 
     // A backend slower than the route's timeout: 504, refunded.
@@ -243,8 +222,8 @@ async fn timeouts_and_unreachable_backends_refund_but_a_client_abort_does_not(db
         .await
         .unwrap();
     assert_eq!(resp.status(), 504);
-    assert_eq!(used(&app, &a.id, PROCESS).await, 0);
-    assert_eq!(ledger(&app, &a.id, PROCESS).await, (0, 1, 0));
+    assert_eq!(used(&app, &a, PROCESS).await, 0);
+    assert_eq!(ledger(&app, &a, PROCESS).await, (0, 1, 0));
     app.stop().await;
 }
 
@@ -267,7 +246,7 @@ async fn per_mb_costs_are_decided_before_the_body(db: Db) {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-quota-used"], "3");
-    assert_eq!(used(&app, &a.id, "storage_usage").await, 3);
+    assert_eq!(used(&app, &a, "storage_usage").await, 3);
     // No Content-Length on a per-MB route: 411, nothing forwarded.
     let seen_before = app.upstream.seen().len();
     let chunks = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(
@@ -294,119 +273,61 @@ async fn per_mb_costs_are_decided_before_the_body(db: Db) {
         seen_before,
         "neither reached the backend"
     );
-    assert_eq!(used(&app, &a.id, "storage_usage").await, 3);
+    assert_eq!(used(&app, &a, "storage_usage").await, 3);
     app.stop().await;
 }
 
-async fn periods_roll_over_at_the_first_request_after_their_end(db: Db) {
+/// A free period that ended renews at the first request after its end: in place, with a fresh
+/// balance a month ahead.
+async fn a_free_period_renews_at_the_first_request_after_its_end(db: Db) {
     let app = app(db).await;
     let a = app.signup("roll").await;
     assert_eq!(process(&app, &a, "").await.status(), 200);
-    assert_eq!(used(&app, &a.id, PROCESS).await, 1);
-    let pool = app.services().billing().store().pool().clone();
-    let past = idoctor_gate::store::now_ms() - 1000;
-    // The free period ended: it renews, with a fresh balance.
-    sqlx::query("UPDATE quota_balances SET period_end = $2, period_start = $2 - 86400000 WHERE user_id = $1")
-        .bind(&a.id).bind(past).execute(&pool).await.unwrap();
-    sqlx::query("UPDATE user_subscriptions SET current_period_end = $2 WHERE user_id = $1")
+    app.end_period(&a).await;
+    assert_eq!(process(&app, &a, "").await.status(), 200);
+    let q = app.quota(&a, PROCESS).await;
+    assert_eq!(q.used, 1, "the new period counts from zero");
+    assert!(
+        q.end_ms() > idoctor_gate::store::now_ms() + 27 * 86_400_000,
+        "a month ahead"
+    );
+    assert_eq!(
+        app.subscription_statuses(&a).await,
+        ["active"],
+        "the free subscription renewed in place"
+    );
+    app.stop().await;
+}
+
+/// A paid plan whose period ended without being paid again falls back to the free plan: its
+/// subscription expires and the balance is the free plan's, from zero.
+async fn an_unpaid_plan_falls_back_to_free_when_its_period_ends(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("lapse").await;
+    let pro = app.plan_id("专业版").await;
+    // As if 专业版 had been paid for once, with a balance of its size, and its period ended.
+    let pool = app.store().pool().clone();
+    sqlx::query("UPDATE user_subscriptions SET plan_id = $2 WHERE user_id = $1")
         .bind(&a.id)
-        .bind(past)
+        .bind(&pro)
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(process(&app, &a, "").await.status(), 200);
+    sqlx::query("UPDATE quota_balances SET limit_amount = 100 WHERE user_id = $1")
+        .bind(&a.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    app.end_period(&a).await;
+    let q = app.quota(&a, PROCESS).await;
+    assert_eq!((q.limit, q.used), (5, 0), "back on the free plan");
+    let statuses = app.subscription_statuses(&a).await;
     assert_eq!(
-        used(&app, &a.id, PROCESS).await,
+        statuses.iter().filter(|s| *s == "expired").count(),
         1,
-        "the new period counts from zero"
+        "{statuses:?}"
     );
-    let b = app
-        .services()
-        .billing()
-        .store()
-        .balance(&a.id, PROCESS)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        b.period_end > idoctor_gate::store::now_ms() + 27 * 86_400_000,
-        "a month ahead"
-    );
-    let subs = app
-        .services()
-        .billing()
-        .store()
-        .subscriptions_of(&a.id)
-        .await
-        .unwrap();
-    assert_eq!(subs.len(), 1, "the free subscription renewed in place");
-    assert_eq!(subs[0].status, "active");
-
-    // A paid plan whose period ended without payment falls back to the free plan.
-    let pro = app
-        .services()
-        .billing()
-        .store()
-        .plan_by_name("专业版")
-        .await
-        .unwrap()
-        .unwrap();
-    sqlx::query(
-        "UPDATE user_subscriptions SET plan_id = $2, current_period_end = $3 WHERE user_id = $1",
-    )
-    .bind(&a.id)
-    .bind(&pro.row.id)
-    .bind(past)
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query("UPDATE quota_balances SET period_end = $2, period_start = $2 - 86400000, limit_amount = 100 WHERE user_id = $1")
-        .bind(&a.id).bind(past).execute(&pool).await.unwrap();
-    let q: Value = app
-        .as_user(&a)
-        .get("/admin/quotas/users/me")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let process_q = q["quotas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["type_key"] == PROCESS)
-        .unwrap();
-    assert_eq!(
-        (process_q["limit"].as_i64(), process_q["used"].as_i64()),
-        (Some(5), Some(0)),
-        "back on the free plan"
-    );
-    let subs = app
-        .services()
-        .billing()
-        .store()
-        .subscriptions_of(&a.id)
-        .await
-        .unwrap();
-    assert_eq!(subs.iter().filter(|s| s.status == "expired").count(), 1);
-    let current = app
-        .services()
-        .billing()
-        .store()
-        .current_subscription(&a.id)
-        .await
-        .unwrap()
-        .unwrap();
-    let free = app
-        .services()
-        .billing()
-        .store()
-        .default_plan()
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(current.plan_id, free.row.id);
+    assert_eq!(app.current_plan(&a).await, "免费版");
     app.stop().await;
 }
 
@@ -480,9 +401,8 @@ async fn users_see_only_their_own_usage(db: Db) {
     // A superuser sees everyone, and can reset and adjust.
     let root = app.admin_bearer().await;
     let all: Value = app
-        .client
-        .get(app.url("/admin/quotas/usage-logs"))
-        .header("authorization", &root)
+        .with_authorization(&root)
+        .get("/admin/quotas/usage-logs")
         .send()
         .await
         .unwrap()
@@ -491,9 +411,8 @@ async fn users_see_only_their_own_usage(db: Db) {
         .unwrap();
     assert_eq!(all.as_array().unwrap().len(), 3);
     let stats: Value = app
-        .client
-        .get(app.url(&format!("/admin/quotas/statistics/{PROCESS}")))
-        .header("authorization", &root)
+        .with_authorization(&root)
+        .get(&format!("/admin/quotas/statistics/{PROCESS}"))
         .send()
         .await
         .unwrap()
@@ -508,12 +427,11 @@ async fn users_see_only_their_own_usage(db: Db) {
         (Some(3), Some(2))
     );
     let r: Value = app
-        .client
-        .post(app.url(&format!(
+        .with_authorization(&root)
+        .post(&format!(
             "/admin/quotas/users/{}/reset?quota_type={PROCESS}",
             b.id
-        )))
-        .header("authorization", &root)
+        ))
         .send()
         .await
         .unwrap()
@@ -521,14 +439,13 @@ async fn users_see_only_their_own_usage(db: Db) {
         .await
         .unwrap();
     assert_eq!(r["quotas_reset"], 1);
-    assert_eq!(used(&app, &b.id, PROCESS).await, 0);
+    assert_eq!(used(&app, &b, PROCESS).await, 0);
     let resp = app
-        .client
-        .put(app.url(&format!(
+        .with_authorization(&root)
+        .put(&format!(
             "/admin/quotas/users/{}/adjust?quota_type={PROCESS}&new_limit=-1",
             a.id
-        )))
-        .header("authorization", &root)
+        ))
         .send()
         .await
         .unwrap();
@@ -555,12 +472,11 @@ async fn users_see_only_their_own_usage(db: Db) {
     assert_eq!(me["user_id"], a.id.as_str());
     // Below current usage is refused, not clamped.
     let resp = app
-        .client
-        .put(app.url(&format!(
+        .with_authorization(&root)
+        .put(&format!(
             "/admin/quotas/users/{}/adjust?quota_type={PROCESS}&new_limit=0",
             a.id
-        )))
-        .header("authorization", &root)
+        ))
         .send()
         .await
         .unwrap();
@@ -715,9 +631,8 @@ async fn plans_and_subscriptions(db: Db) {
     assert_eq!(resp.status(), 403);
     let root = app.admin_bearer().await;
     let resp = app
-        .client
-        .post(app.url("/plans/"))
-        .header("authorization", &root)
+        .with_authorization(&root)
+        .post("/plans/")
         .json(&body)
         .send()
         .await
@@ -733,9 +648,8 @@ async fn plans_and_subscriptions(db: Db) {
         json!({"billing_cycle": "weekly"}),
     ] {
         let resp = app
-            .client
-            .put(app.url(&format!("/plans/{id}")))
-            .header("authorization", &root)
+            .with_authorization(&root)
+            .put(&format!("/plans/{id}"))
             .json(&bad)
             .send()
             .await
@@ -743,18 +657,16 @@ async fn plans_and_subscriptions(db: Db) {
         assert_eq!(resp.status(), 422, "{bad}");
     }
     let resp = app
-        .client
-        .put(app.url(&format!("/plans/{id}")))
-        .header("authorization", &root)
+        .with_authorization(&root)
+        .put(&format!("/plans/{id}"))
         .json(&json!({"price": 59}))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.json::<Value>().await.unwrap()["price"], "59.00");
     let resp = app
-        .client
-        .delete(app.url(&format!("/plans/{id}")))
-        .header("authorization", &root)
+        .with_authorization(&root)
+        .delete(&format!("/plans/{id}"))
         .send()
         .await
         .unwrap();
@@ -774,9 +686,8 @@ async fn plans_and_subscriptions(db: Db) {
         "deactivated plans are not offered"
     );
     let resp = app
-        .client
-        .delete(app.url(&format!("/plans/{free_id}")))
-        .header("authorization", &root)
+        .with_authorization(&root)
+        .delete(&format!("/plans/{free_id}"))
         .send()
         .await
         .unwrap();
@@ -790,7 +701,7 @@ async fn an_unreachable_database_fails_metered_routes_closed(db: Db) {
     // Warm the principal cache, so authentication itself needs no database.
     assert_eq!(process(&app, &a, "").await.status(), 200);
     let seen = app.upstream.seen().len();
-    app.services().billing().store().close().await;
+    app.store().close().await;
     let resp = process(&app, &a, "").await;
     assert_eq!(resp.status(), 503);
     assert!(
@@ -813,7 +724,8 @@ on_both!(
     every_refund_path_restores_the_balance,
     timeouts_and_unreachable_backends_refund_but_a_client_abort_does_not,
     per_mb_costs_are_decided_before_the_body,
-    periods_roll_over_at_the_first_request_after_their_end,
+    a_free_period_renews_at_the_first_request_after_its_end,
+    an_unpaid_plan_falls_back_to_free_when_its_period_ends,
     users_see_only_their_own_usage,
     plans_and_subscriptions,
     an_unreachable_database_fails_metered_routes_closed,
@@ -836,7 +748,7 @@ async fn two_replicas_on_one_postgres_admit_exactly_the_remaining() {
     let a = app_on(Db::Postgres, Some(url.clone()), env.clone()).await;
     let b = app_on(Db::Postgres, Some(url), env).await;
     let user = a.signup("twin").await;
-    set_limit(&a, &user.id, PROCESS, 9).await;
+    a.set_limit(&user, PROCESS, 9).await;
     let mut set = tokio::task::JoinSet::new();
     for i in 0..64 {
         let gate = if i % 2 == 0 { &a } else { &b };
@@ -850,8 +762,8 @@ async fn two_replicas_on_one_postgres_admit_exactly_the_remaining() {
         ok += (s == 200) as usize;
     }
     assert_eq!(ok, 9);
-    assert_eq!(used(&a, &user.id, PROCESS).await, 9);
-    assert_eq!(ledger(&b, &user.id, PROCESS).await, (9, 0, 0));
+    assert_eq!(used(&a, &user, PROCESS).await, 9);
+    assert_eq!(ledger(&b, &user, PROCESS).await, (9, 0, 0));
     a.stop().await;
     b.stop().await;
 }

@@ -154,17 +154,15 @@ async fn metered_requests_fail_fast_while_postgres_is_down_and_recover() {
         .unwrap();
     let unseen = unseen["key"].as_str().unwrap().to_string();
     let process = || async {
-        app.client
-            .post(app.url("/process/p/20250101"))
-            .header("authorization", format!("Bearer {}", a.access))
+        app.as_user(&a)
+            .post("/process/p/20250101")
             .send()
             .await
             .unwrap()
     };
     let mine = || async {
-        app.client
-            .get(app.url("/mine/x"))
-            .header("authorization", format!("Bearer {}", a.access))
+        app.as_user(&a)
+            .get("/mine/x")
             .send()
             .await
             .unwrap()

@@ -18,23 +18,8 @@ async fn app(db: Db) -> TestApp {
 }
 
 async fn quota(app: &TestApp, a: &Account) -> (i64, i64) {
-    let me: Value = app
-        .as_user(a)
-        .get("/admin/quotas/users/me")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let q = me["quotas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["type_key"] == PROCESS)
-        .unwrap()
-        .clone();
-    (q["limit"].as_i64().unwrap(), q["used"].as_i64().unwrap())
+    let q = app.quota(a, PROCESS).await;
+    (q.limit, q.used)
 }
 
 /// A sandbox notification for `order_no`, signed with the gate's sandbox key.
@@ -114,12 +99,11 @@ async fn subscribe_pay_activate(db: Db) {
     assert_eq!(app.current_plan(&a).await, "专业版");
     assert_eq!(quota(&app, &a).await, (100, 0), "the Pro quota, fresh");
     let p: Value = app
-        .client
-        .get(app.url(&format!(
+        .as_user(&a)
+        .get(&format!(
             "/payments/{}",
             order["payment_id"].as_str().unwrap()
-        )))
-        .header("authorization", bearer(&a))
+        ))
         .send()
         .await
         .unwrap()
@@ -196,9 +180,8 @@ async fn amounts_come_from_plans(db: Db) {
     // Others' orders are invisible; lists are one's own, with amounts as numbers.
     let b = app.signup("snoop").await;
     let resp = app
-        .client
-        .get(app.url(&format!("/payments/{}", o["id"].as_str().unwrap())))
-        .header("authorization", bearer(&b))
+        .as_user(&b)
+        .get(&format!("/payments/{}", o["id"].as_str().unwrap()))
         .send()
         .await
         .unwrap();
@@ -241,16 +224,7 @@ async fn notifications_credit_at_most_once(db: Db) {
         .await
         .unwrap();
     let no = order["order_id"].as_str().unwrap().to_string();
-    let status = || async {
-        app.services()
-            .billing()
-            .store()
-            .payment_by_order_no(&no)
-            .await
-            .unwrap()
-            .unwrap()
-            .status
-    };
+    let status = || app.order_status(&no);
 
     // Forged and tampered notifications: refused, nothing changes.
     let (body, _) = event(&app, "e-forged", &no, 9900, "paid");
@@ -302,12 +276,7 @@ async fn notifications_credit_at_most_once(db: Db) {
     let (body, sig) = event(&app, "e-finished", &no, 9900, "paid");
     assert_eq!(post_event(&app, body, &sig).await.0, 200);
     assert_eq!(quota(&app, &a).await, (100, 1), "credited once");
-    let events: Vec<(String, String)> = sqlx::query_as(
-        "SELECT event_id, outcome FROM webhook_events WHERE provider = 'sandbox' ORDER BY event_id",
-    )
-    .fetch_all(app.services().billing().store().pool())
-    .await
-    .unwrap();
+    let events = app.webhook_outcomes("sandbox").await;
     let outcome = |id: &str| events.iter().find(|e| e.0 == id).map(|e| e.1.clone());
     assert_eq!(outcome("e-paid").as_deref(), Some("applied"));
     assert_eq!(outcome("e-short").as_deref(), Some("rejected"));
@@ -329,10 +298,9 @@ async fn notifications_credit_at_most_once(db: Db) {
         .json()
         .await
         .unwrap();
-    app.services()
-        .billing()
-        .store()
-        .close_payment(o2["id"].as_str().unwrap())
+    app.store()
+        .payments()
+        .close(o2["id"].as_str().unwrap())
         .await
         .unwrap();
     let (body, sig) = event(
@@ -367,9 +335,8 @@ async fn refunds_are_for_superusers_partial_and_idempotent(db: Db) {
     let id = order["id"].as_str().unwrap().to_string();
     let refund = |auth: String, body: Value, key: Option<&'static str>| {
         let mut r = app
-            .client
-            .post(app.url(&format!("/payments/{id}/refund")))
-            .header("authorization", auth)
+            .with_authorization(&auth)
+            .post(&format!("/payments/{id}/refund"))
             .json(&body);
         if let Some(k) = key {
             r = r.header("idempotency-key", k);
@@ -464,38 +431,23 @@ async fn reconciliation_closes_expired_orders(db: Db) {
         .json()
         .await
         .unwrap();
-    let gate = app.services();
-    let store = gate.billing().store();
-    sqlx::query("UPDATE payment_transactions SET created_at = created_at - 7200000 WHERE id = $1")
-        .bind(order["id"].as_str().unwrap())
-        .execute(store.pool())
-        .await
-        .unwrap();
+    app.age_order(order["id"].as_str().unwrap(), 7_200_000)
+        .await;
     let closed = app.services().payments().reconcile_once().await.unwrap();
     assert_eq!(closed, 1);
     assert_eq!(
-        store
-            .payment(order["id"].as_str().unwrap())
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
+        app.order_status(order["id"].as_str().unwrap()).await,
         "closed"
     );
     assert_eq!(
-        store
-            .payment(fresh["id"].as_str().unwrap())
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
+        app.order_status(fresh["id"].as_str().unwrap()).await,
         "pending",
         "a fresh order is left alone"
     );
-    let subs = store.subscriptions_of(&a.id).await.unwrap();
+    let subs = app.store().subscriptions().of_user(&a.id).await.unwrap();
     assert!(
         subs.iter()
-            .any(|s| s.status == "expired" && s.current_period_start.is_none()),
+            .any(|s| s.status.as_str() == "expired" && s.current_period_start.is_none()),
         "its pending subscription is expired"
     );
     app.stop().await;

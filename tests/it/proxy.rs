@@ -513,9 +513,8 @@ async fn the_platform_layout_serves_the_gate_under_api_and_the_backend_under_api
         .unwrap();
     assert_eq!(plans.status(), 200);
     let quotas = app
-        .client
-        .get(app.url("/api/admin/quotas/users/me"))
-        .header("authorization", &auth)
+        .with_authorization(&auth)
+        .get("/api/admin/quotas/users/me")
         .send()
         .await
         .unwrap();
@@ -523,9 +522,8 @@ async fn the_platform_layout_serves_the_gate_under_api_and_the_backend_under_api
 
     // Backend paths: prefix removed, matched, authenticated and metered as without it.
     let resp = app
-        .client
-        .get(app.url("/api/ctai/list_patients?x=1"))
-        .header("authorization", &auth)
+        .with_authorization(&auth)
+        .get("/api/ctai/list_patients?x=1")
         .send()
         .await
         .unwrap();
@@ -535,9 +533,8 @@ async fn the_platform_layout_serves_the_gate_under_api_and_the_backend_under_api
         "/list_patients?x=1"
     );
     let resp = app
-        .client
-        .post(app.url("/api/ctai/process/p1/20250101"))
-        .header("authorization", &auth)
+        .with_authorization(&auth)
+        .post("/api/ctai/process/p1/20250101")
         .send()
         .await
         .unwrap();
@@ -556,9 +553,8 @@ async fn the_platform_layout_serves_the_gate_under_api_and_the_backend_under_api
         "{ns}"
     );
     let resp = app
-        .client
-        .get(app.url("/api/ctai/admin/quotas/users/x"))
-        .header("authorization", &auth)
+        .with_authorization(&auth)
+        .get("/api/ctai/admin/quotas/users/x")
         .send()
         .await
         .unwrap();

@@ -50,25 +50,13 @@ const POLL_FAST: &[(&str, i64)] = &[("tasks.poll_after_secs", 1), ("tasks.poll_e
 
 /// `(limit, used)` of one quota type, as the user reads it.
 async fn quota(app: &TestApp, a: &Account, quota_type: &str) -> (i64, i64) {
-    let me = app.as_user(a).get_json("/admin/quotas/users/me", 200).await;
-    let q = me["quotas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["type_key"] == quota_type)
-        .unwrap_or_else(|| panic!("no {quota_type} in {me}"))
-        .clone();
-    (q["limit"].as_i64().unwrap(), q["used"].as_i64().unwrap())
+    let q = app.quota(a, quota_type).await;
+    (q.limit, q.used)
 }
 
 /// `(state, count, units)` of the user's usage rows of a type, from the store.
 async fn ledger(app: &TestApp, a: &Account, quota_type: &str) -> Vec<(String, i64, i64)> {
-    app.services()
-        .billing()
-        .store()
-        .usage_summary(&a.id, quota_type)
-        .await
-        .unwrap()
+    app.usage_rows(a, quota_type).await
 }
 
 /// Waits (at most 15 s) until `check` holds, and says what it waited for if it never does.
@@ -351,10 +339,11 @@ async fn the_keep_rule_keeps_a_stale_tasks_charge(db: Db) {
     .await;
     let alice = app.signup("alice").await;
     start_case(&app, &alice, "zhang").await;
-    let store = app.services().billing().store().clone();
+    let store = app.store();
     eventually("the stale task's charge is kept and closed", || async {
         store
-            .due_task_charges(i64::MAX, 10)
+            .task_charges()
+            .due(i64::MAX, 10)
             .await
             .unwrap()
             .is_empty()

@@ -2,6 +2,7 @@
 //! together do not trip over each other.
 
 use crate::common::{Db, database_url};
+use idoctor_gate::formats::ids::{QuotaKey, RequestId, UserId};
 use idoctor_gate::store::{Charge, Store};
 
 const TABLES: &[&str] = &[
@@ -80,6 +81,15 @@ async fn constraints_hold(db: Db) {
     assert_eq!(active, 1, "flags default to 1 on both backends");
 }
 
+/// A user id as a store-level test writes it (the store takes any text it is given).
+fn user(id: &str) -> UserId {
+    UserId::from(id.to_string())
+}
+
+fn runs() -> QuotaKey {
+    QuotaKey::parse("runs").unwrap()
+}
+
 /// Settle-commits are queued and written in batches: after a flush every committed charge is
 /// `committed` exactly once, a second commit or a refund of a committed charge changes nothing,
 /// and the balance is what the reservations took.
@@ -91,39 +101,52 @@ async fn batched_commits_are_written_once(db: Db) {
     let pool = store.pool();
     sqlx::query("INSERT INTO users (id, email, username, hashed_password, created_at, updated_at) VALUES ('u1', 'a@b.c', 'alice', 'x', 0, 0)")
         .execute(pool).await.unwrap();
-    store.upsert_quota_type("runs", "runs", "x").await.unwrap();
+    store
+        .plans()
+        .upsert_quota_type("runs", "runs", "x")
+        .await
+        .unwrap();
     sqlx::query("INSERT INTO quota_balances (user_id, quota_type, limit_amount, used_amount, period_start, period_end, updated_at) VALUES ('u1', 'runs', 1000, 0, 0, $1, 0)")
         .bind(i64::MAX).execute(pool).await.unwrap();
     let now = idoctor_gate::store::now_ms();
-    let ids: Vec<String> = (0..300).map(|i| format!("req-{i}")).collect();
+    let ids: Vec<RequestId> = (0..300)
+        .map(|i| RequestId::from_minted(&format!("req-{i}")))
+        .collect();
+    let (u1, runs) = (user("u1"), runs());
     let reserved = futures_util::future::join_all(ids.iter().map(|id| {
         let store = store.clone();
+        let (u1, runs) = (&u1, &runs);
         async move {
             let charge = Charge {
                 request_id: id,
-                user_id: "u1",
-                quota_type: "runs",
+                user_id: u1,
+                quota_type: runs,
                 amount: 2,
                 endpoint: "/process",
                 method: "POST",
                 metadata: "{}",
             };
-            store.reserve(&charge, now).await.unwrap().is_some()
+            store
+                .ledger()
+                .reserve(&charge, now)
+                .await
+                .unwrap()
+                .is_some()
         }
     }))
     .await;
     assert!(reserved.iter().all(|r| *r));
     // All but the last ten are committed (those are refunded), some of them twice.
     for id in &ids[..290] {
-        store.commit_charge(id.clone(), now);
+        store.ledger().commit(id.clone(), now);
     }
     for id in &ids[..50] {
-        store.commit_charge(id.clone(), now + 1);
+        store.ledger().commit(id.clone(), now + 1);
     }
     for id in &ids[290..] {
-        assert!(store.refund_charge(id, now).await.unwrap().is_some());
+        assert!(store.ledger().refund(id, now).await.unwrap().is_some());
     }
-    let summary = store.usage_summary("u1", "runs").await.unwrap();
+    let summary = store.ledger().usage_summary("u1", "runs").await.unwrap();
     assert_eq!(
         summary,
         vec![
@@ -132,8 +155,8 @@ async fn batched_commits_are_written_once(db: Db) {
         ]
     );
     // A committed charge cannot be refunded afterwards.
-    assert!(store.refund_charge(&ids[0], now).await.unwrap().is_none());
-    let balance = store.balance("u1", "runs").await.unwrap().unwrap();
+    assert!(store.ledger().refund(&ids[0], now).await.unwrap().is_none());
+    let balance = store.ledger().balance(&u1, &runs).await.unwrap().unwrap();
     assert_eq!(balance.used_amount, 580);
 }
 
@@ -146,7 +169,11 @@ async fn batched_reservations_spend_exactly_the_limit(db: Db) {
         .await
         .unwrap();
     let pool = store.pool();
-    store.upsert_quota_type("runs", "runs", "x").await.unwrap();
+    store
+        .plans()
+        .upsert_quota_type("runs", "runs", "x")
+        .await
+        .unwrap();
     for (user, limit) in [("u1", 37), ("u2", 101)] {
         sqlx::query("INSERT INTO users (id, email, username, hashed_password, created_at, updated_at) VALUES ($1, $2, $1, 'x', 0, 0)")
             .bind(user).bind(format!("{user}@b.c")).execute(pool).await.unwrap();
@@ -154,26 +181,28 @@ async fn batched_reservations_spend_exactly_the_limit(db: Db) {
             .bind(user).bind(limit as i64).bind(i64::MAX).execute(pool).await.unwrap();
     }
     let now = idoctor_gate::store::now_ms();
-    let jobs: Vec<(String, &str, i64)> = (0..300)
+    let runs = runs();
+    let jobs: Vec<(RequestId, UserId, i64)> = (0..300)
         .map(|i| {
-            let (user, amount) = if i % 2 == 0 { ("u1", 1) } else { ("u2", 2) };
-            (format!("r{i}"), user, amount)
+            let (who, amount) = if i % 2 == 0 { ("u1", 1) } else { ("u2", 2) };
+            (RequestId::from_minted(&format!("r{i}")), user(who), amount)
         })
         .collect();
     let results = futures_util::future::join_all(jobs.iter().map(|(id, user, amount)| {
         let store = store.clone();
+        let runs = &runs;
         async move {
             let charge = Charge {
                 request_id: id,
                 user_id: user,
-                quota_type: "runs",
+                quota_type: runs,
                 amount: *amount,
                 endpoint: "/process",
                 method: "POST",
                 metadata: "{}",
             };
-            let b = store.reserve(&charge, now).await.unwrap();
-            (*user, b.map(|b| b.used_amount))
+            let b = store.ledger().reserve(&charge, now).await.unwrap();
+            (user.as_str(), b.map(|b| b.used_amount))
         }
     }))
     .await;
@@ -187,10 +216,15 @@ async fn batched_reservations_spend_exactly_the_limit(db: Db) {
         let admitted = limit / amount;
         let expected: Vec<i64> = (1..=admitted).map(|n| n * amount).collect();
         assert_eq!(seen, expected, "{user}: each charge sees its own balance");
-        let b = store.balance(user, "runs").await.unwrap().unwrap();
+        let b = store
+            .ledger()
+            .balance(&self::user(user), &runs)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(b.used_amount, admitted * amount);
         assert_eq!(
-            store.usage_summary(user, "runs").await.unwrap(),
+            store.ledger().usage_summary(user, "runs").await.unwrap(),
             vec![("reserved".to_string(), admitted, admitted * amount)]
         );
     }
@@ -205,34 +239,44 @@ async fn a_refused_batch_falls_back_to_single_charges(db: Db) {
         .await
         .unwrap();
     let pool = store.pool();
-    store.upsert_quota_type("runs", "runs", "x").await.unwrap();
+    store
+        .plans()
+        .upsert_quota_type("runs", "runs", "x")
+        .await
+        .unwrap();
     sqlx::query("INSERT INTO users (id, email, username, hashed_password, created_at, updated_at) VALUES ('u1', 'a@b.c', 'alice', 'x', 0, 0)")
         .execute(pool).await.unwrap();
     sqlx::query("INSERT INTO quota_balances (user_id, quota_type, limit_amount, used_amount, period_start, period_end, updated_at) VALUES ('u1', 'runs', 100, 0, 0, $1, 0)")
         .bind(i64::MAX).execute(pool).await.unwrap();
     let now = idoctor_gate::store::now_ms();
-    let ids: Vec<String> = (0..20)
+    let ids: Vec<RequestId> = (0..20)
         .map(|i| {
             if i < 2 {
-                "twin".to_string()
+                RequestId::from_minted("twin")
             } else {
-                format!("r{i}")
+                RequestId::from_minted(&format!("r{i}"))
             }
         })
         .collect();
+    let (u1, runs) = (user("u1"), runs());
     let results = futures_util::future::join_all(ids.iter().map(|id| {
         let store = store.clone();
+        let (u1, runs) = (&u1, &runs);
         async move {
             let charge = Charge {
                 request_id: id,
-                user_id: "u1",
-                quota_type: "runs",
+                user_id: u1,
+                quota_type: runs,
                 amount: 3,
                 endpoint: "/process",
                 method: "POST",
                 metadata: "{}",
             };
-            store.reserve(&charge, now).await.map(|b| b.is_some())
+            store
+                .ledger()
+                .reserve(&charge, now)
+                .await
+                .map(|b| b.is_some())
         }
     }))
     .await;
@@ -242,10 +286,10 @@ async fn a_refused_batch_falls_back_to_single_charges(db: Db) {
         results[2..].iter().all(|r| matches!(r, Ok(true))),
         "{results:?}"
     );
-    let balance = store.balance("u1", "runs").await.unwrap().unwrap();
+    let balance = store.ledger().balance(&u1, &runs).await.unwrap().unwrap();
     assert_eq!(balance.used_amount, 19 * 3);
     assert_eq!(
-        store.usage_summary("u1", "runs").await.unwrap(),
+        store.ledger().usage_summary("u1", "runs").await.unwrap(),
         vec![("reserved".to_string(), 19, 57)]
     );
 }

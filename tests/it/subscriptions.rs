@@ -4,8 +4,9 @@
 //! commercial web app reads. Time is moved by shifting the stored periods back, as if the
 //! subscription had been bought that long ago.
 
+use crate::common::stored::iso_ms as ms;
 use crate::common::{Account, Db, Options, TestApp, spawn_app_with};
-use chrono::{Months, NaiveDateTime};
+use chrono::Months;
 use serde_json::{Value, json};
 
 const PRO: &str = "专业版";
@@ -25,13 +26,6 @@ async fn app_with(db: Db, edits: Vec<(&'static str, toml::Value)>) -> TestApp {
         ..Options::default()
     })
     .await
-}
-
-fn ms(iso: &str) -> i64 {
-    NaiveDateTime::parse_from_str(iso, "%Y-%m-%dT%H:%M:%S%.f")
-        .unwrap_or_else(|e| panic!("{iso}: {e}"))
-        .and_utc()
-        .timestamp_millis()
 }
 
 fn plus_months(at: i64, months: u32) -> i64 {
@@ -84,58 +78,26 @@ async fn payment(app: &TestApp, a: &Account, id: &str) -> Value {
 
 /// The account's balance of the main quota type: (limit, used, period start, period end).
 async fn main_quota(app: &TestApp, a: &Account) -> (i64, i64, i64, i64) {
-    let me = app.as_user(a).get_json("/admin/quotas/users/me", 200).await;
-    let q = me["quotas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["type_key"] == "api_calls_full_process")
-        .unwrap()
-        .clone();
-    (
-        q["limit"].as_i64().unwrap(),
-        q["used"].as_i64().unwrap(),
-        ms(q["period_start"].as_str().unwrap()),
-        ms(q["period_end"].as_str().unwrap()),
-    )
+    let q = app.quota(a, "api_calls_full_process").await;
+    (q.limit, q.used, q.start_ms(), q.end_ms())
 }
 
 async fn sql(app: &TestApp, query: &str, user: &str, by: i64) {
     sqlx::query(query)
         .bind(user)
         .bind(by)
-        .execute(app.services().billing().store().pool())
+        .execute(app.store().pool())
         .await
         .unwrap();
 }
 
-/// Moves the account's subscriptions and quota cycles `by` ms into the past.
-async fn travel(app: &TestApp, a: &Account, by: i64) {
-    sql(
-        app,
-        "UPDATE user_subscriptions SET current_period_start = current_period_start - $2, \
-         current_period_end = current_period_end - $2, cycle_anchor = cycle_anchor - $2 WHERE user_id = $1",
-        &a.id,
-        by,
-    )
-    .await;
-    sql(
-        app,
-        "UPDATE quota_balances SET period_start = period_start - $2, period_end = period_end - $2 WHERE user_id = $1",
-        &a.id,
-        by,
-    )
-    .await;
-}
-
 /// Refunds `amount` of an order (its 202 body) as the superuser `root`; the status.
 async fn refund(app: &TestApp, root: &str, order: &Value, amount: &str) -> u16 {
-    app.client
-        .post(app.url(&format!(
+    app.with_authorization(root)
+        .post(&format!(
             "/payments/{}/refund",
             order["payment_id"].as_str().unwrap()
-        )))
-        .header("authorization", root)
+        ))
         .json(&json!({"refund_amount": amount}))
         .send()
         .await
@@ -234,7 +196,7 @@ async fn renewals_extend_the_paid_span_by_a_cycle_from_its_end(db: Db) {
     )
     .await;
     let by = plus_months(start, 1) - start + 1000;
-    travel(&app, &a, by).await;
+    app.travel(&a, by).await;
     let (limit, used, q_start, q_end) = main_quota(&app, &a).await;
     let anchor = start - by;
     assert_eq!(
@@ -384,7 +346,7 @@ async fn a_downgrade_waits_for_the_paid_period_to_end(db: Db) {
 
     // The paid period ends: the cheaper plan takes over from its end, for one cycle.
     let by = end - now() + 1000;
-    travel(&app, &a, by).await;
+    app.travel(&a, by).await;
     let sub = current(&app, &a).await;
     assert_eq!(sub["plan_name"], PRO);
     let start = ms(sub["start_date"].as_str().unwrap());
@@ -441,7 +403,7 @@ async fn the_free_plan_is_a_cancellation_at_the_period_end(db: Db) {
     );
     assert_eq!(sub["scheduled_plan_name"], FREE);
     assert_eq!(main_quota(&app, &a).await.0, 100);
-    travel(&app, &a, ms(&end) - now() + 1000).await;
+    app.travel(&a, ms(&end) - now() + 1000).await;
     assert_eq!(current(&app, &a).await["plan_name"], FREE);
     assert_eq!(main_quota(&app, &a).await.0, 5);
     app.stop().await;

@@ -42,16 +42,7 @@ async fn app(db: Db, fake: &FakeWechat, cert: Option<&std::path::Path>) -> TestA
 }
 
 async fn order(app: &TestApp, a: &Account, plan: &str) -> Value {
-    let plan_id = app
-        .services()
-        .billing()
-        .store()
-        .plan_by_name(plan)
-        .await
-        .unwrap()
-        .unwrap()
-        .row
-        .id;
+    let plan_id = app.plan_id(plan).await;
     let resp = app
         .as_user(a)
         .post("/payments/")
@@ -76,14 +67,7 @@ async fn callback(app: &TestApp, (headers, body): (Vec<(String, String)>, String
 }
 
 async fn status(app: &TestApp, id: &str) -> String {
-    app.services()
-        .billing()
-        .store()
-        .payment(id)
-        .await
-        .unwrap()
-        .unwrap()
-        .status
+    app.order_status(id).await
 }
 
 async fn native_pay_callback_activate(db: Db) {
@@ -184,20 +168,13 @@ async fn native_pay_callback_activate(db: Db) {
     }
     assert_eq!(status(&app, &id).await, "completed");
     assert_eq!(app.current_plan(&a).await, "专业版");
-    let applied: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM webhook_events WHERE provider = 'wechat' AND outcome = 'applied'",
-    )
-    .fetch_one(app.services().billing().store().pool())
-    .await
-    .unwrap();
-    assert_eq!(applied, 1);
+    assert_eq!(app.webhook_events("wechat", "applied").await, 1);
 
     // Refund goes to WeChat with the original total.
     let root = app.admin_bearer().await;
     let resp = app
-        .client
-        .post(app.url(&format!("/payments/{id}/refund")))
-        .header("authorization", &root)
+        .with_authorization(&root)
+        .post(&format!("/payments/{id}/refund"))
         .json(&json!({"refund_amount": "19.80"}))
         .send()
         .await
@@ -262,11 +239,7 @@ async fn platform_certificates_query_and_close(db: Db) {
 
     // An expired order is queried, then closed (204, signed) at WeChat and here.
     let o2 = order(&app, &a, "专业版").await;
-    sqlx::query("UPDATE payment_transactions SET created_at = created_at - 7200000 WHERE id = $1")
-        .bind(o2["id"].as_str().unwrap())
-        .execute(app.services().billing().store().pool())
-        .await
-        .unwrap();
+    app.age_order(o2["id"].as_str().unwrap(), 7_200_000).await;
     assert_eq!(app.services().payments().reconcile_once().await.unwrap(), 1);
     assert_eq!(
         fake.calls(&format!(

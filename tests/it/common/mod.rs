@@ -9,6 +9,7 @@ pub mod fake_wechat;
 pub mod idoctor;
 pub mod pg;
 pub mod smtp;
+pub mod stored;
 pub mod upstream;
 
 use idoctor_gate::config::Config;
@@ -123,6 +124,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub running: Option<RunningGate>,
     pub dir: TempDir,
+    /// The superuser's `Authorization`, made on first use.
+    admin: tokio::sync::OnceCell<String>,
 }
 
 impl TestApp {
@@ -162,28 +165,35 @@ impl TestApp {
         }
     }
 
-    /// Makes the superuser `root` and returns its `Authorization` value.
+    /// Makes the superuser `root` (once) and returns its `Authorization` value, as the
+    /// `create-admin` command would.
     pub async fn admin_bearer(&self) -> String {
-        self.services()
-            .auth()
-            .create_admin("root@example.com", "root", "root-password")
+        self.admin
+            .get_or_init(|| async {
+                self.services()
+                    .auth()
+                    .create_admin("root@example.com", "root", "root-password")
+                    .await
+                    .unwrap();
+                let t = self.login("root", "root-password").await;
+                format!("Bearer {}", t["access_token"].as_str().unwrap())
+            })
             .await
-            .unwrap();
-        let t = self.login("root", "root-password").await;
-        format!("Bearer {}", t["access_token"].as_str().unwrap())
+            .clone()
     }
 
-    /// The id of the plan named `name`.
+    /// The id of the plan named `name`, from the public plan list.
     pub async fn plan_id(&self, name: &str) -> String {
-        self.services()
-            .billing()
-            .store()
-            .plan_by_name(name)
-            .await
+        let plans = self.get_json("/plans/", 200).await;
+        plans
+            .as_array()
+            .expect("a list of plans")
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no plan named {name}: {plans}"))["id"]
+            .as_str()
             .unwrap()
-            .unwrap()
-            .row
-            .id
+            .to_string()
     }
 
     /// The name of the account's current plan, as the API reports it.
@@ -284,6 +294,14 @@ impl TestApp {
         Caller {
             app: self,
             authorization: bearer(a),
+        }
+    }
+
+    /// Requests with this bearer token (an access token, a refresh token, an API key).
+    pub fn with_token(&self, token: &str) -> Caller<'_> {
+        Caller {
+            app: self,
+            authorization: format!("Bearer {token}"),
         }
     }
 
@@ -397,6 +415,7 @@ async fn start_with(config: Config, upstream: Upstream, dir: TempDir) -> TestApp
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
         running: Some(running),
         dir,
+        admin: tokio::sync::OnceCell::new(),
     }
 }
 
