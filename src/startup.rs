@@ -42,6 +42,8 @@ pub struct Services {
     pub tunnels: Tunnels,
     /// The TLS acceptor, when `[server.tls]` is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The one pool every service shares (for operations and tests that inspect it).
+    store: Store,
 }
 
 impl Services {
@@ -79,7 +81,7 @@ impl Services {
         });
         let api = Api::new(Arc::new(ApiState {
             config: config.clone(),
-            store,
+            probe: store.probe(),
             upstream: upstream.clone(),
             auth: auth.clone(),
             billing: billing.clone(),
@@ -99,6 +101,7 @@ impl Services {
             api,
             tunnels,
             tls,
+            store,
         })
     }
 
@@ -116,6 +119,11 @@ impl Services {
             .await
             .map_err(|e| format!("cannot seed plans and quota types: {}", e.detail))?;
         Ok(Arc::new(services))
+    }
+
+    /// The store every service shares.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn config(&self) -> &Config {

@@ -15,6 +15,7 @@ use super::schemas::UserResponse;
 use super::time::iso;
 use super::{ApiState, both, query_int, query_opt};
 use crate::error::{ErrorBody, GateError};
+use crate::formats::ids::UserId;
 
 pub fn routes() -> Router<Arc<ApiState>> {
     let mut r = Router::new();
@@ -36,9 +37,9 @@ pub async fn list_users(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<UserResponse>>, GateError> {
     let rows = state
-        .store
-        .audit_trail()
-        .search_users(
+        .auth
+        .users()
+        .search(
             query_opt(&q, "q").unwrap_or(""),
             query_int(&q, "limit", 50, 1, 500)?,
             query_int(&q, "offset", 0, 0, i64::MAX)?,
@@ -50,10 +51,10 @@ pub async fn list_users(
 async fn set_active(
     state: &ApiState,
     admin: &crate::auth::Principal,
-    user_id: &str,
+    user_id: &UserId,
     active: bool,
 ) -> Result<UserResponse, GateError> {
-    if &*admin.user_id == user_id && !active {
+    if admin.user_id == *user_id && !active {
         return Err(GateError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "you cannot disable your own account",
@@ -61,7 +62,7 @@ async fn set_active(
     }
     let row = state.auth.set_active(user_id, active).await?;
     state
-        .store
+        .auth
         .audit_trail()
         .record(
             Some(&admin.user_id),
@@ -130,18 +131,18 @@ pub async fn grant(
         )));
     }
     let amount = query_int(&q, "amount", 0, 1, 1_000_000_000)?;
-    if state.store.users().by_id(&user_id).await?.is_none() {
+    if state.auth.users().by_id(&user_id).await?.is_none() {
         return Err(GateError::not_found("用户不存在: no such user"));
     }
     state.billing.ensure_current(&user_id).await?;
     let b = state
-        .store
-        .audit_trail()
-        .grant_quota(&user_id, &quota_type, amount)
+        .billing
+        .ledger()
+        .grant(&user_id, &quota_type, amount)
         .await?
         .ok_or_else(|| GateError::not_found("the user has no balance of that type"))?;
     state
-        .store
+        .auth
         .audit_trail()
         .record(
             Some(&admin.user_id),
@@ -180,7 +181,7 @@ pub async fn audit_log(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<AuditEntry>>, GateError> {
     let rows = state
-        .store
+        .auth
         .audit_trail()
         .log(
             query_opt(&q, "action"),

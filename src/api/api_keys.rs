@@ -81,7 +81,7 @@ pub async fn list(
     State(state): State<Arc<ApiState>>,
     CurrentUser(p): CurrentUser,
 ) -> Result<Json<Vec<ApiKeyResponse>>, GateError> {
-    let rows = state.auth.store().keys().of_user(&p.user_id).await?;
+    let rows = state.auth.keys().of_user(&p.user_id).await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
 }
 

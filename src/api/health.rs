@@ -51,16 +51,16 @@ pub struct Readiness {
         (status = 200, description = "Ready to serve", body = Readiness),
         (status = 503, description = "The database or the backend is unreachable", body = Readiness)))]
 pub async fn readyz(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<Readiness>) {
-    let store = &state.store;
+    let probe = &state.probe;
     let checks = async {
-        if store.known_down() {
+        if probe.known_down() {
             return Err(crate::store::StoreError::Unavailable(format!(
                 "the database is down: metered requests are refused until it answers; \
                  principals known before the outage are served on unmetered routes for up to {} s",
                 state.config.auth.stale_if_error.as_secs()
             )));
         }
-        store.ping().await.and(store.probe_write().await)
+        probe.check().await
     };
     let database = match tokio::time::timeout(Duration::from_secs(2), checks).await {
         Ok(Ok(())) => "ok".to_string(),

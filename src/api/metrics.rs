@@ -20,9 +20,9 @@ pub fn routes() -> Router<Arc<ApiState>> {
 pub async fn metrics(
     State(state): State<Arc<ApiState>>,
 ) -> ([(http::HeaderName, &'static str); 1], String) {
-    let pool = state.store.pool();
-    metrics::gauge!("gate_db_pool_connections", "state" => "open").set(pool.size() as f64);
-    metrics::gauge!("gate_db_pool_connections", "state" => "idle").set(pool.num_idle() as f64);
+    let (open, idle) = state.probe.connections();
+    metrics::gauge!("gate_db_pool_connections", "state" => "open").set(open as f64);
+    metrics::gauge!("gate_db_pool_connections", "state" => "idle").set(idle as f64);
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::telemetry::render(),

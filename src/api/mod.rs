@@ -29,14 +29,14 @@ use tower::ServiceExt;
 
 use crate::auth::AuthService;
 use crate::proxy::upstream::Upstream;
-use crate::store::Store;
 
 pub use openapi::ApiDoc;
 
 /// What the handlers share.
 pub struct ApiState {
     pub config: Arc<crate::config::Config>,
-    pub store: Store,
+    /// Readiness and pool use only: every table is reached through its domain service.
+    pub probe: crate::store::Probe,
     pub upstream: Arc<Upstream>,
     pub auth: Arc<AuthService>,
     pub billing: Arc<crate::billing::Billing>,

@@ -140,7 +140,7 @@ pub async fn create(
     let renewed = match &req.subscription_id {
         Some(id) if req.plan_id.is_none() => {
             let sub = state
-                .store
+                .billing
                 .subscriptions()
                 .by_id(id)
                 .await?
@@ -152,7 +152,7 @@ pub async fn create(
     };
     let plan = match req.plan_id.as_ref().or(renewed.as_ref()) {
         Some(id) => state
-            .store
+            .billing
             .plans()
             .by_id(id)
             .await?
@@ -165,7 +165,7 @@ pub async fn create(
             let fen = Fen::from_json("amount", amount).map_err(unprocessable)?;
             let text = fen.to_string();
             let currency = req.currency.clone().unwrap_or_else(|| "CNY".into());
-            let plans = state.store.plans().list(true).await?;
+            let plans = state.billing.plans().list(true).await?;
             plans
                 .into_iter()
                 .find(|pl| pl.row.price_fen == fen && pl.row.currency == currency && !fen.is_zero())
@@ -208,16 +208,16 @@ pub async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<PaymentListItem>>, GateError> {
     let limit = query_int(&q, "limit", 50, 1, 500)?;
-    let who = (!p.is_superuser).then_some(&*p.user_id);
+    let who = (!p.is_superuser).then_some(&p.user_id);
     let rows = state
-        .store
-        .payments()
+        .payments
+        .orders()
         .list(who, query_opt(&q, "status_filter"), limit)
         .await?;
     let mut out = Vec::new();
     for r in rows {
         let plan_name = state
-            .store
+            .billing
             .plans()
             .by_id(&r.plan_id)
             .await?
@@ -244,7 +244,7 @@ async fn owned(
     p: &crate::auth::Principal,
     id: &str,
 ) -> Result<PaymentRow, GateError> {
-    let order = state.store.payments().by_id(id).await?;
+    let order = state.payments.orders().by_id(id).await?;
     match order {
         Some(o) if *o.user_id == *p.user_id || p.is_superuser => Ok(o),
         // Someone else's order is as invisible as a missing one.
@@ -346,7 +346,7 @@ pub async fn refund(
         .await?;
     tracing::info!(actor = %admin.user_id, order_no = %row.order_no, amount_fen = amount_fen.get(), "refund");
     state
-        .store
+        .auth
         .audit_trail()
         .record(
             Some(&admin.user_id),
@@ -377,8 +377,8 @@ pub async fn sandbox_checkout(
         ));
     }
     let order = state
-        .store
-        .payments()
+        .payments
+        .orders()
         .by_order_no(&order_no)
         .await?
         .ok_or_else(|| GateError::not_found("no such order"))?;
@@ -416,8 +416,8 @@ pub async fn sandbox_pay(
         ));
     };
     let order = state
-        .store
-        .payments()
+        .payments
+        .orders()
         .by_order_no(&order_no)
         .await?
         .ok_or_else(|| GateError::not_found("no such order"))?;
@@ -432,8 +432,8 @@ pub async fn sandbox_pay(
         ));
     }
     let order = state
-        .store
-        .payments()
+        .payments
+        .orders()
         .by_order_no(&order_no)
         .await?
         .ok_or_else(|| GateError::not_found("no such order"))?;

@@ -83,7 +83,7 @@ pub async fn list(
 ) -> Result<Json<Vec<PlanResponse>>, GateError> {
     let active_only = query_flag(&q, "active_only", true)?;
     let main = state.billing.main_quota();
-    let plans = state.store.plans().list(active_only).await?;
+    let plans = state.billing.plans().list(active_only).await?;
     Ok(Json(
         plans.into_iter().map(|p| plan_response(p, main)).collect(),
     ))
@@ -97,7 +97,7 @@ pub async fn one(
     Path(plan_id): Path<String>,
 ) -> Result<Json<PlanResponse>, GateError> {
     let plan = state
-        .store
+        .billing
         .plans()
         .by_id(&plan_id)
         .await?
@@ -222,7 +222,7 @@ pub async fn create(
     };
     let input = merge(&state, base, req)?;
     let plan = state
-        .store
+        .billing
         .plans()
         .create(&input)
         .await
@@ -234,7 +234,7 @@ pub async fn create(
             e => e.into(),
         })?;
     state
-        .store
+        .auth
         .audit_trail()
         .record(
             Some(&admin.user_id),
@@ -275,7 +275,7 @@ pub async fn update(
     JsonBody(req): JsonBody<PlanRequest>,
 ) -> Result<Json<PlanResponse>, GateError> {
     let plan = state
-        .store
+        .billing
         .plans()
         .by_id(&plan_id)
         .await?
@@ -286,13 +286,13 @@ pub async fn update(
         return Err(unprocessable("make another plan the default first"));
     }
     let plan = state
-        .store
+        .billing
         .plans()
         .update(&plan_id, &input)
         .await?
         .ok_or_else(no_plan)?;
     state
-        .store
+        .auth
         .audit_trail()
         .record(
             Some(&admin.user_id),
@@ -315,13 +315,13 @@ pub async fn deactivate(
     Path(plan_id): Path<String>,
 ) -> Result<Json<PlanResponse>, GateError> {
     let plan = state
-        .store
+        .billing
         .plans()
         .by_id(&plan_id)
         .await?
         .ok_or_else(no_plan)?;
     state
-        .store
+        .auth
         .audit_trail()
         .record(
             Some(&admin.user_id),
@@ -336,7 +336,7 @@ pub async fn deactivate(
     let mut input = input_of(plan);
     input.is_active = false;
     let plan = state
-        .store
+        .billing
         .plans()
         .update(&plan_id, &input)
         .await?

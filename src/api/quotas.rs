@@ -54,8 +54,11 @@ pub struct UserQuotas {
 }
 
 /// The user's balances in the order the quota types are declared.
-pub async fn quota_entries(state: &ApiState, user_id: &str) -> Result<Vec<QuotaEntry>, GateError> {
-    let balances = state.store.ledger().balances_of(user_id).await?;
+pub async fn quota_entries(
+    state: &ApiState,
+    user_id: &UserId,
+) -> Result<Vec<QuotaEntry>, GateError> {
+    let balances = state.billing.ledger().balances_of(user_id).await?;
     let mut out = Vec::new();
     for q in state.billing.quota_types() {
         let Some(b) = balances.iter().find(|b| q.key == b.quota_type.as_str()) else {
@@ -126,7 +129,7 @@ pub async fn of_user(
     UserPath(user_id): UserPath,
 ) -> Result<Json<UserQuotas>, GateError> {
     own_or_superuser(&p, &user_id)?;
-    if state.store.users().by_id(&user_id).await?.is_none() {
+    if state.auth.users().by_id(&user_id).await?.is_none() {
         return Err(GateError::not_found("用户不存在: no such user"));
     }
     Ok(Json(user_quotas(&state, &user_id).await?))
@@ -187,16 +190,20 @@ pub async fn usage_logs(
     let user_id = match requested {
         Some(u) => {
             own_or_superuser(&p, u)?;
-            Some(u)
+            // No account has an id that is not a UUID: a superuser asking for one sees nothing.
+            let Some(id) = UserId::parse(u) else {
+                return Ok(Json(Vec::new()));
+            };
+            Some(id)
         }
         None if p.is_superuser => None,
-        None => Some(&*p.user_id),
+        None => Some(p.user_id.clone()),
     };
     let rows = state
-        .store
+        .billing
         .ledger()
         .usage(&UsageQuery {
-            user_id,
+            user_id: user_id.as_ref(),
             quota_type: query_opt(&q, "quota_type"),
             since: parse_date("start_date", query_opt(&q, "start_date"))?,
             until: parse_date("end_date", query_opt(&q, "end_date"))?,
@@ -252,9 +259,9 @@ pub async fn statistics(
     }
     let days = query_int(&q, "days", 30, 1, 366)?;
     let since = now_ms() - days * 86_400_000;
-    let user = (!p.is_superuser).then_some(&*p.user_id);
+    let user = (!p.is_superuser).then_some(&p.user_id);
     let rows = state
-        .store
+        .billing
         .ledger()
         .usage_since(&quota_type, user, since)
         .await?;
@@ -307,18 +314,18 @@ pub async fn reset(
             return Err(GateError::not_found(format!("no quota type `{t}`")));
         }
     }
-    if state.store.users().by_id(&user_id).await?.is_none() {
+    if state.auth.users().by_id(&user_id).await?.is_none() {
         return Err(GateError::not_found("用户不存在: no such user"));
     }
     state.billing.ensure_current(&user_id).await?;
     let n = state
-        .store
+        .billing
         .ledger()
         .reset_used(&user_id, quota_type, now_ms())
         .await?;
     tracing::info!(actor = %admin.user_id, user_id = %user_id, quota_type = quota_type.unwrap_or("*"), "quota reset");
     state
-        .store
+        .auth
         .audit_trail()
         .record(
             Some(&admin.user_id),
@@ -366,18 +373,18 @@ pub async fn adjust(
     if new_limit == i64::MIN {
         return Err(unprocessable("new_limit is required".into()));
     }
-    if state.store.users().by_id(&user_id).await?.is_none() {
+    if state.auth.users().by_id(&user_id).await?.is_none() {
         return Err(GateError::not_found("用户不存在: no such user"));
     }
     state.billing.ensure_current(&user_id).await?;
     let Some(b) = state
-        .store
+        .billing
         .ledger()
         .set_limit(&user_id, &quota_type, new_limit, now_ms())
         .await?
     else {
         let used = state
-            .store
+            .billing
             .ledger()
             .balance(&user_id, &quota_type)
             .await?
@@ -388,7 +395,7 @@ pub async fn adjust(
     };
     tracing::info!(actor = %admin.user_id, user_id = %user_id, quota_type = %quota_type, new_limit, "quota limit adjusted");
     state
-        .store
+        .auth
         .audit_trail()
         .record(
             Some(&admin.user_id),

@@ -14,6 +14,7 @@ use super::quotas::{QuotaEntry, quota_entries};
 use super::time::{iso, iso_opt};
 use super::{ApiState, both};
 use crate::error::{ErrorBody, GateError};
+use crate::formats::ids::UserId;
 use crate::store::{SubscriptionRow, SubscriptionStatus};
 
 pub fn routes() -> Router<Arc<ApiState>> {
@@ -66,18 +67,18 @@ struct Next {
 
 async fn next_of(
     state: &ApiState,
-    user_id: &str,
+    user_id: &UserId,
     running: Option<&SubscriptionRow>,
 ) -> Result<Option<Next>, GateError> {
     if let Some(s) = state
-        .store
+        .billing
         .subscriptions()
         .scheduled(user_id)
         .await?
         .first()
     {
         let plan_name = state
-            .store
+            .billing
             .plans()
             .by_id(&s.plan_id)
             .await?
@@ -90,7 +91,7 @@ async fn next_of(
     }
     match running {
         Some(r) if r.status == SubscriptionStatus::Cancelled => {
-            Ok(state.store.plans().default().await?.map(|p| Next {
+            Ok(state.billing.plans().default().await?.map(|p| Next {
                 plan_id: p.row.id,
                 plan_name: p.row.name,
                 at: r.current_period_end.unwrap_or(0),
@@ -106,7 +107,7 @@ async fn response(
     next: Option<&Next>,
 ) -> Result<SubscriptionResponse, GateError> {
     let plan_name = state
-        .store
+        .billing
         .plans()
         .by_id(&s.plan_id)
         .await?
@@ -145,10 +146,10 @@ pub async fn list(
     CurrentUser(p): CurrentUser,
 ) -> Result<Json<Vec<SubscriptionResponse>>, GateError> {
     state.billing.ensure_current(&p.user_id).await?;
-    let running = state.store.subscriptions().current(&p.user_id).await?;
+    let running = state.billing.subscriptions().current(&p.user_id).await?;
     let next = next_of(&state, &p.user_id, running.as_ref()).await?;
     let mut out = Vec::new();
-    for s in state.store.subscriptions().of_user(&p.user_id).await? {
+    for s in state.billing.subscriptions().of_user(&p.user_id).await? {
         out.push(response(&state, s, next.as_ref()).await?);
     }
     Ok(Json(out))
@@ -163,7 +164,7 @@ pub async fn current(
 ) -> Result<Json<SubscriptionResponse>, GateError> {
     state.billing.ensure_current(&p.user_id).await?;
     let s = state
-        .store
+        .billing
         .subscriptions()
         .current(&p.user_id)
         .await?
@@ -198,7 +199,7 @@ pub async fn quota(
     CurrentUser(p): CurrentUser,
 ) -> Result<Json<SubscriptionQuota>, GateError> {
     state.billing.ensure_current(&p.user_id).await?;
-    let sub = state.store.subscriptions().current(&p.user_id).await?;
+    let sub = state.billing.subscriptions().current(&p.user_id).await?;
     let quotas = quota_entries(&state, &p.user_id).await?;
     let main = state
         .billing
@@ -233,12 +234,12 @@ pub async fn cancel(
     CurrentUser(p): CurrentUser,
 ) -> Result<Json<CancelResponse>, GateError> {
     let s = state
-        .store
+        .billing
         .subscriptions()
         .current(&p.user_id)
         .await?
         .ok_or_else(|| GateError::not_found("您还没有订阅: no subscription"))?;
-    state.store.subscriptions().cancel(&s.id).await?;
+    state.billing.subscriptions().cancel(&s.id).await?;
     let until = iso_opt(s.current_period_end).unwrap_or_default();
     Ok(Json(CancelResponse {
         message: format!("订阅已取消: it stays in force until {until}"),
@@ -307,7 +308,7 @@ pub async fn subscribe(
     JsonBody(req): JsonBody<SubscribeRequest>,
 ) -> Result<Response, GateError> {
     let plan = state
-        .store
+        .billing
         .plans()
         .by_id(&req.plan_id)
         .await?
@@ -361,13 +362,13 @@ pub async fn subscribe(
 /// already, there is nothing to do.
 async fn to_free(
     state: &ApiState,
-    user_id: &str,
+    user_id: &UserId,
     free: &crate::store::Plan,
 ) -> Result<Response, GateError> {
-    let running = state.store.subscriptions().current(user_id).await?;
+    let running = state.billing.subscriptions().current(user_id).await?;
     let paid = match &running {
         Some(r) if r.plan_id != free.row.id => state
-            .store
+            .billing
             .plans()
             .by_id(&r.plan_id)
             .await?
@@ -390,7 +391,7 @@ async fn to_free(
             ),
         ));
     }
-    state.store.subscriptions().cancel(&r.id).await?;
+    state.billing.subscriptions().cancel(&r.id).await?;
     let at = r.current_period_end.unwrap_or(0);
     Ok(Json(ScheduledChange {
         message: format!(

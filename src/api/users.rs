@@ -112,7 +112,7 @@ pub async fn delete_user(
 ) -> Result<StatusCode, GateError> {
     state.auth.delete_user(&actor, &user_id).await?;
     state
-        .store
+        .auth
         .audit_trail()
         .record(
             Some(&actor.user_id),

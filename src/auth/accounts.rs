@@ -6,6 +6,7 @@ use http::StatusCode;
 
 use super::{AuthService, Principal, keys};
 use crate::error::GateError;
+use crate::formats::ids::UserId;
 use crate::store::{ApiKeyRow, NewApiKey, NewUser, StoreError, UserRow, UserUpdate, now_ms};
 
 pub struct NewAccount {
@@ -153,13 +154,7 @@ impl AuthService {
             None => self.store.users().by_login(username).await?,
         };
         if let Some(u) = existing {
-            sqlx::query("UPDATE users SET is_superuser = 1, is_active = 1, hashed_password = $2, updated_at = $3 WHERE id = $1")
-                .bind(u.id.as_str())
-                .bind(&hashed)
-                .bind(now_ms())
-                .execute(self.store.pool())
-                .await
-                .map_err(StoreError::from)?;
+            self.store.users().make_superuser(&u.id, &hashed).await?;
             self.cache.invalidate_user(&self.store, &u.id).await;
             return Ok(self.store.users().by_id(&u.id).await?.unwrap_or(u));
         }
@@ -176,7 +171,7 @@ impl AuthService {
             .map_err(conflict)
     }
 
-    pub async fn user(&self, id: &str) -> Result<UserRow, GateError> {
+    pub async fn user(&self, id: &UserId) -> Result<UserRow, GateError> {
         self.store
             .users()
             .by_id(id)
@@ -252,11 +247,10 @@ impl AuthService {
             .map_err(conflict)?
             .ok_or_else(|| GateError::not_found("用户不存在: no such user"))?;
         if email_changed && !self.config.auth.require_email_verification {
-            sqlx::query("UPDATE users SET email_verified = 0 WHERE id = $1")
-                .bind(row.id.as_str())
-                .execute(self.store.pool())
-                .await
-                .map_err(StoreError::from)?;
+            self.store
+                .users()
+                .set_email_verified(&row.id, false)
+                .await?;
         }
         if password_changed {
             self.store.refresh_tokens().revoke_all_of(&row.id).await?;
@@ -266,7 +260,7 @@ impl AuthService {
     }
 
     /// Enables or disables an account; disabling signs it out everywhere at once.
-    pub async fn set_active(&self, id: &str, active: bool) -> Result<UserRow, GateError> {
+    pub async fn set_active(&self, id: &UserId, active: bool) -> Result<UserRow, GateError> {
         let row = self
             .store
             .users()
@@ -286,8 +280,8 @@ impl AuthService {
         Ok(row)
     }
 
-    pub async fn delete_user(&self, actor: &Principal, id: &str) -> Result<(), GateError> {
-        if &*actor.user_id == id {
+    pub async fn delete_user(&self, actor: &Principal, id: &UserId) -> Result<(), GateError> {
+        if actor.user_id == *id {
             return Err(unprocessable(
                 "不能删除自己的账号: you cannot delete your own account",
             ));

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::formats::ids::UserId;
-use crate::store::{Backend, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// What authorization needs to know about a user.
 #[derive(Debug, Clone)]
@@ -98,24 +98,25 @@ impl AuthCache {
     pub async fn user(
         &self,
         store: &Store,
-        id: &str,
+        id: &UserId,
     ) -> Result<Option<Arc<UserState>>, StoreError> {
         if !self.live() {
             let lookup = async { Ok(store.users().by_id(id).await?.map(user_state)) };
             return through_gap(store, &self.last_users, id, lookup).await;
         }
         // The hot path: a hit costs one lookup and no allocation.
-        if let Some(hit) = self.users.get(id).await {
+        if let Some(hit) = self.users.get(id.as_str()).await {
             crate::telemetry::meters().cache(false, true).increment(1);
             return Ok(hit);
         }
         crate::telemetry::meters().cache(false, false).increment(1);
         let store = store.clone();
         let key = id.to_string();
+        let uid = id.clone();
         // Boxed: a miss is rare, and its future would otherwise make every request's larger.
         let last = self.last_users.clone();
         let loaded = Box::pin(self.users.try_get_with(key.clone(), async move {
-            let state = store.users().by_id(&key).await?.map(user_state);
+            let state = store.users().by_id(&uid).await?.map(user_state);
             last.insert(key, state.clone()).await;
             Ok::<_, StoreError>(state)
         }))
@@ -123,7 +124,7 @@ impl AuthCache {
         .map_err(unshare);
         match loaded {
             // The database went away before the listener saw it: the last answer still holds.
-            Err(e @ StoreError::Unavailable(_)) => stale(self.last_users.get(id).await, e),
+            Err(e @ StoreError::Unavailable(_)) => stale(self.last_users.get(id.as_str()).await, e),
             other => other,
         }
     }
@@ -199,17 +200,19 @@ impl AuthCache {
     /// again, emptied, only once `LISTEN` runs on a new connection. Reconnecting starts at once and backs
     /// off to a second.
     pub fn listen(self: &Arc<Self>, store: &Store) {
-        let Some(url) = store.postgres_url() else {
+        if store.postgres_url().is_none() {
             return;
-        };
+        }
         self.live.store(false, Ordering::Release);
-        let url = url.to_string();
         let store = store.clone();
         let cache = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             loop {
-                match listener_on(&url).await {
+                let Some(connected) = store.listener().await else {
+                    return;
+                };
+                match connected {
                     Ok(mut listener) => {
                         if listener.listen(CHANNEL).await.is_ok() {
                             let Some(c) = cache.upgrade() else { return };
@@ -235,7 +238,7 @@ impl AuthCache {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %StoreError::from(e), "cannot listen for cache invalidations")
+                        tracing::warn!(error = %e, "cannot listen for cache invalidations")
                     }
                 }
                 if cache.strong_count() == 0 {
@@ -246,19 +249,6 @@ impl AuthCache {
             }
         });
     }
-}
-
-/// A listener on its own one-connection pool that gives up on a connection attempt after a
-/// second (`PgListener::connect`'s pool would keep retrying for 30 s, the outage's length and
-/// more, before this loop could try again).
-async fn listener_on(url: &str) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .max_lifetime(None)
-        .idle_timeout(None)
-        .acquire_timeout(Duration::from_secs(1))
-        .connect_lazy(url)?;
-    sqlx::postgres::PgListener::connect_with(&pool).await
 }
 
 /// The database's last answer about each user or key.
@@ -334,16 +324,8 @@ fn key_state(k: crate::store::ApiKeyRow) -> Arc<KeyState> {
 }
 
 async fn publish(store: &Store, payload: &str) {
-    if store.backend() != Backend::Postgres {
-        return;
-    }
-    let sent = sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(payload)
-        .execute(store.pool())
-        .await;
-    if let Err(e) = sent {
-        tracing::warn!(error = %StoreError::from(e), "cache invalidation not sent; other replicas catch up within the cache TTL");
+    if let Err(e) = store.notify(CHANNEL, payload).await {
+        tracing::warn!(error = %e, "cache invalidation not sent; other replicas catch up within the cache TTL");
     }
 }
 

@@ -137,8 +137,19 @@ impl AuthService {
         Ok(service)
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// Accounts: auth's table, for what the API reads.
+    pub fn users(&self) -> crate::store::Users<'_> {
+        self.store.users()
+    }
+
+    /// API keys, for the owner's list.
+    pub fn keys(&self) -> crate::store::ApiKeys<'_> {
+        self.store.keys()
+    }
+
+    /// Who did what: every administrative action is recorded under its actor.
+    pub fn audit_trail(&self) -> crate::store::Audit<'_> {
+        self.store.audit_trail()
     }
 
     /// True when `token` is a validly signed, unexpired refresh token.
@@ -244,7 +255,7 @@ impl AuthService {
     }
 
     /// The cached state of a user as a principal: 401 if gone, 403 if disabled.
-    pub async fn principal(&self, user_id: &str) -> Result<Principal, GateError> {
+    pub async fn principal(&self, user_id: &UserId) -> Result<Principal, GateError> {
         let Some(user) = self.cache.user(&self.store, user_id).await? else {
             return Err(GateError::unauthorized(
                 "用户不存在: the account no longer exists",

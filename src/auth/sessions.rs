@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use super::tokens::Kind;
 use super::{AuthService, Principal};
 use crate::error::GateError;
+use crate::formats::ids::UserId;
 use crate::store::{Rotation, now_ms};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -65,7 +66,7 @@ impl AuthService {
 
     async fn issue_pair(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         email: &str,
         family: &str,
         jti: String,
@@ -147,7 +148,11 @@ impl AuthService {
                 (row.family_id, uuid::Uuid::new_v4().to_string())
             }
         };
-        let user = self.store.users().by_id(&claims.sub).await?;
+        let user = self
+            .store
+            .users()
+            .by_id(&UserId::from(claims.sub.clone()))
+            .await?;
         let Some(user) = user.filter(|u| u.is_active) else {
             return Err(GateError::unauthorized(
                 "用户不存在或已被禁用: the account is gone or disabled",

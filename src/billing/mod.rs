@@ -160,8 +160,26 @@ impl Billing {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// Waits until every charge committed so far is written (the commits are batched off the
+    /// request path): before the process exits.
+    pub async fn flush_commits(&self) {
+        self.store.ledger().flush().await;
+    }
+
+    /// Plans and the quota types they grant: billing's tables, for what the API reads and
+    /// edits as it is.
+    pub fn plans(&self) -> crate::store::Plans<'_> {
+        self.store.plans()
+    }
+
+    /// Subscriptions, for what the API reads and cancels.
+    pub fn subscriptions(&self) -> crate::store::Subscriptions<'_> {
+        self.store.subscriptions()
+    }
+
+    /// Balances and usage rows, for what the API reads and an admin adjusts.
+    pub fn ledger(&self) -> crate::store::Ledger<'_> {
+        self.store.ledger()
     }
 
     /// The declared quota types, in declaration order.

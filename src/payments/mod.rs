@@ -48,6 +48,11 @@ fn conflict(msg: impl Into<String>) -> GateError {
 }
 
 impl Payments {
+    /// Orders and their provider events, for what the API reads.
+    pub fn orders(&self) -> crate::store::Payments<'_> {
+        self.store.payments()
+    }
+
     pub fn new(
         store: Store,
         billing: Arc<Billing>,

@@ -228,14 +228,7 @@ async fn serve(
         tunnels.cancel();
     }
     // Charges committed by the last replies are still queued: write them before exiting.
-    current
-        .get()
-        .services()
-        .billing
-        .store()
-        .ledger()
-        .flush()
-        .await;
+    current.get().services().billing.flush_commits().await;
     release.cancel();
     tracing::info!("stopped");
 }

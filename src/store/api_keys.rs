@@ -53,12 +53,12 @@ impl ApiKeys<'_> {
     }
 
     /// The user's keys, newest first.
-    pub async fn of_user(&self, user_id: &str) -> Result<Vec<ApiKeyRow>, StoreError> {
+    pub async fn of_user(&self, user_id: &UserId) -> Result<Vec<ApiKeyRow>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id DESC"
         );
         Ok(sqlx::query_as::<_, ApiKeyRow>(&sql)
-            .bind(user_id)
+            .bind(user_id.as_str())
             .fetch_all(self.pool())
             .await?)
     }
@@ -72,19 +72,23 @@ impl ApiKeys<'_> {
     }
 
     /// Deletes the key if it belongs to `user_id`; returns it (for cache invalidation).
-    pub async fn delete(&self, user_id: &str, id: &str) -> Result<Option<ApiKeyRow>, StoreError> {
+    pub async fn delete(
+        &self,
+        user_id: &UserId,
+        id: &str,
+    ) -> Result<Option<ApiKeyRow>, StoreError> {
         let sql =
             format!("DELETE FROM api_keys WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}");
         Ok(sqlx::query_as::<_, ApiKeyRow>(&sql)
             .bind(id)
-            .bind(user_id)
+            .bind(user_id.as_str())
             .fetch_optional(self.pool())
             .await?)
     }
 
     pub async fn deactivate(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         id: &str,
     ) -> Result<Option<ApiKeyRow>, StoreError> {
         let sql = format!(
@@ -92,16 +96,16 @@ impl ApiKeys<'_> {
         );
         Ok(sqlx::query_as::<_, ApiKeyRow>(&sql)
             .bind(id)
-            .bind(user_id)
+            .bind(user_id.as_str())
             .fetch_optional(self.pool())
             .await?)
     }
 
     /// Hashes of every key of a user (to drop them from caches when the user changes).
-    pub async fn hashes_of(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn hashes_of(&self, user_id: &UserId) -> Result<Vec<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT key_hash FROM api_keys WHERE user_id = $1")
-                .bind(user_id)
+                .bind(user_id.as_str())
                 .fetch_all(self.pool())
                 .await?,
         )

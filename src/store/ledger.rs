@@ -62,7 +62,7 @@ pub struct Charge<'a> {
 /// Filters of a usage-log listing.
 #[derive(Default)]
 pub struct UsageQuery<'a> {
-    pub user_id: Option<&'a str>,
+    pub user_id: Option<&'a UserId>,
     pub quota_type: Option<&'a str>,
     pub since: Option<i64>,
     pub until: Option<i64>,
@@ -126,11 +126,11 @@ impl Ledger<'_> {
         .await?)
     }
 
-    pub async fn balances_of(&self, user_id: &str) -> Result<Vec<BalanceRow>, StoreError> {
+    pub async fn balances_of(&self, user_id: &UserId) -> Result<Vec<BalanceRow>, StoreError> {
         Ok(sqlx::query_as::<_, BalanceRow>(&format!(
             "SELECT {BALANCE} FROM quota_balances WHERE user_id = $1 ORDER BY quota_type"
         ))
-        .bind(user_id)
+        .bind(user_id.as_str())
         .fetch_all(self.pool())
         .await?)
     }
@@ -184,7 +184,7 @@ impl Ledger<'_> {
              AND created_at >= $3 AND created_at < $4 \
              ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $6"
         ))
-        .bind(q.user_id.unwrap_or(""))
+        .bind(q.user_id.map_or("", |u| u.as_str()))
         .bind(q.quota_type.unwrap_or(""))
         .bind(q.since.unwrap_or(0))
         .bind(q.until.unwrap_or(i64::MAX))
@@ -198,7 +198,7 @@ impl Ledger<'_> {
     pub async fn usage_since(
         &self,
         quota_type: &str,
-        user_id: Option<&str>,
+        user_id: Option<&UserId>,
         since: i64,
     ) -> Result<Vec<(String, i64, i64)>, StoreError> {
         self.flush().await;
@@ -207,7 +207,7 @@ impl Ledger<'_> {
              AND ($2 = '' OR user_id = $2) AND created_at >= $3",
         )
         .bind(quota_type)
-        .bind(user_id.unwrap_or(""))
+        .bind(user_id.map_or("", |u| u.as_str()))
         .bind(since)
         .fetch_all(self.pool())
         .await?)
@@ -216,16 +216,36 @@ impl Ledger<'_> {
     /// (state, count, sum) of usage rows of a user and type, for tests and audits.
     pub async fn usage_summary(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         quota_type: &str,
     ) -> Result<Vec<(String, i64, i64)>, StoreError> {
         self.flush().await;
         Ok(sqlx::query_as(
             "SELECT state, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM usage_logs WHERE user_id = $1 AND quota_type = $2 GROUP BY state ORDER BY state",
         )
-        .bind(user_id)
+        .bind(user_id.as_str())
         .bind(quota_type)
         .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Adds `amount` units to a limit (a grant); unlimited stays unlimited.
+    pub async fn grant(
+        &self,
+        user_id: &UserId,
+        quota_type: &str,
+        amount: i64,
+    ) -> Result<Option<BalanceRow>, StoreError> {
+        Ok(sqlx::query_as::<_, BalanceRow>(
+            "UPDATE quota_balances SET limit_amount = CASE WHEN limit_amount < 0 THEN limit_amount ELSE limit_amount + $3 END, \
+             updated_at = $4 WHERE user_id = $1 AND quota_type = $2 \
+             RETURNING user_id, quota_type, limit_amount, used_amount, period_start, period_end, updated_at",
+        )
+        .bind(user_id.as_str())
+        .bind(quota_type)
+        .bind(amount)
+        .bind(super::now_ms())
+        .fetch_optional(self.pool())
         .await?)
     }
 }
@@ -299,7 +319,7 @@ pub(super) async fn reserve_one(
 /// it fits the limit in the current period; the balance after it, or `None` (nothing changed).
 pub(super) async fn take_units(
     conn: &mut sqlx::AnyConnection,
-    user_id: &str,
+    user_id: &UserId,
     quota_type: &str,
     amount: i64,
     now: i64,
@@ -309,7 +329,7 @@ pub(super) async fn take_units(
          WHERE user_id = $1 AND quota_type = $2 AND period_start <= $4 AND period_end > $4 \
          AND (limit_amount < 0 OR used_amount + $3 <= limit_amount) RETURNING {BALANCE}"
     ))
-    .bind(user_id)
+    .bind(user_id.as_str())
     .bind(quota_type)
     .bind(amount)
     .bind(now)

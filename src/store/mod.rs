@@ -47,6 +47,7 @@ mod codes;
 mod columns;
 mod commits;
 mod ledger;
+mod notify;
 mod owners;
 mod payments;
 mod plans;
@@ -57,19 +58,19 @@ mod task_charges;
 mod throttles;
 mod users;
 
-pub use api_keys::{ApiKeyRow, NewApiKey};
-pub use audit::AuditRow;
+pub use api_keys::{ApiKeyRow, ApiKeys, NewApiKey};
+pub use audit::{Audit, AuditRow};
 pub use breaker::Breaker;
 pub use codes::CodeRow;
 pub use columns::{PaymentStatus, SubscriptionStatus};
-pub use ledger::{BalanceRow, Charge, UsageQuery, UsageRow};
-pub use payments::{NewOrder, PaidEvent, PaidOutcome, PaymentRow};
-pub use plans::{Plan, PlanInput, PlanRow};
+pub use ledger::{BalanceRow, Charge, Ledger, UsageQuery, UsageRow};
+pub use payments::{NewOrder, PaidEvent, PaidOutcome, PaymentRow, Payments};
+pub use plans::{Plan, PlanInput, PlanRow, Plans};
 pub use refresh_tokens::{RefreshRow, Rotation};
-pub use subscriptions::{PaidContext, PeriodEffect, PeriodStart, SubscriptionRow};
+pub use subscriptions::{PaidContext, PeriodEffect, PeriodStart, SubscriptionRow, Subscriptions};
 pub use task_charges::{TaskChargeRow, TaskEnd};
 pub use throttles::Limit;
-pub use users::{NewUser, UserRow, UserUpdate, username_key};
+pub use users::{NewUser, UserRow, UserUpdate, Users, username_key};
 
 /// Milliseconds since the Unix epoch: how every time is stored.
 pub fn now_ms() -> i64 {
@@ -99,6 +100,31 @@ pub struct Store {
     commits: commits::CommitWriter,
     /// Reservations, batched into shared transactions.
     reservations: reservations::ReserveWriter,
+}
+
+/// The store as `/readyz` and `/metrics` see it: whether it answers and takes a write, how
+/// many connections it holds. No table is reachable through it.
+#[derive(Clone)]
+pub struct Probe {
+    store: Store,
+}
+
+impl Probe {
+    /// The breaker is open: the database is known to be down.
+    pub fn known_down(&self) -> bool {
+        self.store.known_down()
+    }
+
+    /// A round trip, then a statement that needs the write lock.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        self.store.ping().await?;
+        self.store.probe_write().await
+    }
+
+    /// Open and idle connections of the pool.
+    pub fn connections(&self) -> (u32, usize) {
+        (self.store.pool.size(), self.store.pool.num_idle())
+    }
 }
 
 /// A store error. Messages never carry the database URL (and so never a password).
@@ -279,6 +305,13 @@ impl Store {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// What operations may ask of the database (readiness, pool use), and nothing more.
+    pub fn probe(&self) -> Probe {
+        Probe {
+            store: self.clone(),
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -3,6 +3,7 @@
 //! owner stays, so a later reply can never move an id to another account.
 
 use super::StoreError;
+use crate::formats::ids::UserId;
 
 repository!(
     /// Who owns each task and upload id the backend handed out.
@@ -16,7 +17,7 @@ impl Owners<'_> {
         &self,
         kind: &str,
         id: &str,
-        user_id: &str,
+        user_id: &UserId,
         now: i64,
     ) -> Result<String, StoreError> {
         sqlx::query(
@@ -25,7 +26,7 @@ impl Owners<'_> {
         )
         .bind(kind)
         .bind(id)
-        .bind(user_id)
+        .bind(user_id.as_str())
         .bind(now)
         .execute(self.pool())
         .await?;
@@ -51,7 +52,7 @@ impl Owners<'_> {
     pub async fn owned_among(
         &self,
         kind: &str,
-        user_id: &str,
+        user_id: &UserId,
         ids: &[&str],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         let mut owned = std::collections::HashSet::new();
@@ -64,7 +65,7 @@ impl Owners<'_> {
             );
             let mut q = sqlx::query_as::<_, (String,)>(&sql)
                 .bind(kind)
-                .bind(user_id);
+                .bind(user_id.as_str());
             for id in page {
                 q = q.bind(*id);
             }

@@ -49,7 +49,7 @@ const COLUMNS: &str = "id, order_no, user_id, plan_id, subscription_id, amount_f
 
 /// A pending order as priced: what to insert.
 pub struct NewOrder<'a> {
-    pub user_id: &'a str,
+    pub user_id: &'a UserId,
     pub plan_id: &'a str,
     /// The pending subscription it will activate, or the running one a renewal extends.
     pub subscription_id: Option<&'a str>,
@@ -82,7 +82,7 @@ impl Payments<'_> {
         Ok(sqlx::query_as::<_, PaymentRow>(&sql)
             .bind(uuid::Uuid::new_v4().to_string())
             .bind(uuid::Uuid::new_v4().simple().to_string())
-            .bind(o.user_id)
+            .bind(o.user_id.as_str())
             .bind(o.plan_id)
             .bind(o.subscription_id)
             .bind(o.amount_fen.get())
@@ -145,7 +145,7 @@ impl Payments<'_> {
     /// Payments newest first, of one user or (with `None`) of everyone.
     pub async fn list(
         &self,
-        user_id: Option<&str>,
+        user_id: Option<&UserId>,
         status: Option<&str>,
         limit: i64,
     ) -> Result<Vec<PaymentRow>, StoreError> {
@@ -154,7 +154,7 @@ impl Payments<'_> {
              ORDER BY created_at DESC, id DESC LIMIT $3"
         );
         Ok(sqlx::query_as::<_, PaymentRow>(&sql)
-            .bind(user_id.unwrap_or(""))
+            .bind(user_id.map_or("", |u| u.as_str()))
             .bind(status.unwrap_or(""))
             .bind(limit)
             .fetch_all(self.pool())
@@ -529,10 +529,10 @@ impl Payments<'_> {
 /// after the other on PostgreSQL (SQLite's write lock already does this).
 pub(super) async fn lock_user(
     conn: &mut sqlx::AnyConnection,
-    user_id: &str,
+    user_id: &UserId,
 ) -> Result<(), StoreError> {
     sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1")
-        .bind(user_id)
+        .bind(user_id.as_str())
         .execute(&mut *conn)
         .await?;
     Ok(())

@@ -3,6 +3,7 @@
 //! window means it was stolen, and the whole family is revoked.
 
 use super::{StoreError, now_ms};
+use crate::formats::ids::UserId;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RefreshRow {
@@ -37,7 +38,7 @@ impl RefreshTokens<'_> {
     pub async fn insert(
         &self,
         id: &str,
-        user_id: &str,
+        user_id: &UserId,
         family_id: &str,
         token_hash: &str,
         expires_at: i64,
@@ -47,7 +48,7 @@ impl RefreshTokens<'_> {
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(id)
-        .bind(user_id)
+        .bind(user_id.as_str())
         .bind(family_id)
         .bind(token_hash)
         .bind(now_ms())
@@ -100,11 +101,11 @@ impl RefreshTokens<'_> {
         Ok(done.rows_affected())
     }
 
-    pub async fn revoke_all_of(&self, user_id: &str) -> Result<u64, StoreError> {
+    pub async fn revoke_all_of(&self, user_id: &UserId) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
         )
-        .bind(user_id)
+        .bind(user_id.as_str())
         .bind(now_ms())
         .execute(self.pool())
         .await?;

@@ -86,35 +86,35 @@ impl Subscriptions<'_> {
     }
 
     /// The running subscription (active, or cancelled but not yet ended).
-    pub async fn current(&self, user_id: &str) -> Result<Option<SubscriptionRow>, StoreError> {
+    pub async fn current(&self, user_id: &UserId) -> Result<Option<SubscriptionRow>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM user_subscriptions WHERE user_id = $1 AND status IN ('active', 'cancelled') \
              ORDER BY created_at DESC LIMIT 1"
         );
         Ok(sqlx::query_as::<_, SubscriptionRow>(&sql)
-            .bind(user_id)
+            .bind(user_id.as_str())
             .fetch_optional(self.pool())
             .await?)
     }
 
-    pub async fn of_user(&self, user_id: &str) -> Result<Vec<SubscriptionRow>, StoreError> {
+    pub async fn of_user(&self, user_id: &UserId) -> Result<Vec<SubscriptionRow>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM user_subscriptions WHERE user_id = $1 ORDER BY created_at DESC, id DESC"
         );
         Ok(sqlx::query_as::<_, SubscriptionRow>(&sql)
-            .bind(user_id)
+            .bind(user_id.as_str())
             .fetch_all(self.pool())
             .await?)
     }
 
     /// Changes paid for that begin later, earliest first.
-    pub async fn scheduled(&self, user_id: &str) -> Result<Vec<SubscriptionRow>, StoreError> {
+    pub async fn scheduled(&self, user_id: &UserId) -> Result<Vec<SubscriptionRow>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM user_subscriptions WHERE user_id = $1 AND status = 'scheduled' \
              ORDER BY current_period_start, created_at"
         );
         Ok(sqlx::query_as::<_, SubscriptionRow>(&sql)
-            .bind(user_id)
+            .bind(user_id.as_str())
             .fetch_all(self.pool())
             .await?)
     }
@@ -122,7 +122,7 @@ impl Subscriptions<'_> {
     /// A subscription waiting for its payment.
     pub async fn create_pending(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         plan_id: &str,
     ) -> Result<SubscriptionRow, StoreError> {
         let now = now_ms();
@@ -131,7 +131,7 @@ impl Subscriptions<'_> {
         );
         Ok(sqlx::query_as::<_, SubscriptionRow>(&sql)
             .bind(uuid::Uuid::new_v4().to_string())
-            .bind(user_id)
+            .bind(user_id.as_str())
             .bind(plan_id)
             .bind(now)
             .fetch_one(self.pool())
@@ -154,7 +154,7 @@ impl Subscriptions<'_> {
     /// another request already did (nothing changed).
     pub async fn begin_period(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         how: PeriodStart<'_>,
         plan: &Plan,
         quota_types: &[String],
@@ -216,7 +216,7 @@ impl Subscriptions<'_> {
                     "INSERT INTO user_subscriptions ({COLUMNS}) VALUES ($1, $2, $3, 'active', $4, $5, 1, $6, $6, 0, NULL)"
                 ))
                 .bind(uuid::Uuid::new_v4().to_string())
-                .bind(user_id)
+                .bind(user_id.as_str())
                 .bind(&plan.row.id)
                 .bind(start)
                 .bind(end)
@@ -243,7 +243,7 @@ impl Subscriptions<'_> {
     /// are left alone, so two requests that see the boundary at once reset it once.
     pub async fn new_quota_cycle(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         plan: &Plan,
         quota_types: &[String],
         cycle: (i64, i64),
@@ -360,7 +360,7 @@ pub(super) async fn take_back(
 /// `only_ended_by`, only balances whose cycle ended by then (and missing ones).
 pub(super) async fn reset_balances(
     conn: &mut sqlx::AnyConnection,
-    user_id: &str,
+    user_id: &UserId,
     plan: &Plan,
     quota_types: &[String],
     cycle: (i64, i64),
@@ -381,7 +381,7 @@ pub(super) async fn reset_balances(
     );
     for t in quota_types {
         let mut q = sqlx::query(&sql)
-            .bind(user_id)
+            .bind(user_id.as_str())
             .bind(t)
             .bind(plan.limit_of(t))
             .bind(cycle.0)

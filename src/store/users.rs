@@ -72,10 +72,10 @@ impl Users<'_> {
             .map_err(StoreError::from)
     }
 
-    pub async fn by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
+    pub async fn by_id(&self, id: &UserId) -> Result<Option<UserRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
         Ok(sqlx::query_as::<_, UserRow>(&sql)
-            .bind(id)
+            .bind(id.as_str())
             .fetch_optional(self.pool())
             .await?)
     }
@@ -108,7 +108,7 @@ impl Users<'_> {
     /// Applies `update` and returns the user as it now is (`None` if there is no such user).
     pub async fn update(
         &self,
-        id: &str,
+        id: &UserId,
         update: UserUpdate,
     ) -> Result<Option<UserRow>, StoreError> {
         let sql = format!(
@@ -119,7 +119,7 @@ impl Users<'_> {
         );
         let key = update.username.as_deref().map(username_key);
         Ok(sqlx::query_as::<_, UserRow>(&sql)
-            .bind(id)
+            .bind(id.as_str())
             .bind(update.email)
             .bind(update.username)
             .bind(update.hashed_password)
@@ -130,21 +130,60 @@ impl Users<'_> {
             .await?)
     }
 
-    pub async fn set_email_verified(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE users SET email_verified = 1, updated_at = $2 WHERE id = $1")
-            .bind(id)
+    /// Marks the address verified, or (a changed address, where no code proves it) not.
+    pub async fn set_email_verified(&self, id: &UserId, verified: bool) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET email_verified = $3, updated_at = $2 WHERE id = $1")
+            .bind(id.as_str())
             .bind(now_ms())
+            .bind(flag(verified))
             .execute(self.pool())
             .await?;
         Ok(())
     }
 
+    /// Makes an existing account an active superuser with this password (`create-admin` run
+    /// again for an account that exists).
+    pub async fn make_superuser(
+        &self,
+        id: &UserId,
+        hashed_password: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE users SET is_superuser = 1, is_active = 1, hashed_password = $2, updated_at = $3 WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .bind(hashed_password)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Deletes a user and, by cascade, their keys, tokens, balances and usage.
-    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn delete(&self, id: &UserId) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(id)
+            .bind(id.as_str())
             .execute(self.pool())
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Users whose email or username contains `q` (case-insensitive), newest first.
+    pub async fn search(
+        &self,
+        q: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<UserRow>, StoreError> {
+        let pattern = format!("%{}%", q.to_lowercase().replace(['\\', '%', '_'], ""));
+        Ok(sqlx::query_as::<_, UserRow>(
+            "SELECT id, email, username, hashed_password, is_active, is_superuser, email_verified, created_at, updated_at \
+             FROM users WHERE LOWER(email) LIKE $1 OR LOWER(username) LIKE $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3",
+        )
+        .bind(pattern)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(self.pool())
+        .await?)
     }
 }

@@ -187,14 +187,14 @@ impl Owners {
     }
 
     /// Whether `user_id` owns `(kind, id)`; 503 when the store cannot say.
-    pub async fn owns(&self, kind: &str, id: &str, user_id: &str) -> Result<bool, GateError> {
+    pub async fn owns(&self, kind: &str, id: &str, user_id: &UserId) -> Result<bool, GateError> {
         if let Some(owner) = self.known_owner(kind, id) {
-            return Ok(&*owner == user_id);
+            return Ok(*owner == **user_id);
         }
         // Boxed: the store's future is large, and a known owner (the usual case) never needs it.
         match Box::pin(self.store.owners().owner_of(kind, id)).await? {
             Some(owner) => {
-                let owned = owner == user_id;
+                let owned = owner == user_id.as_str();
                 self.remember(kind, id, owner.into());
                 Ok(owned)
             }
@@ -203,7 +203,7 @@ impl Owners {
     }
 
     /// Records `user_id` as the owner of a new id; the first owner of an id stays.
-    pub async fn record(&self, kind: &str, id: &str, user_id: &str) -> Result<(), GateError> {
+    pub async fn record(&self, kind: &str, id: &str, user_id: &UserId) -> Result<(), GateError> {
         let owner = self
             .store
             .owners()
@@ -217,7 +217,7 @@ impl Owners {
     pub async fn owned_among(
         &self,
         kind: &str,
-        user_id: &str,
+        user_id: &UserId,
         ids: &[&str],
     ) -> Result<std::collections::HashSet<String>, GateError> {
         Ok(self.store.owners().owned_among(kind, user_id, ids).await?)

@@ -121,7 +121,7 @@ async fn metrics_count_requests_decisions_and_outcomes() {
         ) >= 1.0
     );
     assert!(
-        !text.contains(&a.access) && !text.contains(&a.id),
+        !text.contains(&a.access) && !text.contains(a.id.as_str()),
         "no user or token in metrics"
     );
     app.stop().await;

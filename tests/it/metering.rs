@@ -308,13 +308,13 @@ async fn an_unpaid_plan_falls_back_to_free_when_its_period_ends(db: Db) {
     // As if 专业版 had been paid for once, with a balance of its size, and its period ended.
     let pool = app.store().pool().clone();
     sqlx::query("UPDATE user_subscriptions SET plan_id = $2 WHERE user_id = $1")
-        .bind(&a.id)
+        .bind(a.id.as_str())
         .bind(&pro)
         .execute(&pool)
         .await
         .unwrap();
     sqlx::query("UPDATE quota_balances SET limit_amount = 100 WHERE user_id = $1")
-        .bind(&a.id)
+        .bind(a.id.as_str())
         .execute(&pool)
         .await
         .unwrap();

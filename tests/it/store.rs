@@ -146,7 +146,11 @@ async fn batched_commits_are_written_once(db: Db) {
     for id in &ids[290..] {
         assert!(store.ledger().refund(id, now).await.unwrap().is_some());
     }
-    let summary = store.ledger().usage_summary("u1", "runs").await.unwrap();
+    let summary = store
+        .ledger()
+        .usage_summary(&user("u1"), "runs")
+        .await
+        .unwrap();
     assert_eq!(
         summary,
         vec![
@@ -224,7 +228,11 @@ async fn batched_reservations_spend_exactly_the_limit(db: Db) {
             .unwrap();
         assert_eq!(b.used_amount, admitted * amount);
         assert_eq!(
-            store.ledger().usage_summary(user, "runs").await.unwrap(),
+            store
+                .ledger()
+                .usage_summary(&self::user(user), "runs")
+                .await
+                .unwrap(),
             vec![("reserved".to_string(), admitted, admitted * amount)]
         );
     }
@@ -289,7 +297,11 @@ async fn a_refused_batch_falls_back_to_single_charges(db: Db) {
     let balance = store.ledger().balance(&u1, &runs).await.unwrap().unwrap();
     assert_eq!(balance.used_amount, 19 * 3);
     assert_eq!(
-        store.ledger().usage_summary("u1", "runs").await.unwrap(),
+        store
+            .ledger()
+            .usage_summary(&user("u1"), "runs")
+            .await
+            .unwrap(),
         vec![("reserved".to_string(), 19, 57)]
     );
 }

@@ -13,6 +13,7 @@ pub mod stored;
 pub mod upstream;
 
 use idoctor_gate::config::Config;
+use idoctor_gate::formats::ids::UserId;
 use idoctor_gate::server::{self, RunningGate};
 use std::net::SocketAddr;
 use tempfile::TempDir;
@@ -157,7 +158,7 @@ impl TestApp {
         let user: serde_json::Value = resp.json().await.unwrap();
         let tokens = self.login(&email, &password).await;
         Account {
-            id: user["id"].as_str().unwrap().to_string(),
+            id: UserId::parse(user["id"].as_str().unwrap()).expect("a UUID"),
             email,
             password,
             access: tokens["access_token"].as_str().unwrap().to_string(),
@@ -322,7 +323,7 @@ pub fn bearer(a: &Account) -> String {
 /// A signed-up, signed-in user.
 #[derive(Debug, Clone)]
 pub struct Account {
-    pub id: String,
+    pub id: UserId,
     pub email: String,
     pub password: String,
     pub access: String,

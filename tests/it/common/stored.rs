@@ -40,7 +40,7 @@ pub fn iso_ms(iso: &str) -> i64 {
 impl TestApp {
     /// The gate's own store (the one pool every service shares).
     pub fn store(&self) -> Store {
-        self.services().billing().store().clone()
+        self.services().store().clone()
     }
 
     /// The account's balance of `quota_type`, through the API.
@@ -179,7 +179,7 @@ impl TestApp {
             "UPDATE quota_balances SET period_start = period_start - $2, period_end = period_end - $2 WHERE user_id = $1",
         ] {
             sqlx::query(sql)
-                .bind(&a.id)
+                .bind(a.id.as_str())
                 .bind(by_ms)
                 .execute(&pool)
                 .await
@@ -192,13 +192,13 @@ impl TestApp {
         let past = idoctor_gate::store::now_ms() - 1000;
         let pool = self.store().pool().clone();
         sqlx::query("UPDATE quota_balances SET period_end = $2, period_start = $2 - 86400000 WHERE user_id = $1")
-            .bind(&a.id)
+            .bind(a.id.as_str())
             .bind(past)
             .execute(&pool)
             .await
             .unwrap();
         sqlx::query("UPDATE user_subscriptions SET current_period_end = $2 WHERE user_id = $1")
-            .bind(&a.id)
+            .bind(a.id.as_str())
             .bind(past)
             .execute(&pool)
             .await
