@@ -10,6 +10,113 @@ use axum::response::IntoResponse;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
+/// Why the domain (accounts, billing, tenancy) refuses a request or cannot serve it, in its
+/// own words: it says what kind of refusal it is and why, never which HTTP status that is. The
+/// status, headers and body are chosen where the domain meets HTTP (`api::refusals`, used by
+/// the API's handlers and the gate's phases through `?`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    /// What was wrong, in words a person can act on.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The request cannot be read as what it claims to be.
+    Malformed,
+    /// Read, but a value is not acceptable (a weak password, a bad code).
+    Invalid,
+    /// No credential, or one that proves nothing (expired, revoked, unknown).
+    Unauthenticated,
+    /// Known, and not allowed (a disabled account, an unverified address).
+    Forbidden,
+    /// No such thing, or none this caller may know of.
+    NotFound,
+    /// The state of things forbids it (a name taken, a change already scheduled).
+    Conflict,
+    /// Too many attempts: try again after this many seconds, when that is known.
+    TooMany { retry_after_secs: Option<u64> },
+    /// The database cannot answer now: try again shortly.
+    Unavailable,
+    /// Something the caller cannot fix went wrong (logged where it happened).
+    Failed,
+}
+
+impl Refusal {
+    pub fn new(kind: RefusalKind, detail: impl Into<String>) -> Refusal {
+        Refusal {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn malformed(detail: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::Malformed, detail)
+    }
+
+    pub fn invalid(detail: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::Invalid, detail)
+    }
+
+    pub fn unauthenticated(detail: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::Unauthenticated, detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::Forbidden, detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::NotFound, detail)
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::Conflict, detail)
+    }
+
+    pub fn too_many(retry_after_secs: Option<u64>, detail: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::TooMany { retry_after_secs }, detail)
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::Unavailable, detail)
+    }
+
+    pub fn failed(detail: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::Failed, detail)
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.detail)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+impl From<crate::store::StoreError> for Refusal {
+    /// An unreachable database is a refusal to try again shortly; a unique-constraint race a
+    /// conflict; anything else the gate's fault, logged with its cause and told without it.
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            StoreError::Unavailable(m) => {
+                tracing::warn!(error = %m, "database unavailable");
+                Refusal::unavailable("the database is unavailable; try again shortly")
+            }
+            StoreError::Conflict(field) => Refusal::conflict(format!(
+                "`{field}` is already taken: another record has the same value"
+            )),
+            StoreError::Other(m) => {
+                tracing::error!(error = %m, "store error");
+                Refusal::failed("internal error")
+            }
+        }
+    }
+}
+
 /// An error answered to the client as `{"detail": ...}` with `status`.
 #[derive(Debug, Clone)]
 pub struct GateError {
@@ -101,24 +208,9 @@ impl GateError {
 }
 
 impl From<crate::store::StoreError> for GateError {
-    /// An unreachable database fails closed with 503; a unique-constraint race is a 409; anything
-    /// else is the gate's fault (500), logged with its cause and answered without it.
+    /// As the domain would refuse it (`Refusal`), rendered as HTTP.
     fn from(e: crate::store::StoreError) -> Self {
-        use crate::store::StoreError;
-        match e {
-            StoreError::Unavailable(m) => {
-                tracing::warn!(error = %m, "database unavailable");
-                GateError::unavailable("the database is unavailable; try again shortly")
-            }
-            StoreError::Conflict(field) => GateError::new(
-                StatusCode::CONFLICT,
-                format!("`{field}` is already taken: another record has the same value"),
-            ),
-            StoreError::Other(m) => {
-                tracing::error!(error = %m, "store error");
-                GateError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-            }
-        }
+        Refusal::from(e).into()
     }
 }
 

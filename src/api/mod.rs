@@ -14,6 +14,7 @@ mod openapi;
 mod payments;
 mod plans;
 mod quotas;
+mod refusals;
 mod schemas;
 mod subscriptions;
 mod time;

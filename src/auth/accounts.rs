@@ -2,10 +2,8 @@
 //! that takes rights away reaches the caches (here and, on PostgreSQL, every replica) before the
 //! answer is sent.
 
-use http::StatusCode;
-
 use super::{AuthService, Principal, keys};
-use crate::error::GateError;
+use crate::error::Refusal;
 use crate::formats::ids::UserId;
 use crate::store::{ApiKeyRow, NewApiKey, NewUser, StoreError, UserRow, UserUpdate, now_ms};
 
@@ -29,12 +27,12 @@ pub struct ApiKeyCreated {
     pub key: String,
 }
 
-fn unprocessable(msg: impl Into<String>) -> GateError {
-    GateError::new(StatusCode::UNPROCESSABLE_ENTITY, msg)
+fn unprocessable(msg: impl Into<String>) -> Refusal {
+    Refusal::invalid(msg)
 }
 
 /// `a@b.c`, lower-cased; 422 otherwise.
-pub fn normalise_email(email: &str) -> Result<String, GateError> {
+pub fn normalise_email(email: &str) -> Result<String, Refusal> {
     let e = email.trim().to_lowercase();
     // The rule the OpenAPI schema states as a pattern (`api::auth`): a local part, an `@`,
     // and a domain of two or more non-empty labels; no spaces or control characters.
@@ -57,7 +55,7 @@ pub fn normalise_email(email: &str) -> Result<String, GateError> {
     }
 }
 
-pub fn check_username(u: &str) -> Result<(), GateError> {
+pub fn check_username(u: &str) -> Result<(), Refusal> {
     let n = u.chars().count();
     if !(3..=50).contains(&n) {
         return Err(unprocessable(
@@ -74,7 +72,7 @@ pub fn check_username(u: &str) -> Result<(), GateError> {
     Ok(())
 }
 
-pub fn check_password(p: &str) -> Result<(), GateError> {
+pub fn check_password(p: &str) -> Result<(), Refusal> {
     let n = p.chars().count();
     if !(8..=100).contains(&n) {
         return Err(unprocessable(
@@ -85,7 +83,7 @@ pub fn check_password(p: &str) -> Result<(), GateError> {
 }
 
 /// Maps a unique-constraint race to the same 409s the up-front checks give.
-fn conflict(e: StoreError) -> GateError {
+fn conflict(e: StoreError) -> Refusal {
     match &e {
         StoreError::Conflict(m) if m.contains("email") => email_taken(),
         StoreError::Conflict(m) if m.contains("username") => username_taken(),
@@ -93,22 +91,16 @@ fn conflict(e: StoreError) -> GateError {
     }
 }
 
-fn email_taken() -> GateError {
-    GateError::new(
-        StatusCode::CONFLICT,
-        "邮箱已被注册: this email is already registered",
-    )
+fn email_taken() -> Refusal {
+    Refusal::conflict("邮箱已被注册: this email is already registered")
 }
 
-fn username_taken() -> GateError {
-    GateError::new(
-        StatusCode::CONFLICT,
-        "用户名已被使用: this username is taken",
-    )
+fn username_taken() -> Refusal {
+    Refusal::conflict("用户名已被使用: this username is taken")
 }
 
 impl AuthService {
-    pub async fn register(&self, new: NewAccount) -> Result<UserRow, GateError> {
+    pub async fn register(&self, new: NewAccount) -> Result<UserRow, Refusal> {
         let email = normalise_email(&new.email)?;
         check_username(&new.username)?;
         check_password(&new.password)?;
@@ -144,7 +136,7 @@ impl AuthService {
         email: &str,
         username: &str,
         password: &str,
-    ) -> Result<UserRow, GateError> {
+    ) -> Result<UserRow, Refusal> {
         let email = normalise_email(email)?;
         check_username(username)?;
         check_password(password)?;
@@ -171,27 +163,26 @@ impl AuthService {
             .map_err(conflict)
     }
 
-    pub async fn user(&self, id: &UserId) -> Result<UserRow, GateError> {
+    pub async fn user(&self, id: &UserId) -> Result<UserRow, Refusal> {
         self.store
             .users()
             .by_id(id)
             .await?
-            .ok_or_else(|| GateError::not_found("用户不存在: no such user"))
+            .ok_or_else(|| Refusal::not_found("用户不存在: no such user"))
     }
 
     pub async fn update_profile(
         &self,
         who: &Principal,
         change: ProfileUpdate,
-    ) -> Result<UserRow, GateError> {
+    ) -> Result<UserRow, Refusal> {
         let current = self.user(&who.user_id).await?;
         let mut update = UserUpdate::default();
         if let Some(email) = change.email.as_deref() {
             let email = normalise_email(email)?;
             if email != current.email {
                 if self.store.users().email_taken(&email).await? {
-                    return Err(GateError::new(
-                        StatusCode::CONFLICT,
+                    return Err(Refusal::conflict(
                         "邮箱已被使用: this email is already in use",
                     ));
                 }
@@ -221,7 +212,7 @@ impl AuthService {
         if password_changed || update.email.is_some() {
             // Asked for again, like a wrong one (403): the session alone does not suffice.
             let Some(given) = change.current_password.as_deref() else {
-                return Err(GateError::forbidden(
+                return Err(Refusal::forbidden(
                     "current_password is required to change the email or the password",
                 ));
             };
@@ -230,7 +221,7 @@ impl AuthService {
                 .verify(given, Some(&current.hashed_password))
                 .await?
             {
-                return Err(GateError::forbidden(
+                return Err(Refusal::forbidden(
                     "当前密码错误: the current password is wrong",
                 ));
             }
@@ -245,7 +236,7 @@ impl AuthService {
             .update(&who.user_id, update)
             .await
             .map_err(conflict)?
-            .ok_or_else(|| GateError::not_found("用户不存在: no such user"))?;
+            .ok_or_else(|| Refusal::not_found("用户不存在: no such user"))?;
         if email_changed && !self.config.auth.require_email_verification {
             self.store
                 .users()
@@ -260,7 +251,7 @@ impl AuthService {
     }
 
     /// Enables or disables an account; disabling signs it out everywhere at once.
-    pub async fn set_active(&self, id: &UserId, active: bool) -> Result<UserRow, GateError> {
+    pub async fn set_active(&self, id: &UserId, active: bool) -> Result<UserRow, Refusal> {
         let row = self
             .store
             .users()
@@ -272,7 +263,7 @@ impl AuthService {
                 },
             )
             .await?
-            .ok_or_else(|| GateError::not_found("用户不存在: no such user"))?;
+            .ok_or_else(|| Refusal::not_found("用户不存在: no such user"))?;
         if !active {
             self.store.refresh_tokens().revoke_all_of(id).await?;
         }
@@ -280,7 +271,7 @@ impl AuthService {
         Ok(row)
     }
 
-    pub async fn delete_user(&self, actor: &Principal, id: &UserId) -> Result<(), GateError> {
+    pub async fn delete_user(&self, actor: &Principal, id: &UserId) -> Result<(), Refusal> {
         if actor.user_id == *id {
             return Err(unprocessable(
                 "不能删除自己的账号: you cannot delete your own account",
@@ -288,7 +279,7 @@ impl AuthService {
         }
         let hashes = self.store.keys().hashes_of(id).await?;
         if !self.store.users().delete(id).await? {
-            return Err(GateError::not_found("用户不存在: no such user"));
+            return Err(Refusal::not_found("用户不存在: no such user"));
         }
         self.cache.invalidate_user(&self.store, id).await;
         for h in hashes {
@@ -302,7 +293,7 @@ impl AuthService {
         who: &Principal,
         name: &str,
         expires_at: Option<i64>,
-    ) -> Result<ApiKeyCreated, GateError> {
+    ) -> Result<ApiKeyCreated, Refusal> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 {
             return Err(unprocessable("the key name must be 1 to 100 characters"));
@@ -310,10 +301,7 @@ impl AuthService {
         if expires_at.is_some_and(|t| t <= now_ms()) {
             // Well-formed, but already past by the clock: a conflict with the present, as the
             // schema (a date-time) cannot say "later than now".
-            return Err(GateError::new(
-                StatusCode::CONFLICT,
-                "expires_at must be in the future",
-            ));
+            return Err(Refusal::conflict("expires_at must be in the future"));
         }
         let key = keys::generate();
         let hash = self.hasher.hash("api-key", &key);
@@ -333,13 +321,13 @@ impl AuthService {
         Ok(ApiKeyCreated { row, key })
     }
 
-    pub async fn delete_api_key(&self, who: &Principal, id: &str) -> Result<(), GateError> {
+    pub async fn delete_api_key(&self, who: &Principal, id: &str) -> Result<(), Refusal> {
         let row = self
             .store
             .keys()
             .delete(&who.user_id, id)
             .await?
-            .ok_or_else(|| GateError::not_found("API 密钥不存在: no such API key"))?;
+            .ok_or_else(|| Refusal::not_found("API 密钥不存在: no such API key"))?;
         self.cache.invalidate_key(&self.store, &row.key_hash).await;
         Ok(())
     }
@@ -348,13 +336,13 @@ impl AuthService {
         &self,
         who: &Principal,
         id: &str,
-    ) -> Result<ApiKeyRow, GateError> {
+    ) -> Result<ApiKeyRow, Refusal> {
         let row = self
             .store
             .keys()
             .deactivate(&who.user_id, id)
             .await?
-            .ok_or_else(|| GateError::not_found("API 密钥不存在: no such API key"))?;
+            .ok_or_else(|| Refusal::not_found("API 密钥不存在: no such API key"))?;
         self.cache.invalidate_key(&self.store, &row.key_hash).await;
         Ok(row)
     }

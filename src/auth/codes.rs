@@ -2,21 +2,16 @@
 //! expiry and a limit on wrong attempts (a 6-digit code cannot be brute-forced in 10 minutes
 //! when only a handful of guesses count), one resend a minute per address.
 
-use http::{HeaderValue, StatusCode};
-
 use super::AuthService;
-use crate::error::GateError;
+use crate::error::Refusal;
 use crate::store::now_ms;
 
 const PURPOSE: &str = "verify";
 const RESEND_INTERVAL_MS: i64 = 60_000;
 
-fn invalid_code() -> GateError {
+fn invalid_code() -> Refusal {
     // Well-formed but not the proof asked for: forbidden, as a wrong password is unauthorised.
-    GateError::new(
-        StatusCode::FORBIDDEN,
-        "验证码无效或已过期: the code is wrong or has expired",
-    )
+    Refusal::forbidden("验证码无效或已过期: the code is wrong or has expired")
 }
 
 impl AuthService {
@@ -26,10 +21,9 @@ impl AuthService {
     }
 
     /// Sends a new code to `email` (already normalised).
-    pub async fn send_code(&self, email: &str) -> Result<(), GateError> {
+    pub async fn send_code(&self, email: &str) -> Result<(), Refusal> {
         if self.store.users().email_taken(email).await? {
-            return Err(GateError::new(
-                StatusCode::CONFLICT,
+            return Err(Refusal::conflict(
                 "该邮箱已被注册: this email is already registered",
             ));
         }
@@ -37,11 +31,10 @@ impl AuthService {
             let wait = prev.created_at + RESEND_INTERVAL_MS - now_ms();
             if wait > 0 {
                 let secs = (wait / 1000).max(1) as u64;
-                return Err(GateError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
+                return Err(Refusal::too_many(
+                    Some(secs),
                     format!("a code was just sent; ask again in {secs} s"),
-                )
-                .with_header(http::header::RETRY_AFTER, HeaderValue::from(secs)));
+                ));
             }
         }
         let code = super::random::digits(6);
@@ -63,7 +56,7 @@ impl AuthService {
     /// Checks `code` for `email`; on success the address counts as verified for registration.
     /// The attempt is counted before the comparison, so no burst gets more guesses than
     /// `verification_code_attempts`.
-    pub async fn verify_code(&self, email: &str, code: &str) -> Result<(), GateError> {
+    pub async fn verify_code(&self, email: &str, code: &str) -> Result<(), Refusal> {
         let max = self.config.auth.code_attempts as i64;
         let Some(row) = self
             .store
@@ -78,10 +71,7 @@ impl AuthService {
                 .await?
                 .filter(|r| r.expires_at > now_ms());
             return Err(match live {
-                Some(_) => GateError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many wrong codes; request a new one",
-                ),
+                Some(_) => Refusal::too_many(None, "too many wrong codes; request a new one"),
                 None => invalid_code(),
             });
         };
@@ -97,7 +87,7 @@ impl AuthService {
         &self,
         email: &str,
         code: Option<&str>,
-    ) -> Result<(), GateError> {
+    ) -> Result<(), Refusal> {
         let verified = self
             .store
             .codes()
@@ -106,15 +96,12 @@ impl AuthService {
             .is_some_and(|r| r.verified_at.is_some() && r.expires_at > now_ms());
         if !verified {
             match code {
-                Some(c) => self.verify_code(email, c).await.map_err(|_| {
-                    GateError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "邮箱验证码无效或已过期，请重新获取",
-                    )
-                })?,
+                Some(c) => self
+                    .verify_code(email, c)
+                    .await
+                    .map_err(|_| Refusal::invalid("邮箱验证码无效或已过期，请重新获取"))?,
                 None => {
-                    return Err(GateError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
+                    return Err(Refusal::invalid(
                         "邮箱验证码无效或已过期，请重新获取: a verification code is required",
                     ));
                 }

@@ -4,7 +4,7 @@
 use http::request::Parts;
 
 use super::keys;
-use crate::error::GateError;
+use crate::error::Refusal;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential<'a> {
@@ -14,18 +14,15 @@ pub enum Credential<'a> {
 
 /// The one credential of a request, `None` when it carries none. Two different credentials in
 /// one request are refused rather than guessed between.
-pub fn extract(
-    parts: &Parts,
-    allow_query_token: bool,
-) -> Result<Option<Credential<'_>>, GateError> {
+pub fn extract(parts: &Parts, allow_query_token: bool) -> Result<Option<Credential<'_>>, Refusal> {
     let from_header = match parts.headers.get(http::header::AUTHORIZATION) {
         None => None,
         Some(v) => {
             let v = v.to_str().map_err(|_| {
-                GateError::unauthorized("认证凭证格式错误: the Authorization header is not text")
+                Refusal::unauthenticated("认证凭证格式错误: the Authorization header is not text")
             })?;
             let token = bearer(v).ok_or_else(|| {
-                GateError::unauthorized("认证凭证格式错误: Authorization must be `Bearer <token>`")
+                Refusal::unauthenticated("认证凭证格式错误: Authorization must be `Bearer <token>`")
             })?;
             Some(classify(token))
         }
@@ -34,7 +31,7 @@ pub fn extract(
         None => None,
         Some(v) => Some(Credential::ApiKey(
             v.to_str()
-                .map_err(|_| GateError::unauthorized("X-API-Key is not text"))?
+                .map_err(|_| Refusal::unauthenticated("X-API-Key is not text"))?
                 .trim(),
         )),
     };
@@ -51,7 +48,7 @@ pub fn extract(
         if Some(&other) != first.as_ref() {
             // An authentication failure, not a malformed request: the request is well formed,
             // its credentials do not say who it is.
-            return Err(GateError::unauthorized(
+            return Err(Refusal::unauthenticated(
                 "the request carries more than one credential; send exactly one",
             ));
         }

@@ -7,7 +7,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{SmtpConfig, SmtpSecurity};
-use crate::error::GateError;
+use crate::error::Refusal;
 
 pub enum Mailer {
     Smtp {
@@ -52,13 +52,13 @@ impl Mailer {
         })
     }
 
-    pub async fn send_code(&self, to: &str, code: &str, minutes: u64) -> Result<(), GateError> {
+    pub async fn send_code(&self, to: &str, code: &str, minutes: u64) -> Result<(), Refusal> {
         match self {
             Mailer::Log => {
                 tracing::warn!(email = %to, code = %code, "verification code (no [smtp] configured: development only)");
                 Ok(())
             }
-            Mailer::Disabled => Err(GateError::unavailable(
+            Mailer::Disabled => Err(Refusal::unavailable(
                 "email delivery is not configured on this gate",
             )),
             Mailer::Smtp {
@@ -66,12 +66,9 @@ impl Mailer {
                 from,
                 from_name,
             } => {
-                let to: Mailbox = to.parse().map_err(|_| {
-                    GateError::new(
-                        http::StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid email address",
-                    )
-                })?;
+                let to: Mailbox = to
+                    .parse()
+                    .map_err(|_| Refusal::invalid("invalid email address"))?;
                 let body = format!(
                     "您的验证码是 {code}，{minutes} 分钟内有效。\nYour verification code is {code}; it expires in {minutes} minutes.\n"
                 );
@@ -81,15 +78,10 @@ impl Mailer {
                     .subject(format!("{from_name} - 邮箱验证码"))
                     .header(ContentType::TEXT_PLAIN)
                     .body(body)
-                    .map_err(|_| {
-                        GateError::new(
-                            http::StatusCode::INTERNAL_SERVER_ERROR,
-                            "cannot build the mail",
-                        )
-                    })?;
+                    .map_err(|_| Refusal::failed("cannot build the mail"))?;
                 transport.send(msg).await.map(|_| ()).map_err(|e| {
                     tracing::warn!(error = %e, "sending a verification mail failed");
-                    GateError::unavailable("发送验证码失败，请稍后重试")
+                    Refusal::unavailable("发送验证码失败，请稍后重试")
                 })
             }
         }

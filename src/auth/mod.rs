@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::error::GateError;
+use crate::error::{Refusal, RefusalKind};
 use crate::formats::ids::UserId;
 use crate::store::Store;
 use cache::AuthCache;
@@ -167,13 +167,13 @@ impl AuthService {
         &self,
         parts: &Parts,
         query_token: bool,
-    ) -> Result<Option<Principal>, GateError> {
+    ) -> Result<Option<Principal>, Refusal> {
         let result = self.authenticate_inner(parts, query_token).await;
         let outcome = match &result {
             Ok(None) => "none",
             Ok(Some(_)) => "ok",
-            Err(e) if e.status == http::StatusCode::FORBIDDEN => "disabled",
-            Err(e) if e.status.is_server_error() => "error",
+            Err(e) if e.kind == RefusalKind::Forbidden => "disabled",
+            Err(e) if matches!(e.kind, RefusalKind::Failed | RefusalKind::Unavailable) => "error",
             Err(_) => "invalid",
         };
         crate::telemetry::meters().auth(outcome).increment(1);
@@ -184,7 +184,7 @@ impl AuthService {
         &self,
         parts: &Parts,
         query_token: bool,
-    ) -> Result<Option<Principal>, GateError> {
+    ) -> Result<Option<Principal>, Refusal> {
         let Some(credential) = credentials::extract(parts, query_token)? else {
             return Ok(None);
         };
@@ -195,7 +195,7 @@ impl AuthService {
         self.principal(&user_id).await.map(Some)
     }
 
-    fn verify_access(&self, token: &str) -> Result<UserId, GateError> {
+    fn verify_access(&self, token: &str) -> Result<UserId, Refusal> {
         // Valid while `exp` is, with the leeway the full verification allows.
         let now = tokens::now_secs();
         if let Some((sub, _)) = self
@@ -210,21 +210,21 @@ impl AuthService {
                 self.verified_tokens.insert(token, (sub.clone(), c.exp));
                 Ok(sub)
             }
-            Err(TokenError::Expired) => Err(GateError::unauthorized(
+            Err(TokenError::Expired) => Err(Refusal::unauthenticated(
                 "无效的认证令牌: the access token has expired",
             )),
-            Err(TokenError::WrongType) => Err(GateError::unauthorized(
+            Err(TokenError::WrongType) => Err(Refusal::unauthenticated(
                 "无效的认证令牌: not an access token",
             )),
-            Err(TokenError::Invalid) => Err(GateError::unauthorized(
+            Err(TokenError::Invalid) => Err(Refusal::unauthenticated(
                 "无效的认证令牌: invalid access token",
             )),
         }
     }
 
-    async fn verify_key(&self, key: &str) -> Result<UserId, GateError> {
+    async fn verify_key(&self, key: &str) -> Result<UserId, Refusal> {
         if !keys::looks_like_key(key) {
-            return Err(GateError::unauthorized("invalid API key"));
+            return Err(Refusal::unauthenticated("invalid API key"));
         }
         let remembered = self.key_hashes.get(key, |_| true);
         let hash = match &remembered {
@@ -232,16 +232,18 @@ impl AuthService {
             None => self.hasher.hash("api-key", key).into(),
         };
         let Some(state) = self.cache.key(&self.store, &hash).await? else {
-            return Err(GateError::unauthorized("invalid API key"));
+            return Err(Refusal::unauthenticated("invalid API key"));
         };
         if !state.active {
-            return Err(GateError::unauthorized("this API key has been deactivated"));
+            return Err(Refusal::unauthenticated(
+                "this API key has been deactivated",
+            ));
         }
         if state
             .expires_at
             .is_some_and(|t| t <= crate::store::now_ms())
         {
-            return Err(GateError::unauthorized("this API key has expired"));
+            return Err(Refusal::unauthenticated("this API key has expired"));
         }
         // Only keys that passed are remembered, so random keys cannot crowd out real ones.
         if remembered.is_none() {
@@ -255,16 +257,14 @@ impl AuthService {
     }
 
     /// The cached state of a user as a principal: 401 if gone, 403 if disabled.
-    pub async fn principal(&self, user_id: &UserId) -> Result<Principal, GateError> {
+    pub async fn principal(&self, user_id: &UserId) -> Result<Principal, Refusal> {
         let Some(user) = self.cache.user(&self.store, user_id).await? else {
-            return Err(GateError::unauthorized(
+            return Err(Refusal::unauthenticated(
                 "用户不存在: the account no longer exists",
             ));
         };
         if !user.active {
-            return Err(GateError::forbidden(
-                "账号已被禁用: this account is disabled",
-            ));
+            return Err(Refusal::forbidden("账号已被禁用: this account is disabled"));
         }
         Ok(Principal {
             user_id: user.id.clone(),

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::error::GateError;
+use crate::error::Refusal;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -58,7 +58,7 @@ impl Passwords {
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, GateError> {
+    ) -> Result<T, Refusal> {
         let _permit = self.permits.acquire().await.map_err(|_| busy())?;
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
@@ -72,7 +72,7 @@ impl Passwords {
         rx.await.map_err(|_| busy())
     }
 
-    pub async fn hash(&self, password: &str) -> Result<String, GateError> {
+    pub async fn hash(&self, password: &str) -> Result<String, Refusal> {
         let password = password.to_string();
         self.run(move || hash_now(&password))
             .await?
@@ -80,7 +80,7 @@ impl Passwords {
     }
 
     /// True when `password` matches `phc`; with no `phc`, checks a dummy hash and says false.
-    pub async fn verify(&self, password: &str, phc: Option<&str>) -> Result<bool, GateError> {
+    pub async fn verify(&self, password: &str, phc: Option<&str>) -> Result<bool, Refusal> {
         let password = password.to_string();
         let (phc, real) = match phc {
             Some(p) => (p.to_string(), true),
@@ -123,8 +123,8 @@ fn hash_now(password: &str) -> Option<String> {
         .map(|h| h.to_string())
 }
 
-fn busy() -> GateError {
-    GateError::unavailable("password hashing is unavailable; try again")
+fn busy() -> Refusal {
+    Refusal::unavailable("password hashing is unavailable; try again")
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use super::tokens::Kind;
 use super::{AuthService, Principal};
-use crate::error::GateError;
+use crate::error::Refusal;
 use crate::formats::ids::UserId;
 use crate::store::{Rotation, now_ms};
 
@@ -23,8 +23,8 @@ pub struct TokenPair {
     pub token_type: &'static str,
 }
 
-fn invalid_refresh() -> GateError {
-    GateError::unauthorized("无效的刷新令牌: invalid or expired refresh token")
+fn invalid_refresh() -> Refusal {
+    Refusal::unauthenticated("无效的刷新令牌: invalid or expired refresh token")
 }
 
 impl AuthService {
@@ -33,7 +33,7 @@ impl AuthService {
         login: &str,
         password: &str,
         ip: Option<IpAddr>,
-    ) -> Result<TokenPair, GateError> {
+    ) -> Result<TokenPair, Refusal> {
         let login = login.trim();
         let user = self.store.users().by_login(login).await?;
         // The account whatever login names it; a login no account has is counted as typed.
@@ -50,14 +50,14 @@ impl AuthService {
         let user = match (ok, user) {
             (true, Some(u)) if u.is_active => u,
             _ => {
-                return Err(GateError::unauthorized(
+                return Err(Refusal::unauthenticated(
                     "用户名或密码错误: wrong username/email or password",
                 ));
             }
         };
         self.throttle.succeeded(&self.store, attempt).await?;
         if self.config.auth.require_email_verification && !user.email_verified {
-            return Err(GateError::forbidden("邮箱未验证: verify your email first"));
+            return Err(Refusal::forbidden("邮箱未验证: verify your email first"));
         }
         let family = uuid::Uuid::new_v4().to_string();
         let jti = uuid::Uuid::new_v4().to_string();
@@ -70,7 +70,7 @@ impl AuthService {
         email: &str,
         family: &str,
         jti: String,
-    ) -> Result<TokenPair, GateError> {
+    ) -> Result<TokenPair, Refusal> {
         let a = &self.config.auth;
         let (access, _) = self.signer.issue(
             user_id,
@@ -94,7 +94,7 @@ impl AuthService {
         })
     }
 
-    pub async fn refresh(&self, token: &str) -> Result<TokenPair, GateError> {
+    pub async fn refresh(&self, token: &str) -> Result<TokenPair, Refusal> {
         let claims = self
             .signer
             .verify(token, Kind::Refresh)
@@ -112,7 +112,7 @@ impl AuthService {
             Rotation::NotRotated(None) => return Err(invalid_refresh()),
             Rotation::NotRotated(Some(row)) => {
                 if row.revoked_at.is_some() {
-                    return Err(GateError::unauthorized(
+                    return Err(Refusal::unauthenticated(
                         "无效的刷新令牌: this session was signed out",
                     ));
                 }
@@ -131,7 +131,7 @@ impl AuthService {
                         .revoke_family(&row.family_id)
                         .await?;
                     tracing::warn!(user_id = %row.user_id, revoked = n, "refresh token reused: session family revoked");
-                    return Err(GateError::unauthorized(
+                    return Err(Refusal::unauthenticated(
                         "无效的刷新令牌: this refresh token was already used; the session has been signed out",
                     ));
                 }
@@ -141,7 +141,7 @@ impl AuthService {
                     .family_revoked(&row.family_id)
                     .await?
                 {
-                    return Err(GateError::unauthorized(
+                    return Err(Refusal::unauthenticated(
                         "无效的刷新令牌: this session was signed out",
                     ));
                 }
@@ -154,7 +154,7 @@ impl AuthService {
             .by_id(&UserId::from(claims.sub.clone()))
             .await?;
         let Some(user) = user.filter(|u| u.is_active) else {
-            return Err(GateError::unauthorized(
+            return Err(Refusal::unauthenticated(
                 "用户不存在或已被禁用: the account is gone or disabled",
             ));
         };
@@ -167,7 +167,7 @@ impl AuthService {
         &self,
         refresh_token: Option<&str>,
         principal: Option<&Principal>,
-    ) -> Result<(), GateError> {
+    ) -> Result<(), Refusal> {
         if let Some(token) = refresh_token {
             let claims = self
                 .signer
@@ -195,7 +195,7 @@ impl AuthService {
                     .await?;
                 Ok(())
             }
-            None => Err(GateError::unauthorized(
+            None => Err(Refusal::unauthenticated(
                 "send the refresh token (or an access token) to log out",
             )),
         }

@@ -14,11 +14,10 @@
 //! concurrent burst is checked at most `burst` times. The account is the user's id whatever
 //! login names it (username in any case, email): one account, one count.
 
-use http::HeaderValue;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::error::GateError;
+use crate::error::Refusal;
 use crate::store::{Limit, Store, StoreError, now_ms};
 
 pub struct Throttle {
@@ -68,7 +67,7 @@ impl Throttle {
         store: &Store,
         account: &str,
         ip: Option<IpAddr>,
-    ) -> Result<Attempt, GateError> {
+    ) -> Result<Attempt, Refusal> {
         let mut limits = vec![limit(format!("login:a:{account}"), self.account)];
         if let Some(ip) = ip {
             limits.push(limit(format!("login:p:{account}:{ip}"), self.pair));
@@ -96,11 +95,10 @@ impl Throttle {
 }
 
 /// 429 with the seconds to wait, rounded up.
-pub fn too_many(wait_ms: i64) -> GateError {
+pub fn too_many(wait_ms: i64) -> Refusal {
     let secs = ((wait_ms + 999) / 1000).max(1) as u64;
-    GateError::new(
-        http::StatusCode::TOO_MANY_REQUESTS,
+    Refusal::too_many(
+        Some(secs),
         format!("too many failed attempts; try again in {secs} s"),
     )
-    .with_header(http::header::RETRY_AFTER, HeaderValue::from(secs))
 }

@@ -13,7 +13,7 @@ use crate::formats::money::Fen;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::error::GateError;
+use crate::error::Refusal;
 use crate::formats::ids::{QuotaKey, RequestId, UserId};
 use crate::store::{
     BalanceRow, Charge, PeriodStart, Plan, PlanInput, Store, SubscriptionStatus, now_ms,
@@ -51,7 +51,7 @@ pub enum ReserveError {
     /// 402 the frontends understand).
     Exhausted(Exhausted),
     /// The store could not say (503) or failed.
-    Failed(GateError),
+    Failed(Refusal),
 }
 
 /// A quota too small for a charge.
@@ -65,8 +65,8 @@ pub struct Exhausted {
     pub required: i64,
 }
 
-impl From<GateError> for ReserveError {
-    fn from(e: GateError) -> Self {
+impl From<Refusal> for ReserveError {
+    fn from(e: Refusal) -> Self {
         ReserveError::Failed(e)
     }
 }
@@ -207,7 +207,7 @@ impl Billing {
     }
 
     /// Writes the declared quota types, and the declared plans that do not exist yet.
-    pub async fn seed(&self) -> Result<(), GateError> {
+    pub async fn seed(&self) -> Result<(), Refusal> {
         for q in &self.config.quota_types {
             self.store
                 .plans()
@@ -252,7 +252,7 @@ impl Billing {
     /// Makes sure the user has a running period with a balance for every quota type: starts
     /// the first one, activates a paid change that is due, rolls an ended one over, starts the
     /// next quota cycle of a span that holds several, or adds types declared since it began.
-    pub async fn ensure_current(&self, user_id: &UserId) -> Result<(), GateError> {
+    pub async fn ensure_current(&self, user_id: &UserId) -> Result<(), Refusal> {
         // A scheduled change that has itself ended by now gives way to the next one: a few
         // steps at most, each of which moves the user forward.
         for _ in 0..4 {
@@ -265,7 +265,7 @@ impl Billing {
 
     /// One step towards a running period; true when a scheduled change began and another
     /// look is due.
-    async fn step(&self, user_id: &UserId) -> Result<bool, GateError> {
+    async fn step(&self, user_id: &UserId) -> Result<bool, Refusal> {
         let now = now_ms();
         let current = self.store.subscriptions().current(user_id).await?;
         let scheduled = self.store.subscriptions().scheduled(user_id).await?;
@@ -295,7 +295,7 @@ impl Billing {
             let end = period_end(now, cycle);
             next_start.map_or(end, |t| end.min(t.max(now + 1)))
         };
-        let default_plan = || async { self.store.plans().default().await.map_err(GateError::from) };
+        let default_plan = || async { self.store.plans().default().await.map_err(Refusal::from) };
         match current {
             None => {
                 let Some(plan) = default_plan().await? else {
@@ -366,11 +366,7 @@ impl Billing {
 
     /// Prices an order for `target` against the user's running subscription and the changes
     /// already scheduled (`changes`): 422 when it cannot be bought now.
-    pub async fn quote(
-        &self,
-        user_id: &UserId,
-        target: &Plan,
-    ) -> Result<changes::Quote, GateError> {
+    pub async fn quote(&self, user_id: &UserId, target: &Plan) -> Result<changes::Quote, Refusal> {
         self.ensure_current(user_id).await?;
         let now = now_ms();
         let current = self.store.subscriptions().current(user_id).await?;
@@ -401,7 +397,7 @@ impl Billing {
             plan_cycle: &cycle,
         });
         changes::quote(running, &scheduled, target, now)
-            .map_err(|changes::Refused(why)| GateError::new(http::StatusCode::CONFLICT, why))
+            .map_err(|changes::Refused(why)| Refusal::conflict(why))
     }
 
     /// Reserves the charge of one request, or answers 402.

@@ -13,7 +13,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 use crate::config::tasks::{StaleRule, Tasks};
-use crate::error::GateError;
+use crate::error::Refusal;
 use crate::store::{Store, TaskChargeRow, TaskEnd, now_ms};
 
 /// What a status reply says of a task.
@@ -86,7 +86,7 @@ impl TaskCharges {
 
     /// A status reply of `task_id` passed through the gate: ends its charge if the reply tells
     /// the task's end.
-    pub async fn observe(&self, task_id: &str, reply: &[u8]) -> Result<(), GateError> {
+    pub async fn observe(&self, task_id: &str, reply: &[u8]) -> Result<(), Refusal> {
         if !TaskStatus::may_end(reply) || self.ended.contains_key(task_id) {
             return Ok(());
         }
@@ -115,7 +115,7 @@ impl TaskCharges {
         row: &TaskChargeRow,
         status: &TaskStatus,
         now: i64,
-    ) -> Result<Option<TaskEnd>, GateError> {
+    ) -> Result<Option<TaskEnd>, Refusal> {
         let (end, reason) = match status {
             TaskStatus::Completed => (TaskEnd::Completed, "the task completed".to_string()),
             TaskStatus::Failed(why) => (TaskEnd::Refunded, format!("the task failed: {why}")),
@@ -150,7 +150,7 @@ impl TaskCharges {
 
     /// Open charges the gate has not looked at for `poll_after`, each claimed for one poll (a
     /// charge another replica claimed first is left to it).
-    pub async fn claim_due(&self, limit: i64) -> Result<Vec<TaskChargeRow>, GateError> {
+    pub async fn claim_due(&self, limit: i64) -> Result<Vec<TaskChargeRow>, Refusal> {
         let now = now_ms();
         let after = i64::try_from(self.tasks.poll_after.as_millis()).unwrap_or(i64::MAX);
         let mut claimed = Vec::new();

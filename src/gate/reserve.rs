@@ -71,7 +71,7 @@ impl Gate {
             }
             Err(ReserveError::Failed(e)) => {
                 ctx.log.quota = "error";
-                Err(e)
+                Err(e.into())
             }
         }
     }

@@ -23,7 +23,7 @@ use crate::formats::ids::UserId;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::error::GateError;
+use crate::error::Refusal;
 use crate::store::{Store, now_ms};
 
 /// The largest name, in bytes, the gate lets the backend join into a path (a file name is at
@@ -187,7 +187,7 @@ impl Owners {
     }
 
     /// Whether `user_id` owns `(kind, id)`; 503 when the store cannot say.
-    pub async fn owns(&self, kind: &str, id: &str, user_id: &UserId) -> Result<bool, GateError> {
+    pub async fn owns(&self, kind: &str, id: &str, user_id: &UserId) -> Result<bool, Refusal> {
         if let Some(owner) = self.known_owner(kind, id) {
             return Ok(*owner == **user_id);
         }
@@ -203,7 +203,7 @@ impl Owners {
     }
 
     /// Records `user_id` as the owner of a new id; the first owner of an id stays.
-    pub async fn record(&self, kind: &str, id: &str, user_id: &UserId) -> Result<(), GateError> {
+    pub async fn record(&self, kind: &str, id: &str, user_id: &UserId) -> Result<(), Refusal> {
         let owner = self
             .store
             .owners()
@@ -219,7 +219,7 @@ impl Owners {
         kind: &str,
         user_id: &UserId,
         ids: &[&str],
-    ) -> Result<std::collections::HashSet<String>, GateError> {
+    ) -> Result<std::collections::HashSet<String>, Refusal> {
         Ok(self.store.owners().owned_among(kind, user_id, ids).await?)
     }
 }
