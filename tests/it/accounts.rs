@@ -464,183 +464,119 @@ async fn password_change_needs_the_current_one(db: Db) {
     app.stop().await;
 }
 
-async fn api_keys_work_and_die_at_once(db: Db) {
+/// A key is shown once, when it is made (its prefix stays for recognising it), and never in
+/// the list, with or without the trailing slash.
+async fn an_api_key_is_shown_once_and_never_listed(db: Db) {
     let app = app(db, "").await;
     let acct = app.signup("gina").await;
-    let other = app.signup("hank").await;
-    let auth = bearer(&acct.access);
-    let resp = app
-        .with_authorization(&auth)
-        .post("/api-keys/")
-        .json(&json!({"name": "script", "expires_at": "2099-12-31T23:59"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let created: Value = resp.json().await.unwrap();
-    let key = created["key"].as_str().unwrap().to_string();
+    let created = app
+        .as_user(&acct)
+        .create_api_key(json!({"name": "script", "expires_at": "2099-12-31T23:59"}))
+        .await;
+    let key = created["key"].as_str().unwrap();
     assert!(key.starts_with("sk_live_") && key.len() == 51);
-    assert_eq!(
-        created["key_prefix"].as_str().unwrap(),
-        format!("{}...", &key[..12])
-    );
+    assert_eq!(created["key_prefix"], format!("{}...", &key[..12]));
     assert_eq!(created["expires_at"], "2099-12-31T23:59:00.000000");
-    let id = created["id"].as_str().unwrap().to_string();
-
-    // The list (with and without trailing slash) never shows the key.
     for path in ["/api-keys", "/api-keys/"] {
-        let list: Value = app
-            .with_authorization(&auth)
-            .get(path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list = app.as_user(&acct).get_json(path, 200).await;
         assert_eq!(list.as_array().unwrap().len(), 1);
         assert!(list[0].get("key").is_none() && !list.to_string().contains(&key[12..]));
     }
-    // The key authenticates as X-API-Key and as Bearer, on the gate and on proxied routes.
-    let me: Value = app
-        .client
-        .get(app.url("/users/me"))
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    app.stop().await;
+}
+
+/// A key authenticates as `X-API-Key` and as a bearer token, on the gate's API and on proxied
+/// routes (where the backend gets the account, never the key), and its use is recorded.
+async fn an_api_key_authenticates_as_its_owner(db: Db) {
+    let app = app(db, "").await;
+    let acct = app.signup("gina").await;
+    let created = app
+        .as_user(&acct)
+        .create_api_key(json!({"name": "script"}))
+        .await;
+    let key = created["key"].as_str().unwrap();
+    let me = app.with_key(key).get_json("/users/me", 200).await;
     assert_eq!(me["id"], acct.id.as_str());
-    let resp = app.with_token(&key).get("/mine/x").send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(app.with_token(key).get_status("/mine/x").await, 200);
     let seen = app.upstream.seen();
     let last = seen.last().unwrap();
     assert_eq!(last.headers["x-user-id"], acct.id.as_str());
     assert!(
-        !format!("{:?}", last.headers).contains(&key),
+        !format!("{:?}", last.headers).contains(key),
         "the key never reaches the backend"
     );
-
     // last_used_at is recorded without a write per request.
     app.services().auth().flush_key_uses().await;
-    let list: Value = app
-        .with_authorization(&auth)
-        .get("/api-keys/")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = app.as_user(&acct).get_json("/api-keys/", 200).await;
     assert!(list[0]["last_used_at"].is_string());
+    app.stop().await;
+}
 
-    // Someone else cannot touch it.
+/// A deactivated key is refused on the very next request, a deleted one too; only its owner
+/// can do either (anyone else is told there is no such key).
+async fn a_deactivated_or_deleted_key_is_refused_at_once(db: Db) {
+    let app = app(db, "").await;
+    let acct = app.signup("gina").await;
+    let other = app.signup("hank").await;
+    let k1 = app
+        .as_user(&acct)
+        .create_api_key(json!({"name": "k1"}))
+        .await;
+    let k2 = app
+        .as_user(&acct)
+        .create_api_key(json!({"name": "k2"}))
+        .await;
+    let (key1, key2) = (k1["key"].as_str().unwrap(), k2["key"].as_str().unwrap());
+    for k in [&k1, &k2] {
+        let path = format!("/api-keys/{}", k["id"].as_str().unwrap());
+        let resp = app.as_user(&other).delete(&path).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "another account's key");
+    }
+    assert_eq!(app.with_key(key1).get_status("/mine/x").await, 200);
     let resp = app
-        .with_token(&other.access)
-        .delete(&format!("/api-keys/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
-
-    // Deactivated: refused on the very next request.
-    let resp = app
-        .with_authorization(&auth)
-        .patch(&format!("/api-keys/{id}/deactivate"))
+        .as_user(&acct)
+        .patch(&format!(
+            "/api-keys/{}/deactivate",
+            k1["id"].as_str().unwrap()
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().await.unwrap()["is_active"], false);
-    assert_eq!(
-        app.client
-            .get(app.url("/mine/x"))
-            .header("x-api-key", &key)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(app.with_key(key1).get_status("/mine/x").await, 401);
 
-    // A second key, deleted: refused at once too.
-    let k2: Value = app
-        .with_authorization(&auth)
-        .post("/api-keys")
-        .json(&json!({"name": "k2"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key2 = k2["key"].as_str().unwrap();
-    assert_eq!(
-        app.client
-            .get(app.url("/mine/x"))
-            .header("x-api-key", key2)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.with_key(key2).get_status("/mine/x").await, 200);
     let resp = app
-        .with_authorization(&auth)
+        .as_user(&acct)
         .delete(&format!("/api-keys/{}", k2["id"].as_str().unwrap()))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
-    assert_eq!(
-        app.client
-            .get(app.url("/mine/x"))
-            .header("x-api-key", key2)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(app.with_key(key2).get_status("/mine/x").await, 401);
+    app.stop().await;
+}
 
-    // Expiry is honoured; a past expiry or an unreadable one is refused at creation.
+/// A key stops at its expiry; one made with a past expiry is refused (409), an unreadable
+/// expiry too (422).
+async fn an_api_key_expires_when_it_says(db: Db) {
+    let app = app(db, "").await;
+    let acct = app.signup("gina").await;
     let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
-    let k3: Value = app
-        .with_authorization(&auth)
-        .post("/api-keys/")
-        .json(&json!({"name": "short", "expires_at": soon}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key3 = k3["key"].as_str().unwrap();
-    assert_eq!(
-        app.client
-            .get(app.url("/mine/x"))
-            .header("x-api-key", key3)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let k = app
+        .as_user(&acct)
+        .create_api_key(json!({"name": "short", "expires_at": soon}))
+        .await;
+    let key = k["key"].as_str().unwrap();
+    assert_eq!(app.with_key(key).get_status("/mine/x").await, 200);
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    let resp = app
-        .client
-        .get(app.url("/mine/x"))
-        .header("x-api-key", key3)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.with_key(key).get("/mine/x").send().await.unwrap();
     assert_eq!(resp.status(), 401);
     assert!(detail(resp).await.contains("expired"));
     for (bad, status) in [("2001-01-01T00:00", 409), ("whenever", 422)] {
         let resp = app
-            .with_authorization(&auth)
+            .as_user(&acct)
             .post("/api-keys/")
             .json(&json!({"name": "x", "expires_at": bad}))
             .send()
@@ -648,23 +584,20 @@ async fn api_keys_work_and_die_at_once(db: Db) {
             .unwrap();
         assert_eq!(resp.status(), status, "{bad}");
     }
-    // A made-up key of the right shape, and a key plus a different token, are refused.
+    app.stop().await;
+}
+
+/// A made-up key of the right shape is refused, and so is a key sent with a different token:
+/// two credentials say nobody in particular.
+async fn a_made_up_key_or_two_credentials_are_refused(db: Db) {
+    let app = app(db, "").await;
+    let acct = app.signup("gina").await;
     let fake = format!("sk_live_{}", "A".repeat(43));
-    assert_eq!(
-        app.client
-            .get(app.url("/mine/x"))
-            .header("x-api-key", &fake)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(app.with_key(&fake).get_status("/mine/x").await, 401);
     let resp = app
-        .client
-        .get(app.url("/mine/x"))
+        .as_user(&acct)
+        .get("/mine/x")
         .header("x-api-key", &fake)
-        .header("authorization", &auth)
         .send()
         .await
         .unwrap();
@@ -942,7 +875,11 @@ on_both!(
     bad_tokens_are_refused,
     refresh_in_three_styles_with_rotation,
     password_change_needs_the_current_one,
-    api_keys_work_and_die_at_once,
+    an_api_key_is_shown_once_and_never_listed,
+    an_api_key_authenticates_as_its_owner,
+    a_deactivated_or_deleted_key_is_refused_at_once,
+    an_api_key_expires_when_it_says,
+    a_made_up_key_or_two_credentials_are_refused,
     proxied_routes_carry_the_identity_the_backend_expects,
     superusers_manage_users,
     email_verification_when_required,
@@ -1022,14 +959,8 @@ async fn revocation_reaches_the_other_replica() {
     let acct = a.signup("nina").await;
     let created: Value = a
         .with_token(&acct.access)
-        .post("/api-keys/")
-        .json(&json!({"name": "k"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .create_api_key(json!({"name": "k"}))
+        .await;
     let key = created["key"].as_str().unwrap().to_string();
     // Warm both caches.
     let a_replica = Replica {
@@ -1217,7 +1148,9 @@ async fn production_refuses_generated_or_weak_secrets() {
     ok.stopped().await;
 
     // Development: generated once, kept (owner-only), and reused at the next start.
-    let dev = text.replace("production", "development");
+    let dev = crate::common::ConfigEdit::parse(&text)
+        .set("server.environment", "development")
+        .render();
     let config =
         idoctor_gate::config::Config::from_toml_str_with_env(&dev, "dev.toml", &[]).unwrap();
     let g = idoctor_gate::server::start(config.clone()).await.unwrap();

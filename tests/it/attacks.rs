@@ -229,14 +229,8 @@ async fn a_burst_of_wrong_codes_is_checked_at_most_the_limit(db: Db) {
 async fn key_of(app: &TestApp, a: &Account) -> String {
     let created: Value = app
         .as_user(a)
-        .post("/api-keys/")
-        .json(&json!({"name": "robot"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .create_api_key(json!({"name": "robot"}))
+        .await;
     created["key"].as_str().unwrap().to_string()
 }
 

@@ -331,47 +331,28 @@ async fn an_unpaid_plan_falls_back_to_free_when_its_period_ends(db: Db) {
     app.stop().await;
 }
 
+/// A user's usage logs and statistics are their own; another account's usage and the reset
+/// and adjust endpoints answer 403.
 async fn users_see_only_their_own_usage(db: Db) {
     let app = app(db).await;
     let a = app.signup("alice").await;
     let b = app.signup("bob").await;
     assert_eq!(process(&app, &a, "").await.status(), 200);
     assert_eq!(process(&app, &b, "").await.status(), 200);
-    assert_eq!(process(&app, &b, "").await.status(), 200);
-    let get = |who: &Account, path: String| app.as_user(who).get(&path).send();
-    let logs: Value = get(
-        &a,
-        "/admin/quotas/usage-logs?quota_type=&start_date=&end_date=&limit=".into(),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let alice = app.as_user(&a);
+    let logs = alice
+        .get_json(
+            "/admin/quotas/usage-logs?quota_type=&start_date=&end_date=&limit=",
+            200,
+        )
+        .await;
     let logs = logs.as_array().unwrap();
     assert_eq!(logs.len(), 1);
     assert!(logs.iter().all(|l| l["user_id"] == a.id.as_str()));
     assert_eq!(logs[0]["endpoint"], "/process/p1/20250101");
-    assert_eq!(
-        get(&a, format!("/admin/quotas/usage-logs?user_id={}", b.id))
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        get(&a, format!("/admin/quotas/users/{}", b.id))
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    let stats: Value = get(&a, format!("/admin/quotas/statistics/{PROCESS}?days=30"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = alice
+        .get_json(&format!("/admin/quotas/statistics/{PROCESS}?days=30"), 200)
+        .await;
     assert_eq!(
         (
             stats["total_usage"].as_i64(),
@@ -379,16 +360,19 @@ async fn users_see_only_their_own_usage(db: Db) {
         ),
         (Some(1), Some(1))
     );
-    // Reset and adjust are for superusers.
-    let reset = app
-        .as_user(&a)
+    for path in [
+        format!("/admin/quotas/usage-logs?user_id={}", b.id),
+        format!("/admin/quotas/users/{}", b.id),
+    ] {
+        assert_eq!(alice.get_status(&path).await, 403, "{path}");
+    }
+    let reset = alice
         .post(&format!("/admin/quotas/users/{}/reset", a.id))
         .send()
         .await
         .unwrap();
     assert_eq!(reset.status(), 403);
-    let adjust = app
-        .as_user(&a)
+    let adjust = alice
         .put(&format!(
             "/admin/quotas/users/{}/adjust?quota_type={PROCESS}&new_limit=-1",
             a.id
@@ -397,28 +381,24 @@ async fn users_see_only_their_own_usage(db: Db) {
         .await
         .unwrap();
     assert_eq!(adjust.status(), 403);
+    app.stop().await;
+}
 
-    // A superuser sees everyone, and can reset and adjust.
+/// A superuser sees everyone's usage and statistics, and a reset gives a user's units back.
+async fn a_superuser_sees_all_usage_and_resets_it(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("alice").await;
+    let b = app.signup("bob").await;
+    assert_eq!(process(&app, &a, "").await.status(), 200);
+    assert_eq!(process(&app, &b, "").await.status(), 200);
+    assert_eq!(process(&app, &b, "").await.status(), 200);
     let root = app.admin_bearer().await;
-    let all: Value = app
-        .with_authorization(&root)
-        .get("/admin/quotas/usage-logs")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admin = app.with_authorization(&root);
+    let all = admin.get_json("/admin/quotas/usage-logs", 200).await;
     assert_eq!(all.as_array().unwrap().len(), 3);
-    let stats: Value = app
-        .with_authorization(&root)
-        .get(&format!("/admin/quotas/statistics/{PROCESS}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = admin
+        .get_json(&format!("/admin/quotas/statistics/{PROCESS}"), 200)
+        .await;
     assert_eq!(
         (
             stats["total_usage"].as_i64(),
@@ -426,36 +406,38 @@ async fn users_see_only_their_own_usage(db: Db) {
         ),
         (Some(3), Some(2))
     );
-    let r: Value = app
-        .with_authorization(&root)
-        .post(&format!(
-            "/admin/quotas/users/{}/reset?quota_type={PROCESS}",
-            b.id
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = admin
+        .post_json(
+            &format!("/admin/quotas/users/{}/reset?quota_type={PROCESS}", b.id),
+            200,
+        )
+        .await;
     assert_eq!(r["quotas_reset"], 1);
     assert_eq!(used(&app, &b, PROCESS).await, 0);
-    let resp = app
-        .with_authorization(&root)
-        .put(&format!(
-            "/admin/quotas/users/{}/adjust?quota_type={PROCESS}&new_limit=-1",
-            a.id
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let me: Value = get(&a, "/admin/quotas/users/me".into())
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    app.stop().await;
+}
+
+/// An adjusted limit holds for the period (-1 is unlimited, and so reported); a limit below
+/// what is already used is refused, not clamped.
+async fn an_adjusted_limit_is_never_below_usage(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("alice").await;
+    assert_eq!(process(&app, &a, "").await.status(), 200);
+    let root = app.admin_bearer().await;
+    let admin = app.with_authorization(&root);
+    let adjust = |limit: i64| {
+        admin
+            .put(&format!(
+                "/admin/quotas/users/{}/adjust?quota_type={PROCESS}&new_limit={limit}",
+                a.id
+            ))
+            .send()
+    };
+    assert_eq!(adjust(-1).await.unwrap().status(), 200);
+    let me = app
+        .as_user(&a)
+        .get_json("/admin/quotas/users/me", 200)
+        .await;
     let q = me["quotas"]
         .as_array()
         .unwrap()
@@ -470,70 +452,38 @@ async fn users_see_only_their_own_usage(db: Db) {
     );
     assert_eq!(me["total_quotas"], 5);
     assert_eq!(me["user_id"], a.id.as_str());
-    // Below current usage is refused, not clamped.
-    let resp = app
-        .with_authorization(&root)
-        .put(&format!(
-            "/admin/quotas/users/{}/adjust?quota_type={PROCESS}&new_limit=0",
-            a.id
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 422);
+    assert_eq!(adjust(0).await.unwrap().status(), 422, "below the 1 used");
     app.stop().await;
 }
 
-async fn plans_and_subscriptions(db: Db) {
+/// The seed's three plans are offered, cheapest first, with their quotas in both the
+/// per-type and the original single-quota fields.
+async fn the_seed_plans_are_offered_with_their_prices_and_quotas(db: Db) {
     let app = app(db).await;
-    let plans: Value = app
-        .client
-        .get(app.url("/plans/?active_only=true"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let plans = app.get_json("/plans/?active_only=true", 200).await;
     let plans = plans.as_array().unwrap();
     let prices: Vec<&str> = plans.iter().map(|p| p["price"].as_str().unwrap()).collect();
     assert_eq!(prices, vec!["0.00", "99.00", "999.00"]);
     assert_eq!(plans[2]["quotas"][PROCESS], -1, "enterprise is unlimited");
     assert_eq!(plans[0]["quota_type"], PROCESS);
     assert_eq!(plans[0]["quota_limit"], 5);
-    let pro_id = plans[1]["id"].as_str().unwrap().to_string();
-    let one: Value = app
-        .client
-        .get(app.url(&format!("/plans/{pro_id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pro_id = plans[1]["id"].as_str().unwrap();
+    let one = app.get_json(&format!("/plans/{pro_id}"), 200).await;
     assert_eq!(one["name"], "专业版");
+    app.stop().await;
+}
 
+/// A new account starts on the free plan, active, with its quota.
+async fn a_new_account_is_on_the_free_plan(db: Db) {
+    let app = app(db).await;
     let a = app.signup("subby").await;
-    let current: Value = app
+    let current = app
         .as_user(&a)
-        .get("/subscriptions/current")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/subscriptions/current", 200)
+        .await;
     assert_eq!(current["status"], "active");
     assert_eq!(current["plan_name"], "免费版");
-    let quota: Value = app
-        .as_user(&a)
-        .get("/subscriptions/quota")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let quota = app.as_user(&a).get_json("/subscriptions/quota", 200).await;
     assert_eq!(
         (
             quota["quota_limit"].as_i64(),
@@ -541,13 +491,23 @@ async fn plans_and_subscriptions(db: Db) {
         ),
         (Some(5), Some(true))
     );
+    app.stop().await;
+}
 
-    // Subscribing to a paid plan: a pending order with the plan's amount, whatever is sent.
-    let resp = app
-        .as_user(&a)
-        .post("/subscriptions/subscribe")
-        .json(&json!({"plan_id": pro_id, "payment_method": "sandbox", "amount": "0.01"}))
-        .send()
+/// Subscribing to a paid plan makes a pending order at the plan's price, whatever amount is
+/// sent, and changes nothing until it is paid; a provider that is not configured, or the free
+/// plan one is already on, is refused (409).
+async fn subscribing_makes_a_pending_order_priced_by_the_plan(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("subby").await;
+    let (pro, free) = (app.plan_id("专业版").await, app.plan_id("免费版").await);
+    let subscribe = |body: Value| {
+        app.as_user(&a)
+            .post("/subscriptions/subscribe")
+            .json(&body)
+            .send()
+    };
+    let resp = subscribe(json!({"plan_id": pro, "payment_method": "sandbox", "amount": "0.01"}))
         .await
         .unwrap();
     assert_eq!(resp.status(), 202);
@@ -558,68 +518,52 @@ async fn plans_and_subscriptions(db: Db) {
     );
     assert_eq!(order["order_no"].as_str().unwrap().len(), 32);
     assert!(order["payment_url"].is_string());
-    let resp = app
-        .as_user(&a)
-        .post("/subscriptions/subscribe")
-        .json(&json!({"plan_id": pro_id, "payment_method": "alipay"}))
-        .send()
+    let resp = subscribe(json!({"plan_id": pro, "payment_method": "alipay"}))
         .await
         .unwrap();
     assert_eq!(resp.status(), 409, "a provider that is not configured");
-    let current: Value = app
-        .as_user(&a)
-        .get("/subscriptions/current")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     assert_eq!(
-        current["plan_name"], "免费版",
+        app.current_plan(&a).await,
+        "免费版",
         "unpaid: still on the free plan"
     );
-    let free_id = plans[0]["id"].as_str().unwrap();
-    let resp = app
-        .as_user(&a)
-        .post("/subscriptions/subscribe")
-        .json(&json!({"plan_id": free_id}))
-        .send()
-        .await
-        .unwrap();
+    let resp = subscribe(json!({"plan_id": free})).await.unwrap();
     assert_eq!(resp.status(), 409, "already on the free plan");
-    let history: Value = app
+    let history = app
         .as_user(&a)
-        .get("/subscriptions/history")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(history.as_array().unwrap().len(), 2);
-    let resp = app
+        .get_json("/subscriptions/history", 200)
+        .await;
+    assert_eq!(
+        history.as_array().unwrap().len(),
+        2,
+        "the free one and the pending one"
+    );
+    app.stop().await;
+}
+
+/// Cancelling keeps the subscription to the end of its period, and stops its renewal.
+async fn cancelling_stops_the_renewal(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("subby").await;
+    app.as_user(&a)
+        .post_json("/subscriptions/cancel", 200)
+        .await;
+    let current = app
         .as_user(&a)
-        .post("/subscriptions/cancel")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let current: Value = app
-        .as_user(&a)
-        .get("/subscriptions/current")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/subscriptions/current", 200)
+        .await;
     assert_eq!(
         (current["status"].as_str(), current["auto_renew"].as_bool()),
         (Some("cancelled"), Some(false))
     );
+    app.stop().await;
+}
 
-    // Plan management is for superusers.
+/// Plans are made, edited and withdrawn by superusers only, with prices and quotas checked;
+/// a withdrawn plan is no longer offered, and the default plan cannot be withdrawn.
+async fn plans_are_managed_by_superusers(db: Db) {
+    let app = app(db).await;
+    let a = app.signup("subby").await;
     let body = json!({"name": "学术版", "price": "49.90", "quotas": {PROCESS: 30}});
     let resp = app
         .as_user(&a)
@@ -630,13 +574,8 @@ async fn plans_and_subscriptions(db: Db) {
         .unwrap();
     assert_eq!(resp.status(), 403);
     let root = app.admin_bearer().await;
-    let resp = app
-        .with_authorization(&root)
-        .post("/plans/")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let admin = app.with_authorization(&root);
+    let resp = admin.post("/plans/").json(&body).send().await.unwrap();
     assert_eq!(resp.status(), 201);
     let created: Value = resp.json().await.unwrap();
     assert_eq!(created["price"], "49.90");
@@ -647,8 +586,7 @@ async fn plans_and_subscriptions(db: Db) {
         json!({"quotas": {"nope": 1}}),
         json!({"billing_cycle": "weekly"}),
     ] {
-        let resp = app
-            .with_authorization(&root)
+        let resp = admin
             .put(&format!("/plans/{id}"))
             .json(&bad)
             .send()
@@ -656,38 +594,24 @@ async fn plans_and_subscriptions(db: Db) {
             .unwrap();
         assert_eq!(resp.status(), 422, "{bad}");
     }
-    let resp = app
-        .with_authorization(&root)
+    let resp = admin
         .put(&format!("/plans/{id}"))
         .json(&json!({"price": 59}))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.json::<Value>().await.unwrap()["price"], "59.00");
-    let resp = app
-        .with_authorization(&root)
-        .delete(&format!("/plans/{id}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = admin.delete(&format!("/plans/{id}")).send().await.unwrap();
     assert_eq!(resp.json::<Value>().await.unwrap()["is_active"], false);
-    let listed: Value = app
-        .client
-        .get(app.url("/plans/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = app.get_json("/plans/", 200).await;
     assert_eq!(
         listed.as_array().unwrap().len(),
         3,
         "deactivated plans are not offered"
     );
-    let resp = app
-        .with_authorization(&root)
-        .delete(&format!("/plans/{free_id}"))
+    let free = app.plan_id("免费版").await;
+    let resp = admin
+        .delete(&format!("/plans/{free}"))
         .send()
         .await
         .unwrap();
@@ -727,7 +651,13 @@ on_both!(
     a_free_period_renews_at_the_first_request_after_its_end,
     an_unpaid_plan_falls_back_to_free_when_its_period_ends,
     users_see_only_their_own_usage,
-    plans_and_subscriptions,
+    a_superuser_sees_all_usage_and_resets_it,
+    an_adjusted_limit_is_never_below_usage,
+    the_seed_plans_are_offered_with_their_prices_and_quotas,
+    a_new_account_is_on_the_free_plan,
+    subscribing_makes_a_pending_order_priced_by_the_plan,
+    cancelling_stops_the_renewal,
+    plans_are_managed_by_superusers,
     an_unreachable_database_fails_metered_routes_closed,
 );
 

@@ -74,14 +74,8 @@ async fn a_revocation_right_after_postgres_restarts_reaches_the_other_gate() {
         let acct = a.signup(&format!("round{round}")).await;
         let created: Value = a
             .as_user(&acct)
-            .post("/api-keys/")
-            .json(&json!({"name": "robot"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .create_api_key(json!({"name": "robot"}))
+            .await;
         let key = created["key"].as_str().unwrap().to_string();
         let id = created["id"].as_str().unwrap().to_string();
         // The other gate knows the key (and has it cached).
@@ -144,14 +138,8 @@ async fn metered_requests_fail_fast_while_postgres_is_down_and_recover() {
     // A key made before the outage but never used: the gate has never seen it.
     let unseen: Value = app
         .as_user(&a)
-        .post("/api-keys/")
-        .json(&json!({"name": "unseen"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .create_api_key(json!({"name": "unseen"}))
+        .await;
     let unseen = unseen["key"].as_str().unwrap().to_string();
     let process = || async {
         app.as_user(&a)

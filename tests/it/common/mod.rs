@@ -236,7 +236,9 @@ impl TestApp {
 /// is calling (`app.as_user(&alice).get("/x")`) instead of building the header by hand.
 pub struct Caller<'a> {
     app: &'a TestApp,
-    authorization: String,
+    /// The credential header: `authorization`, or `x-api-key` for a machine.
+    header: &'static str,
+    value: String,
 }
 
 impl Caller<'_> {
@@ -244,7 +246,20 @@ impl Caller<'_> {
         self.app
             .client
             .request(method, self.app.url(path))
-            .header("authorization", &self.authorization)
+            .header(self.header, &self.value)
+    }
+
+    /// GET `path` and only its status.
+    pub async fn get_status(&self, path: &str) -> u16 {
+        self.get(path).send().await.unwrap().status().as_u16()
+    }
+
+    /// Creates an API key (`POST /api-keys/` with `body`) and returns the 201 body, which
+    /// holds the key, shown this once.
+    pub async fn create_api_key(&self, body: serde_json::Value) -> serde_json::Value {
+        let resp = self.post("/api-keys/").json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+        resp.json().await.unwrap()
     }
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
@@ -294,7 +309,8 @@ impl TestApp {
     pub fn as_user(&self, a: &Account) -> Caller<'_> {
         Caller {
             app: self,
-            authorization: bearer(a),
+            header: "authorization",
+            value: bearer(a),
         }
     }
 
@@ -302,7 +318,8 @@ impl TestApp {
     pub fn with_token(&self, token: &str) -> Caller<'_> {
         Caller {
             app: self,
-            authorization: format!("Bearer {token}"),
+            header: "authorization",
+            value: format!("Bearer {token}"),
         }
     }
 
@@ -310,7 +327,17 @@ impl TestApp {
     pub fn with_authorization(&self, authorization: &str) -> Caller<'_> {
         Caller {
             app: self,
-            authorization: authorization.to_string(),
+            header: "authorization",
+            value: authorization.to_string(),
+        }
+    }
+
+    /// Requests as a machine holding this API key (`X-API-Key`).
+    pub fn with_key(&self, key: &str) -> Caller<'_> {
+        Caller {
+            app: self,
+            header: "x-api-key",
+            value: key.to_string(),
         }
     }
 }
