@@ -70,13 +70,14 @@ async fn status(app: &TestApp, id: &str) -> String {
     app.order_status(id).await
 }
 
-async fn native_pay_callback_activate(db: Db) {
+/// A native order goes to WeChat with the plan's amount in fen, an `out_trade_no` within its
+/// 32 characters and the notify URL, and the payer gets the QR link.
+async fn a_native_order_is_sent_with_the_plans_amount(db: Db) {
     let fake = FakeWechat::start(fake_wechat::PUBLIC_KEY_ID).await;
     let app = app(db, &fake, None).await;
     let a = app.signup("wechatter").await;
     let o = order(&app, &a, "专业版").await;
     let no = o["order_id"].as_str().unwrap().to_string();
-    let id = o["id"].as_str().unwrap().to_string();
     assert!(
         o["qr_code"]
             .as_str()
@@ -94,8 +95,19 @@ async fn native_pay_callback_activate(db: Db) {
     );
     assert_eq!(sent["notify_url"], "http://localhost:9000/webhooks/wechat");
     assert!(no.len() <= 32);
+    app.stop().await;
+}
 
-    // Every rejection: FAIL, nothing changes.
+/// A signature probe, a callback too old or from the future, an unknown key serial, a byte
+/// changed or another merchant are refused (400); a callback a fen short is acknowledged and
+/// recorded, and credits nothing.
+async fn forged_stale_or_altered_callbacks_credit_nothing(db: Db) {
+    let fake = FakeWechat::start(fake_wechat::PUBLIC_KEY_ID).await;
+    let app = app(db, &fake, None).await;
+    let a = app.signup("wechatter").await;
+    let o = order(&app, &a, "专业版").await;
+    let no = o["order_id"].as_str().unwrap().to_string();
+    let id = o["id"].as_str().unwrap().to_string();
     let mut probe = fake.callback("EV-probe", &no, 9900, fake_wechat::MCHID, 0);
     probe
         .0
@@ -152,7 +164,18 @@ async fn native_pay_callback_activate(db: Db) {
     );
     assert_eq!(status(&app, &id).await, "pending");
 
-    // The real callback, delivered ten times (also concurrently): credited once.
+    app.stop().await;
+}
+
+/// The real callback delivered ten times at once is credited once: the order completes and
+/// the plan is active.
+async fn a_callback_delivered_ten_times_credits_once(db: Db) {
+    let fake = FakeWechat::start(fake_wechat::PUBLIC_KEY_ID).await;
+    let app = app(db, &fake, None).await;
+    let a = app.signup("wechatter").await;
+    let o = order(&app, &a, "专业版").await;
+    let no = o["order_id"].as_str().unwrap().to_string();
+    let id = o["id"].as_str().unwrap().to_string();
     let good = fake.callback("EV-good", &no, 9900, fake_wechat::MCHID, 0);
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..10 {
@@ -170,7 +193,19 @@ async fn native_pay_callback_activate(db: Db) {
     assert_eq!(app.current_plan(&a).await, "专业版");
     assert_eq!(app.webhook_events("wechat", "applied").await, 1);
 
-    // Refund goes to WeChat with the original total.
+    app.stop().await;
+}
+
+/// A refund goes to WeChat with the amount refunded and the order's original total.
+async fn a_refund_goes_to_wechat_with_the_original_total(db: Db) {
+    let fake = FakeWechat::start(fake_wechat::PUBLIC_KEY_ID).await;
+    let app = app(db, &fake, None).await;
+    let a = app.signup("wechatter").await;
+    let o = order(&app, &a, "专业版").await;
+    let no = o["order_id"].as_str().unwrap().to_string();
+    let id = o["id"].as_str().unwrap().to_string();
+    let paid = fake.callback("EV-good", &no, 9900, fake_wechat::MCHID, 0);
+    assert_eq!(callback(&app, paid).await, 204);
     let root = app.admin_bearer().await;
     let resp = app
         .with_authorization(&root)
@@ -254,7 +289,10 @@ async fn platform_certificates_query_and_close(db: Db) {
 }
 
 on_both!(
-    native_pay_callback_activate,
+    a_native_order_is_sent_with_the_plans_amount,
+    forged_stale_or_altered_callbacks_credit_nothing,
+    a_callback_delivered_ten_times_credits_once,
+    a_refund_goes_to_wechat_with_the_original_total,
     platform_certificates_query_and_close
 );
 
