@@ -15,5 +15,4 @@ pub mod server;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod tenancy;
 pub mod worker;

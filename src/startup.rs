@@ -15,10 +15,10 @@ use crate::config::Config;
 use crate::payments::Payments;
 use crate::proxy::cors::Cors;
 use crate::proxy::routes::RouteTable;
+use crate::proxy::tenancy::Owners;
 use crate::proxy::upgrade::Tunnels;
 use crate::proxy::upstream::Upstream;
 use crate::store::Store;
-use crate::tenancy::Owners;
 
 /// The services of one configuration.
 pub struct Services {

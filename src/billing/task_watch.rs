@@ -14,9 +14,9 @@ use std::time::Duration;
 use super::tasks::{TaskCharges, TaskStatus};
 use crate::auth::AuthService;
 use crate::proxy::reply_body::{Capped, read_capped};
+use crate::proxy::tenancy::{Namespace, replies};
 use crate::proxy::upstream::Upstream;
 use crate::store::{TaskChargeRow, now_ms};
-use crate::tenancy::{Namespace, replies};
 
 /// Charges looked at per round, at most.
 const PER_ROUND: i64 = 200;

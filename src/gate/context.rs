@@ -15,7 +15,7 @@ use crate::auth::Principal;
 use crate::billing::Reservation;
 use crate::proxy::body::Inbound;
 use crate::proxy::headers::Peer;
-use crate::tenancy::Namespace;
+use crate::proxy::tenancy::Namespace;
 
 /// One request's state as it moves through the phases.
 pub(super) struct RequestCtx {

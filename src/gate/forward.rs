@@ -15,8 +15,8 @@ use crate::error::GateError;
 use crate::proxy::body::{Inbound, LimitedBody};
 use crate::proxy::headers;
 use crate::proxy::outbound::{self, Forwarding};
+use crate::proxy::tenancy::multipart;
 use crate::proxy::upstream;
-use crate::tenancy::multipart;
 use http_body_util::BodyExt;
 
 impl Gate {

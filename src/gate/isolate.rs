@@ -8,7 +8,7 @@ use super::Gate;
 use super::context::RequestCtx;
 use crate::config::RouteSpec;
 use crate::error::GateError;
-use crate::tenancy::{Namespace, check_segment, decode_segment, namespaced_id};
+use crate::proxy::tenancy::{Namespace, check_segment, decode_segment, namespaced_id};
 
 impl Gate {
     /// Phase 3: checks the route's names, the caller's ownership of the id it names, and sets

@@ -17,7 +17,7 @@ use crate::config::RouteSpec;
 use crate::error::GateError;
 use crate::formats::ids::UserId;
 use crate::proxy::reply_body::{Capped, read_capped};
-use crate::tenancy::replies;
+use crate::proxy::tenancy::replies;
 
 /// The largest reply read to record, filter or rename (a `/list_tasks` of many tasks is the
 /// largest the backend sends).
