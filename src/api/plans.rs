@@ -96,12 +96,7 @@ pub async fn one(
     State(state): State<Arc<ApiState>>,
     Path(plan_id): Path<String>,
 ) -> Result<Json<PlanResponse>, GateError> {
-    let plan = state
-        .billing
-        .plans()
-        .by_id(&plan_id)
-        .await?
-        .ok_or_else(no_plan)?;
+    let plan = state.billing.plan(&plan_id).await?;
     Ok(Json(plan_response(plan, state.billing.main_quota())))
 }
 
@@ -274,12 +269,7 @@ pub async fn update(
     Path(plan_id): Path<String>,
     JsonBody(req): JsonBody<PlanRequest>,
 ) -> Result<Json<PlanResponse>, GateError> {
-    let plan = state
-        .billing
-        .plans()
-        .by_id(&plan_id)
-        .await?
-        .ok_or_else(no_plan)?;
+    let plan = state.billing.plan(&plan_id).await?;
     let was_default = plan.row.is_default;
     let input = merge(&state, input_of(plan), req)?;
     if was_default && !input.is_default {
@@ -314,12 +304,7 @@ pub async fn deactivate(
     Superuser(admin): Superuser,
     Path(plan_id): Path<String>,
 ) -> Result<Json<PlanResponse>, GateError> {
-    let plan = state
-        .billing
-        .plans()
-        .by_id(&plan_id)
-        .await?
-        .ok_or_else(no_plan)?;
+    let plan = state.billing.plan(&plan_id).await?;
     state
         .auth
         .audit_trail()

@@ -172,6 +172,15 @@ impl Billing {
         self.store.plans()
     }
 
+    /// The plan `id`, or a refusal that names it missing.
+    pub async fn plan(&self, id: &str) -> Result<Plan, Refusal> {
+        self.store
+            .plans()
+            .by_id(id)
+            .await?
+            .ok_or_else(|| Refusal::not_found("套餐不存在: no such plan"))
+    }
+
     /// Subscriptions, for what the API reads and cancels.
     pub fn subscriptions(&self) -> crate::store::Subscriptions<'_> {
         self.store.subscriptions()

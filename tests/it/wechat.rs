@@ -70,6 +70,32 @@ async fn status(app: &TestApp, id: &str) -> String {
     app.order_status(id).await
 }
 
+/// A gate in front of a fake WeChat Pay, an account, and its pending native order for 专业版.
+struct Ordered {
+    fake: FakeWechat,
+    app: TestApp,
+    a: Account,
+    /// The order's `out_trade_no` and id.
+    no: String,
+    id: String,
+}
+
+async fn ordered(db: Db) -> Ordered {
+    let fake = FakeWechat::start(fake_wechat::PUBLIC_KEY_ID).await;
+    let app = app(db, &fake, None).await;
+    let a = app.signup("wechatter").await;
+    let o = order(&app, &a, "专业版").await;
+    let no = o["order_id"].as_str().unwrap().to_string();
+    let id = o["id"].as_str().unwrap().to_string();
+    Ordered {
+        fake,
+        app,
+        a,
+        no,
+        id,
+    }
+}
+
 /// A native order goes to WeChat with the plan's amount in fen, an `out_trade_no` within its
 /// 32 characters and the notify URL, and the payer gets the QR link.
 async fn a_native_order_is_sent_with_the_plans_amount(db: Db) {
@@ -102,12 +128,13 @@ async fn a_native_order_is_sent_with_the_plans_amount(db: Db) {
 /// changed or another merchant are refused (400); a callback a fen short is acknowledged and
 /// recorded, and credits nothing.
 async fn forged_stale_or_altered_callbacks_credit_nothing(db: Db) {
-    let fake = FakeWechat::start(fake_wechat::PUBLIC_KEY_ID).await;
-    let app = app(db, &fake, None).await;
-    let a = app.signup("wechatter").await;
-    let o = order(&app, &a, "专业版").await;
-    let no = o["order_id"].as_str().unwrap().to_string();
-    let id = o["id"].as_str().unwrap().to_string();
+    let Ordered {
+        fake,
+        app,
+        a: _,
+        no,
+        id,
+    } = ordered(db).await;
     let mut probe = fake.callback("EV-probe", &no, 9900, fake_wechat::MCHID, 0);
     probe
         .0
@@ -170,12 +197,13 @@ async fn forged_stale_or_altered_callbacks_credit_nothing(db: Db) {
 /// The real callback delivered ten times at once is credited once: the order completes and
 /// the plan is active.
 async fn a_callback_delivered_ten_times_credits_once(db: Db) {
-    let fake = FakeWechat::start(fake_wechat::PUBLIC_KEY_ID).await;
-    let app = app(db, &fake, None).await;
-    let a = app.signup("wechatter").await;
-    let o = order(&app, &a, "专业版").await;
-    let no = o["order_id"].as_str().unwrap().to_string();
-    let id = o["id"].as_str().unwrap().to_string();
+    let Ordered {
+        fake,
+        app,
+        a,
+        no,
+        id,
+    } = ordered(db).await;
     let good = fake.callback("EV-good", &no, 9900, fake_wechat::MCHID, 0);
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..10 {
@@ -198,12 +226,13 @@ async fn a_callback_delivered_ten_times_credits_once(db: Db) {
 
 /// A refund goes to WeChat with the amount refunded and the order's original total.
 async fn a_refund_goes_to_wechat_with_the_original_total(db: Db) {
-    let fake = FakeWechat::start(fake_wechat::PUBLIC_KEY_ID).await;
-    let app = app(db, &fake, None).await;
-    let a = app.signup("wechatter").await;
-    let o = order(&app, &a, "专业版").await;
-    let no = o["order_id"].as_str().unwrap().to_string();
-    let id = o["id"].as_str().unwrap().to_string();
+    let Ordered {
+        fake,
+        app,
+        a: _,
+        no,
+        id,
+    } = ordered(db).await;
     let paid = fake.callback("EV-good", &no, 9900, fake_wechat::MCHID, 0);
     assert_eq!(callback(&app, paid).await, 204);
     let root = app.admin_bearer().await;
