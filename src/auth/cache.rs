@@ -100,8 +100,8 @@ impl AuthCache {
         store: &Store,
         id: &UserId,
     ) -> Result<Option<Arc<UserState>>, StoreError> {
+        let lookup = || async { Ok(store.users().by_id(id).await?.map(user_state)) };
         if !self.live() {
-            let lookup = async { Ok(store.users().by_id(id).await?.map(user_state)) };
             return through_gap(store, &self.last_users, id, lookup).await;
         }
         // The hot path: a hit costs one lookup and no allocation.
@@ -110,21 +110,23 @@ impl AuthCache {
             return Ok(hit);
         }
         crate::telemetry::meters().cache(false, false).increment(1);
-        let store = store.clone();
+        let loader = store.clone();
         let key = id.to_string();
         let uid = id.clone();
         // Boxed: a miss is rare, and its future would otherwise make every request's larger.
         let last = self.last_users.clone();
         let loaded = Box::pin(self.users.try_get_with(key.clone(), async move {
-            let state = store.users().by_id(&uid).await?.map(user_state);
+            let state = loader.users().by_id(&uid).await?.map(user_state);
             last.insert(key, state.clone()).await;
             Ok::<_, StoreError>(state)
         }))
         .await
         .map_err(unshare);
         match loaded {
-            // The database went away before the listener saw it: the last answer still holds.
-            Err(e @ StoreError::Unavailable(_)) => stale(self.last_users.get(id.as_str()).await, e),
+            // The database went away before the listener saw it, or only this lookup failed.
+            Err(e @ StoreError::Unavailable(_)) => {
+                down_or_again(store, &self.last_users, id, e, lookup).await
+            }
             other => other,
         }
     }
@@ -134,8 +136,8 @@ impl AuthCache {
         store: &Store,
         hash: &str,
     ) -> Result<Option<Arc<KeyState>>, StoreError> {
+        let lookup = || async { Ok(store.keys().by_hash(hash).await?.map(key_state)) };
         if !self.live() {
-            let lookup = async { Ok(store.keys().by_hash(hash).await?.map(key_state)) };
             return through_gap(store, &self.last_keys, hash, lookup).await;
         }
         if let Some(hit) = self.keys.get(hash).await {
@@ -143,18 +145,20 @@ impl AuthCache {
             return Ok(hit);
         }
         crate::telemetry::meters().cache(true, false).increment(1);
-        let store = store.clone();
+        let loader = store.clone();
         let key = hash.to_string();
         let last = self.last_keys.clone();
         let loaded = Box::pin(self.keys.try_get_with(key.clone(), async move {
-            let state = store.keys().by_hash(&key).await?.map(key_state);
+            let state = loader.keys().by_hash(&key).await?.map(key_state);
             last.insert(key, state.clone()).await;
             Ok::<_, StoreError>(state)
         }))
         .await
         .map_err(unshare);
         match loaded {
-            Err(e @ StoreError::Unavailable(_)) => stale(self.last_keys.get(hash).await, e),
+            Err(e @ StoreError::Unavailable(_)) => {
+                down_or_again(store, &self.last_keys, hash, e, lookup).await
+            }
             other => other,
         }
     }
@@ -254,27 +258,57 @@ impl AuthCache {
 /// The database's last answer about each user or key.
 type LastKnown<T> = Cache<String, Option<Arc<T>>>;
 
-/// A lookup during a gap in the notification stream (`AuthCache::live`). Nothing can be revoked
-/// while the database cannot be written, so its last answer holds when it cannot answer now;
-/// while it is known down it is not even asked. An answer it gives is kept as the last one.
-async fn through_gap<T: Send + Sync + 'static>(
+/// A lookup during a gap in the notification stream (`AuthCache::live`): the cache is not
+/// trusted, the database is asked, and its answer kept as the last one. While it is known down
+/// it is not asked; when it cannot answer, [`down_or_again`] decides.
+async fn through_gap<T, F, Fut>(
     store: &Store,
     last: &LastKnown<T>,
     key: &str,
-    lookup: impl std::future::Future<Output = Result<Option<Arc<T>>, StoreError>>,
-) -> Result<Option<Arc<T>>, StoreError> {
-    let asked = match store.known_down() {
-        true => Err(crate::store::Breaker::refusal()),
-        false => within_gap(lookup).await,
-    };
-    match asked {
+    lookup: F,
+) -> Result<Option<Arc<T>>, StoreError>
+where
+    T: Send + Sync + 'static,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Arc<T>>, StoreError>>,
+{
+    if store.known_down() {
+        return stale(last.get(key).await, crate::store::Breaker::refusal());
+    }
+    match within_gap(lookup()).await {
         Ok(state) => {
             last.insert(key.to_string(), state.clone()).await;
             Ok(state)
         }
-        Err(e @ StoreError::Unavailable(_)) => stale(last.get(key).await, e),
+        Err(e @ StoreError::Unavailable(_)) => down_or_again(store, last, key, e, lookup).await,
         Err(e) => Err(e),
     }
+}
+
+/// A lookup that could not reach the database. Its last answer holds only when the database is
+/// down by its own ping (the breaker opens when it does not answer within 500 ms): then nothing
+/// can be revoked in it. One that answers the ping is asked again, since another replica may
+/// have written a revocation through it meanwhile (right after a restart, this lookup may
+/// have met a dead connection of the pool) and the last answer would admit what it revoked.
+async fn down_or_again<T, F, Fut>(
+    store: &Store,
+    last: &LastKnown<T>,
+    key: &str,
+    e: StoreError,
+    lookup: F,
+) -> Result<Option<Arc<T>>, StoreError>
+where
+    T: Send + Sync + 'static,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Arc<T>>, StoreError>>,
+{
+    store.check_alive().await;
+    if store.known_down() {
+        return stale(last.get(key).await, e);
+    }
+    let state = lookup().await?;
+    last.insert(key.to_string(), state.clone()).await;
+    Ok(state)
 }
 
 /// A lookup while the notification stream is broken, given half a second: longer, and the
