@@ -58,6 +58,15 @@ fn main() -> ExitCode {
             Ok(table) => {
                 println!("{}: ok", config.source);
                 print!("{}", table.describe());
+                for m in &config.mounts {
+                    let fallback = m.fallback.as_deref().unwrap_or("none");
+                    println!(
+                        "line {}: static {} <- {} (history fallback: {fallback})",
+                        m.line,
+                        m.at,
+                        m.dir.display()
+                    );
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

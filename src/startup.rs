@@ -25,6 +25,8 @@ pub struct Services {
     pub config: Arc<Config>,
     /// `[[route]]` compiled into a matcher, with the route unknown paths follow.
     pub routes: RouteTable,
+    /// The `[[static]]` mounts: frontends served from the gate's origin.
+    pub statics: crate::proxy::statics::Statics,
     pub cors: Cors,
     pub upstream: Arc<Upstream>,
     /// The `Host` every request to the backend carries.
@@ -89,6 +91,7 @@ impl Services {
         }));
         Ok(Services {
             cors: Cors::new(&config.cors),
+            statics: crate::proxy::statics::Statics::new(&config.mounts),
             config,
             routes,
             upstream,

@@ -2,14 +2,17 @@
 //! shapes of the original auth service (port 9001), so the frontends only change their base URL.
 
 use axum::extract::{Request, State};
+use axum::response::AppendHeaders;
 use axum::routing::post;
 use axum::{Extension, Json, Router};
-use http::StatusCode;
+use http::header::HeaderName;
+use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
-use super::extract::{ClientAddr, JsonBody, parse_json, read_body};
+use super::extract::{ClientAddr, JsonBody, Tls, parse_json, read_body};
+use super::image_cookie;
 use super::schemas::{Message, UserResponse};
 use super::{ApiState, both};
 use crate::auth::credentials::bearer;
@@ -88,21 +91,33 @@ pub struct LoginRequest {
 /// Sign in; failures are throttled per account and per address (429 with `Retry-After`).
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
-        (status = 200, description = "A token pair", body = TokenPair),
+        (status = 200, description = "A token pair", body = TokenPair, headers(
+            ("Set-Cookie" = String, description = "The image cookie (`idoctor_image`, HttpOnly, SameSite=Strict), accepted only on image GETs; absent when `auth.image_cookie` is off"))),
         (status = 401, description = "Wrong username/email or password", body = ErrorBody),
         (status = 403, description = "Account disabled or email not verified", body = ErrorBody),
         (status = 429, description = "Too many failed attempts", body = ErrorBody)))]
 pub async fn login(
     State(state): State<Arc<ApiState>>,
     Extension(ClientAddr(peer)): Extension<ClientAddr>,
+    tls: Option<Extension<Tls>>,
     JsonBody(req): JsonBody<LoginRequest>,
-) -> Result<Json<TokenPair>, GateError> {
-    Ok(Json(
-        state
-            .auth
-            .login(&req.username_or_email, &req.password, Some(peer.ip()))
-            .await?,
-    ))
+) -> Result<
+    (
+        AppendHeaders<Vec<(HeaderName, HeaderValue)>>,
+        Json<TokenPair>,
+    ),
+    GateError,
+> {
+    let pair = state
+        .auth
+        .login(&req.username_or_email, &req.password, Some(peer.ip()))
+        .await?;
+    let cookie = image_cookie::set(&state, &pair.access_token, over_tls(tls));
+    Ok((AppendHeaders(cookie), Json(pair)))
+}
+
+fn over_tls(tls: Option<Extension<Tls>>) -> bool {
+    tls.is_some_and(|Extension(Tls(t))| t)
 }
 
 #[derive(Deserialize, Default)]
@@ -167,30 +182,42 @@ fn percent_decode(v: &str) -> String {
 #[utoipa::path(post, path = "/auth/refresh", tag = "auth",
     params(("refresh_token" = Option<String>, Query, description = "The refresh token (or send it as JSON `{refresh_token}` or as Bearer)", min_length = 1)),
     responses(
-        (status = 200, description = "A new token pair", body = TokenPair),
+        (status = 200, description = "A new token pair", body = TokenPair, headers(
+            ("Set-Cookie" = String, description = "A new image cookie (`idoctor_image`), as at login"))),
         (status = 401, description = "No refresh token, or an invalid, expired, revoked or reused one", body = ErrorBody)))]
 pub async fn refresh(
     State(state): State<Arc<ApiState>>,
     req: Request,
-) -> Result<Json<TokenPair>, GateError> {
+) -> Result<
+    (
+        AppendHeaders<Vec<(HeaderName, HeaderValue)>>,
+        Json<TokenPair>,
+    ),
+    GateError,
+> {
+    let tls = req.extensions().get::<Tls>().is_some_and(|t| t.0);
     let (parts, body) = read_body(req).await?;
     // No token at all is a failed authentication, like a bad one (401), not a malformed body.
     let token = refresh_token_of(&parts, &body)?.ok_or_else(|| {
         GateError::unauthorized("send the refresh token (query, JSON body or Bearer)")
     })?;
-    Ok(Json(state.auth.refresh(&token).await?))
+    let pair = state.auth.refresh(&token).await?;
+    let cookie = image_cookie::set(&state, &pair.access_token, tls);
+    Ok((AppendHeaders(cookie), Json(pair)))
 }
 
 /// Sign out: revokes the refresh token's session; with only an access token, every session.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth",
     params(("refresh_token" = Option<String>, Query, description = "The refresh token of the session to end")),
     responses(
-        (status = 200, description = "Signed out", body = Message),
+        (status = 200, description = "Signed out", body = Message, headers(
+            ("Set-Cookie" = String, description = "Clears the image cookie"))),
         (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn logout(
     State(state): State<Arc<ApiState>>,
     req: Request,
-) -> Result<Json<Message>, GateError> {
+) -> Result<(AppendHeaders<Vec<(HeaderName, HeaderValue)>>, Json<Message>), GateError> {
+    let tls = req.extensions().get::<Tls>().is_some_and(|t| t.0);
     let (parts, body) = read_body(req).await?;
     let token = refresh_token_of(&parts, &body)?;
     let is_refresh = token
@@ -202,7 +229,10 @@ pub async fn logout(
         let principal = state.auth.authenticate(&parts, false).await?;
         state.auth.logout(None, principal.as_ref()).await?;
     }
-    Ok(Json(Message::ok("登出成功")))
+    Ok((
+        AppendHeaders(image_cookie::clear(&state, tls)),
+        Json(Message::ok("登出成功")),
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -21,6 +21,10 @@ pub const MAX_JSON: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
 
+/// Whether the request came over the gate's own TLS, set by the gate like [`ClientAddr`].
+#[derive(Debug, Clone, Copy)]
+pub struct Tls(pub bool);
+
 /// A JSON body, or a 413 / 422 that says what was wrong with it.
 pub struct JsonBody<T>(pub T);
 

@@ -9,6 +9,7 @@ mod api_keys;
 mod auth;
 pub mod extract;
 mod health;
+mod image_cookie;
 mod metrics;
 mod openapi;
 mod payments;

@@ -10,7 +10,12 @@ use crate::error::Refusal;
 pub enum Credential<'a> {
     Jwt(&'a str),
     ApiKey(&'a str),
+    /// The image cookie ([`IMAGE_COOKIE`]): only on image GETs, only without another credential.
+    ImageCookie(&'a str),
 }
+
+/// The cookie a login or refresh through the gate sets, for what `<img>` cannot authenticate.
+pub const IMAGE_COOKIE: &str = "idoctor_image";
 
 /// The one credential of a request, `None` when it carries none. Two different credentials in
 /// one request are refused rather than guessed between.
@@ -44,6 +49,14 @@ pub fn extract(parts: &Parts, allow_query_token: bool) -> Result<Option<Credenti
         .into_iter()
         .flatten();
     let first = found.next();
+    if first.is_none()
+        && allow_query_token
+        && matches!(parts.method, http::Method::GET | http::Method::HEAD)
+    {
+        // The image cookie counts only where nothing else was sent: the browser sends it along
+        // with everything under its path, and a request that names its credential means that.
+        return Ok(image_cookie(&parts.headers).map(Credential::ImageCookie));
+    }
     for other in found {
         if Some(&other) != first.as_ref() {
             // An authentication failure, not a malformed request: the request is well formed,
@@ -61,6 +74,18 @@ pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, rest) = value.trim().split_once(' ')?;
     let token = rest.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The image cookie's value among the request's cookies, if it is there.
+fn image_cookie(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == IMAGE_COOKIE && !value.is_empty())
+        .map(|(_, value)| value)
 }
 
 fn classify(token: &str) -> Credential<'_> {

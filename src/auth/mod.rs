@@ -191,8 +191,37 @@ impl AuthService {
         let user_id = match credential {
             Credential::Jwt(token) => self.verify_access(token)?,
             Credential::ApiKey(key) => self.verify_key(key).await?,
+            Credential::ImageCookie(token) => self.verify_image(token)?,
         };
         self.principal(&user_id).await.map(Some)
+    }
+
+    /// The image cookie's token: signed by the gate as an image credential, unexpired. Not
+    /// remembered with the access tokens, so it can never pass as one.
+    fn verify_image(&self, token: &str) -> Result<UserId, Refusal> {
+        match self.signer.verify(token, Kind::Image) {
+            Ok(c) => Ok(UserId::from(Arc::<str>::from(c.sub))),
+            Err(TokenError::Expired) => Err(Refusal::unauthenticated(
+                "无效的认证令牌: the image cookie has expired; sign in again",
+            )),
+            Err(_) => Err(Refusal::unauthenticated(
+                "无效的认证令牌: invalid image cookie",
+            )),
+        }
+    }
+
+    /// The image cookie's token for the holder of `access_token` (just issued by a login or a
+    /// refresh), and how many seconds it lives: as long as an access token. `None` when the
+    /// cookie is turned off.
+    pub fn image_token(&self, access_token: &str) -> Option<(String, u64)> {
+        if !self.config.auth.image_cookie {
+            return None;
+        }
+        let claims = self.signer.verify(access_token, Kind::Access).ok()?;
+        let ttl = self.config.auth.access_ttl;
+        let jti = uuid::Uuid::new_v4().to_string();
+        let (token, _) = self.signer.issue(&claims.sub, Kind::Image, &jti, ttl, None);
+        Some((token, ttl.as_secs()))
     }
 
     fn verify_access(&self, token: &str) -> Result<UserId, Refusal> {

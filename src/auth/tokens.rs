@@ -13,6 +13,8 @@ use std::time::Duration;
 pub enum Kind {
     Access,
     Refresh,
+    /// The image cookie's credential: accepted only on image GETs, never as a bearer token.
+    Image,
 }
 
 impl Kind {
@@ -20,6 +22,7 @@ impl Kind {
         match self {
             Kind::Access => "access",
             Kind::Refresh => "refresh",
+            Kind::Image => "image",
         }
     }
 }

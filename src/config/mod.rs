@@ -6,6 +6,7 @@
 //! methods, the upstream authority), so the request path never parses configuration.
 
 mod env;
+pub mod mounts;
 pub mod own_paths;
 pub mod schema;
 pub mod size;
@@ -53,6 +54,8 @@ pub struct Config {
     pub quota_types: Vec<QuotaType>,
     pub plans: Vec<PlanSpec>,
     pub routes: Vec<RouteSpec>,
+    /// Directories served at paths (`[[static]]`), longest path first.
+    pub mounts: Vec<mounts::Mount>,
     /// `[tenancy]`: how accounts are kept apart in the backend's global state.
     pub tenancy: Tenancy,
     /// `[tasks]`: charges that follow their tasks; `None` when no metered route creates one.
@@ -107,6 +110,10 @@ pub struct AuthConfig {
     /// How long principals known before a database outage are served through it.
     pub stale_if_error: Duration,
     pub backend_jwt_ttl: Duration,
+    /// Set the image cookie on login and refresh (`auth.image_cookie`).
+    pub image_cookie: bool,
+    /// Mark it `Secure` also over plain HTTP (`auth.image_cookie_secure`).
+    pub image_cookie_secure: bool,
     /// `GATE_JWT_SECRET`: signs the gate's tokens. Absent: generated in development.
     pub jwt_secret: Option<Secret>,
     /// `GATE_BACKEND_JWT_SECRET`: the backend's `JWT_SECRET_KEY`, to mint identity tokens for it.
@@ -204,6 +211,31 @@ pub struct QuotaType {
     pub key: QuotaKey,
     pub name: String,
     pub unit: String,
+}
+
+impl Config {
+    /// The `Path` of the image cookie: the first segment the image routes (`query_token`)
+    /// share, so that the browser sends it with their requests only (`/get_image/...` and
+    /// `/get_output_image/...` share none: `/`). Under the platform layout the same routes are
+    /// also reached below `backend_prefix`, so it is `/` there too.
+    pub fn image_cookie_path(&self) -> String {
+        if self.backend_prefix.is_some() {
+            return "/".into();
+        }
+        let mut firsts = self
+            .routes
+            .iter()
+            .filter(|r| r.query_token)
+            .map(|r| r.path.split('/').nth(1).unwrap_or(""));
+        match firsts.next() {
+            Some(first)
+                if !first.is_empty() && !first.contains('{') && firsts.all(|f| f == first) =>
+            {
+                format!("/{first}/")
+            }
+            _ => "/".into(),
+        }
+    }
 }
 
 /// One validated `[[route]]`.

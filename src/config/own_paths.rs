@@ -52,6 +52,15 @@ pub fn shadowing(route: &str) -> Option<&'static str> {
     owned.at(&sample).ok().map(|m| OWNED[*m.value])
 }
 
+/// The gate's own template that answers the concrete `path`, if any.
+pub fn owner_of(path: &str) -> Option<&'static str> {
+    let mut owned = matchit::Router::new();
+    for (i, p) in OWNED.iter().enumerate() {
+        owned.insert(*p, i).expect("owned paths do not conflict");
+    }
+    owned.at(path).ok().map(|m| OWNED[*m.value])
+}
+
 #[cfg(test)]
 mod tests {
     use super::shadowing;

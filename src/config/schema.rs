@@ -38,6 +38,9 @@ pub struct FileConfig {
     /// The route table (`[[route]]`), in any order: matching is by specificity, not order.
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RouteSection>>,
+    /// Directories of built frontends served at a path (`[[static]]`).
+    #[serde(default, rename = "static")]
+    pub statics: Vec<Spanned<super::mounts::StaticSection>>,
     #[serde(default)]
     pub tenancy: super::tenancy::TenancySection,
     #[serde(default)]
@@ -209,6 +212,19 @@ pub struct AuthSection {
     pub stale_if_error_secs: u64,
     #[serde(default = "default_backend_jwt_secs")]
     pub backend_jwt_secs: u64,
+    /// A login or refresh through the gate also sets an `HttpOnly` cookie with a short-lived
+    /// image credential, accepted only on GET routes marked `query_token` (what `<img>` tags
+    /// cannot authenticate otherwise).
+    #[serde(default = "yes")]
+    pub image_cookie: bool,
+    /// Mark that cookie `Secure` even when the gate itself is reached over plain HTTP (TLS
+    /// ends at a proxy in front of it). Over the gate's own TLS it always is.
+    #[serde(default)]
+    pub image_cookie_secure: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for AuthSection {
@@ -228,6 +244,8 @@ impl Default for AuthSection {
             cache_ttl_secs: default_cache_ttl(),
             stale_if_error_secs: default_stale_if_error(),
             backend_jwt_secs: default_backend_jwt_secs(),
+            image_cookie: true,
+            image_cookie_secure: false,
         }
     }
 }

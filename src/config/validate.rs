@@ -180,6 +180,38 @@ pub fn validate(
         }
     }
 
+    let mut mounts = Vec::new();
+    for section in &file.statics {
+        let start = Some(section.span().start);
+        let line = line_of(text, section.span().start);
+        match super::mounts::Mount::validate(section.get_ref(), line) {
+            Ok(m) => {
+                for root in m.roots() {
+                    if let Some(own) = super::own_paths::owner_of(&root) {
+                        p.at(
+                            start,
+                            "static.at",
+                            format!(
+                                "`{root}` is answered by the gate's own {own}: mount elsewhere"
+                            ),
+                        );
+                    }
+                }
+                if mounts.iter().any(|o: &super::mounts::Mount| o.at == m.at) {
+                    p.at(start, "static.at", format!("`{}` is mounted twice", m.at));
+                }
+                mounts.push(m);
+            }
+            Err(problems) => {
+                for m in problems {
+                    let (key, msg) = m.split_once(": ").unwrap_or(("static", &m));
+                    p.at(start, key, msg.to_string());
+                }
+            }
+        }
+    }
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.at.len()));
+
     let tasks = match Tasks::validate(&file.tasks, &mut routes) {
         Ok(t) => t,
         Err(m) => {
@@ -223,6 +255,7 @@ pub fn validate(
         quota_types,
         plans,
         routes,
+        mounts,
         tenancy,
         tasks,
     })
@@ -776,6 +809,8 @@ fn validate_auth(p: &mut Problems, file: &FileConfig, secrets: Secrets) -> AuthC
         cache_ttl: Duration::from_secs(a.cache_ttl_secs),
         stale_if_error: Duration::from_secs(a.stale_if_error_secs),
         backend_jwt_ttl: Duration::from_secs(a.backend_jwt_secs),
+        image_cookie: a.image_cookie,
+        image_cookie_secure: a.image_cookie_secure,
         jwt_secret: secrets.jwt_secret.map(Secret),
         backend_jwt_secret: secrets.backend_jwt_secret.map(Secret),
         api_key_pepper: secrets.api_key_pepper.map(Secret),

@@ -20,9 +20,10 @@
 //!    owner, lists are filtered to the caller's, the namespace is taken out of names.
 //! 8. **Respond** (`respond.rs`): quota headers, request id, CORS, one log line and the metrics.
 //!
-//! Two early exits skip phases, and say so where they return: a CORS preflight is answered
-//! before routing (it skips phases 1 to 7), and a path the gate owns goes to its own API after
-//! routing (it skips 2 to 7: those handlers authenticate and charge for themselves). Every
+//! Three early exits skip phases, and say so where they return: a CORS preflight is answered
+//! before routing (it skips phases 1 to 7), a path the gate owns goes to its own API after
+//! routing (it skips 2 to 7: those handlers authenticate and charge for themselves), and a
+//! frontend's file from a `[[static]]` mount is served after routing (it skips 2 to 7). Every
 //! response, early or not, goes through respond. A phase that fails returns a `GateError`,
 //! which respond renders; the phases after it do not run (settle still sees a failed forward).
 //!
@@ -108,6 +109,16 @@ impl Gate {
                 return Ok(Admitted::Answered(
                     Box::pin(self.services.api.call(req)).await,
                 ));
+            }
+            // Early exit: a frontend's file skips phases 2 to 7 (its files are the same for
+            // everyone and carry no data; what the app then asks for is authenticated).
+            Routed::Static { mount, parts } => {
+                let resp = self
+                    .services
+                    .statics
+                    .serve(mount, &parts, &ctx.path)
+                    .await?;
+                return Ok(Admitted::Answered(resp));
             }
             Routed::Backend { route, parts, body } => (route, parts, body),
         };

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::Gate;
 use super::context::RequestCtx;
-use crate::api::extract::ClientAddr;
+use crate::api::extract::{ClientAddr, Tls};
 use crate::config::{Access, RouteSpec};
 use crate::error::GateError;
 use crate::proxy::body::Inbound;
@@ -22,6 +22,8 @@ use crate::proxy::routes::RouteMatch;
 pub(super) enum Routed {
     /// To the gate's own API, with the canonical path.
     Own(Request<Body>),
+    /// To a `[[static]]` mount (`proxy::statics`): a file of a frontend.
+    Static { mount: usize, parts: Parts },
     /// To the backend, under `route`'s rules; the head and body are those received (the
     /// canonical path to forward is the context's).
     Backend {
@@ -65,7 +67,19 @@ impl Gate {
             );
             let addr = std::net::SocketAddr::new(ip, ctx.peer.addr.port());
             req.extensions_mut().insert(ClientAddr(addr));
+            req.extensions_mut().insert(Tls(ctx.secure));
             return Ok(Routed::Own(req));
+        }
+        // A mount serves what no route answers (check-config refuses one that a route hides).
+        if let Some(mount) = self.services.statics.mount_for(req.method(), &ctx.path) {
+            if matches!(
+                self.services.routes.find(req.method(), &ctx.path),
+                RouteMatch::Unknown(_)
+            ) {
+                ctx.log.route = "static";
+                let (parts, _body) = req.into_parts();
+                return Ok(Routed::Static { mount, parts });
+            }
         }
         let route = self.find_route(req.method(), &ctx.path)?;
         ctx.log.route = route.access.as_str();

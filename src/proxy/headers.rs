@@ -5,6 +5,7 @@
 //! client's copy of them. Everything the backend could take for an identity or a routing hint
 //! is removed here, before the gate adds its own.
 
+use crate::auth::credentials::IMAGE_COOKIE;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::{IpAddr, SocketAddr};
 
@@ -120,11 +121,42 @@ pub fn connection_says(headers: &HeaderMap, token: &str) -> bool {
 
 /// Removes what a client could use to pose as someone, or to mislead the backend about where
 /// the request came from. The gate sets its own values afterwards.
+/// Takes the gate's image cookie out of the `Cookie` headers (a credential, like
+/// `Authorization`), leaving the client's other cookies as they were.
+fn strip_image_cookie(headers: &mut HeaderMap) {
+    let prefix = format!("{IMAGE_COOKIE}=");
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| {
+            let Ok(text) = v.to_str() else {
+                return Some(v.clone());
+            };
+            if !text.contains(&prefix) {
+                return Some(v.clone());
+            }
+            let rest: Vec<&str> = text
+                .split(';')
+                .map(str::trim)
+                .filter(|pair| !pair.is_empty() && !pair.starts_with(&prefix))
+                .collect();
+            (!rest.is_empty()).then(|| HeaderValue::from_str(&rest.join("; ")).ok())?
+        })
+        .collect();
+    headers.remove(header::COOKIE);
+    for v in kept {
+        headers.append(header::COOKIE, v);
+    }
+}
+
 pub fn strip_client_identity(headers: &mut HeaderMap) {
     // The credentials are there on most requests: removed by name, so that the scan below
     // usually finds nothing and collects nothing.
     headers.remove(header::AUTHORIZATION);
     headers.remove("x-api-key");
+    if headers.contains_key(header::COOKIE) {
+        strip_image_cookie(headers);
+    }
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {

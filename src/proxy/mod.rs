@@ -11,6 +11,7 @@ pub mod path;
 pub mod reply_body;
 pub mod routes;
 pub mod settle;
+pub mod statics;
 pub mod tenancy;
 pub mod upgrade;
 pub mod upstream;

@@ -72,6 +72,19 @@ impl RouteTable {
                 problems.push(format!("{src}:{line}: route.path: `{template}` {detail}"));
             }
         }
+        // A mount serves only what no route answers: one whose root a route answers could
+        // never serve its index.
+        for m in &config.mounts {
+            for root in m.roots() {
+                if let Ok(hit) = matcher.at(&root) {
+                    let r = &config.routes[hit.value[0]];
+                    problems.push(format!(
+                        "{src}:{}: static.at: `{root}` is answered by the route `{}` at line {}: mount elsewhere",
+                        m.line, r.path, r.line
+                    ));
+                }
+            }
+        }
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
