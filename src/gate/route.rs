@@ -70,18 +70,16 @@ impl Gate {
             req.extensions_mut().insert(Tls(ctx.secure));
             return Ok(Routed::Own(req));
         }
+        let found = self.services.routes.find(req.method(), &ctx.path);
         // A mount serves what no route answers (check-config refuses one that a route hides).
-        if let Some(mount) = self.services.statics.mount_for(req.method(), &ctx.path) {
-            if matches!(
-                self.services.routes.find(req.method(), &ctx.path),
-                RouteMatch::Unknown(_)
-            ) {
+        if matches!(found, RouteMatch::Unknown(_)) {
+            if let Some(mount) = self.services.statics.mount_for(req.method(), &ctx.path) {
                 ctx.log.route = "static";
                 let (parts, _body) = req.into_parts();
                 return Ok(Routed::Static { mount, parts });
             }
         }
-        let route = self.find_route(req.method(), &ctx.path)?;
+        let route = self.route_of(found, req.method())?;
         ctx.log.route = route.access.as_str();
         let (parts, body) = req.into_parts();
         Ok(Routed::Backend { route, parts, body })
@@ -114,9 +112,13 @@ impl Gate {
     }
 
     /// The route table's answer for a canonical backend path, as a route or the error to send.
-    fn find_route(&self, method: &Method, path: &str) -> Result<Arc<RouteSpec>, GateError> {
+    fn route_of(
+        &self,
+        found: RouteMatch<'_>,
+        method: &Method,
+    ) -> Result<Arc<RouteSpec>, GateError> {
         let routes = &self.services.routes;
-        let route = match routes.find(method, path) {
+        let route = match found {
             RouteMatch::Route(r) => r.clone(),
             RouteMatch::MethodNotAllowed(allowed) => {
                 let allow = allowed

@@ -65,10 +65,10 @@ impl Statics {
         if !matches!(*method, Method::GET | Method::HEAD) || self.mounts.is_empty() {
             return None;
         }
-        let slashed = format!("{path}/");
-        self.mounts
-            .iter()
-            .position(|m| path.starts_with(&m.at) || slashed == m.at)
+        // `/account` is the mount `/account/` too.
+        self.mounts.iter().position(|m| {
+            path.starts_with(&m.at) || (m.at.len() == path.len() + 1 && m.at.starts_with(path))
+        })
     }
 
     /// Serves `path` from the mount `i` (from [`Statics::mount_for`]).
@@ -79,10 +79,21 @@ impl Statics {
         path: &str,
     ) -> Result<Response<Body>, GateError> {
         let m = &self.mounts[i];
-        let rest = path
-            .get(m.at.len() - 1..)
-            .filter(|r| !r.is_empty())
-            .unwrap_or("/");
+        if path.len() < m.at.len() {
+            // `/account` for the mount `/account/`: the app's relative URLs need the slash, as
+            // nginx answers a directory without one.
+            let location = match parts.uri.query() {
+                Some(q) => format!("{}?{q}", encode_path(&m.at)),
+                None => encode_path(&m.at),
+            };
+            let mut resp = Response::new(Body::empty());
+            *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            return Ok(resp);
+        }
+        let rest = &path[m.at.len() - 1..];
         let req = request(parts, rest)?;
         let resp = Compression::new(m.files.clone())
             .oneshot(req)

@@ -97,6 +97,21 @@ async fn mounted_files_are_served_with_types_and_cache_rules(db: Db) {
             .unwrap()
             .contains("<title>Account</title>")
     );
+    let bare = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(app.url("/account?from=ctai"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        bare.status(),
+        308,
+        "a mount's path without its slash is sent to it"
+    );
+    assert_eq!(header(&bare, "location"), "/account/?from=ctai");
     app.stop().await;
 }
 
@@ -465,4 +480,29 @@ fetch('/auth/login', {{method: 'POST', headers: {{'content-type': 'application/j
     assert_eq!(images.len(), 1);
     assert_eq!(images[0].headers["x-user-id"], a.id.as_str());
     app.stop().await;
+}
+
+/// The cookie's `Path` is the first segment the image routes share (the browser then sends it
+/// with them only), `/` when they share none or the platform layout also reaches them under
+/// its prefix.
+#[test]
+fn the_image_cookie_is_scoped_to_the_image_routes() {
+    let config = |routes: &str, server: &str| {
+        let text =
+            format!("[server]\n{server}\n[upstream]\nurl = \"http://127.0.0.1:4200\"\n{routes}");
+        idoctor_gate::config::Config::from_toml_str_isolated(&text, "t.toml").unwrap()
+    };
+    let image = |path: &str| {
+        format!(
+            "[[route]]\npath = \"{path}\"\nmethods = [\"GET\"]\naccess = \"user\"\nquery_token = true\n"
+        )
+    };
+    let shared = image("/images/{case}/{file}") + &image("/images/{case}/overlay/{file}");
+    assert_eq!(config(&shared, "").image_cookie_path(), "/images/");
+    let apart = image("/get_image/{p}/{d}/{f}") + &image("/get_output_image/{p}/{d}/{o}/{f}");
+    assert_eq!(config(&apart, "").image_cookie_path(), "/");
+    assert_eq!(
+        config(&shared, "backend_prefix = \"/api/ctai\"").image_cookie_path(),
+        "/"
+    );
 }
