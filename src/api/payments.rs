@@ -62,6 +62,21 @@ pub struct PaymentResponse {
     /// The span the payment bought, once it is paid.
     pub period_start: Option<String>,
     pub period_end: Option<String>,
+    /// Its refunds, oldest first, with where each stands at the provider.
+    pub refunds: Vec<RefundItem>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RefundItem {
+    /// The id the provider knows the refund by.
+    pub refund_no: String,
+    /// Decimal string, e.g. "19.80".
+    pub amount: String,
+    /// requested | succeeded | abnormal (the money could not reach the payer: needs a person)
+    /// | closed, as the provider's notifications say.
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
 }
 
 /// When an order's plan takes effect as quoted: at the end of the running period for a
@@ -73,7 +88,23 @@ pub(crate) fn quoted_start(p: &PaymentRow) -> i64 {
     }
 }
 
-fn response(p: PaymentRow) -> PaymentResponse {
+/// An order as the API shows it, with its refunds (read from the store).
+async fn detail(state: &ApiState, p: PaymentRow) -> Result<PaymentResponse, GateError> {
+    let refunds = state.payments.orders().refunds_of(&p.id).await?;
+    Ok(response(p, refunds))
+}
+
+fn response(p: PaymentRow, refunds: Vec<crate::store::RefundRow>) -> PaymentResponse {
+    let refunds = refunds
+        .into_iter()
+        .map(|r| RefundItem {
+            refund_no: r.refund_no,
+            amount: r.amount_fen.to_string(),
+            status: r.status.as_str().into(),
+            created_at: iso(r.created_at),
+            updated_at: iso(r.updated_at),
+        })
+        .collect();
     let starts_at = iso(p.effect_start.unwrap_or_else(|| quoted_start(&p)));
     PaymentResponse {
         change: p.change_kind.clone(),
@@ -97,6 +128,7 @@ fn response(p: PaymentRow) -> PaymentResponse {
         created_at: iso(p.created_at),
         updated_at: iso(p.updated_at),
         paid_at: iso_opt(p.paid_at),
+        refunds,
     }
 }
 
@@ -180,7 +212,7 @@ pub async fn create(
         .payments
         .create_order(&p, &plan, &req.payment_method)
         .await?;
-    Ok((StatusCode::CREATED, Json(response(order))))
+    Ok((StatusCode::CREATED, Json(response(order, Vec::new()))))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -266,9 +298,9 @@ pub async fn one(
     if query_flag(&q, "poll", false)? {
         state.payments.poll(&order).await?;
         let order = owned(&state, &p, &payment_id).await?;
-        return Ok(Json(response(order)));
+        return Ok(Json(detail(&state, order).await?));
     }
-    Ok(Json(response(order)))
+    Ok(Json(detail(&state, order).await?))
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -338,7 +370,7 @@ pub async fn refund(
         .and_then(|v| v.to_str().ok())
     {
         Some(k) if !k.trim().is_empty() => format!("{}:{}", order.id, k.trim()),
-        _ => format!("{}:{amount_fen}:{reason}", order.id),
+        _ => format!("{}:{}:{reason}", order.id, amount_fen.get()),
     };
     let row = state
         .payments
@@ -359,7 +391,7 @@ pub async fn refund(
         success: true,
         message: "退款成功".into(),
         refund_id: refund_no,
-        payment: response(row),
+        payment: detail(&state, row).await?,
     }))
 }
 

@@ -163,6 +163,8 @@ pub struct AlipayConfig {
     /// precreate | page | wap
     pub checkout: String,
     pub return_url: Option<String>,
+    /// Sent with `alipay.trade.wap.pay` (required there).
+    pub quit_url: String,
     pub notify_url: String,
 }
 

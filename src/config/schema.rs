@@ -332,6 +332,10 @@ pub struct AlipaySection {
     pub checkout: String,
     #[serde(default)]
     pub return_url: Option<String>,
+    /// Where a payer who leaves the mobile (wap) checkout is sent; Alipay requires it for
+    /// `alipay.trade.wap.pay`. Default: <public_url>/portal/payments.
+    #[serde(default)]
+    pub quit_url: Option<String>,
     /// Default: <public_url>/webhooks/alipay.
     #[serde(default)]
     pub notify_url: Option<String>,

@@ -560,6 +560,10 @@ fn validate_alipay(
         seller_id: a.seller_id.clone(),
         checkout: a.checkout.clone(),
         return_url: a.return_url.clone(),
+        quit_url: a
+            .quit_url
+            .clone()
+            .unwrap_or_else(|| format!("{}/portal/payments", public_url.trim_end_matches('/'))),
         notify_url: a
             .notify_url
             .clone()

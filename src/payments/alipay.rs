@@ -18,7 +18,7 @@ use super::provider::{BoxFuture, Checkout, Notification, NotificationKind, Provi
 use crate::config::AlipayConfig;
 use crate::formats::money::Fen;
 use crate::formats::rsa_keys as keys;
-use crate::store::PaymentRow;
+use crate::store::{PaymentRow, RefundStatus};
 
 pub struct Alipay {
     cfg: AlipayConfig,
@@ -232,6 +232,9 @@ impl Provider for Alipay {
                         ("alipay.trade.wap.pay", "QUICK_WAP_WAY")
                     };
                     biz["product_code"] = product.into();
+                    if method == "alipay.trade.wap.pay" {
+                        biz["quit_url"] = self.cfg.quit_url.clone().into();
+                    }
                     let params = self.signed_params(method, &biz, true);
                     Ok(Checkout {
                         payment_url: Some(format!(
@@ -315,23 +318,19 @@ impl Provider for Alipay {
         order: &'a PaymentRow,
         refund_no: &'a str,
         amount_fen: Fen,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<RefundStatus, String>> {
         Box::pin(async move {
-            let out_request_no: String = refund_no
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-                .take(64)
-                .collect();
+            // A refund Alipay accepted is done (`fund_change`); its notice follows.
             self.call(
                 "alipay.trade.refund",
                 serde_json::json!({
                     "out_trade_no": order.order_no,
                     "refund_amount": amount_fen.to_string(),
-                    "out_request_no": out_request_no,
+                    "out_request_no": refund_no,
                 }),
             )
             .await
-            .map(|_| ())
+            .map(|_| RefundStatus::Succeeded)
         })
     }
 
@@ -368,6 +367,15 @@ impl Provider for Alipay {
             || !get("gmt_refund").is_empty()
             || Fen::parse(&get("refund_fee")).is_ok_and(|f| !f.is_zero());
         let kind = match get("trade_status").as_str() {
+            "TRADE_SUCCESS" | "TRADE_FINISHED" | "TRADE_CLOSED"
+                if refund_notice && !get("out_biz_no").is_empty() =>
+            {
+                NotificationKind::Refund {
+                    refund_no: get("out_biz_no"),
+                    amount_fen: Fen::parse(&get("refund_fee"))?,
+                    status: RefundStatus::Succeeded,
+                }
+            }
             "TRADE_SUCCESS" | "TRADE_FINISHED" if !refund_notice => NotificationKind::Paid,
             "TRADE_CLOSED" if !refund_notice => NotificationKind::Closed,
             other => NotificationKind::Other(format!(

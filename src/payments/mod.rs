@@ -25,7 +25,7 @@ use crate::billing::changes::{self, ChangeKind};
 use crate::config::Config;
 use crate::error::GateError;
 use crate::store::{
-    NewOrder, PaidEvent, PaidOutcome, PaymentRow, PaymentStatus, Plan, Store, now_ms,
+    NewOrder, PaidEvent, PaidOutcome, PaymentRow, PaymentStatus, Plan, RefundStatus, Store, now_ms,
 };
 use provider::{NotificationKind, Provider, TradeState};
 
@@ -45,6 +45,25 @@ fn unprocessable(msg: impl Into<String>) -> GateError {
 /// not configured here, a plan no longer offered): 409.
 fn conflict(msg: impl Into<String>) -> GateError {
     GateError::new(StatusCode::CONFLICT, msg)
+}
+
+/// The id a refund goes to the provider under: the refund's own key (the order id and an
+/// `Idempotency-Key`, or a generated one) kept to what every provider accepts (letters, digits,
+/// `-`, `_`; 64 at most), so a retried refund reaches the provider under the same id and is
+/// not paid twice. A key too long for that is hashed rather than cut, so two keys that share
+/// their first 64 characters are still two refunds.
+fn provider_refund_no(refund_no: &str) -> String {
+    use sha2::Digest;
+    let kept: String = refund_no
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    if kept.len() <= 64 {
+        return kept;
+    }
+    let digest = sha2::Sha256::digest(refund_no.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("r{}", &hex[..40])
 }
 
 impl Payments {
@@ -317,6 +336,37 @@ impl Payments {
                 }
                 Ok(())
             }
+            NotificationKind::Refund {
+                refund_no,
+                amount_fen,
+                status,
+            } => {
+                let known = self
+                    .store
+                    .payments()
+                    .record_refund_notice(order_no, refund_no, *amount_fen, *status, event_id)
+                    .await?;
+                if known {
+                    if *status == RefundStatus::Abnormal {
+                        tracing::error!(
+                            provider = method,
+                            order_no,
+                            refund_no,
+                            "a refund could not reach the payer (abnormal): it needs a person"
+                        );
+                    } else {
+                        tracing::info!(provider = method, order_no, refund_no, status = %status, "refund notice recorded");
+                    }
+                } else {
+                    tracing::warn!(
+                        provider = method,
+                        order_no,
+                        refund_no,
+                        "refund notice for an unknown order: nothing changed"
+                    );
+                }
+                Ok(())
+            }
             NotificationKind::Other(what) => {
                 self.store
                     .payments()
@@ -370,8 +420,8 @@ impl Payments {
         reason: &str,
     ) -> Result<PaymentRow, GateError> {
         if !matches!(
-            order.status.as_str(),
-            "completed" | "partially_refunded" | "refunded"
+            order.status,
+            PaymentStatus::Completed | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded
         ) {
             return Err(conflict(format!(
                 "an order that is {} cannot be refunded",
@@ -382,8 +432,9 @@ impl Payments {
             return Err(unprocessable("refund_amount must be greater than zero"));
         }
         let provider = self.provider(&order.payment_method)?;
-        provider
-            .refund(order, refund_no, amount_fen)
+        let at_provider = provider_refund_no(refund_no);
+        let status = provider
+            .refund(order, &at_provider, amount_fen)
             .await
             .map_err(|e| {
                 GateError::bad_gateway(format!("退款失败: the provider refused the refund ({e})"))
@@ -397,6 +448,7 @@ impl Payments {
                 amount_fen,
                 reason,
                 self.config.payments.partial_refund_shortens,
+                (&at_provider, status),
             )
             .await?
             .ok_or_else(|| conflict("the refunds would exceed the amount paid"))?;
@@ -448,5 +500,28 @@ impl Payments {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::provider_refund_no;
+
+    #[test]
+    fn refund_ids_are_what_every_provider_accepts() {
+        let id = "0b8f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5b";
+        assert_eq!(provider_refund_no(&format!("{id}:r1")), format!("{id}r1"));
+        let long = |tail: &str| format!("{id}:{}{tail}", "k".repeat(40));
+        let (a, b) = (
+            provider_refund_no(&long("a")),
+            provider_refund_no(&long("b")),
+        );
+        assert_ne!(a, b, "two long keys are two refunds");
+        assert!(a.len() <= 64 && a.bytes().all(|c| c.is_ascii_alphanumeric()));
+        assert_eq!(
+            a,
+            provider_refund_no(&long("a")),
+            "and the same key the same id"
+        );
     }
 }

@@ -7,7 +7,7 @@ use http::{HeaderMap, Response};
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::store::PaymentRow;
+use crate::store::{PaymentRow, RefundStatus};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -41,6 +41,13 @@ pub struct Notification {
 pub enum NotificationKind {
     Paid,
     Closed,
+    /// Where a refund of the order stands (WeChat Pay's REFUND.*, Alipay's refund notice).
+    Refund {
+        /// The id the provider knows the refund by (what the gate sent it).
+        refund_no: String,
+        amount_fen: Fen,
+        status: RefundStatus,
+    },
     /// Anything else (a refund notice, a state we do not act on).
     Other(String),
 }
@@ -55,12 +62,14 @@ pub trait Provider: Send + Sync {
     ) -> BoxFuture<'a, Result<Checkout, String>>;
     fn query<'a>(&'a self, order: &'a PaymentRow) -> BoxFuture<'a, Result<TradeState, String>>;
     fn close<'a>(&'a self, order: &'a PaymentRow) -> BoxFuture<'a, Result<(), String>>;
+    /// Asks for a refund under `refund_no` (letters, digits, `-` and `_`, at most 64: what
+    /// every provider accepts); says where it stands once the provider took it.
     fn refund<'a>(
         &'a self,
         order: &'a PaymentRow,
         refund_no: &'a str,
         amount_fen: Fen,
-    ) -> BoxFuture<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<RefundStatus, String>>;
     /// Verifies a notification's signature and identity, then parses it. `Err` says why it was
     /// refused; nothing may change for a refused notification.
     fn verify_notification(&self, headers: &HeaderMap, body: &[u8])

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::provider::{BoxFuture, Checkout, Notification, NotificationKind, Provider, TradeState};
-use crate::store::PaymentRow;
+use crate::store::{PaymentRow, RefundStatus};
 
 pub const SIGNATURE_HEADER: &str = "x-sandbox-signature";
 
@@ -120,8 +120,9 @@ impl Provider for Sandbox {
         _order: &'a PaymentRow,
         _refund_no: &'a str,
         _amount_fen: Fen,
-    ) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async { Ok(()) })
+    ) -> BoxFuture<'a, Result<RefundStatus, String>> {
+        // The sandbox moves no money: a refund is done when it is asked for.
+        Box::pin(async { Ok(RefundStatus::Succeeded) })
     }
 
     fn verify_notification(

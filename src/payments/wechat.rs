@@ -23,7 +23,7 @@ use super::provider::{BoxFuture, Checkout, Notification, NotificationKind, Provi
 use crate::config::WechatConfig;
 use crate::formats::money::Fen;
 use crate::formats::rsa_keys as keys;
-use crate::store::PaymentRow;
+use crate::store::{PaymentRow, RefundStatus};
 
 /// Largest clock skew accepted on a signed response or callback.
 pub const MAX_SKEW_SECS: i64 = 300;
@@ -319,16 +319,13 @@ impl Provider for Wechat {
         order: &'a PaymentRow,
         refund_no: &'a str,
         amount_fen: Fen,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<RefundStatus, String>> {
         Box::pin(async move {
-            let out_refund_no: String = refund_no
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || "_-|*@".contains(*c))
-                .take(64)
-                .collect();
+            // Its REFUND.* callbacks come to the same notify URL as the payments'.
             let body = serde_json::json!({
                 "out_trade_no": order.order_no,
-                "out_refund_no": out_refund_no,
+                "out_refund_no": refund_no,
+                "notify_url": self.cfg.notify_url,
                 "amount": {"refund": amount_fen, "total": order.amount_fen, "currency": order.currency},
             });
             let (status, bytes) = self
@@ -344,7 +341,8 @@ impl Provider for Wechat {
             let v: serde_json::Value =
                 serde_json::from_slice(&bytes).map_err(|_| "malformed answer")?;
             match v["status"].as_str() {
-                Some("SUCCESS" | "PROCESSING") => Ok(()),
+                Some("SUCCESS") => Ok(RefundStatus::Succeeded),
+                Some("PROCESSING") => Ok(RefundStatus::Requested),
                 other => Err(format!("refund status {}", other.unwrap_or("?"))),
             }
         })
@@ -378,10 +376,35 @@ impl Provider for Wechat {
         if t["mchid"].as_str() != Some(self.cfg.mchid.as_str()) {
             return Err(format!("mchid {} is not ours", t["mchid"]));
         }
+        let event_type = env["event_type"].as_str().unwrap_or("");
+        // A refund's resource names the merchant only (no appid).
+        if let Some(outcome) = event_type.strip_prefix("REFUND.") {
+            let status = match (outcome, t["refund_status"].as_str().unwrap_or("")) {
+                ("SUCCESS", "SUCCESS") => RefundStatus::Succeeded,
+                ("ABNORMAL", "ABNORMAL") => RefundStatus::Abnormal,
+                ("CLOSED", "CLOSED") => RefundStatus::Closed,
+                (event, state) => return Err(format!("refund event {event} with status {state}")),
+            };
+            let amount = &t["amount"];
+            return Ok(Notification {
+                event_id,
+                order_no: t["out_trade_no"].as_str().unwrap_or("").to_string(),
+                trade_no: t["transaction_id"].as_str().unwrap_or("").to_string(),
+                amount_fen: Fen::new(amount["total"].as_i64().ok_or("no amount.total")?),
+                kind: NotificationKind::Refund {
+                    refund_no: t["out_refund_no"]
+                        .as_str()
+                        .filter(|s| !s.is_empty())
+                        .ok_or("no out_refund_no")?
+                        .to_string(),
+                    amount_fen: Fen::new(amount["refund"].as_i64().ok_or("no amount.refund")?),
+                    status,
+                },
+            });
+        }
         if t["appid"].as_str() != Some(self.cfg.appid.as_str()) {
             return Err(format!("appid {} is not ours", t["appid"]));
         }
-        let event_type = env["event_type"].as_str().unwrap_or("");
         let kind = match (event_type, t["trade_state"].as_str().unwrap_or("")) {
             ("TRANSACTION.SUCCESS", "SUCCESS")
                 if t["amount"]["currency"].as_str().unwrap_or("CNY") == "CNY" =>

@@ -89,6 +89,20 @@ impl SubscriptionStatus {
 }
 
 state_column!(
+    /// Where a refund stands at the provider.
+    RefundStatus {
+        /// Accepted by the provider, not yet done.
+        Requested = "requested",
+        /// The money is back with the payer.
+        Succeeded = "succeeded",
+        /// The provider could not pay it back (a closed account): it needs a person.
+        Abnormal = "abnormal",
+        /// Closed by the provider without being paid.
+        Closed = "closed",
+    }
+);
+
+state_column!(
     /// Where a payment order stands.
     PaymentStatus {
         /// Created, waiting for the provider's word.

@@ -1,6 +1,6 @@
 //! Payment orders. The amount is always copied from the plan on the server.
 
-use super::columns::PaymentStatus;
+use super::columns::{PaymentStatus, RefundStatus};
 use super::subscriptions::{PaidContext, PeriodEffect, SubscriptionRow};
 use super::{StoreError, now_ms};
 use crate::formats::ids::UserId;
@@ -459,6 +459,7 @@ impl Payments<'_> {
     /// A new refund also takes back, in the same transaction, what it paid for
     /// ([`super::subscriptions::take_back`]): its share of the credit basis always, and time
     /// when the order is refunded whole, or for every refund when `partial_shortens`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn add_refund(
         &self,
         id: &str,
@@ -466,6 +467,7 @@ impl Payments<'_> {
         amount_fen: Fen,
         reason: &str,
         partial_shortens: bool,
+        at_provider: (&str, RefundStatus),
     ) -> Result<Option<(PaymentRow, bool)>, StoreError> {
         let mut tx = self.pool().begin().await?;
         let fresh = sqlx::query(
@@ -496,6 +498,19 @@ impl Payments<'_> {
             if done.rows_affected() == 0 {
                 return Ok(None);
             }
+            let now = now_ms();
+            sqlx::query(
+                "INSERT INTO payment_refunds (payment_id, refund_no, amount_fen, status, detail, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (payment_id, refund_no) DO NOTHING",
+            )
+            .bind(id)
+            .bind(at_provider.0)
+            .bind(amount_fen.get())
+            .bind(at_provider.1.as_str())
+            .bind(reason)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         }
         let row = sqlx::query_as::<_, PaymentRow>(&format!(
             "SELECT {COLUMNS} FROM payment_transactions WHERE id = $1"
@@ -596,4 +611,65 @@ async fn place(
     .execute(&mut *conn)
     .await?;
     Ok(id)
+}
+
+/// One refund of a payment and where it stands at the provider.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RefundRow {
+    pub payment_id: String,
+    pub refund_no: String,
+    #[sqlx(try_from = "i64")]
+    pub amount_fen: Fen,
+    #[sqlx(try_from = "String")]
+    pub status: RefundStatus,
+    pub detail: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Payments<'_> {
+    /// The refunds of a payment, oldest first.
+    pub async fn refunds_of(&self, payment_id: &str) -> Result<Vec<RefundRow>, StoreError> {
+        Ok(sqlx::query_as::<_, RefundRow>(
+            "SELECT payment_id, refund_no, amount_fen, status, detail, created_at, updated_at \
+             FROM payment_refunds WHERE payment_id = $1 ORDER BY created_at, refund_no",
+        )
+        .bind(payment_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Records what a provider's refund notice says of the refund `refund_no` of the order
+    /// `order_no`: its state, and its amount when the gate did not make it (a refund from the
+    /// provider's own console). Returns false for an order the gate does not know. A notice
+    /// never takes a refund back from a final state to `requested`.
+    pub async fn record_refund_notice(
+        &self,
+        order_no: &str,
+        refund_no: &str,
+        amount_fen: Fen,
+        status: RefundStatus,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        let Some(order) = self.by_order_no(order_no).await? else {
+            return Ok(false);
+        };
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO payment_refunds (payment_id, refund_no, amount_fen, status, detail, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) \
+             ON CONFLICT (payment_id, refund_no) DO UPDATE SET status = excluded.status, \
+             detail = excluded.detail, updated_at = excluded.updated_at \
+             WHERE excluded.status <> 'requested'",
+        )
+        .bind(&order.id)
+        .bind(refund_no)
+        .bind(amount_fen.get())
+        .bind(status.as_str())
+        .bind(detail)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(true)
+    }
 }

@@ -7,8 +7,13 @@ use crate::common::{Account, Db, Options, TestApp, spawn_app_with};
 use serde_json::{Value, json};
 
 async fn app(db: Db, fake: &FakeAlipay) -> TestApp {
+    app_with(db, fake, "").await
+}
+
+/// The gate with `extra` keys in `[payments.alipay]`.
+async fn app_with(db: Db, fake: &FakeAlipay, extra: &str) -> TestApp {
     let section = format!(
-        "\n[payments.alipay]\napp_id = \"{}\"\ngateway = \"{}\"\nseller_id = \"{}\"\nalipay_public_key = '''\n{}'''\n",
+        "\n[payments.alipay]\napp_id = \"{}\"\ngateway = \"{}\"\nseller_id = \"{}\"\nalipay_public_key = '''\n{}'''\n{extra}",
         fake_alipay::APP_ID,
         fake.url,
         fake_alipay::SELLER_ID,
@@ -147,7 +152,19 @@ async fn precreate_notify_activate(db: Db) {
     assert_eq!(refunds.len(), 1);
     let biz: Value = serde_json::from_str(&refunds[0]["biz_content"]).unwrap();
     assert_eq!(biz["refund_amount"], "9.90");
-    assert!(!biz["out_request_no"].as_str().unwrap().is_empty());
+    let out_request_no = biz["out_request_no"].as_str().unwrap().to_string();
+    assert_eq!(out_request_no, format!("{id}r1"));
+    // Its notice (a TRADE_SUCCESS with out_biz_no and refund_fee) is acknowledged and
+    // recorded on the payment, not taken for a second payment.
+    let notice = fake.refund_notification("n-refund", &no, &out_request_no, "9.90");
+    assert_eq!(notify(&app, notice).await, (200, "success".into()));
+    let payment = app
+        .as_user(&a)
+        .get_json(&format!("/payments/{id}"), 200)
+        .await;
+    assert_eq!(payment["refunds"][0]["refund_no"], out_request_no.as_str());
+    assert_eq!(payment["refunds"][0]["status"], "succeeded");
+    assert_eq!(payment["refunded_amount"], "9.90");
     app.stop().await;
 }
 
@@ -218,7 +235,39 @@ async fn forged_gateway_answers_are_not_trusted(db: Db) {
     app.stop().await;
 }
 
+/// A mobile checkout (`checkout = "wap"`) is a signed `alipay.trade.wap.pay` URL with
+/// `QUICK_WAP_WAY` and the `quit_url` Alipay requires: the portal's payment page by default,
+/// or the configured one.
+async fn wap_checkout_is_signed_and_sends_quit_url(db: Db) {
+    let fake = FakeAlipay::start().await;
+    for (extra, quit) in [
+        (
+            "checkout = \"wap\"\n",
+            "http://localhost:9000/portal/payments",
+        ),
+        (
+            "checkout = \"wap\"\nquit_url = \"https://clinic.example/pay\"\n",
+            "https://clinic.example/pay",
+        ),
+    ] {
+        let app = app_with(db, &fake, extra).await;
+        let a = app.signup("mobile").await;
+        let o = order(&app, &a, "专业版").await;
+        let url = reqwest::Url::parse(o["payment_url"].as_str().unwrap()).unwrap();
+        let params: std::collections::BTreeMap<String, String> =
+            url.query_pairs().into_owned().collect();
+        assert!(fake_alipay::signed_by_the_app(&params), "{params:?}");
+        assert_eq!(params["method"], "alipay.trade.wap.pay");
+        let biz: Value = serde_json::from_str(&params["biz_content"]).unwrap();
+        assert_eq!(biz["product_code"], "QUICK_WAP_WAY");
+        assert_eq!(biz["quit_url"], quit);
+        assert_eq!(biz["total_amount"], "99.00");
+        app.stop().await;
+    }
+}
+
 on_both!(
+    wap_checkout_is_signed_and_sends_quit_url,
     precreate_notify_activate,
     lost_notifications_are_found_by_query,
     forged_gateway_answers_are_not_trusted,

@@ -9,6 +9,7 @@ const TABLES: &[&str] = &[
     "api_keys",
     "audit_log",
     "email_verification_codes",
+    "payment_refunds",
     "payment_transactions",
     "plan_quotas",
     "quota_balances",

@@ -317,7 +317,105 @@ async fn platform_certificates_query_and_close(db: Db) {
     app.stop().await;
 }
 
+/// WeChat Pay's refund callbacks are accepted, verified and recorded on the payment: the
+/// refund request names the notify URL they come to, REFUND.SUCCESS marks the refund
+/// succeeded, a replay changes nothing, REFUND.ABNORMAL is recorded for a person to act on, and
+/// one for another merchant or with a byte changed is refused (400) and recorded nowhere.
+async fn refund_callbacks_are_verified_and_recorded(db: Db) {
+    let Ordered {
+        fake,
+        app,
+        a,
+        no,
+        id,
+    } = ordered(db).await;
+    let paid = fake.callback("EV-paid", &no, 9900, fake_wechat::MCHID, 0);
+    assert_eq!(callback(&app, paid).await, 204);
+    let root = app.admin_bearer().await;
+    let refund = |amount: &'static str, key: &'static str| {
+        app.with_authorization(&root)
+            .post(&format!("/payments/{id}/refund"))
+            .header("idempotency-key", key)
+            .json(&json!({"refund_amount": amount}))
+            .send()
+    };
+    assert_eq!(refund("19.80", "refund-one").await.unwrap().status(), 200);
+    assert_eq!(refund("9.90", "refund-two").await.unwrap().status(), 200);
+    let sent: Vec<Value> = fake
+        .calls("/v3/refund/domestic/refunds")
+        .iter()
+        .map(|c| serde_json::from_str(&c.2).unwrap())
+        .collect();
+    assert_eq!(
+        sent[0]["notify_url"],
+        "http://localhost:9000/webhooks/wechat"
+    );
+    // The order's id and the Idempotency-Key, as every provider accepts ids.
+    let (one, two) = (format!("{id}refund-one"), format!("{id}refund-two"));
+    assert_eq!(sent[0]["out_refund_no"], one.as_str());
+    let refunds = |p: Value| p["refunds"].as_array().unwrap().clone();
+    let status_of = |p: &Value, no: &str| {
+        refunds(p.clone())
+            .iter()
+            .find(|r| r["refund_no"] == no)
+            .map(|r| r["status"].as_str().unwrap().to_string())
+    };
+    let path = format!("/payments/{id}");
+    let detail = || async { app.as_user(&a).get_json(&path, 200).await };
+    let before = detail().await;
+    assert_eq!(refunds(before.clone()).len(), 2);
+
+    let success = fake.refund_callback(
+        "EV-r1",
+        &no,
+        &one,
+        (1980, 9900),
+        "SUCCESS",
+        fake_wechat::MCHID,
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            callback(&app, success.clone()).await,
+            204,
+            "accepted, replays too"
+        );
+    }
+    let abnormal = fake.refund_callback(
+        "EV-r2",
+        &no,
+        &two,
+        (990, 9900),
+        "ABNORMAL",
+        fake_wechat::MCHID,
+    );
+    assert_eq!(callback(&app, abnormal).await, 204);
+    let other = fake.refund_callback("EV-r3", &no, &two, (990, 9900), "SUCCESS", "1900000002");
+    assert_eq!(callback(&app, other).await, 400, "another merchant");
+    let (h, body) = fake.refund_callback(
+        "EV-r4",
+        &no,
+        &two,
+        (990, 9900),
+        "SUCCESS",
+        fake_wechat::MCHID,
+    );
+    assert_eq!(
+        callback(&app, (h, body.replace("退款结果通知", "退款结果通知 "))).await,
+        400,
+        "a byte changed"
+    );
+    let after = detail().await;
+    assert_eq!(status_of(&after, &one).as_deref(), Some("succeeded"));
+    assert_eq!(status_of(&after, &two).as_deref(), Some("abnormal"));
+    assert_eq!(
+        after["refunded_amount"], "29.70",
+        "the amounts are the gate's own"
+    );
+    app.stop().await;
+}
+
 on_both!(
+    refund_callbacks_are_verified_and_recorded,
     a_native_order_is_sent_with_the_plans_amount,
     forged_stale_or_altered_callbacks_credit_nothing,
     a_callback_delivered_ten_times_credits_once,

@@ -92,7 +92,45 @@ impl FakeAlipay {
         status: &str,
         app_id: &str,
     ) -> String {
+        self.notification_with(notify_id, order_no, amount, status, app_id, &[])
+    }
+
+    /// The notice of a (partial) refund: `trade_status` stays TRADE_SUCCESS, with the refund's
+    /// request number (`out_biz_no`), `refund_fee` and `gmt_refund`.
+    pub fn refund_notification(
+        &self,
+        notify_id: &str,
+        order_no: &str,
+        out_biz_no: &str,
+        refund_fee: &str,
+    ) -> String {
+        self.notification_with(
+            notify_id,
+            order_no,
+            "99.00",
+            "TRADE_SUCCESS",
+            APP_ID,
+            &[
+                ("out_biz_no", out_biz_no),
+                ("refund_fee", refund_fee),
+                ("gmt_refund", "2026-11-26 12:00:00.123"),
+            ],
+        )
+    }
+
+    fn notification_with(
+        &self,
+        notify_id: &str,
+        order_no: &str,
+        amount: &str,
+        status: &str,
+        app_id: &str,
+        extra: &[(&str, &str)],
+    ) -> String {
         let mut p = BTreeMap::new();
+        for (k, v) in extra {
+            p.insert(k.to_string(), v.to_string());
+        }
         for (k, v) in [
             ("notify_time", "2026-11-25 12:00:00"),
             ("notify_type", "trade_status_sync"),
@@ -131,19 +169,24 @@ fn respond(state: &Trades, method: &str, inner: serde_json::Value) -> String {
     format!("{{\"{key}\":{inner},\"sign\":\"{sign}\"}}")
 }
 
+/// Whether request parameters are signed (RSA2) with the app's key, for its app id: what the
+/// gateway checks of every call, and of the parameters of a page or wap checkout URL.
+pub fn signed_by_the_app(params: &BTreeMap<String, String>) -> bool {
+    let app_public: PublicKey = key_pair().0.to_public_key();
+    let signed = params
+        .get("sign")
+        .is_some_and(|sig| keys::verify(&app_public, request_sign_content(params).as_bytes(), sig));
+    signed
+        && params.get("app_id").map(String::as_str) == Some(APP_ID)
+        && params.get("sign_type").map(String::as_str) == Some("RSA2")
+}
+
 async fn gateway(State(state): State<Arc<Mutex<Trades>>>, body: axum::body::Bytes) -> String {
     let params: BTreeMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let method = params.get("method").cloned().unwrap_or_default();
     let mut s = state.lock().unwrap();
     s.calls.push((method.clone(), params.clone()));
-    let app_public: PublicKey = key_pair().0.to_public_key();
-    let signed = params.get("sign").is_some_and(|sig| {
-        keys::verify(&app_public, request_sign_content(&params).as_bytes(), sig)
-    });
-    if !signed
-        || params.get("app_id").map(String::as_str) != Some(APP_ID)
-        || params.get("sign_type").map(String::as_str) != Some("RSA2")
-    {
+    if !signed_by_the_app(&params) {
         return respond(
             &s,
             &method,

@@ -261,6 +261,53 @@ impl FakeWechat {
         let resource = serde_json::json!({"appid": APPID, "mchid": mchid, "out_trade_no": order_no,
             "transaction_id": format!("4200000000{}", &order_no[..8]), "trade_type": "NATIVE", "trade_state": "SUCCESS",
             "success_time": "2026-11-25T12:00:00+08:00", "amount": {"total": total, "payer_total": total, "currency": "CNY", "payer_currency": "CNY"}});
+        self.event(
+            event_id,
+            "TRANSACTION.SUCCESS",
+            "支付成功",
+            "transaction",
+            &resource,
+            skew,
+        )
+    }
+
+    /// A `REFUND.<status>` callback (SUCCESS, ABNORMAL, CLOSED) as WeChat Pay posts it: its
+    /// resource names the merchant and no appid.
+    pub fn refund_callback(
+        &self,
+        event_id: &str,
+        order_no: &str,
+        refund_no: &str,
+        (refund, total): (i64, i64),
+        status: &str,
+        mchid: &str,
+    ) -> (Vec<(String, String)>, String) {
+        let resource = serde_json::json!({"mchid": mchid, "out_trade_no": order_no,
+            "transaction_id": format!("4200000000{}", &order_no[..8]), "out_refund_no": refund_no,
+            "refund_id": format!("50000000{}", &order_no[..8]), "refund_status": status,
+            "success_time": "2026-11-26T12:00:00+08:00", "user_received_account": "招商银行信用卡0403",
+            "amount": {"total": total, "refund": refund, "payer_total": total, "payer_refund": refund}});
+        let event_type = format!("REFUND.{status}");
+        self.event(
+            event_id,
+            &event_type,
+            "退款结果通知",
+            "refund",
+            &resource,
+            0,
+        )
+    }
+
+    /// An event signed with the platform key, its resource encrypted with the APIv3 key.
+    fn event(
+        &self,
+        event_id: &str,
+        event_type: &str,
+        summary: &str,
+        original_type: &str,
+        resource: &serde_json::Value,
+        skew: i64,
+    ) -> (Vec<(String, String)>, String) {
         let nonce = &uuid::Uuid::new_v4().simple().to_string()[..12];
         let gcm = Aes256Gcm::new_from_slice(API_V3_KEY.as_bytes()).unwrap();
         let ct = gcm
@@ -268,14 +315,14 @@ impl FakeWechat {
                 &Nonce::try_from(nonce.as_bytes()).unwrap(),
                 Payload {
                     msg: resource.to_string().as_bytes(),
-                    aad: b"transaction",
+                    aad: original_type.as_bytes(),
                 },
             )
             .unwrap();
         let body = serde_json::json!({"id": event_id, "create_time": "2026-11-25T12:00:01+08:00", "resource_type": "encrypt-resource",
-            "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
-            "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM", "ciphertext": STANDARD.encode(ct),
-                "associated_data": "transaction", "nonce": nonce}})
+            "event_type": event_type, "summary": summary,
+            "resource": {"original_type": original_type, "algorithm": "AEAD_AES_256_GCM", "ciphertext": STANDARD.encode(ct),
+                "associated_data": original_type, "nonce": nonce}})
         .to_string();
         let ts = (idoctor_gate::store::now_ms() / 1000 + skew).to_string();
         let hn = uuid::Uuid::new_v4().simple().to_string();
