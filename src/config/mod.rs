@@ -5,6 +5,7 @@
 //! returns a [`Config`] in which every value is already checked and converted (durations,
 //! methods, the upstream authority), so the request path never parses configuration.
 
+pub mod alipay_certs;
 mod env;
 pub mod mounts;
 pub mod own_paths;
@@ -165,6 +166,9 @@ pub struct AlipayConfig {
     pub return_url: Option<String>,
     /// Sent with `alipay.trade.wap.pay` (required there).
     pub quit_url: String,
+    /// Certificate mode (公钥证书模式): the SNs requests carry and replies are checked by.
+    /// `None` in public-key mode.
+    pub cert_mode: Option<alipay_certs::AlipayCertMode>,
     pub notify_url: String,
 }
 

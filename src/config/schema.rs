@@ -324,6 +324,15 @@ pub struct AlipaySection {
     /// The app private key as a file; or GATE_ALIPAY_PRIVATE_KEY(_FILE) in the environment.
     #[serde(default)]
     pub private_key_file: Option<String>,
+    /// Certificate mode (公钥证书模式), instead of alipay_public_key: the app public-key
+    /// certificate (appCertPublicKey_<APPID>.crt), the Alipay public-key certificate
+    /// (alipayCertPublicKey_RSA2.crt) and Alipay's root bundle (alipayRootCert.crt).
+    #[serde(default)]
+    pub app_cert_file: Option<String>,
+    #[serde(default)]
+    pub alipay_cert_file: Option<String>,
+    #[serde(default)]
+    pub alipay_root_cert_file: Option<String>,
     /// Checked against notifications when set (seller_id).
     #[serde(default)]
     pub seller_id: Option<String>,

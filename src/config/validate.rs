@@ -504,14 +504,48 @@ fn validate_alipay(
             format!("`{}` is not an Alipay APPID (digits)", a.app_id),
         );
     }
-    let public = match (&a.alipay_public_key, &a.alipay_public_key_file) {
-        (Some(k), None) => Some(k.clone()),
-        (None, Some(f)) => read_file(p, "payments.alipay.alipay_public_key_file", f),
+    let certs = match (
+        &a.app_cert_file,
+        &a.alipay_cert_file,
+        &a.alipay_root_cert_file,
+    ) {
+        (None, None, None) => None,
+        (Some(app), Some(alipay), Some(root)) => Some(super::alipay_certs::CertFiles {
+            app_cert: ("payments.alipay.app_cert_file", app),
+            alipay_cert: ("payments.alipay.alipay_cert_file", alipay),
+            root_cert: ("payments.alipay.alipay_root_cert_file", root),
+        }),
         _ => {
             p.at(
                 None,
                 "payments.alipay",
-                "set exactly one of alipay_public_key, alipay_public_key_file",
+                "certificate mode needs all of app_cert_file, alipay_cert_file and alipay_root_cert_file",
+            );
+            None
+        }
+    };
+    let cert_mode_asked = a.app_cert_file.is_some() || a.alipay_cert_file.is_some();
+    let public = match (
+        &a.alipay_public_key,
+        &a.alipay_public_key_file,
+        cert_mode_asked,
+    ) {
+        (Some(k), None, false) => Some(k.clone()),
+        (None, Some(f), false) => read_file(p, "payments.alipay.alipay_public_key_file", f),
+        (None, None, true) => None,
+        (_, _, true) => {
+            p.at(
+                None,
+                "payments.alipay",
+                "certificate mode reads Alipay's key from alipay_cert_file: remove alipay_public_key",
+            );
+            None
+        }
+        _ => {
+            p.at(
+                None,
+                "payments.alipay",
+                "set exactly one of alipay_public_key, alipay_public_key_file (or the three certificate files)",
             );
             None
         }
@@ -539,6 +573,21 @@ fn validate_alipay(
             );
         }
     }
+    let mut cert_mode = None;
+    let mut public = public;
+    if let Some(files) = &certs {
+        match super::alipay_certs::load(files, private.as_deref()) {
+            Ok((mode, key)) => {
+                cert_mode = Some(mode);
+                public = Some(key);
+            }
+            Err(problems) => {
+                for (key, msg) in problems {
+                    p.at(None, &key, msg);
+                }
+            }
+        }
+    }
     if !matches!(a.checkout.as_str(), "precreate" | "page" | "wap") {
         p.at(
             None,
@@ -560,6 +609,7 @@ fn validate_alipay(
         seller_id: a.seller_id.clone(),
         checkout: a.checkout.clone(),
         return_url: a.return_url.clone(),
+        cert_mode,
         quit_url: a
             .quit_url
             .clone()

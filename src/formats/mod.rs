@@ -4,6 +4,7 @@
 //! `config` can check the values an operator wrote with the same code their owners (`billing`,
 //! `payments`, `server`) later use, without importing a module above it.
 
+pub mod alipay_certs;
 pub mod ids;
 pub mod money;
 pub mod rsa_keys;

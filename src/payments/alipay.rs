@@ -136,6 +136,14 @@ impl Alipay {
         if let (true, Some(r)) = (method.ends_with(".pay"), &self.cfg.return_url) {
             p.insert("return_url".to_string(), r.clone());
         }
+        // Certificate mode: both SNs are signed with the rest.
+        if let Some(certs) = &self.cfg.cert_mode {
+            p.insert("app_cert_sn".to_string(), certs.app_cert_sn.clone());
+            p.insert(
+                "alipay_root_cert_sn".to_string(),
+                certs.alipay_root_cert_sn.clone(),
+            );
+        }
         let sign = keys::sign(&self.private_key, request_sign_content(&p).as_bytes());
         p.insert("sign".to_string(), sign);
         p
@@ -186,6 +194,19 @@ impl Alipay {
             .get("sign")
             .and_then(|s| s.as_str())
             .ok_or("the reply is not signed")?;
+        // Certificate mode: the reply names the Alipay certificate it was signed under (outside
+        // the signed object); one other than ours means Alipay rotated it, and nothing signed
+        // under a certificate the gate has not checked is trusted.
+        if let Some(certs) = &self.cfg.cert_mode {
+            let named = top.get("alipay_cert_sn").and_then(|s| s.as_str());
+            if named.is_some_and(|sn| sn != certs.alipay_cert_sn) {
+                return Err(format!(
+                    "the reply is signed under the Alipay certificate {}, not ours ({}): download the new one (alipay.open.app.alipaycert.download) and set alipay_cert_file",
+                    named.unwrap_or(""),
+                    certs.alipay_cert_sn
+                ));
+            }
+        }
         if !keys::verify(&self.alipay_key, signed.as_bytes(), sign) {
             return Err("the reply's signature does not verify".into());
         }

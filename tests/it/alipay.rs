@@ -2,6 +2,7 @@
 //! PostgreSQL: signed requests, verified responses, the pay-notify-activate loop, and every
 //! rejection.
 
+use crate::common::alipay_certs;
 use crate::common::fake_alipay::{self, FakeAlipay};
 use crate::common::{Account, Db, Options, TestApp, spawn_app_with};
 use serde_json::{Value, json};
@@ -266,9 +267,130 @@ async fn wap_checkout_is_signed_and_sends_quit_url(db: Db) {
     }
 }
 
+/// The gate in certificate mode: the three certificate files instead of Alipay's bare key.
+async fn app_in_cert_mode(db: Db, fake: &FakeAlipay, certs: &alipay_certs::Certs) -> TestApp {
+    let section = format!(
+        "\n[payments.alipay]\napp_id = \"{}\"\ngateway = \"{}\"\nseller_id = \"{}\"\napp_cert_file = \"{}\"\nalipay_cert_file = \"{}\"\nalipay_root_cert_file = \"{}\"\n",
+        fake_alipay::APP_ID,
+        fake.url,
+        fake_alipay::SELLER_ID,
+        certs.app.display(),
+        certs.alipay.display(),
+        certs.root.display()
+    );
+    spawn_app_with(Options {
+        db,
+        shipped: true,
+        routes: section,
+        env: vec![(
+            "GATE_ALIPAY_PRIVATE_KEY".into(),
+            fake_alipay::app_private_pem(),
+        )],
+        ..Options::default()
+    })
+    .await
+}
+
+/// Certificate mode (公钥证书模式): every request carries the app certificate's SN and the
+/// root bundle's (its RSA root only), signed with the rest, so a gateway that checks them
+/// accepts the order; Alipay's notifications verify with the key of its certificate; a reply
+/// signed under another Alipay certificate (`alipay_cert_sn`) is not trusted.
+async fn certificate_mode_sends_the_sns_and_trusts_only_its_certificate(db: Db) {
+    let certs = alipay_certs::make(&fake_alipay::app_private_pem());
+    let fake = FakeAlipay::start().await;
+    {
+        let mut s = fake.state.lock().unwrap();
+        s.cert_sns = Some((certs.app_sn.clone(), certs.root_sn.clone()));
+        s.alipay_cert_sn = Some(certs.alipay_sn.clone());
+    }
+    let app = app_in_cert_mode(db, &fake, &certs).await;
+    let a = app.signup("certified").await;
+    let o = order(&app, &a, "专业版").await;
+    let sent = &fake.calls("alipay.trade.precreate")[0];
+    assert_eq!(sent["app_cert_sn"], certs.app_sn);
+    assert_eq!(sent["alipay_root_cert_sn"], certs.root_sn);
+    assert_eq!(
+        certs.root_sn.split('_').count(),
+        2,
+        "two RSA roots; the EC root between them has no SN"
+    );
+
+    let no = o["order_id"].as_str().unwrap().to_string();
+    let paid = fake.notification("n-cert", &no, "99.00", "TRADE_SUCCESS", fake_alipay::APP_ID);
+    assert_eq!(notify(&app, paid).await, (200, "success".into()));
+    assert_eq!(app.current_plan(&a).await, "专业版");
+
+    fake.state.lock().unwrap().alipay_cert_sn = Some("0123456789abcdef0123456789abcdef".into());
+    let resp = app
+        .as_user(&a)
+        .post("/payments/")
+        .json(&json!({"plan_id": app.plan_id("企业版").await, "payment_method": "alipay"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        502,
+        "signed under a certificate the gate has not checked"
+    );
+    app.stop().await;
+}
+
 on_both!(
+    certificate_mode_sends_the_sns_and_trusts_only_its_certificate,
     wap_checkout_is_signed_and_sends_quit_url,
     precreate_notify_activate,
     lost_notifications_are_found_by_query,
     forged_gateway_answers_are_not_trusted,
 );
+
+/// `check-config` names a certificate file that does not parse, an app certificate that is not
+/// for the app private key, and a root bundle with no RSA certificate, each by its key.
+#[test]
+fn bad_certificates_are_named_by_check_config() {
+    let certs = alipay_certs::make(&fake_alipay::app_private_pem());
+    let other_key = alipay_certs::make(&fake_alipay::alipay_private_pem());
+    let garbage = certs.dir.path().join("garbage.crt");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let ec_only = certs.dir.path().join("ec.crt");
+    let problems = |app: &std::path::Path, root: &std::path::Path| {
+        let text = crate::common::ConfigEdit::shipped().render()
+            + &format!(
+                "\n[payments.alipay]\napp_id = \"{}\"\napp_cert_file = \"{}\"\nalipay_cert_file = \"{}\"\nalipay_root_cert_file = \"{}\"\n",
+                fake_alipay::APP_ID,
+                app.display(),
+                certs.alipay.display(),
+                root.display()
+            );
+        let env = [("GATE_ALIPAY_PRIVATE_KEY", fake_alipay::app_private_pem())];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        match idoctor_gate::config::Config::from_toml_str_with_env(&text, "t.toml", &env) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    };
+    assert_eq!(
+        problems(&certs.app, &certs.root),
+        "",
+        "the made certificates are good"
+    );
+    let found = problems(&garbage, &certs.root);
+    assert!(
+        found.contains("payments.alipay.app_cert_file") && found.contains("not PEM"),
+        "{found}"
+    );
+    let found = problems(&other_key.app, &certs.root);
+    assert!(
+        found.contains("payments.alipay.app_cert_file") && found.contains("app private key"),
+        "{found}"
+    );
+    let found = problems(&certs.app, &ec_only);
+    assert!(
+        found.contains("payments.alipay.alipay_root_cert_file") && found.contains("no RSA"),
+        "{found}"
+    );
+}

@@ -29,6 +29,15 @@ pub fn app_private_pem() -> String {
         .to_string()
 }
 
+/// Alipay's private key, for making its certificate in the certificate-mode tests.
+pub fn alipay_private_pem() -> String {
+    key_pair()
+        .1
+        .to_pkcs8_pem(LineEnding::LF)
+        .unwrap()
+        .to_string()
+}
+
 pub fn alipay_public_pem() -> String {
     key_pair()
         .1
@@ -45,6 +54,10 @@ pub struct Trades {
     pub calls: Vec<(String, BTreeMap<String, String>)>,
     /// Sign responses with a wrong key (a forged gateway).
     pub forge_responses: bool,
+    /// Certificate mode: the `app_cert_sn` and `alipay_root_cert_sn` every request must carry.
+    pub cert_sns: Option<(String, String)>,
+    /// Certificate mode: the `alipay_cert_sn` the replies name.
+    pub alipay_cert_sn: Option<String>,
 }
 
 pub struct FakeAlipay {
@@ -166,7 +179,12 @@ fn respond(state: &Trades, method: &str, inner: serde_json::Value) -> String {
         &key_pair().1
     };
     let sign = keys::sign(signer, inner.as_bytes());
-    format!("{{\"{key}\":{inner},\"sign\":\"{sign}\"}}")
+    match &state.alipay_cert_sn {
+        Some(sn) => {
+            format!("{{\"{key}\":{inner},\"alipay_cert_sn\":\"{sn}\",\"sign\":\"{sign}\"}}")
+        }
+        None => format!("{{\"{key}\":{inner},\"sign\":\"{sign}\"}}"),
+    }
 }
 
 /// Whether request parameters are signed (RSA2) with the app's key, for its app id: what the
@@ -186,6 +204,16 @@ async fn gateway(State(state): State<Arc<Mutex<Trades>>>, body: axum::body::Byte
     let method = params.get("method").cloned().unwrap_or_default();
     let mut s = state.lock().unwrap();
     s.calls.push((method.clone(), params.clone()));
+    let wrong_sns = s.cert_sns.as_ref().is_some_and(|(app, root)| {
+        params.get("app_cert_sn") != Some(app) || params.get("alipay_root_cert_sn") != Some(root)
+    });
+    if wrong_sns {
+        return respond(
+            &s,
+            &method,
+            serde_json::json!({"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-app-cert-sn"}),
+        );
+    }
     if !signed_by_the_app(&params) {
         return respond(
             &s,

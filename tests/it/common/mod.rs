@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod alipay_certs;
 pub mod config_edit;
 pub mod fake_alipay;
 pub mod fake_wechat;
