@@ -259,8 +259,8 @@ impl AuthCache {
 type LastKnown<T> = Cache<String, Option<Arc<T>>>;
 
 /// A lookup during a gap in the notification stream (`AuthCache::live`): the cache is not
-/// trusted, the database is asked, and its answer kept as the last one. While it is known down
-/// it is not asked; when it cannot answer, [`down_or_again`] decides.
+/// trusted, the database is asked, and its answer kept as the last one. When it cannot answer,
+/// its last answer holds if it is known down, and [`down_or_again`] decides otherwise.
 async fn through_gap<T, F, Fut>(
     store: &Store,
     last: &LastKnown<T>,
@@ -272,14 +272,23 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<Option<Arc<T>>, StoreError>>,
 {
-    if store.known_down() {
-        return stale(last.get(key).await, crate::store::Breaker::refusal());
-    }
-    match within_gap(lookup()).await {
+    // Known down, it is asked all the same, briefly: the breaker's word can be 200 ms old when
+    // the database is back, and another replica may already have written a revocation through
+    // it (a refused connection fails at once; only a silent network costs the 100 ms).
+    let known_down = store.known_down();
+    let asked = if known_down {
+        tokio::time::timeout(Duration::from_millis(100), lookup())
+            .await
+            .unwrap_or_else(|_| Err(crate::store::Breaker::refusal()))
+    } else {
+        within_gap(lookup()).await
+    };
+    match asked {
         Ok(state) => {
             last.insert(key.to_string(), state.clone()).await;
             Ok(state)
         }
+        Err(e @ StoreError::Unavailable(_)) if known_down => stale(last.get(key).await, e),
         Err(e @ StoreError::Unavailable(_)) => down_or_again(store, last, key, e, lookup).await,
         Err(e) => Err(e),
     }
