@@ -11,14 +11,22 @@ async fn app(db: Db, fake: &FakeAlipay) -> TestApp {
     app_with(db, fake, "").await
 }
 
-/// The gate with `extra` keys in `[payments.alipay]`.
+/// The gate with `extra` keys in `[payments.alipay]` (public-key mode).
 async fn app_with(db: Db, fake: &FakeAlipay, extra: &str) -> TestApp {
+    let key = format!(
+        "alipay_public_key = '''\n{}'''\n{extra}",
+        fake_alipay::alipay_public_pem()
+    );
+    spawn_with_keys(db, fake, &key).await
+}
+
+/// The gate with `[payments.alipay]` for the fake gateway, its key settings being `keys`.
+async fn spawn_with_keys(db: Db, fake: &FakeAlipay, keys: &str) -> TestApp {
     let section = format!(
-        "\n[payments.alipay]\napp_id = \"{}\"\ngateway = \"{}\"\nseller_id = \"{}\"\nalipay_public_key = '''\n{}'''\n{extra}",
+        "\n[payments.alipay]\napp_id = \"{}\"\ngateway = \"{}\"\nseller_id = \"{}\"\n{keys}",
         fake_alipay::APP_ID,
         fake.url,
         fake_alipay::SELLER_ID,
-        fake_alipay::alipay_public_pem()
     );
     spawn_app_with(Options {
         db,
@@ -269,26 +277,13 @@ async fn wap_checkout_is_signed_and_sends_quit_url(db: Db) {
 
 /// The gate in certificate mode: the three certificate files instead of Alipay's bare key.
 async fn app_in_cert_mode(db: Db, fake: &FakeAlipay, certs: &alipay_certs::Certs) -> TestApp {
-    let section = format!(
-        "\n[payments.alipay]\napp_id = \"{}\"\ngateway = \"{}\"\nseller_id = \"{}\"\napp_cert_file = \"{}\"\nalipay_cert_file = \"{}\"\nalipay_root_cert_file = \"{}\"\n",
-        fake_alipay::APP_ID,
-        fake.url,
-        fake_alipay::SELLER_ID,
+    let keys = format!(
+        "app_cert_file = \"{}\"\nalipay_cert_file = \"{}\"\nalipay_root_cert_file = \"{}\"\n",
         certs.app.display(),
         certs.alipay.display(),
         certs.root.display()
     );
-    spawn_app_with(Options {
-        db,
-        shipped: true,
-        routes: section,
-        env: vec![(
-            "GATE_ALIPAY_PRIVATE_KEY".into(),
-            fake_alipay::app_private_pem(),
-        )],
-        ..Options::default()
-    })
-    .await
+    spawn_with_keys(db, fake, &keys).await
 }
 
 /// Certificate mode (公钥证书模式): every request carries the app certificate's SN and the

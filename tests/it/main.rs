@@ -24,6 +24,7 @@ mod config;
 mod connections;
 mod frontends;
 mod gate_api;
+mod ledger_props;
 mod lifecycle;
 mod metering;
 mod outages;
