@@ -272,14 +272,12 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<Option<Arc<T>>, StoreError>>,
 {
-    // Known down, it is asked all the same, briefly: the breaker's word can be 200 ms old when
-    // the database is back, and another replica may already have written a revocation through
-    // it (a refused connection fails at once; only a silent network costs the 100 ms).
-    let known_down = store.known_down();
+    // The breaker's word that the database is down can be 200 ms old when it is back, and
+    // another replica may already have written a revocation through it: a new connection is
+    // tried first (`Store::reachable`: a refused one fails at once).
+    let known_down = store.known_down() && !store.reachable().await;
     let asked = if known_down {
-        tokio::time::timeout(Duration::from_millis(100), lookup())
-            .await
-            .unwrap_or_else(|_| Err(crate::store::Breaker::refusal()))
+        Err(crate::store::Breaker::refusal())
     } else {
         within_gap(lookup()).await
     };
@@ -294,9 +292,9 @@ where
     }
 }
 
-/// A lookup that could not reach the database. Its last answer holds only when the database is
-/// down by its own ping (the breaker opens when it does not answer within 500 ms): then nothing
-/// can be revoked in it. One that answers the ping is asked again, since another replica may
+/// A lookup that could not reach the database. Its last answer holds only when the database
+/// cannot be reached by a new connection either (the breaker is then opened by its own ping):
+/// then nothing can be revoked in it. One that takes a connection is asked again, since another replica may
 /// have written a revocation through it meanwhile (right after a restart, this lookup may
 /// have met a dead connection of the pool) and the last answer would admit what it revoked.
 async fn down_or_again<T, F, Fut>(
@@ -311,8 +309,10 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<Option<Arc<T>>, StoreError>>,
 {
-    store.check_alive().await;
-    if store.known_down() {
+    if !store.reachable().await {
+        // Down: the breaker is opened by its own ping, off this request's way.
+        let store = store.clone();
+        tokio::spawn(async move { store.check_alive().await });
         return stale(last.get(key).await, e);
     }
     let state = lookup().await?;

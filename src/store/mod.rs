@@ -100,6 +100,9 @@ pub struct Store {
     commits: commits::CommitWriter,
     /// Reservations, batched into shared transactions.
     reservations: reservations::ReserveWriter,
+    /// Until when a slow failed connection attempt says the database is unreachable
+    /// ([`Store::reachable`]).
+    unreachable_until: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// The store as `/readyz` and `/metrics` see it: whether it answers and takes a write, how
@@ -277,6 +280,7 @@ impl Store {
             postgres_url: (backend == Backend::Postgres).then(|| url.as_str().into()),
             commits: commits::CommitWriter::start(pool.clone()),
             reservations: reservations::ReserveWriter::start(pool.clone(), backend),
+            unreachable_until: Default::default(),
         };
         store.migrate().await?;
         Ok(store)
