@@ -275,28 +275,32 @@ where
     // The breaker's word that the database is down can be 200 ms old when it is back, and
     // another replica may already have written a revocation through it: a new connection is
     // tried first (`Store::reachable`: a refused one fails at once).
-    let known_down = store.known_down() && !store.reachable().await;
-    let asked = if known_down {
-        Err(crate::store::Breaker::refusal())
-    } else {
-        within_gap(lookup()).await
-    };
-    match asked {
-        Ok(state) => {
-            last.insert(key.to_string(), state.clone()).await;
-            Ok(state)
-        }
-        Err(e @ StoreError::Unavailable(_)) if known_down => stale(last.get(key).await, e),
+    if store.known_down() && !store.reachable().await {
+        return stale(last.get(key).await, crate::store::Breaker::refusal());
+    }
+    match within_gap(lookup()).await {
+        Ok(state) => Ok(remember(last, key, state).await),
         Err(e @ StoreError::Unavailable(_)) => down_or_again(store, last, key, e, lookup).await,
         Err(e) => Err(e),
     }
 }
 
+/// Keeps the database's answer as its last one, and returns it.
+async fn remember<T: Send + Sync + 'static>(
+    last: &LastKnown<T>,
+    key: &str,
+    state: Option<Arc<T>>,
+) -> Option<Arc<T>> {
+    last.insert(key.to_string(), state.clone()).await;
+    state
+}
+
 /// A lookup that could not reach the database. Its last answer holds only when the database
 /// cannot be reached by a new connection either (the breaker is then opened by its own ping):
-/// then nothing can be revoked in it. One that takes a connection is asked again, since another replica may
-/// have written a revocation through it meanwhile (right after a restart, this lookup may
-/// have met a dead connection of the pool) and the last answer would admit what it revoked.
+/// then nothing can be revoked in it. One that takes a connection is asked again, since
+/// another replica may have written a revocation through it meanwhile (right after a restart,
+/// this lookup may have met a dead connection of the pool) and the last answer would admit
+/// what it revoked.
 async fn down_or_again<T, F, Fut>(
     store: &Store,
     last: &LastKnown<T>,
@@ -315,9 +319,7 @@ where
         tokio::spawn(async move { store.check_alive().await });
         return stale(last.get(key).await, e);
     }
-    let state = lookup().await?;
-    last.insert(key.to_string(), state.clone()).await;
-    Ok(state)
+    Ok(remember(last, key, lookup().await?).await)
 }
 
 /// A lookup while the notification stream is broken, given half a second: longer, and the

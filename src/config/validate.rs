@@ -130,17 +130,8 @@ pub fn validate(
     for qt in &file.quota_types {
         let start = Some(qt.span().start);
         let q = qt.get_ref();
-        if q.key.is_empty()
-            || !q
-                .key
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            p.at(
-                start,
-                "quota_type.key",
-                format!("`{}` must be lowercase letters, digits and `_`", q.key),
-            );
+        if let Err(why) = QuotaKey::parse(&q.key) {
+            p.at(start, "quota_type.key", why);
         } else if !seen_types.insert(q.key.clone()) {
             p.at(
                 start,
