@@ -8,7 +8,7 @@
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -153,17 +153,24 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// The database cannot serve now, by its own word: SQLite's SQLITE_BUSY (5) and SQLITE_LOCKED
-/// (6), with their extended codes (`code & 0xff`); PostgreSQL's connection exceptions (class
-/// 08) and operator interventions (class 57: shutting down, starting up).
-fn is_busy(code: Option<&str>, message: &str) -> bool {
-    if let Some(c) = code.filter(|c| c.len() == 5) {
-        if c.starts_with("08") || c.starts_with("57") {
-            return true;
+/// The database cannot serve now, by its own word. PostgreSQL (five-character SQLSTATEs):
+/// connection exceptions (class 08), insufficient resources (class 53: disk full, out of
+/// memory, too many connections) and operator interventions (class 57: shutting down,
+/// starting up). SQLite (numeric codes below 10000, extended codes folded by `code & 0xff`):
+/// SQLITE_BUSY (5) and SQLITE_LOCKED (6), another writer holding the file past busy_timeout;
+/// SQLITE_IOERR (10) and SQLITE_FULL (13), the disk failing or full; SQLITE_CANTOPEN (14), the
+/// file gone from under it. Each passes once the operator or the other writer is done, and
+/// none is a reason to answer 500.
+fn is_unavailable(code: Option<&str>, message: &str) -> bool {
+    match code {
+        Some(c) if c.len() == 5 => ["08", "53", "57"].iter().any(|class| c.starts_with(class)),
+        _ => {
+            let primary = code.and_then(|c| c.parse::<i64>().ok()).map(|c| c & 0xff);
+            matches!(primary, Some(5 | 6 | 10 | 13 | 14))
+                || message.contains("database is locked")
+                || message.contains("database or disk is full")
         }
     }
-    let primary = code.and_then(|c| c.parse::<i64>().ok()).map(|c| c & 0xff);
-    matches!(primary, Some(5) | Some(6)) || message.contains("database is locked")
 }
 
 /// The field a unique violation is about, as a client would name it, from SQLite's
@@ -211,11 +218,11 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict(taken_field(db.message(), db.constraint()))
             }
-            // SQLite's file is locked by another writer (another process, a backup holding a
-            // write transaction) past busy_timeout: the store is there but cannot write now.
-            sqlx::Error::Database(db) if is_busy(db.code().as_deref(), db.message()) => {
+            // The file locked by another writer past busy_timeout, the disk full, the server
+            // shutting down: the store is there but cannot serve now.
+            sqlx::Error::Database(db) if is_unavailable(db.code().as_deref(), db.message()) => {
                 StoreError::Unavailable(format!(
-                    "the database is busy (locked by another writer): {}",
+                    "the database cannot serve now: {}",
                     redact(db.message())
                 ))
             }
@@ -252,6 +259,32 @@ impl Store {
             // per query). A PostgreSQL one may have been dropped by the server; it keeps the
             // check.
             .test_before_acquire(backend == Backend::Postgres)
+            // A connection must come back to the pool outside any transaction. sqlx counts the
+            // transactions it opened; when SQLite has already rolled one back by itself (a full
+            // disk, an I/O error), sqlx's own ROLLBACK fails and its count stays at one, so the
+            // next `begin` opens a SAVEPOINT instead, a dropped one answers with ROLLBACK TO
+            // (which leaves the transaction open), and every later write on that connection
+            // stays uncommitted, holding the write lock: charges answered 200 that no other
+            // connection ever sees. Such a connection is closed instead of reused. The ping
+            // first runs the rollback a dropped transaction queued, so only a count that stays
+            // up after it closes the connection; a connection outside a transaction (every
+            // release on the hot path) costs nothing more.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    if !conn.is_in_transaction() {
+                        return Ok(true);
+                    }
+                    conn.ping().await?;
+                    let clean = !conn.is_in_transaction();
+                    if !clean {
+                        tracing::warn!(
+                            "a database connection came back inside a transaction it could not \
+                             roll back; closing it"
+                        );
+                    }
+                    Ok(clean)
+                })
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -455,6 +488,25 @@ mod tests {
         );
         assert_eq!(taken_field("x", Some("users_username_folded")), "username");
         assert_eq!(taken_field("x", Some("users_email_key")), "email");
+    }
+
+    #[test]
+    fn a_full_disk_a_lock_or_a_stopping_server_is_unavailable_not_a_bug() {
+        use super::is_unavailable;
+        // SQLite: busy, locked, disk I/O (SQLITE_IOERR_WRITE = 10 | 3 << 8), full, cannot open.
+        for code in ["5", "517", "6", "778", "13", "14"] {
+            assert!(is_unavailable(Some(code), ""), "SQLite {code}");
+        }
+        assert!(is_unavailable(None, "database or disk is full"));
+        // PostgreSQL: admin shutdown, disk full, connection failure.
+        for code in ["57P01", "53100", "08006"] {
+            assert!(is_unavailable(Some(code), ""), "PostgreSQL {code}");
+        }
+        // Bugs stay bugs: a constraint (SQLite 19, 2067), a syntax error, a missing table, and
+        // PostgreSQL codes whose digits would fold onto SQLite's (23301 & 0xff == 5, 22029 & 0xff == 13).
+        for code in ["19", "2067", "1", "42601", "42P01", "23301", "22029"] {
+            assert!(!is_unavailable(Some(code), "x"), "{code}");
+        }
     }
 
     #[test]

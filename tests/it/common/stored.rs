@@ -89,6 +89,19 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The state of each of the account's usage rows, by the request id it was charged for.
+    pub async fn usage_by_request(&self, a: &Account) -> std::collections::HashMap<String, String> {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT request_id, state FROM usage_logs WHERE user_id = $1",
+        )
+        .bind(a.id.as_str())
+        .fetch_all(self.store().pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+    }
+
     /// How many usage rows of `quota_type` the account has in `state`.
     pub async fn usage_rows_in(&self, a: &Account, quota_type: &str, state: &str) -> i64 {
         self.usage_rows(a, quota_type)
