@@ -22,6 +22,7 @@ mod attacks;
 mod backend_wire;
 mod config;
 mod connections;
+mod faults;
 mod frontends;
 mod gate_api;
 mod ledger_props;
