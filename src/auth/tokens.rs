@@ -18,7 +18,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Kind::Access => "access",
             Kind::Refresh => "refresh",

@@ -2,6 +2,8 @@
 reading or a download it is sending, as the real backend's process dies when the OOM killer or
 an operator takes it. Prints its port on the first line of stdout.
 
+    python3 dying_backend.py [KILL_AFTER bytes] [PORT (0: any free one)]
+
 POST /upload_dicom_zip  reads the body; after KILL_AFTER bytes it kills itself.
 GET  /download          announces SIZE bytes, sends KILL_AFTER of them, kills itself.
 Anything else           200 {"ok": true}.
@@ -13,6 +15,7 @@ import socket
 import sys
 
 KILL_AFTER = int(sys.argv[1]) if len(sys.argv) > 1 else 8 << 20
+PORT = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 SIZE = 200 << 20
 
 
@@ -66,7 +69,9 @@ def serve(conn):
 
 def main():
     listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
+    # A restarted backend takes its predecessor's port (bench/faults.py) at once.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", PORT))
     listener.listen(16)
     print(listener.getsockname()[1], flush=True)
     while True:
