@@ -162,12 +162,30 @@ pub fn canonicalize(raw: &str) -> Result<String, PathError> {
     if out.is_empty() || trailing_slash {
         out.push('/');
     }
+    // Encoding can triple a path's length: the limit holds for what the backend is sent, so
+    // that the canonical form is itself a path the gate accepts.
+    if out.len() > MAX_PATH_LEN {
+        return Err(PathError::TooLong);
+    }
     Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `path_and_route` fuzz target: a path under the limit whose raw bytes the
+    /// gate percent-encodes came out longer than the limit, so its canonical form was one the
+    /// gate itself refuses.
+    #[test]
+    fn a_path_whose_encoding_passes_the_limit_is_too_long() {
+        let raw = format!("/{}", "`".repeat(MAX_PATH_LEN / 2));
+        assert!(raw.len() <= MAX_PATH_LEN);
+        assert_eq!(canonicalize(&raw), Err(PathError::TooLong));
+        let fits = format!("/{}", "`".repeat((MAX_PATH_LEN - 1) / 3));
+        let canonical = canonicalize(&fits).unwrap();
+        assert_eq!(canonicalize(&canonical), Ok(canonical.clone()));
+    }
 
     #[test]
     fn plain_paths_are_unchanged() {
