@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A backend killed mid-transfer, over and over: does the gate leak memory or connections?
 
-    python3 bench/faults.py [gate binary]       (FAULT_ROUNDS=40 by default)
+    python3 bench/faults.py [gate binary]       (FAULT_ROUNDS=200 by default)
 
 tests/it/faults.rs proves once that a backend killed 16 MB into a 200 MB upload or download
 leaves the client a clean answer, the charge right and no connection open. This repeats it:
@@ -26,7 +26,7 @@ import time
 from cluster import ROOT, free_port, request, rss_mib, start_gates, stop_gates
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "target/release/idoctor-gate")
-ROUNDS = int(os.environ.get("FAULT_ROUNDS", "40"))
+ROUNDS = int(os.environ.get("FAULT_ROUNDS", "200"))
 WARMUP = 5
 OUT = ROOT / "bench/results/faults.md"
 MIB = 1 << 20
