@@ -31,6 +31,8 @@ pub fn routes() -> Router<Arc<ApiState>> {
         post(send_verification_code),
     );
     r = both(r, "/auth/verify-email", post(verify_email));
+    r = both(r, "/auth/forgot-password", post(forgot_password));
+    r = both(r, "/auth/reset-password", post(reset_password));
     r
 }
 
@@ -295,4 +297,70 @@ pub async fn verify_email(
     }
     state.auth.verify_code(&email, code).await?;
     Ok(Json(Message::ok("邮箱验证成功")))
+}
+
+/// Ask for a password reset code. The answer is the same whether or not an account has the
+/// address (nothing tells who is registered); when one has, a 6-digit code is mailed (at most
+/// once a minute, valid 10 minutes by default, a few wrong attempts allowed).
+#[utoipa::path(post, path = "/auth/forgot-password", tag = "auth", request_body = EmailRequest,
+    responses(
+        (status = 202, description = "If an account has this address, a code is on its way", body = Message),
+        (status = 422, description = "Not an email address", body = ErrorBody),
+        (status = 503, description = "This gate cannot send email (production without `[smtp]`)", body = ErrorBody)))]
+pub async fn forgot_password(
+    State(state): State<Arc<ApiState>>,
+    JsonBody(req): JsonBody<EmailRequest>,
+) -> Result<(StatusCode, Json<Message>), GateError> {
+    let email = crate::auth::normalise_email(&req.email)?;
+    state.auth.forgot_password(&email).await?;
+    let minutes = state.auth.code_minutes();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Message::ok(format!(
+            "如果该邮箱已注册，重置验证码已发送，有效期 {minutes} 分钟: if an account has this address, a reset code was sent to it"
+        ))),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ResetPasswordRequest {
+    #[schema(
+        pattern = "^\\s*[^\\s@\\x00-\\x1f\\x7f-\\x9f]+@[^\\s@.\\x00-\\x1f\\x7f-\\x9f]+(\\.[^\\s@.\\x00-\\x1f\\x7f-\\x9f]+)+\\s*$",
+        max_length = 254
+    )]
+    pub email: String,
+    /// The 6-digit code from the reset mail.
+    #[schema(pattern = "^[0-9]{6}$", min_length = 6, max_length = 6)]
+    pub code: String,
+    /// 8 to 100 characters.
+    #[schema(min_length = 8, max_length = 100)]
+    pub new_password: String,
+}
+
+/// Set a new password with the emailed code. Every session of the account is signed out (its
+/// refresh tokens revoked, on every replica); access tokens already issued run to their expiry.
+#[utoipa::path(post, path = "/auth/reset-password", tag = "auth", request_body = ResetPasswordRequest,
+    responses(
+        (status = 200, description = "The password is replaced; sign in with it", body = Message),
+        (status = 403, description = "The code is wrong or has expired (or none was sent)", body = ErrorBody),
+        (status = 422, description = "Not an email address, a code that is not 6 digits, or a password outside 8 to 100 characters", body = ErrorBody),
+        (status = 429, description = "Too many wrong codes: ask for a new one", body = ErrorBody)))]
+pub async fn reset_password(
+    State(state): State<Arc<ApiState>>,
+    JsonBody(req): JsonBody<ResetPasswordRequest>,
+) -> Result<Json<Message>, GateError> {
+    let email = crate::auth::normalise_email(&req.email)?;
+    let code = req.code.trim();
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(GateError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the code must be 6 digits",
+        ));
+    }
+    let user = state
+        .auth
+        .reset_password(&email, code, &req.new_password)
+        .await?;
+    tracing::info!(user_id = %user, "password reset with an emailed code: every session signed out");
+    Ok(Json(Message::ok("密码已重置，请使用新密码登录")))
 }

@@ -28,6 +28,8 @@ use super::ApiState;
         super::auth::logout,
         super::auth::send_verification_code,
         super::auth::verify_email,
+        super::auth::forgot_password,
+        super::auth::reset_password,
         super::users::me,
         super::users::update_me,
         super::users::get_user,

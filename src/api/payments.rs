@@ -414,6 +414,9 @@ pub async fn sandbox_checkout(
         .by_order_no(&order_no)
         .await?
         .ok_or_else(|| GateError::not_found("no such order"))?;
+    if !state.payments.paid_on_sandbox(&order.payment_method) {
+        return Err(not_on_sandbox(&order.payment_method));
+    }
     let amount = order.amount_fen.to_string();
     let esc = |s: &str| {
         s.replace('&', "&amp;")
@@ -421,9 +424,14 @@ pub async fn sandbox_checkout(
             .replace('>', "&gt;")
             .replace('"', "&quot;")
     };
+    let stands_for = match order.payment_method.as_str() {
+        "alipay" => "Alipay (支付宝), which has no credentials on this gate",
+        "wechat" => "WeChat Pay (微信支付), which has no credentials on this gate",
+        _ => "Alipay / WeChat Pay",
+    };
     Ok(Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sandbox checkout</title></head><body>\
-         <h1>Sandbox checkout</h1><p>No money moves: this page stands in for Alipay / WeChat Pay.</p>\
+         <h1>Sandbox checkout (沙箱支付)</h1><p>No money moves: this page stands in for {stands_for}.</p>\
          <p>Order <code>{no}</code>: {desc}, <strong>{amount} {cur}</strong>, status <strong>{status}</strong>.</p>\
          <form method=\"post\"><button type=\"submit\">Pay {amount} {cur}</button></form></body></html>",
         no = esc(&order.order_no),
@@ -431,6 +439,13 @@ pub async fn sandbox_checkout(
         cur = esc(&order.currency),
         status = order.status,
     )))
+}
+
+/// An order whose method is a real provider: its payer pays there, never on the sandbox page.
+fn not_on_sandbox(method: &str) -> GateError {
+    GateError::not_found(format!(
+        "this order is paid through `{method}`, not on the sandbox checkout page"
+    ))
 }
 
 /// Pay on the sandbox checkout page: a notification signed with the sandbox key goes through
@@ -453,10 +468,13 @@ pub async fn sandbox_pay(
         .by_order_no(&order_no)
         .await?
         .ok_or_else(|| GateError::not_found("no such order"))?;
+    if !state.payments.paid_on_sandbox(&order.payment_method) {
+        return Err(not_on_sandbox(&order.payment_method));
+    }
     let (body, headers) = sandbox.paid_event(&order);
     let ack = state
         .payments
-        .handle_notification("sandbox", &headers, &body)
+        .handle_notification(&order.payment_method, &headers, &body)
         .await;
     if !ack.status().is_success() {
         return Err(GateError::unavailable(

@@ -1,12 +1,16 @@
-//! Email verification codes: six digits from the OS CSPRNG, stored as a keyed hash with an
-//! expiry and a limit on wrong attempts (a 6-digit code cannot be brute-forced in 10 minutes
-//! when only a handful of guesses count), one resend a minute per address.
+//! Emailed codes: six digits from the OS CSPRNG, stored as a keyed hash with an expiry and a
+//! limit on wrong attempts (a 6-digit code cannot be brute-forced in 10 minutes when only a
+//! handful of guesses count), one resend a minute per address. Two purposes: verifying an
+//! address, and resetting a forgotten password.
 
 use super::AuthService;
+use super::mail::CodeMail;
 use crate::error::Refusal;
-use crate::store::now_ms;
+use crate::formats::ids::UserId;
+use crate::store::{UserUpdate, now_ms};
 
 const PURPOSE: &str = "verify";
+const RESET: &str = "reset";
 const RESEND_INTERVAL_MS: i64 = 60_000;
 
 fn invalid_code() -> Refusal {
@@ -18,6 +22,11 @@ impl AuthService {
     fn code_hash(&self, email: &str, code: &str) -> String {
         self.hasher
             .hash("email-code", &format!("{email}\u{0}{code}"))
+    }
+
+    fn reset_hash(&self, email: &str, code: &str) -> String {
+        self.hasher
+            .hash("reset-code", &format!("{email}\u{0}{code}"))
     }
 
     /// Sends a new code to `email` (already normalised).
@@ -49,8 +58,112 @@ impl AuthService {
             )
             .await?;
         self.mailer
-            .send_code(email, &code, ttl.as_secs() / 60)
+            .send_code(CodeMail::Verify, email, &code, ttl.as_secs() / 60)
             .await
+    }
+
+    /// Starts a password reset for `email` (already normalised): when an active account has
+    /// that address and no reset code went to it in the last minute, a new code is stored and
+    /// mailed. The caller learns nothing about whether an account exists: the answer is the
+    /// same, and the code is stored and mailed after it (a failure is logged), so the time
+    /// taken does not tell either.
+    pub async fn forgot_password(&self, email: &str) -> Result<(), Refusal> {
+        if !self.mailer.can_send() {
+            return Err(Refusal::unavailable(
+                "email delivery is not configured on this gate: ask an operator to reset the password",
+            ));
+        }
+        let Some(user) = self.store.users().by_login(email).await? else {
+            return Ok(());
+        };
+        if !user.is_active || user.email != email {
+            return Ok(());
+        }
+        if let Some(prev) = self.store.codes().get(email, RESET).await?
+            && prev.created_at + RESEND_INTERVAL_MS > now_ms()
+        {
+            return Ok(());
+        }
+        let code = super::random::digits(6);
+        let hash = self.reset_hash(email, &code);
+        let ttl = self.config.auth.code_ttl;
+        let (store, mailer, email) = (self.store.clone(), self.mailer.clone(), email.to_string());
+        tokio::spawn(async move {
+            let stored = store
+                .codes()
+                .put(&email, RESET, &hash, now_ms() + ttl.as_millis() as i64)
+                .await;
+            let sent = match stored {
+                Ok(()) => {
+                    mailer
+                        .send_code(CodeMail::Reset, &email, &code, ttl.as_secs() / 60)
+                        .await
+                }
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = sent {
+                tracing::warn!(user_id = %user.id, error = %e.detail, "a password reset code was not sent");
+            }
+        });
+        Ok(())
+    }
+
+    /// Sets a new password with a reset code: the code is checked like a verification code
+    /// (attempts counted first), then the password is replaced, every session of the account
+    /// is signed out on every replica, and the address counts as verified (its owner just
+    /// proved it). The code is used up.
+    pub async fn reset_password(
+        &self,
+        email: &str,
+        code: &str,
+        new_password: &str,
+    ) -> Result<UserId, Refusal> {
+        super::accounts::check_password(new_password)?;
+        let max = self.config.auth.code_attempts as i64;
+        let Some(row) = self
+            .store
+            .codes()
+            .take_attempt(email, RESET, max, now_ms())
+            .await?
+        else {
+            return Err(self.no_attempt_left(email, RESET).await?);
+        };
+        if row.code_hash != self.reset_hash(email, code) {
+            return Err(invalid_code());
+        }
+        let user = match self.store.users().by_login(email).await? {
+            Some(u) if u.email == email && u.is_active => u,
+            _ => return Err(invalid_code()),
+        };
+        let update = UserUpdate {
+            hashed_password: Some(self.passwords.hash(new_password).await?),
+            ..UserUpdate::default()
+        };
+        // Sessions end first: a failure after this leaves the account signed out with its old
+        // password, never with the new password and someone else's session still alive.
+        self.store.refresh_tokens().revoke_all_of(&user.id).await?;
+        self.store.users().update(&user.id, update).await?;
+        self.store
+            .users()
+            .set_email_verified(&user.id, true)
+            .await?;
+        self.store.codes().delete(email, RESET).await?;
+        self.cache.invalidate_user(&self.store, &user.id).await;
+        Ok(user.id)
+    }
+
+    /// Why no attempt was taken: too many wrong codes on a live one, or none at all.
+    async fn no_attempt_left(&self, email: &str, purpose: &str) -> Result<Refusal, Refusal> {
+        let live = self
+            .store
+            .codes()
+            .get(email, purpose)
+            .await?
+            .filter(|r| r.expires_at > now_ms());
+        Ok(match live {
+            Some(_) => Refusal::too_many(None, "too many wrong codes; request a new one"),
+            None => invalid_code(),
+        })
     }
 
     /// Checks `code` for `email`; on success the address counts as verified for registration.
@@ -64,16 +177,7 @@ impl AuthService {
             .take_attempt(email, PURPOSE, max, now_ms())
             .await?
         else {
-            let live = self
-                .store
-                .codes()
-                .get(email, PURPOSE)
-                .await?
-                .filter(|r| r.expires_at > now_ms());
-            return Err(match live {
-                Some(_) => Refusal::too_many(None, "too many wrong codes; request a new one"),
-                None => invalid_code(),
-            });
+            return Err(self.no_attempt_left(email, PURPOSE).await?);
         };
         if row.code_hash != self.code_hash(email, code) {
             return Err(invalid_code());

@@ -9,6 +9,15 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use crate::config::{SmtpConfig, SmtpSecurity};
 use crate::error::Refusal;
 
+/// What an emailed code is for: it names the mail's subject and text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeMail {
+    /// Proves an address before registration or an email change.
+    Verify,
+    /// Lets the owner of an address set a new password (`/auth/forgot-password`).
+    Reset,
+}
+
 pub enum Mailer {
     Smtp {
         transport: Box<AsyncSmtpTransport<Tokio1Executor>>,
@@ -52,10 +61,21 @@ impl Mailer {
         })
     }
 
-    pub async fn send_code(&self, to: &str, code: &str, minutes: u64) -> Result<(), Refusal> {
+    /// Whether codes can be sent at all (production without `[smtp]` cannot).
+    pub fn can_send(&self) -> bool {
+        !matches!(self, Mailer::Disabled)
+    }
+
+    pub async fn send_code(
+        &self,
+        kind: CodeMail,
+        to: &str,
+        code: &str,
+        minutes: u64,
+    ) -> Result<(), Refusal> {
         match self {
             Mailer::Log => {
-                tracing::warn!(email = %to, code = %code, "verification code (no [smtp] configured: development only)");
+                tracing::warn!(email = %to, code = %code, kind = ?kind, "emailed code (no [smtp] configured: development only)");
                 Ok(())
             }
             Mailer::Disabled => Err(Refusal::unavailable(
@@ -69,13 +89,25 @@ impl Mailer {
                 let to: Mailbox = to
                     .parse()
                     .map_err(|_| Refusal::invalid("invalid email address"))?;
-                let body = format!(
-                    "您的验证码是 {code}，{minutes} 分钟内有效。\nYour verification code is {code}; it expires in {minutes} minutes.\n"
-                );
+                let (subject, body) = match kind {
+                    CodeMail::Verify => (
+                        "邮箱验证码",
+                        format!(
+                            "您的验证码是 {code}，{minutes} 分钟内有效。\nYour verification code is {code}; it expires in {minutes} minutes.\n"
+                        ),
+                    ),
+                    CodeMail::Reset => (
+                        "重置密码",
+                        format!(
+                            "您正在重置密码，验证码是 {code}，{minutes} 分钟内有效。如果不是您本人操作，请忽略本邮件。\n\
+                             Your password reset code is {code}; it expires in {minutes} minutes. If you did not ask for it, ignore this mail: your password stays as it is.\n"
+                        ),
+                    ),
+                };
                 let msg = Message::builder()
                     .from(from.clone())
                     .to(to)
-                    .subject(format!("{from_name} - 邮箱验证码"))
+                    .subject(format!("{from_name} - {subject}"))
                     .header(ContentType::TEXT_PLAIN)
                     .body(body)
                     .map_err(|_| Refusal::failed("cannot build the mail"))?;

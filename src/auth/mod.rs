@@ -78,7 +78,8 @@ pub struct AuthService {
     passwords: Passwords,
     cache: Arc<AuthCache>,
     throttle: Throttle,
-    mailer: mail::Mailer,
+    /// Shared with the tasks that send reset codes after the answer has gone.
+    mailer: Arc<mail::Mailer>,
     /// Access tokens that verified before (subject, exp), until their expiry.
     verified_tokens: verified::Remembered<(UserId, i64)>,
     /// API keys seen before and their keyed hashes (the key's state is still looked up).
@@ -118,7 +119,7 @@ impl AuthService {
                 a.login_account_interval,
             ),
             cache,
-            mailer,
+            mailer: Arc::new(mailer),
             key_uses: Mutex::new(HashMap::new()),
             verified_tokens: Default::default(),
             key_hashes: Default::default(),

@@ -2,6 +2,10 @@
 //! notification signed with a sandbox key (HMAC-SHA256) that goes through the same webhook
 //! handler and the same verification as a real provider's, so the whole loop (subscribe, pay,
 //! active plan, fresh quota) runs on a fresh machine with no internet. Never in production.
+//!
+//! On such a gate a method with no credentials (`alipay`, `wechat`) is a [`StandIn`]: its orders
+//! keep their method but are paid on the sandbox page, so a frontend's Alipay and WeChat Pay
+//! buttons can be tried end to end offline.
 
 use crate::formats::money::Fen;
 use axum::body::Body;
@@ -9,6 +13,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::sync::Arc;
 
 use super::provider::{BoxFuture, Checkout, Notification, NotificationKind, Provider, TradeState};
 use crate::store::{PaymentRow, RefundStatus};
@@ -164,5 +169,62 @@ impl Provider for Sandbox {
             HeaderValue::from_static("text/plain"),
         );
         r
+    }
+}
+
+/// The sandbox answering for a provider that has no credentials on a development gate: its
+/// checkout is the sandbox page, its notifications are the sandbox's (signed with the sandbox
+/// key, posted to `/webhooks/<method>`), and its orders keep the method the payer chose.
+pub struct StandIn {
+    method: &'static str,
+    sandbox: Arc<Sandbox>,
+}
+
+impl StandIn {
+    pub fn new(method: &'static str, sandbox: Arc<Sandbox>) -> StandIn {
+        StandIn { method, sandbox }
+    }
+}
+
+impl Provider for StandIn {
+    fn name(&self) -> &'static str {
+        self.method
+    }
+
+    fn create<'a>(
+        &'a self,
+        order: &'a PaymentRow,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<Checkout, String>> {
+        self.sandbox.create(order, subject)
+    }
+
+    fn query<'a>(&'a self, order: &'a PaymentRow) -> BoxFuture<'a, Result<TradeState, String>> {
+        self.sandbox.query(order)
+    }
+
+    fn close<'a>(&'a self, order: &'a PaymentRow) -> BoxFuture<'a, Result<(), String>> {
+        self.sandbox.close(order)
+    }
+
+    fn refund<'a>(
+        &'a self,
+        order: &'a PaymentRow,
+        refund_no: &'a str,
+        amount_fen: Fen,
+    ) -> BoxFuture<'a, Result<RefundStatus, String>> {
+        self.sandbox.refund(order, refund_no, amount_fen)
+    }
+
+    fn verify_notification(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Notification, String> {
+        self.sandbox.verify_notification(headers, body)
+    }
+
+    fn ack(&self, ok: bool) -> Response<Body> {
+        self.sandbox.ack(ok)
     }
 }

@@ -258,6 +258,15 @@ impl Payments<'_> {
         .await?;
         let (outcome, detail) = match &order {
             None => (PaidOutcome::UnknownOrder, "unknown order".to_string()),
+            // Each order is paid through the method it was made for: a notification from
+            // another provider (or the sandbox) is not this order's payment.
+            Some(o) if o.payment_method != ev.provider => (
+                PaidOutcome::UnknownOrder,
+                format!(
+                    "the order is paid through {}, not {}",
+                    o.payment_method, ev.provider
+                ),
+            ),
             Some(o) if o.amount_fen != ev.amount_fen => (
                 PaidOutcome::AmountMismatch {
                     expected_fen: o.amount_fen,

@@ -880,6 +880,150 @@ async fn email_verification_when_required(db: Db) {
     app.stop().await;
 }
 
+/// A forgotten password is reset with a code mailed to the account's address: the answer to
+/// the request does not tell whether an account has the address, the code is hashed, used
+/// once and attempt-limited, and the reset signs every session out and retires the old
+/// password.
+async fn a_forgotten_password_is_reset_with_an_emailed_code(db: Db) {
+    let smtp = Smtp::start().await;
+    let app = app(
+        db,
+        &format!(
+            "[auth]\nverification_code_attempts = 3\n\
+             [smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom_email = \"noreply@idoctor.test\"\n",
+            smtp.port
+        ),
+    )
+    .await;
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let forgot = |email: &str| {
+        app.client
+            .post(app.url("/auth/forgot-password"))
+            .json(&json!({"email": email}))
+            .send()
+    };
+    let reset = |email: &str, code: &str, password: &str| {
+        app.client
+            .post(app.url("/auth/reset-password"))
+            .json(&json!({"email": email, "code": code, "new_password": password}))
+            .send()
+    };
+    let mailed_code = |to: &'static str| {
+        let smtp = &smtp;
+        async move {
+            for _ in 0..200 {
+                if let Some(code) = smtp.last_code_for(to) {
+                    return code;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            panic!("no reset mail to {to}");
+        }
+    };
+
+    let nobody = forgot("nobody@example.com").await.unwrap();
+    assert_eq!(nobody.status(), 202);
+    let nobody = nobody.text().await.unwrap();
+    let someone = forgot("ALICE@example.com").await.unwrap();
+    assert_eq!(someone.status(), 202);
+    assert_eq!(
+        someone.text().await.unwrap(),
+        nobody,
+        "the same answer whether or not the address has an account"
+    );
+    let code = mailed_code("alice@example.com").await;
+    assert_eq!(forgot("alice@example.com").await.unwrap().status(), 202);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let to_alice = |smtp: &Smtp| {
+        smtp.messages()
+            .iter()
+            .filter(|m| m.contains("alice@example.com"))
+            .count()
+    };
+    assert_eq!(to_alice(&smtp), 1, "one mail a minute");
+    assert!(
+        !smtp
+            .messages()
+            .iter()
+            .any(|m| m.contains("nobody@example.com")),
+        "no mail to an address without an account"
+    );
+    let text = smtp.last_text_for("alice@example.com").unwrap();
+    assert!(
+        text.contains("password reset code"),
+        "the mail says what the code is for: {text}"
+    );
+
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let resp = reset("alice@example.com", wrong, "a-new-password")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        reset("alice@example.com", "12ab", "a-new-password")
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+    assert_eq!(
+        reset("alice@example.com", &code, "short")
+            .await
+            .unwrap()
+            .status(),
+        422,
+        "the new password follows the same rules"
+    );
+    let resp = reset("Alice@Example.com", &code, "a-new-password")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+
+    let old = app
+        .client
+        .post(app.url("/auth/login"))
+        .json(&json!({"username_or_email": "alice", "password": alice.password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 401, "the old password is retired");
+    app.login("alice", "a-new-password").await;
+    let refreshed = app
+        .client
+        .post(app.url("/auth/refresh"))
+        .json(&json!({"refresh_token": alice.refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refreshed.status(),
+        401,
+        "every earlier session is signed out"
+    );
+    assert_eq!(
+        reset("alice@example.com", &code, "another-password")
+            .await
+            .unwrap()
+            .status(),
+        403,
+        "a code is used once"
+    );
+
+    // Wrong guesses are counted: after three, even the right code is refused.
+    assert_eq!(forgot(&bob.email).await.unwrap().status(), 202);
+    let code = mailed_code("bob@example.com").await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..3 {
+        let resp = reset(&bob.email, wrong, "bobs-new-password").await.unwrap();
+        assert_eq!(resp.status(), 403);
+    }
+    let resp = reset(&bob.email, &code, "bobs-new-password").await.unwrap();
+    assert_eq!(resp.status(), 429);
+    app.login(&bob.email, &bob.password).await;
+    app.stop().await;
+}
+
 on_both!(
     registration_answers_the_account,
     login_by_username_or_any_case_email,
@@ -896,6 +1040,7 @@ on_both!(
     proxied_routes_carry_the_identity_the_backend_expects,
     superusers_manage_users,
     email_verification_when_required,
+    a_forgotten_password_is_reset_with_an_emailed_code,
 );
 
 /// Two gate processes on one PostgreSQL: a key revoked or a user disabled on one stops working
@@ -1157,6 +1302,12 @@ async fn production_refuses_generated_or_weak_secrets() {
     let ok = start(&[("GATE_JWT_SECRET", strong), ("GATE_API_KEY_PEPPER", strong)])
         .await
         .expect("starts");
+    let payments = ok.services().payments().clone();
+    assert!(
+        payments.methods().is_empty() && !payments.paid_on_sandbox("alipay"),
+        "production: no sandbox, and no method without credentials: {:?}",
+        payments.methods()
+    );
     ok.shutdown();
     ok.stopped().await;
 

@@ -453,10 +453,95 @@ async fn reconciliation_closes_expired_orders(db: Db) {
     app.stop().await;
 }
 
+/// On a development gate without Alipay or WeChat Pay credentials (a fresh machine), orders of
+/// either method are paid on the sandbox checkout page, labelled as a sandbox, or by a
+/// sandbox-signed notification to the method's own webhook, and keep their method; the
+/// sandbox's webhook does not pay another method's order, nor does a bad signature.
+async fn alipay_and_wechat_without_credentials_are_paid_on_the_sandbox_in_development(db: Db) {
+    let app = app(db).await;
+    let pro = app.plan_id("专业版").await;
+    for (method, label) in [("alipay", "Alipay"), ("wechat", "WeChat Pay")] {
+        let order_for = |a: Account| {
+            let app = &app;
+            let pro = pro.clone();
+            async move {
+                let resp = app
+                    .as_user(&a)
+                    .post("/subscriptions/subscribe")
+                    .json(&json!({"plan_id": pro, "payment_method": method}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 202, "{method}");
+                (a, resp.json::<Value>().await.unwrap())
+            }
+        };
+        let (a, order) = order_for(app.signup(&format!("page-{method}")).await).await;
+        let order_no = order["order_no"].as_str().unwrap().to_string();
+        let path = format!("/payments/sandbox/checkout/{order_no}");
+        assert!(
+            order["payment_url"].as_str().unwrap().ends_with(&path),
+            "{order}"
+        );
+        let page = app.client.get(app.url(&path)).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let page = page.text().await.unwrap();
+        assert!(
+            page.contains("沙箱") && page.contains(label) && page.contains("99.00"),
+            "{page}"
+        );
+
+        let (body, sig) = event(&app, &format!("cross-{method}"), &order_no, 9900, "paid");
+        post_event(&app, body, &sig).await;
+        let id = order["payment_id"].as_str().unwrap();
+        assert_eq!(
+            app.order_status(id).await,
+            "pending",
+            "the sandbox's webhook does not pay a {method} order"
+        );
+
+        let paid = app.client.post(app.url(&path)).send().await.unwrap();
+        assert_eq!(paid.status(), 200);
+        assert!(paid.text().await.unwrap().contains("completed"));
+        assert_eq!(app.current_plan(&a).await, "专业版");
+        assert_eq!(quota(&app, &a).await, (100, 0));
+        let stored = app
+            .as_user(&a)
+            .get_json(&format!("/payments/{id}"), 200)
+            .await;
+        assert_eq!(
+            stored["payment_method"], method,
+            "the order keeps its method"
+        );
+
+        let (b, order) = order_for(app.signup(&format!("hook-{method}")).await).await;
+        let order_no = order["order_no"].as_str().unwrap();
+        let id = order["payment_id"].as_str().unwrap();
+        let (body, _) = event(&app, &format!("hook-{method}"), order_no, 9900, "paid");
+        let webhook = |sig: String, body: Vec<u8>| {
+            app.client
+                .post(app.url(&format!("/webhooks/{method}")))
+                .header("x-sandbox-signature", sig)
+                .body(body)
+                .send()
+        };
+        let forged = webhook("00".repeat(32), body.clone()).await.unwrap();
+        assert_eq!(forged.status(), 400, "a bad signature is refused");
+        assert_eq!(app.order_status(id).await, "pending");
+        let sig = app.services().payments().sandbox().unwrap().sign(&body);
+        let ok = webhook(sig, body).await.unwrap();
+        assert_eq!(ok.status(), 200);
+        assert_eq!(app.order_status(id).await, "completed");
+        assert_eq!(app.current_plan(&b).await, "专业版");
+    }
+    app.stop().await;
+}
+
 on_both!(
     subscribe_pay_activate,
     amounts_come_from_plans,
     notifications_credit_at_most_once,
     refunds_are_for_superusers_partial_and_idempotent,
     reconciliation_closes_expired_orders,
+    alipay_and_wechat_without_credentials_are_paid_on_the_sandbox_in_development,
 );

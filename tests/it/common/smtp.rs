@@ -66,8 +66,8 @@ impl Smtp {
         self.messages.lock().unwrap().clone()
     }
 
-    /// The 6-digit code of the last message to `to`, decoding a base64 body if needed.
-    pub fn last_code_for(&self, to: &str) -> Option<String> {
+    /// The text of the last message to `to`, its body decoded from base64 where it was sent so.
+    pub fn last_text_for(&self, to: &str) -> Option<String> {
         let msg = self.messages().into_iter().rev().find(|m| m.contains(to))?;
         let (head, body) = msg.split_once("\n\n")?;
         let text = if head
@@ -85,6 +85,12 @@ impl Smtp {
         } else {
             body.replace("=\n", "")
         };
+        Some(text)
+    }
+
+    /// The 6-digit code of the last message to `to`.
+    pub fn last_code_for(&self, to: &str) -> Option<String> {
+        let text = self.last_text_for(to)?;
         let digits: Vec<char> = text.chars().collect();
         digits.windows(6).find_map(|w| {
             w.iter()
