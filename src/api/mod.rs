@@ -14,6 +14,7 @@ mod metrics;
 mod openapi;
 mod payments;
 mod plans;
+mod portal;
 mod quotas;
 mod refusals;
 mod schemas;
@@ -131,6 +132,8 @@ impl Api {
             .merge(payments::routes())
             .merge(webhooks::routes())
             .merge(admin::routes())
+            .merge(portal::routes())
+            .route("/", axum::routing::get(portal::root))
             .fallback(|| async {
                 crate::error::GateError::not_found("no such endpoint on the gate")
             })

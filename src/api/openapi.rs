@@ -59,6 +59,10 @@ use super::ApiState;
         super::payments::list,
         super::payments::one,
         super::payments::refund,
+        super::payments::qr,
+        super::portal::root,
+        super::portal::index,
+        super::portal::file,
         super::payments::sandbox_checkout,
         super::payments::sandbox_pay,
         super::webhooks::notify,
@@ -79,7 +83,8 @@ use super::ApiState;
         (name = "subscriptions", description = "Subscriptions and their quota"),
         (name = "quotas", description = "Quota balances and usage (the paths the frontends read)"),
         (name = "payments", description = "Orders, refunds and provider notifications"),
-        (name = "admin", description = "Operators: users, grants, the audit log")
+        (name = "admin", description = "Operators: users, grants, the audit log"),
+        (name = "portal", description = "The self-service portal page and its files")
     )
 )]
 pub struct ApiDoc;

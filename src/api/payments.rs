@@ -2,7 +2,7 @@
 //! sandbox provider's checkout page.
 
 use axum::extract::{Path, Query, Request, State};
-use axum::response::Html;
+use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::StatusCode;
@@ -23,6 +23,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
     r = both(r, "/payments", get(list).post(create));
     r = both(r, "/payments/{payment_id}", get(one));
     r = both(r, "/payments/{payment_id}/refund", post(refund));
+    r = r.route("/payments/{payment_id}/qr", get(qr));
     r = r.route(
         "/payments/sandbox/checkout/{order_no}",
         get(sandbox_checkout).post(sandbox_pay),
@@ -301,6 +302,40 @@ pub async fn one(
         return Ok(Json(detail(&state, order).await?));
     }
     Ok(Json(detail(&state, order).await?))
+}
+
+/// The order's QR code (WeChat Pay's `code_url`, Alipay's precreate `qr_code`, the sandbox's
+/// checkout page) drawn by the gate as SVG, so a page can show it without any third-party QR
+/// service. One's own orders only.
+#[utoipa::path(get, path = "/payments/{payment_id}/qr", tag = "payments", security(("bearer" = []), ("api_key" = [])),
+    params(("payment_id" = String, Path)),
+    responses(
+        (status = 200, description = "The QR code", content_type = "image/svg+xml", body = String),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "No such order of yours, or it has no QR code (a page redirect)", body = ErrorBody)))]
+pub async fn qr(
+    State(state): State<Arc<ApiState>>,
+    CurrentUser(p): CurrentUser,
+    Path(payment_id): Path<String>,
+) -> Result<impl IntoResponse, GateError> {
+    let order = owned(&state, &p, &payment_id).await?;
+    let text = order
+        .qr_code
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| GateError::not_found("this order has no QR code: open its payment_url"))?;
+    let code = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M)
+        .map_err(|_| GateError::not_found("this order's QR payload is too long to draw"))?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(240, 240)
+        .build();
+    Ok((
+        [
+            (http::header::CONTENT_TYPE, "image/svg+xml"),
+            (http::header::CACHE_CONTROL, "private, max-age=300"),
+        ],
+        svg,
+    ))
 }
 
 #[derive(Deserialize, ToSchema, Default)]

@@ -26,6 +26,8 @@ pub const OWNED: &[&str] = &[
     "/payments",
     "/payments/{*rest}",
     "/webhooks/{*rest}",
+    "/portal",
+    "/portal/{*rest}",
 ];
 
 /// The gate's own template that answers the paths a route template would match, if any: a

@@ -79,6 +79,14 @@ impl Gate {
                 return Ok(Routed::Static { mount, parts });
             }
         }
+        // `/` that nothing of the operator's claims leads to the gate's portal.
+        if ctx.path == "/"
+            && matches!(found, RouteMatch::Unknown(_))
+            && self.services.routes.fallback().is_none()
+        {
+            ctx.log.route = "gate";
+            return Ok(Routed::Own(with_canonical_path(req, &ctx.path)?));
+        }
         let route = self.route_of(found, req.method())?;
         ctx.log.route = route.access.as_str();
         let (parts, body) = req.into_parts();

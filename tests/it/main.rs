@@ -31,6 +31,7 @@ mod metering;
 mod outages;
 mod paths;
 mod payments;
+mod portal;
 mod proxy;
 mod settlement;
 mod store;

@@ -372,11 +372,15 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let upstream_url = opts.upstream_url.unwrap_or_else(|| upstream.url());
     let text = if opts.shipped {
         let mut edit = ConfigEdit::shipped();
+        // A test that must know its address beforehand (a public URL) names the port.
+        let listen_given = opts.edits.iter().any(|(k, _)| *k == "server.listen");
         for (key, value) in opts.edits {
             edit = edit.insert(key, value);
         }
-        edit.set("server.listen", "127.0.0.1:0")
-            .set("server.data_dir", dir.path().display().to_string())
+        if !listen_given {
+            edit = edit.set("server.listen", "127.0.0.1:0");
+        }
+        edit.set("server.data_dir", dir.path().display().to_string())
             .set("upstream.url", upstream_url.as_str())
             .insert("database.url", db_url.as_str())
             .prepend("cors.allow_origins", ORIGIN)
