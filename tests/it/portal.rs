@@ -149,6 +149,19 @@ impl Portal<'_> {
         panic!("{css} [{name}] never read {want:?}");
     }
 
+    /// Waits until `css`'s text contains `want`.
+    async fn until_text(&self, css: &str, want: &str) {
+        let mut last = String::new();
+        for _ in 0..200 {
+            last = self.find(css).await.text().await.unwrap();
+            if last.contains(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{css} never said {want:?}; last: {last:?}");
+    }
+
     async fn shot(&mut self, name: &str) {
         self.step += 1;
         let png = self.b.screenshot().await.unwrap();
@@ -320,6 +333,60 @@ async fn a_clinic_signs_up_uses_a_key_upgrades_and_signs_out_in_a_real_browser()
     p.ready("login").await;
     assert!(p.find("#nav").await.attr("hidden").await.unwrap().is_some());
     p.shot("signed-out").await;
+
+    // A wrong password: the page shows the gate's own words.
+    app.admin_bearer().await;
+    p.fill("#username_or_email", "root").await;
+    p.fill("#password", "not-the-password").await;
+    p.click("#login-form button[type=submit]").await;
+    p.until_text("#toast", "wrong username/email or password")
+        .await;
+
+    // A superuser disables the clinic, grants it runs, and adds a plan.
+    p.find("#password").await.clear().await.unwrap();
+    p.fill("#password", "root-password").await;
+    p.click("#login-form button[type=submit]").await;
+    p.ready("overview").await;
+    p.open("admin").await;
+    p.click("tr[data-user=\"clinic\"] button.danger").await;
+    p.ready("admin").await;
+    p.find("tr[data-user=\"clinic\"] button.secondary").await;
+    let refused = app
+        .with_key(&key)
+        .post("/process/zhang/20250102")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403, "a disabled clinic's key stops");
+    let audit = p.find("#audit tbody").await.text().await.unwrap();
+    assert!(audit.contains("disable"), "{audit}");
+    p.fill("#plan-form #name", "Lab").await;
+    p.fill("#plan-form #price", "19.90").await;
+    p.click("#plan-form button[type=submit]").await;
+    p.find("#admin-plans tr[data-plan=\"Lab\"]").await;
+    let lab = app
+        .get_json(&format!("/plans/{}", app.plan_id("Lab").await), 200)
+        .await;
+    assert_eq!(lab["price"], "19.90");
+    p.shot("admin").await;
+
+    // At a phone's width nothing runs off the side.
+    b.set_window_size(390, 844).await.unwrap();
+    for view in ["overview", "usage", "keys", "plans", "payments", "admin"] {
+        p.open(view).await;
+        let wide = b
+            .execute(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(
+            wide.as_i64().unwrap() <= 0,
+            "{view} scrolls sideways by {wide}px"
+        );
+    }
+    p.shot("phone").await;
 
     b.close().await.unwrap();
     app.stop().await;

@@ -285,8 +285,34 @@ async function admin() {
         h("button", { type: "button", class: "secondary", t: "admin.adjust", onclick: act(() => `/admin/quotas/users/${u.id}/adjust?quota_type=${type.value}&new_limit=${amount.value}`, "PUT") }),
         h("button", { type: "button", class: "secondary", t: "admin.reset", onclick: act(() => `/admin/quotas/users/${u.id}/reset?quota_type=${type.value}`) })));
   });
+  const plans = await call("/plans/");
+  const planRows = plans.map((pl) => {
+    const price = h("input", { type: "text", value: pl.price, "aria-label": `${pl.name} ${t("admin.price")}`, style: "width:7rem" });
+    return h("tr", { "data-plan": pl.name }, h("td", {}, pl.name), h("td", {}, price, " ", pl.billing_cycle),
+      h("td", { class: "row" },
+        h("button", { type: "button", class: "secondary", t: "admin.save", onclick: (ev) => busy(ev.target, async () => {
+          await call(`/plans/${pl.id}`, { method: "PUT", body: { price: price.value } }); toast(t("admin.done"), true); route();
+        }) }),
+        pl.is_default ? null : h("button", { type: "button", class: "danger", t: "admin.retire", onclick: (ev) => busy(ev.target, async () => {
+          await call(`/plans/${pl.id}`, { method: "DELETE" }); toast(t("admin.done"), true); route();
+        }) })));
+  });
+  const newPlan = form("plan-form", [
+    label("admin.name", input("name", "text", { required: true, maxlength: 100 })),
+    label("admin.price", input("price", "text", { required: true, inputmode: "decimal", placeholder: "99.00" })),
+    label("admin.cycle", h("select", { name: "billing_cycle", id: "billing_cycle" }, ["monthly", "yearly"].map((c) => h("option", { value: c }, c)))),
+    ...quota.quotas.map((q) => label(q.type_key, input(`quota.${q.type_key}`, "number", { min: -1, value: q.limit }))),
+  ], "admin.create", async (v) => {
+    const quotas = {};
+    for (const [k, val] of Object.entries(v)) if (k.startsWith("quota.")) quotas[k.slice(6)] = Number(val);
+    await call("/plans/", { method: "POST", body: { name: v.name, price: v.price, billing_cycle: v.billing_cycle, quotas } });
+    toast(t("admin.done"), true);
+    route();
+  });
   main.append(h("h1", { t: "admin.title" }),
     h("div", { class: "card" }, h("h2", { t: "admin.users" }), h("div", { class: "table-wrap" }, h("table", { id: "admin-users" }, h("tbody", {}, rows)))),
+    h("div", { class: "card" }, h("h2", { t: "admin.plans" }), h("div", { class: "table-wrap" }, h("table", { id: "admin-plans" }, h("tbody", {}, planRows))),
+      h("h2", { t: "admin.newplan" }), newPlan),
     h("div", { class: "card" }, h("h2", { t: "admin.audit" }), h("div", { class: "table-wrap" }, h("table", { id: "audit" },
       h("thead", {}, h("tr", {}, ...["usage.when", "admin.action", "admin.target"].map((k) => h("th", { t: k })))),
       h("tbody", {}, audit.map((a) => h("tr", {}, h("td", {}, when(a.created_at)), h("td", {}, a.action), h("td", {}, a.target))))))));

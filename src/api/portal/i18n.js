@@ -33,7 +33,8 @@ const WORDS = {
     "admin.title": "管理", "admin.users": "用户", "admin.search": "搜索用户", "admin.disable": "停用", "admin.enable": "启用",
     "admin.grant": "增加额度", "admin.adjust": "设置上限", "admin.reset": "清零用量", "admin.amount": "数量",
     "admin.audit": "审计日志", "admin.action": "操作", "admin.target": "对象", "admin.done": "已完成",
-    "admin.plans": "套餐", "admin.superuser": "管理员",
+    "admin.plans": "套餐", "admin.superuser": "管理员", "admin.price": "价格", "admin.save": "保存", "admin.retire": "下架",
+    "admin.newplan": "新建套餐", "admin.name": "名称", "admin.cycle": "计费周期", "admin.create": "创建套餐",
     yes: "是", no: "否",
   },
   en: {
@@ -68,7 +69,8 @@ const WORDS = {
     "admin.title": "Admin", "admin.users": "Users", "admin.search": "Search users", "admin.disable": "Disable", "admin.enable": "Enable",
     "admin.grant": "Grant", "admin.adjust": "Set limit", "admin.reset": "Reset usage", "admin.amount": "Amount",
     "admin.audit": "Audit log", "admin.action": "Action", "admin.target": "Target", "admin.done": "Done",
-    "admin.plans": "Plans", "admin.superuser": "superuser",
+    "admin.plans": "Plans", "admin.superuser": "superuser", "admin.price": "Price", "admin.save": "Save", "admin.retire": "Retire",
+    "admin.newplan": "New plan", "admin.name": "Name", "admin.cycle": "Billing cycle", "admin.create": "Create plan",
     yes: "yes", no: "no",
   },
 };
