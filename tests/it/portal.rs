@@ -304,6 +304,11 @@ async fn a_clinic_signs_up_uses_a_key_upgrades_and_signs_out_in_a_real_browser()
     b.close_window().await.unwrap();
     b.switch_to_window(portal_window).await.unwrap();
     p.until_attr("#pay-status", "data-paid", "yes").await;
+    assert_eq!(
+        p.attr(&format!("#new-quota #quota-{QUOTA}"), "data-limit").await,
+        "100",
+        "the page shows the new quota once paid"
+    );
     p.shot("paid").await;
 
     p.open("overview").await;

@@ -214,6 +214,8 @@ async function follow(order, panel) {
     const p = await call(`/payments/${order.payment_id}?poll=true`).catch(() => null);
     if (p && p.status === "completed") {
       status.dataset.t = "plans.paid";
+      const quota = await call("/subscriptions/quota").catch(() => null);
+      if (quota) panel.append(h("div", { class: "grid", id: "new-quota" }, quota.quotas.map(quotaCard)));
       status.dataset.paid = "yes";
       translate(panel);
       toast(t("plans.paid"), true);
