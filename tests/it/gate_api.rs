@@ -192,6 +192,11 @@ async fn every_documented_endpoint_answers_as_documented() {
         .json()
         .await
         .unwrap();
+    // Each answer as the gate gives it: a redirect is an answer to check, not to follow.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let mut walked = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
@@ -208,9 +213,7 @@ async fn every_documented_endpoint_answers_as_documented() {
                 })
                 .collect::<Vec<_>>()
                 .join("/");
-            let req = app
-                .client
-                .request(method.to_uppercase().parse().unwrap(), app.url(&url));
+            let req = client.request(method.to_uppercase().parse().unwrap(), app.url(&url));
             let req = if matches!(method.as_str(), "post" | "put" | "patch") {
                 req.json(&serde_json::json!({}))
             } else {

@@ -305,7 +305,8 @@ async fn a_clinic_signs_up_uses_a_key_upgrades_and_signs_out_in_a_real_browser()
     b.switch_to_window(portal_window).await.unwrap();
     p.until_attr("#pay-status", "data-paid", "yes").await;
     assert_eq!(
-        p.attr(&format!("#new-quota #quota-{QUOTA}"), "data-limit").await,
+        p.attr(&format!("#new-quota #quota-{QUOTA}"), "data-limit")
+            .await,
         "100",
         "the page shows the new quota once paid"
     );
