@@ -277,6 +277,18 @@ pub struct VerifyRequest {
     pub code: String,
 }
 
+/// An emailed code as sent: six digits (surrounding spaces, as pasted, are dropped).
+fn six_digits(code: &str) -> Result<&str, GateError> {
+    let code = code.trim();
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(GateError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the code must be 6 digits",
+        ));
+    }
+    Ok(code)
+}
+
 /// Check a code; a verified address can then register.
 #[utoipa::path(post, path = "/auth/verify-email", tag = "auth", request_body = VerifyRequest,
     responses(
@@ -288,13 +300,7 @@ pub async fn verify_email(
     JsonBody(req): JsonBody<VerifyRequest>,
 ) -> Result<Json<Message>, GateError> {
     let email = crate::auth::normalise_email(&req.email)?;
-    let code = req.code.trim();
-    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(GateError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "the code must be 6 digits",
-        ));
-    }
+    let code = six_digits(&req.code)?;
     state.auth.verify_code(&email, code).await?;
     Ok(Json(Message::ok("邮箱验证成功")))
 }
@@ -350,13 +356,7 @@ pub async fn reset_password(
     JsonBody(req): JsonBody<ResetPasswordRequest>,
 ) -> Result<Json<Message>, GateError> {
     let email = crate::auth::normalise_email(&req.email)?;
-    let code = req.code.trim();
-    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(GateError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "the code must be 6 digits",
-        ));
-    }
+    let code = six_digits(&req.code)?;
     let user = state
         .auth
         .reset_password(&email, code, &req.new_password)
