@@ -141,7 +141,8 @@ impl Portal<'_> {
     /// Waits until `css`'s attribute `name` reads `want`.
     async fn until_attr(&self, css: &str, name: &str, want: &str) {
         for _ in 0..200 {
-            if self.attr(css, name).await == want {
+            let got = self.find(css).await.attr(name).await.ok().flatten();
+            if got.as_deref() == Some(want) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -153,7 +154,8 @@ impl Portal<'_> {
     async fn until_text(&self, css: &str, want: &str) {
         let mut last = String::new();
         for _ in 0..200 {
-            last = self.find(css).await.text().await.unwrap();
+            // The page redraws: an element found a moment ago may be gone; find it again.
+            last = self.find(css).await.text().await.unwrap_or_default();
             if last.contains(want) {
                 return;
             }
@@ -236,6 +238,30 @@ async fn a_clinic_signs_up_uses_a_key_upgrades_and_signs_out_in_a_real_browser()
     p.find("tr[data-key]").await;
     p.shot("key-created").await;
 
+    // A second key, deactivated, then deleted (after the page asks).
+    p.fill("#key-form #name", "temporary").await;
+    p.click("#key-form button[type=submit]").await;
+    p.until_text("#keys tbody", "temporary").await;
+    let temporary = "tr[data-name=\"temporary\"]";
+    p.click(&format!("{temporary} button.secondary")).await;
+    p.until_attr(temporary, "data-active", "false").await;
+    p.click(&format!("{temporary} button.danger")).await;
+    b.accept_alert().await.unwrap();
+    for _ in 0..100 {
+        if b.find_all(Locator::Css("tr[data-key]"))
+            .await
+            .unwrap()
+            .len()
+            == 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = b.find_all(Locator::Css("tr[data-key]")).await.unwrap();
+    assert_eq!(left.len(), 1, "the deleted key is gone");
+    assert!(left[0].text().await.unwrap().contains("lab scripts"));
+
     let call = app
         .with_key(&key)
         .post("/process/zhang/20250101")
@@ -300,7 +326,8 @@ async fn a_clinic_signs_up_uses_a_key_upgrades_and_signs_out_in_a_real_browser()
         "the checkout says it is a sandbox: {page}"
     );
     p.click("form button").await;
-    p.find("h1").await;
+    // The answer page, not the checkout's own heading: the payment is recorded.
+    p.until_text("h1", "completed").await;
     b.close_window().await.unwrap();
     b.switch_to_window(portal_window).await.unwrap();
     p.until_attr("#pay-status", "data-paid", "yes").await;
@@ -330,6 +357,19 @@ async fn a_clinic_signs_up_uses_a_key_upgrades_and_signs_out_in_a_real_browser()
             .unwrap()
             .contains("completed")
     );
+
+    // A new password: every session ends, the old password no longer works.
+    p.open("account").await;
+    p.fill("#current_password", "password-clinic").await;
+    p.fill("#password-form #password", "clinic-new-password")
+        .await;
+    p.click("#password-form button[type=submit]").await;
+    p.ready("login").await;
+    p.fill("#username_or_email", "clinic").await;
+    p.fill("#password", "clinic-new-password").await;
+    p.click("#login-form button[type=submit]").await;
+    p.ready("overview").await;
+    p.open("payments").await;
 
     // English on a button, then sign out.
     p.click("#lang").await;

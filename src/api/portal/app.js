@@ -179,7 +179,7 @@ async function keys() {
     const items = fresh ?? (await call("/api-keys/"));
     table.replaceChildren(items.length ? h("div", { class: "table-wrap" }, h("table", {},
       h("thead", {}, h("tr", {}, ...["keys.name", "keys.prefix", "keys.created", "keys.used", "", ""].map((k) => h("th", k ? { t: k } : {})))),
-      h("tbody", {}, items.map((k) => h("tr", { "data-key": k.id },
+      h("tbody", {}, items.map((k) => h("tr", { "data-key": k.id, "data-name": k.name, "data-active": String(k.is_active) },
         h("td", {}, k.name), h("td", {}, h("code", {}, k.key_prefix)), h("td", {}, day(k.created_at)), h("td", {}, when(k.last_used_at)),
         h("td", { t: k.is_active ? "keys.active" : "keys.inactive" }),
         h("td", { class: "row" },
