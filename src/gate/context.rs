@@ -150,6 +150,7 @@ impl RequestLog {
         };
         let m = crate::telemetry::meters();
         m.request(route, class).increment(1);
+        crate::telemetry::worker_request();
         m.duration(route).record(total);
         if let Some(up) = self.upstream {
             m.upstream.record(up);

@@ -47,6 +47,8 @@ pub(super) struct Shared {
     pub header_read_timeout: Duration,
     pub shutdown: CancellationToken,
     pub parked: Arc<AtomicUsize>,
+    /// Connections accepted per worker (`super::balance`).
+    pub balance: Arc<super::balance::Balance>,
 }
 
 impl Shared {
@@ -55,6 +57,7 @@ impl Shared {
         current: Arc<Current>,
         shutdown: CancellationToken,
         parked: Arc<AtomicUsize>,
+        workers: usize,
     ) -> Shared {
         let header_read_timeout = current.get().services().config.header_read_timeout;
         let mut h1 = http1::Builder::new();
@@ -86,6 +89,7 @@ impl Shared {
             header_read_timeout,
             shutdown,
             parked,
+            balance: Arc::new(super::balance::Balance::new(workers)),
         }
     }
 }

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod balance;
 mod conn;
 mod idle;
 mod workers;
@@ -60,6 +61,7 @@ pub struct RunningGate {
     store: Store,
     tunnels: Tunnels,
     parked: Arc<AtomicUsize>,
+    balance: Arc<balance::Balance>,
 }
 
 impl RunningGate {
@@ -85,6 +87,11 @@ impl RunningGate {
     /// The threads serving connections.
     pub fn workers(&self) -> usize {
         self.workers.count()
+    }
+
+    /// Connections each worker has accepted so far (also `gate_worker_connections_total`).
+    pub fn connections_per_worker(&self) -> Vec<u64> {
+        self.balance.accepted()
     }
 
     /// The services of the configuration serving new requests now.
@@ -167,6 +174,7 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         Arc::new(Current(RwLock::new(gate))),
         shutdown.clone(),
         parked.clone(),
+        worker_count,
     ));
     let connections = TaskTracker::new();
     let workers = workers::Workers::start(
@@ -177,6 +185,7 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
     )
     .map_err(|e| StartError(format!("cannot start the worker threads: {e}")))?;
     let current = shared.current.clone();
+    let balance = shared.balance.clone();
     let task = tokio::spawn(serve(
         listener,
         shared,
@@ -193,6 +202,7 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         store,
         tunnels,
         parked,
+        balance,
     })
 }
 
@@ -239,6 +249,8 @@ async fn accept_loop(
     shared: &Arc<conn::Shared>,
     connections: &TaskTracker,
 ) {
+    let me = crate::worker::index();
+    crate::telemetry::worker_started();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -252,6 +264,8 @@ async fn accept_loop(
             },
             _ = shared.shutdown.cancelled() => return,
         };
+        crate::telemetry::worker_connection();
+        shared.balance.accepted_by(me);
         let _ = stream.set_nodelay(true);
         // The TLS handshake runs in the connection's own task, never in the accept loop.
         match shared.current.get().services().tls.clone() {

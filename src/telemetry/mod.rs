@@ -95,6 +95,32 @@ impl Meters {
     }
 }
 
+thread_local! {
+    /// This thread's worker's counters: connections accepted, requests answered.
+    static WORKER: [metrics::Counter; 2] = {
+        let worker = crate::worker::index().to_string();
+        [
+            metrics::counter!("gate_worker_connections_total", "worker" => worker.clone()),
+            metrics::counter!("gate_worker_requests_total", "worker" => worker),
+        ]
+    };
+}
+
+/// Shows the calling worker in `/metrics` from the start (at 0), so that an idle one is seen.
+pub fn worker_started() {
+    WORKER.with(|_| ());
+}
+
+/// A connection accepted by the calling worker.
+pub fn worker_connection() {
+    WORKER.with(|w| w[0].increment(1));
+}
+
+/// A request answered by the calling worker.
+pub fn worker_request() {
+    WORKER.with(|w| w[1].increment(1));
+}
+
 /// Everything `/metrics` shows: the recorder's counters and gauges, then the latencies.
 pub fn render() -> String {
     let mut out = metrics().render();

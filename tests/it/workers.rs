@@ -96,3 +96,61 @@ async fn a_reload_cannot_change_the_number_of_workers() {
     assert_eq!(running.workers(), 2);
     app.stop().await;
 }
+
+/// Each worker's share of the connections is counted, for the operator in `/metrics` and for
+/// the benchmark: 32 connections opened at once and kept are all counted, on the workers that
+/// took them.
+#[tokio::test]
+async fn connections_and_requests_are_counted_per_worker() {
+    let app = spawn_app_with(Options {
+        server: "workers = 2".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut streams = Vec::new();
+    for _ in 0..32 {
+        streams.push(tokio::net::TcpStream::connect(app.addr).await.unwrap());
+    }
+    let mut kept = Vec::new();
+    for mut s in streams {
+        kept.push(tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+            s // kept open
+        }));
+    }
+    let mut open = Vec::new();
+    for k in kept {
+        open.push(k.await.unwrap());
+    }
+    let per_worker = app.running.as_ref().unwrap().connections_per_worker();
+    assert_eq!(per_worker.len(), 2);
+    assert_eq!(per_worker.iter().sum::<u64>(), 32, "{per_worker:?}");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for worker in ["0", "1"] {
+        for name in [
+            "gate_worker_connections_total",
+            "gate_worker_requests_total",
+        ] {
+            assert!(
+                metrics.contains(&format!("{name}{{worker=\"{worker}\"}}")),
+                "{name} for worker {worker}"
+            );
+        }
+    }
+    drop(open);
+    app.stop().await;
+}
