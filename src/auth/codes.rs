@@ -8,9 +8,12 @@ use super::mail::CodeMail;
 use crate::error::Refusal;
 use crate::formats::ids::UserId;
 use crate::store::{UserUpdate, now_ms};
+use std::sync::Arc;
 
 const PURPOSE: &str = "verify";
 const RESET: &str = "reset";
+/// How long wrong guesses at reset codes keep counting: a day.
+const RESET_GUESS_WINDOW_MS: i64 = 24 * 3600 * 1000;
 const RESEND_INTERVAL_MS: i64 = 60_000;
 
 fn invalid_code() -> Refusal {
@@ -65,47 +68,52 @@ impl AuthService {
     /// Starts a password reset for `email` (already normalised): when an active account has
     /// that address and no reset code went to it in the last minute, a new code is stored and
     /// mailed. The caller learns nothing about whether an account exists: the answer is the
-    /// same, and the code is stored and mailed after it (a failure is logged), so the time
-    /// taken does not tell either.
-    pub async fn forgot_password(&self, email: &str) -> Result<(), Refusal> {
+    /// same, and everything after it (the lookup, storing, mailing) runs once it has gone, so
+    /// the time taken does not tell either. A new code brings no new guesses: the wrong
+    /// attempts of the day's earlier codes still count (`RESET_GUESS_WINDOW_MS`).
+    pub async fn forgot_password(self: &Arc<Self>, email: &str) -> Result<(), Refusal> {
         if !self.mailer.can_send() {
             return Err(Refusal::unavailable(
                 "email delivery is not configured on this gate: ask an operator to reset the password",
             ));
         }
+        let (auth, email) = (self.clone(), email.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = auth.send_reset_code(&email).await {
+                tracing::warn!(error = %e.detail, "a password reset code was not sent");
+            }
+        });
+        Ok(())
+    }
+
+    async fn send_reset_code(&self, email: &str) -> Result<(), Refusal> {
         let Some(user) = self.store.users().by_login(email).await? else {
             return Ok(());
         };
         if !user.is_active || user.email != email {
             return Ok(());
         }
+        let now = now_ms();
         if let Some(prev) = self.store.codes().get(email, RESET).await?
-            && prev.created_at + RESEND_INTERVAL_MS > now_ms()
+            && prev.created_at + RESEND_INTERVAL_MS > now
         {
             return Ok(());
         }
         let code = super::random::digits(6);
-        let hash = self.reset_hash(email, &code);
         let ttl = self.config.auth.code_ttl;
-        let (store, mailer, email) = (self.store.clone(), self.mailer.clone(), email.to_string());
-        tokio::spawn(async move {
-            let stored = store
-                .codes()
-                .put(&email, RESET, &hash, now_ms() + ttl.as_millis() as i64)
-                .await;
-            let sent = match stored {
-                Ok(()) => {
-                    mailer
-                        .send_code(CodeMail::Reset, &email, &code, ttl.as_secs() / 60)
-                        .await
-                }
-                Err(e) => Err(e.into()),
-            };
-            if let Err(e) = sent {
-                tracing::warn!(user_id = %user.id, error = %e.detail, "a password reset code was not sent");
-            }
-        });
-        Ok(())
+        self.store
+            .codes()
+            .put_keeping_attempts(
+                email,
+                RESET,
+                &self.reset_hash(email, &code),
+                now + ttl.as_millis() as i64,
+                now - RESET_GUESS_WINDOW_MS,
+            )
+            .await?;
+        self.mailer
+            .send_code(CodeMail::Reset, email, &code, ttl.as_secs() / 60)
+            .await
     }
 
     /// Sets a new password with a reset code: the code is checked like a verification code
@@ -126,7 +134,9 @@ impl AuthService {
             .take_attempt(email, RESET, max, now_ms())
             .await?
         else {
-            return Err(self.no_attempt_left(email, RESET).await?);
+            // The same answer whether the address has no code (no account) or its guesses are
+            // used up: a 429 here would tell who is registered.
+            return Err(invalid_code());
         };
         if row.code_hash != self.reset_hash(email, code) {
             return Err(invalid_code());
@@ -140,9 +150,11 @@ impl AuthService {
             ..UserUpdate::default()
         };
         // Sessions end first: a failure after this leaves the account signed out with its old
-        // password, never with the new password and someone else's session still alive.
+        // password, never with the new password and someone else's session still alive. And
+        // again after: a sign-in that checked the old password meanwhile got a session too.
         self.store.refresh_tokens().revoke_all_of(&user.id).await?;
         self.store.users().update(&user.id, update).await?;
+        self.store.refresh_tokens().revoke_all_of(&user.id).await?;
         self.store
             .users()
             .set_email_verified(&user.id, true)

@@ -81,6 +81,7 @@ impl Gate {
         }
         // `/` that nothing of the operator's claims leads to the gate's portal.
         if ctx.path == "/"
+            && !to_backend
             && matches!(found, RouteMatch::Unknown(_))
             && self.services.routes.fallback().is_none()
         {

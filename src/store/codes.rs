@@ -51,6 +51,48 @@ impl Codes<'_> {
         Ok(())
     }
 
+    /// Replaces any earlier code for this email and purpose, keeping the wrong attempts the
+    /// earlier one had used if it was made at or after `since`: a new code does not bring new
+    /// guesses within that window.
+    pub async fn put_keeping_attempts(
+        &self,
+        email: &str,
+        purpose: &str,
+        code_hash: &str,
+        expires_at: i64,
+        since: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let carried: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(CASE WHEN created_at >= $3 THEN attempts ELSE 0 END), 0) \
+             FROM email_verification_codes WHERE email = $1 AND purpose = $2",
+        )
+        .bind(email)
+        .bind(purpose)
+        .bind(since)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM email_verification_codes WHERE email = $1 AND purpose = $2")
+            .bind(email)
+            .bind(purpose)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO email_verification_codes (email, purpose, code_hash, expires_at, attempts, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(email)
+        .bind(purpose)
+        .bind(code_hash)
+        .bind(expires_at)
+        .bind(carried)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn get(&self, email: &str, purpose: &str) -> Result<Option<CodeRow>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM email_verification_codes WHERE email = $1 AND purpose = $2"

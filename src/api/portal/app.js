@@ -23,8 +23,10 @@ function h(tag, attrs = {}, ...kids) {
 
 const label = (key, input) => h("label", {}, h("span", { t: key }), input);
 const input = (name, type = "text", extra = {}) => h("input", { name, id: name, type, ...extra });
-const when = (iso) => (iso ? new Date(iso).toLocaleString(lang() === "en" ? "en-GB" : "zh-CN") : "-");
-const day = (iso) => (iso ? new Date(iso).toLocaleDateString(lang() === "en" ? "en-GB" : "zh-CN") : "-");
+// The API's times are UTC without a zone (as the original API wrote them): read them as UTC.
+const utc = (iso) => new Date(/(Z|[+-]\d\d:\d\d)$/.test(iso) ? iso : `${iso}Z`);
+const when = (iso) => (iso ? utc(iso).toLocaleString(lang() === "en" ? "en-GB" : "zh-CN") : "-");
+const day = (iso) => (iso ? utc(iso).toLocaleDateString(lang() === "en" ? "en-GB" : "zh-CN") : "-");
 
 let toastTimer;
 function toast(message, ok = false) {
@@ -60,8 +62,8 @@ async function signIn(who, password) {
   location.hash = "#/overview";
 }
 
-function login() {
-  main.append(h("h1", { t: "login.title" }), h("div", { class: "card" },
+function login(root) {
+  root.append(h("h1", { t: "login.title" }), h("div", { class: "card" },
     form("login-form", [
       label("login.who", input("username_or_email", "text", { autocomplete: "username", required: true })),
       label("login.password", input("password", "password", { autocomplete: "current-password", required: true })),
@@ -69,13 +71,13 @@ function login() {
     h("p", {}, h("a", { href: "#/signup", t: "login.signup" }), " · ", h("a", { href: "#/forgot", t: "login.forgot" }))));
 }
 
-function signup() {
+function signup(root) {
   const email = input("email", "email", { autocomplete: "email", required: true });
   const send = h("button", { type: "button", class: "secondary", t: "signup.send", onclick: () => busy(send, async () => {
     await call("/auth/send-verification-code", { method: "POST", body: { email: email.value } });
     toast(t("signup.sent"), true);
   }) });
-  main.append(h("h1", { t: "signup.title" }), h("div", { class: "card" },
+  root.append(h("h1", { t: "signup.title" }), h("div", { class: "card" },
     form("signup-form", [
       label("signup.email", email), send,
       label("signup.username", input("username", "text", { autocomplete: "username", required: true, minlength: 3, maxlength: 50 })),
@@ -90,10 +92,10 @@ function signup() {
     h("p", {}, h("a", { href: "#/login", t: "signup.back" }))));
 }
 
-function forgot() {
+function forgot(root) {
   const reset = form("reset-form", [
     label("forgot.code", input("code", "text", { inputmode: "numeric", required: true, maxlength: 6 })),
-    label("forgot.new", input("new_password", "password", { autocomplete: "new-password", required: true, minlength: 8 })),
+    label("forgot.new", input("new_password", "password", { autocomplete: "new-password", required: true, minlength: 8, maxlength: 100 })),
   ], "forgot.go", async (v) => {
     await call("/auth/reset-password", { method: "POST", body: { email: ask.email.value, code: v.code, new_password: v.new_password } });
     toast(t("forgot.done"), true);
@@ -105,7 +107,7 @@ function forgot() {
     toast(t("forgot.sent"), true);
     reset.hidden = false;
   });
-  main.append(h("h1", { t: "forgot.title" }), h("div", { class: "card" }, ask, h("hr"), reset));
+  root.append(h("h1", { t: "forgot.title" }), h("div", { class: "card" }, ask, h("hr"), reset));
 }
 
 // --- signed in ----------------------------------------------------------------------------
@@ -121,7 +123,7 @@ function quotaCard(q) {
     h("p", { class: "muted" }, h("span", { t: "overview.resets" }), " ", day(q.period_end)));
 }
 
-async function overview() {
+async function overview(root) {
   const [sub, quota] = await Promise.all([call("/subscriptions/current").catch(() => null), call("/subscriptions/quota")]);
   const plan = h("div", { class: "card", id: "plan" },
     h("h2", { t: "overview.plan" }),
@@ -129,16 +131,20 @@ async function overview() {
     sub?.current_period_end ? h("p", { class: "muted" }, h("span", { t: "overview.until" }), " ", day(sub.current_period_end)) : null,
     sub?.scheduled_plan_name ? h("p", { class: "muted" }, h("span", { t: "overview.next" }), " ", sub.scheduled_plan_name, " (", day(sub.scheduled_change_at), ")") : null,
     h("a", { href: "#/plans", t: "overview.upgrade" }));
-  main.append(h("h1", { t: "overview.title" }), h("div", { class: "grid" }, plan, ...quota.quotas.map(quotaCard)));
+  root.append(h("h1", { t: "overview.title" }), h("div", { class: "grid" }, plan, ...quota.quotas.map(quotaCard)));
 }
 
-async function usage() {
+async function usage(root) {
   const days = lastDays(30);
-  const [quota, logs] = await Promise.all([
-    call("/subscriptions/quota"),
-    call(`/admin/quotas/usage-logs?start_date=${days[0]}&limit=1000`),
-  ]);
-  main.append(h("h1", { t: "usage.title" }));
+  const quota = await call("/subscriptions/quota");
+  // One's own rows (a superuser would otherwise get everyone's), a page of 1000 at a time.
+  const logs = [];
+  for (let offset = 0; offset < 20000; offset += 1000) {
+    const page = await call(`/admin/quotas/usage-logs?user_id=${me.id}&start_date=${days[0]}&limit=1000&offset=${offset}`);
+    logs.push(...page);
+    if (page.length < 1000) break;
+  }
+  root.append(h("h1", { t: "usage.title" }));
   for (const q of quota.quotas) {
     const per = new Map(days.map((d) => [d, 0]));
     for (const l of logs) {
@@ -146,20 +152,20 @@ async function usage() {
       if (l.quota_type === q.type_key && l.state !== "refunded" && per.has(d)) per.set(d, per.get(d) + l.amount);
     }
     const total = [...per.values()].reduce((a, b) => a + b, 0);
-    main.append(h("div", { class: "card", id: `chart-${q.type_key}`, "data-total": total },
+    root.append(h("div", { class: "card", id: `chart-${q.type_key}`, "data-total": total },
       h("h2", {}, `${q.name}: ${total}`), barChart([...per].map(([d, value]) => ({ day: d, value })), q.name)));
   }
   const rows = logs.map((l) => h("tr", { class: `log ${l.state}` },
     h("td", {}, when(l.created_at)), h("td", {}, l.quota_type), h("td", {}, l.amount),
     h("td", { t: l.state === "refunded" ? "usage.refunded" : "usage.committed" }),
     h("td", {}, l.endpoint), h("td", {}, l.refund_reason ?? "")));
-  main.append(h("div", { class: "card" }, h("h2", { t: "usage.charges" }),
+  root.append(h("div", { class: "card" }, h("h2", { t: "usage.charges" }),
     rows.length ? h("div", { class: "table-wrap" }, h("table", { id: "usage-logs" },
       h("thead", {}, h("tr", {}, ...["usage.when", "usage.type", "usage.amount", "usage.state", "usage.endpoint", "usage.reason"].map((k) => h("th", { t: k })))),
       h("tbody", {}, rows))) : h("p", { class: "muted", t: "usage.none" })));
 }
 
-async function keys() {
+async function keys(root) {
   const list = await call("/api-keys/");
   const shown = h("div", { id: "new-key" });
   const create = form("key-form", [label("keys.name", input("name", "text", { required: true, maxlength: 100 }))], "keys.create", async (v, f) => {
@@ -193,10 +199,14 @@ async function keys() {
     translate(table);
   }
   await render(list);
-  main.append(h("h1", { t: "keys.title" }), h("div", { class: "card" }, create), shown, h("div", { class: "card" }, table));
+  root.append(h("h1", { t: "keys.title" }), h("div", { class: "card" }, create), shown, h("div", { class: "card" }, table));
 }
 
+let following = 0;
+
+/** Shows `order`'s QR code and link, then follows it until paid (only the latest order). */
 async function follow(order, panel) {
+  const mine = ++following;
   panel.replaceChildren(h("p", {}, h("span", { t: "plans.quote" }), ` ${order.amount} ${order.currency}`,
     order.credit && order.credit !== "0.00" ? ` (${t("plans.credit")} ${order.credit})` : ""));
   if (order.qr_code) {
@@ -210,7 +220,7 @@ async function follow(order, panel) {
   translate(panel);
   for (let i = 0; i < 450; i++) {
     await new Promise((r) => setTimeout(r, 2000));
-    if (!panel.isConnected) return;
+    if (!panel.isConnected || mine !== following) return;
     const p = await call(`/payments/${order.payment_id}?poll=true`).catch(() => null);
     if (p && p.status === "completed") {
       status.dataset.t = "plans.paid";
@@ -225,7 +235,7 @@ async function follow(order, panel) {
   }
 }
 
-async function plans() {
+async function plans(root) {
   const [list, sub, quota] = await Promise.all([call("/plans/"), call("/subscriptions/current").catch(() => null), call("/subscriptions/quota")]);
   const names = Object.fromEntries(quota.quotas.map((q) => [q.type_key, `${q.name}${q.unit ? ` (${q.unit})` : ""}`]));
   const panel = h("div", { class: "card", id: "pay-panel", hidden: true });
@@ -244,24 +254,24 @@ async function plans() {
         follow(order, panel).catch((e) => toast(e.message));
       }) }) : null);
   });
-  main.append(h("h1", { t: "plans.title" }), h("div", { class: "card row" }, h("label", {}, h("span", { t: "plans.method" }), method)),
+  root.append(h("h1", { t: "plans.title" }), h("div", { class: "card row" }, h("label", {}, h("span", { t: "plans.method" }), method)),
     h("div", { class: "grid" }, cards), panel);
 }
 
-async function payments() {
+async function payments(root) {
   const list = await call("/payments/");
-  main.append(h("h1", { t: "payments.title" }), h("div", { class: "card" }, list.length ? h("div", { class: "table-wrap" }, h("table", { id: "payments" },
+  root.append(h("h1", { t: "payments.title" }), h("div", { class: "card" }, list.length ? h("div", { class: "table-wrap" }, h("table", { id: "payments" },
     h("thead", {}, h("tr", {}, ...["payments.when", "payments.order", "payments.amount", "payments.method", "payments.status"].map((k) => h("th", { t: k })))),
     h("tbody", {}, list.map((p) => h("tr", {}, h("td", {}, when(p.created_at)), h("td", {}, h("code", {}, p.order_id)),
       h("td", {}, `${p.amount} ${p.currency}`), h("td", {}, p.payment_method), h("td", {}, p.status))))))
     : h("p", { class: "muted", t: "payments.none" })));
 }
 
-function account() {
-  main.append(h("h1", { t: "account.title" }), h("div", { class: "card" }, h("p", {}, `${me.username} · ${me.email}`),
+function account(root) {
+  root.append(h("h1", { t: "account.title" }), h("div", { class: "card" }, h("p", {}, `${me.username} · ${me.email}`),
     form("password-form", [
       label("account.current", input("current_password", "password", { autocomplete: "current-password", required: true })),
-      label("account.new", input("password", "password", { autocomplete: "new-password", required: true, minlength: 8 })),
+      label("account.new", input("password", "password", { autocomplete: "new-password", required: true, minlength: 8, maxlength: 100 })),
     ], "account.change", async (v) => {
       await call("/users/me", { method: "PUT", body: { password: v.password, current_password: v.current_password } });
       forget();
@@ -271,14 +281,14 @@ function account() {
     })));
 }
 
-async function admin() {
+async function admin(root) {
   const [users, audit, quota] = await Promise.all([call("/admin/users?limit=100"), call("/admin/audit-log?limit=50"), call("/subscriptions/quota")]);
   const types = quota.quotas.map((q) => q.type_key);
   const rows = users.map((u) => {
     const type = h("select", { "aria-label": t("usage.type") }, types.map((k) => h("option", { value: k }, k)));
     const amount = h("input", { type: "number", min: 0, value: 10, "aria-label": t("admin.amount"), style: "width:6rem" });
     const act = (path, method = "POST") => (ev) => busy(ev.target, async () => { await call(path(), { method }); toast(t("admin.done"), true); route(); });
-    return h("tr", { "data-user": u.username },
+    return h("tr", { "data-user": u.username, "data-active": String(u.is_active) },
       h("td", {}, u.username, u.is_superuser ? h("span", { class: "badge", t: "admin.superuser" }) : null), h("td", {}, u.email),
       h("td", {}, h("button", { type: "button", class: u.is_active ? "danger" : "secondary", t: u.is_active ? "admin.disable" : "admin.enable",
         onclick: act(() => `/admin/users/${u.id}/${u.is_active ? "disable" : "enable"}`) })),
@@ -311,7 +321,7 @@ async function admin() {
     toast(t("admin.done"), true);
     route();
   });
-  main.append(h("h1", { t: "admin.title" }),
+  root.append(h("h1", { t: "admin.title" }),
     h("div", { class: "card" }, h("h2", { t: "admin.users" }), h("div", { class: "table-wrap" }, h("table", { id: "admin-users" }, h("tbody", {}, rows)))),
     h("div", { class: "card" }, h("h2", { t: "admin.plans" }), h("div", { class: "table-wrap" }, h("table", { id: "admin-plans" }, h("tbody", {}, planRows))),
       h("h2", { t: "admin.newplan" }), newPlan),
@@ -325,12 +335,24 @@ async function admin() {
 const OPEN = { login, signup, forgot };
 const SIGNED_IN = { overview, usage, keys, plans, payments, account, admin };
 
+let rendering = 0;
+
 async function route() {
+  const turn = ++rendering;
+  main.dataset.ready = "";
   const name = location.hash.replace(/^#\/?/, "") || (session() ? "overview" : "login");
   if (!session() && !OPEN[name]) { location.hash = "#/login"; return; }
   if (session() && !me) {
-    try { me = await call("/users/me"); } catch { forget(); me = null; location.hash = "#/login"; return; }
+    try {
+      me = await call("/users/me");
+    } catch (e) {
+      // A 401 has already signed out (api.js); anything else (the gate busy) is shown, and the
+      // session kept.
+      if (e.status !== 401) toast(e.message);
+      return;
+    }
   }
+  if (turn !== rendering) return;
   const signedIn = Boolean(session() && me);
   document.getElementById("nav").hidden = !signedIn;
   document.getElementById("logout").hidden = !signedIn;
@@ -338,13 +360,17 @@ async function route() {
   for (const a of document.querySelectorAll("#nav a")) {
     if (a.getAttribute("href") === `#/${name}`) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
-  main.replaceChildren();
-  main.dataset.view = name;
+  // A view is drawn off the page and put in place only if no later render has started.
+  const drawn = document.createElement("div");
+  const page = main;
   try {
-    await (OPEN[name] ?? SIGNED_IN[name] ?? overview)();
+    await (OPEN[name] ?? SIGNED_IN[name] ?? overview)(drawn);
   } catch (e) {
-    main.append(h("p", { class: "card", role: "alert" }, e.message));
+    drawn.append(h("p", { class: "card", role: "alert" }, e.message));
   }
+  if (turn !== rendering) return;
+  page.replaceChildren(...drawn.childNodes);
+  page.dataset.view = name;
   translate();
   document.getElementById("lang").textContent = t("other");
   main.dataset.ready = name;
@@ -358,6 +384,10 @@ document.getElementById("logout").addEventListener("click", async () => {
   location.hash = "#/login";
 });
 document.getElementById("lang").addEventListener("click", () => { setLang(lang() === "en" ? "zh" : "en"); route(); });
-window.addEventListener("hashchange", route);
+// Only `#/view` hashes are views: `#main` (the skip link) just moves the focus.
+window.addEventListener("hashchange", () => {
+  if (location.hash === "" || location.hash.startsWith("#/")) route();
+  else main.focus();
+});
 setLang(lang());
 route();

@@ -182,6 +182,18 @@ impl TestApp {
             .unwrap();
     }
 
+    /// Moves the emailed codes sent to `email` `by_ms` into the past (when they were sent).
+    pub async fn age_codes(&self, email: &str, by_ms: i64) {
+        sqlx::query(
+            "UPDATE email_verification_codes SET created_at = created_at - $2 WHERE email = $1",
+        )
+        .bind(email)
+        .bind(by_ms)
+        .execute(self.store().pool())
+        .await
+        .unwrap();
+    }
+
     /// Moves the account's subscriptions and quota cycles `by_ms` into the past: as if that
     /// much time had passed.
     pub async fn travel(&self, a: &Account, by_ms: i64) {
