@@ -155,7 +155,7 @@ async fn next_piece(mut s: State) -> Result<Option<(Bytes, State)>, BoxError> {
     let mut head = BytesMut::new();
     head.extend_from_slice(format!("--{}\r\n", s.boundary).as_bytes());
     head.extend_from_slice(b"Content-Disposition: form-data; name=\"");
-    head.extend_from_slice(quoted(&name)?.as_bytes());
+    head.extend_from_slice(quoted(field_name(&name)?)?.as_bytes());
     head.extend_from_slice(b"\"");
     if let Some(f) = &file_name {
         head.extend_from_slice(b"; filename=\"");
@@ -192,6 +192,19 @@ async fn next_piece(mut s: State) -> Result<Option<(Bytes, State)>, BoxError> {
     Ok(Some((head.freeze(), s)))
 }
 
+/// A field name the rebuilt header can carry so that every parser reads the same parameters:
+/// one with `;`, `=` or `\` could be read as ending early or as another parameter (a name
+/// ending in `filename=` reads, to a parser that looks for `filename="`, as a file name). Forms
+/// name their fields plainly (the backend's are `patient_name`, `study_date`, `file`).
+fn field_name(name: &str) -> Result<&str, BoxError> {
+    if name.contains([';', '=', '\\']) {
+        return Err(reject(format!(
+            "the multipart field name {name:?} may not contain `;`, `=` or `\\`"
+        )));
+    }
+    Ok(name)
+}
+
 /// A name inside a quoted `Content-Disposition` parameter, as browsers write it (`"` as
 /// `%22`); a line break cannot be written there at all.
 fn quoted(name: &str) -> Result<String, BoxError> {
@@ -213,5 +226,51 @@ fn stream_error(e: multer::Error) -> BoxError {
     match e {
         multer::Error::StreamReadFailed(inner) => inner,
         other => reject(format!("the multipart body is malformed: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    const BOUNDARY: &str = "b0undary";
+
+    /// What the gate sends on for `body`, or why it refused it.
+    fn sent(body: &'static [u8]) -> Result<Bytes, String> {
+        let checks = Checks {
+            namespace: None,
+            patient_fields: vec!["patient_name".into()],
+            path_fields: vec!["study_date".into()],
+        };
+        let pieces = stream::iter([Ok::<_, BoxError>(Bytes::from_static(body))]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            checked(pieces, BOUNDARY.to_string(), checks)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// Found by the `multipart` fuzz target: a field name ending in `filename=` (its closing
+    /// quote missing in effect) made the rebuilt header read, to a parser that looks for
+    /// `filename="`, as a file named `; filename=` instead of the file name the gate checked.
+    #[test]
+    fn a_field_name_that_could_be_read_as_another_parameter_is_refused() {
+        let body = b"--b0undary\r\nContent-Disposition: form-data; name=\"file ; filename=\"scan.zip\"\r\n\r\nPK\r\n--b0undary--\r\n";
+        let refused = sent(body).expect_err("a name with ; or = is refused");
+        assert!(refused.contains("field name"), "{refused}");
+        let plain = b"--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"scan;1.zip\"\r\n\r\nPK\r\n--b0undary--\r\n";
+        let forwarded = sent(plain).expect("an ordinary upload passes");
+        assert!(
+            forwarded
+                .windows(40)
+                .any(|w| w == b"name=\"file\"; filename=\"scan;1.zip\"\r\n\r\nPK"),
+            "{forwarded:?}"
+        );
     }
 }
