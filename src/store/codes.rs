@@ -30,25 +30,9 @@ impl Codes<'_> {
         code_hash: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
-        sqlx::query("DELETE FROM email_verification_codes WHERE email = $1 AND purpose = $2")
-            .bind(email)
-            .bind(purpose)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO email_verification_codes (email, purpose, code_hash, expires_at, attempts, created_at) \
-             VALUES ($1, $2, $3, $4, 0, $5)",
-        )
-        .bind(email)
-        .bind(purpose)
-        .bind(code_hash)
-        .bind(expires_at)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        // No earlier code was made at or after the end of time: none of its attempts carry over.
+        self.put_keeping_attempts(email, purpose, code_hash, expires_at, i64::MAX)
+            .await
     }
 
     /// Replaces any earlier code for this email and purpose, keeping the wrong attempts the
