@@ -348,9 +348,8 @@ pub struct ResetPasswordRequest {
 #[utoipa::path(post, path = "/auth/reset-password", tag = "auth", request_body = ResetPasswordRequest,
     responses(
         (status = 200, description = "The password is replaced; sign in with it", body = Message),
-        (status = 403, description = "The code is wrong or has expired (or none was sent)", body = ErrorBody),
-        (status = 422, description = "Not an email address, a code that is not 6 digits, or a password outside 8 to 100 characters", body = ErrorBody),
-        (status = 429, description = "Too many wrong codes: ask for a new one", body = ErrorBody)))]
+        (status = 403, description = "The code is wrong, has expired or has no guesses left (or none was sent): one answer for all, so that it tells nobody who is registered", body = ErrorBody),
+        (status = 422, description = "Not an email address, a code that is not 6 digits, or a password outside 8 to 100 characters", body = ErrorBody)))]
 pub async fn reset_password(
     State(state): State<Arc<ApiState>>,
     JsonBody(req): JsonBody<ResetPasswordRequest>,

@@ -127,18 +127,13 @@ impl AuthService {
         new_password: &str,
     ) -> Result<UserId, Refusal> {
         super::accounts::check_password(new_password)?;
-        let max = self.config.auth.code_attempts as i64;
-        let Some(row) = self
-            .store
-            .codes()
-            .take_attempt(email, RESET, max, now_ms())
+        // The same answer whether the address has no code (no account), its guesses are used
+        // up or the code is wrong: a 429 here would tell who is registered.
+        if self
+            .attempt(email, RESET, &self.reset_hash(email, code))
             .await?
-        else {
-            // The same answer whether the address has no code (no account) or its guesses are
-            // used up: a 429 here would tell who is registered.
-            return Err(invalid_code());
-        };
-        if row.code_hash != self.reset_hash(email, code) {
+            != Some(true)
+        {
             return Err(invalid_code());
         }
         let user = match self.store.users().by_login(email).await? {
@@ -164,6 +159,24 @@ impl AuthService {
         Ok(user.id)
     }
 
+    /// Takes one of the live code's attempts before comparing it (a concurrent burst of guesses
+    /// gets no more than `verification_code_attempts`): whether `hash` is the code's, or `None`
+    /// when there is no live code or its attempts are used up.
+    async fn attempt(
+        &self,
+        email: &str,
+        purpose: &str,
+        hash: &str,
+    ) -> Result<Option<bool>, Refusal> {
+        let max = self.config.auth.code_attempts as i64;
+        let row = self
+            .store
+            .codes()
+            .take_attempt(email, purpose, max, now_ms())
+            .await?;
+        Ok(row.map(|r| r.code_hash == hash))
+    }
+
     /// Why no attempt was taken: too many wrong codes on a live one, or none at all.
     async fn no_attempt_left(&self, email: &str, purpose: &str) -> Result<Refusal, Refusal> {
         let live = self
@@ -182,17 +195,13 @@ impl AuthService {
     /// The attempt is counted before the comparison, so no burst gets more guesses than
     /// `verification_code_attempts`.
     pub async fn verify_code(&self, email: &str, code: &str) -> Result<(), Refusal> {
-        let max = self.config.auth.code_attempts as i64;
-        let Some(row) = self
-            .store
-            .codes()
-            .take_attempt(email, PURPOSE, max, now_ms())
+        match self
+            .attempt(email, PURPOSE, &self.code_hash(email, code))
             .await?
-        else {
-            return Err(self.no_attempt_left(email, PURPOSE).await?);
-        };
-        if row.code_hash != self.code_hash(email, code) {
-            return Err(invalid_code());
+        {
+            None => return Err(self.no_attempt_left(email, PURPOSE).await?),
+            Some(false) => return Err(invalid_code()),
+            Some(true) => {}
         }
         self.store.codes().mark_verified(email, PURPOSE).await?;
         Ok(())

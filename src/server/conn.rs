@@ -47,8 +47,8 @@ pub(super) struct Shared {
     pub header_read_timeout: Duration,
     pub shutdown: CancellationToken,
     pub parked: Arc<AtomicUsize>,
-    /// Connections accepted per worker (`super::balance`).
-    pub balance: Arc<super::balance::Balance>,
+    /// Connections accepted per worker (`super::per_worker`).
+    pub per_worker: Arc<super::per_worker::PerWorker>,
 }
 
 impl Shared {
@@ -89,7 +89,7 @@ impl Shared {
             header_read_timeout,
             shutdown,
             parked,
-            balance: Arc::new(super::balance::Balance::new(workers)),
+            per_worker: Arc::new(super::per_worker::PerWorker::new(workers)),
         }
     }
 }

@@ -26,9 +26,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-mod balance;
 mod conn;
 mod idle;
+mod per_worker;
 mod workers;
 
 use crate::config::Config;
@@ -61,7 +61,7 @@ pub struct RunningGate {
     store: Store,
     tunnels: Tunnels,
     parked: Arc<AtomicUsize>,
-    balance: Arc<balance::Balance>,
+    per_worker: Arc<per_worker::PerWorker>,
 }
 
 impl RunningGate {
@@ -91,7 +91,7 @@ impl RunningGate {
 
     /// Connections each worker has accepted so far (also `gate_worker_connections_total`).
     pub fn connections_per_worker(&self) -> Vec<u64> {
-        self.balance.accepted()
+        self.per_worker.accepted()
     }
 
     /// The services of the configuration serving new requests now.
@@ -185,7 +185,7 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
     )
     .map_err(|e| StartError(format!("cannot start the worker threads: {e}")))?;
     let current = shared.current.clone();
-    let balance = shared.balance.clone();
+    let per_worker = shared.per_worker.clone();
     let task = tokio::spawn(serve(
         listener,
         shared,
@@ -202,7 +202,7 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         store,
         tunnels,
         parked,
-        balance,
+        per_worker,
     })
 }
 
@@ -265,7 +265,7 @@ async fn accept_loop(
             _ = shared.shutdown.cancelled() => return,
         };
         crate::telemetry::worker_connection();
-        shared.balance.accepted_by(me);
+        shared.per_worker.accepted_by(me);
         let _ = stream.set_nodelay(true);
         // The TLS handshake runs in the connection's own task, never in the accept loop.
         match shared.current.get().services().tls.clone() {

@@ -282,7 +282,9 @@ function account(root) {
 }
 
 async function admin(root) {
-  const [users, audit, quota] = await Promise.all([call("/admin/users?limit=100"), call("/admin/audit-log?limit=50"), call("/subscriptions/quota")]);
+  const [users, audit, quota, plans] = await Promise.all([
+    call("/admin/users?limit=100"), call("/admin/audit-log?limit=50"), call("/subscriptions/quota"), call("/plans/"),
+  ]);
   const types = quota.quotas.map((q) => q.type_key);
   const rows = users.map((u) => {
     const type = h("select", { "aria-label": t("usage.type") }, types.map((k) => h("option", { value: k }, k)));
@@ -297,7 +299,6 @@ async function admin(root) {
         h("button", { type: "button", class: "secondary", t: "admin.adjust", onclick: act(() => `/admin/quotas/users/${u.id}/adjust?quota_type=${type.value}&new_limit=${amount.value}`, "PUT") }),
         h("button", { type: "button", class: "secondary", t: "admin.reset", onclick: act(() => `/admin/quotas/users/${u.id}/reset?quota_type=${type.value}`) })));
   });
-  const plans = await call("/plans/");
   const planRows = plans.map((pl) => {
     const price = h("input", { type: "text", value: pl.price, "aria-label": `${pl.name} ${t("admin.price")}`, style: "width:7rem" });
     return h("tr", { "data-plan": pl.name }, h("td", {}, pl.name), h("td", {}, price, " ", pl.billing_cycle),

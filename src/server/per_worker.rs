@@ -11,14 +11,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub(super) struct Balance {
+pub(super) struct PerWorker {
     /// Connections accepted per worker, ever.
     accepted: Vec<AtomicU64>,
 }
 
-impl Balance {
-    pub fn new(workers: usize) -> Balance {
-        Balance {
+impl PerWorker {
+    pub fn new(workers: usize) -> PerWorker {
+        PerWorker {
             accepted: (0..workers.max(1)).map(|_| AtomicU64::new(0)).collect(),
         }
     }
