@@ -14,6 +14,9 @@ pub enum Credential<'a> {
     ImageCookie(&'a str),
 }
 
+/// The API-key header's name, made once rather than parsed from text on every request.
+static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+
 /// The cookie a login or refresh through the gate sets, for what `<img>` cannot authenticate.
 pub const IMAGE_COOKIE: &str = "idoctor_image";
 
@@ -32,7 +35,7 @@ pub fn extract(parts: &Parts, allow_query_token: bool) -> Result<Option<Credenti
             Some(classify(token))
         }
     };
-    let from_key_header = match parts.headers.get("x-api-key") {
+    let from_key_header = match parts.headers.get(&X_API_KEY) {
         None => None,
         Some(v) => Some(Credential::ApiKey(
             v.to_str()

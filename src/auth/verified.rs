@@ -15,17 +15,21 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use foldhash::fast::RandomState;
+
 /// How many credentials are remembered at most.
 const CAPACITY: usize = 20_000;
 
 pub struct Remembered<V> {
-    map: Mutex<HashMap<Box<str>, V>>,
+    /// Keys are credentials that passed a full check, so none is chosen to collide: a fast
+    /// hash will do (`foldhash`, seeded per process).
+    map: Mutex<HashMap<Box<str>, V, RandomState>>,
 }
 
 impl<V> Default for Remembered<V> {
     fn default() -> Self {
         Remembered {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(HashMap::default()),
         }
     }
 }

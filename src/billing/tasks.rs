@@ -10,6 +10,7 @@
 
 use moka::future::Cache;
 use serde_json::Value;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use crate::config::tasks::{StaleRule, Tasks};
@@ -49,8 +50,12 @@ impl TaskStatus {
     /// Whether a reply may tell an end, by a look at its bytes: most polls say `processing`
     /// and are not parsed.
     pub fn may_end(body: &[u8]) -> bool {
-        memchr::memmem::find(body, b"failed").is_some()
-            || memchr::memmem::find(body, b"completed").is_some()
+        // Searchers built once: building one per call cost more than the search.
+        static FAILED: LazyLock<memchr::memmem::Finder<'static>> =
+            LazyLock::new(|| memchr::memmem::Finder::new(b"failed"));
+        static COMPLETED: LazyLock<memchr::memmem::Finder<'static>> =
+            LazyLock::new(|| memchr::memmem::Finder::new(b"completed"));
+        FAILED.find(body).is_some() || COMPLETED.find(body).is_some()
     }
 }
 

@@ -36,7 +36,7 @@ impl Gate {
         } else {
             None
         };
-        let uri = outbound::target(
+        let target = outbound::target(
             &s.upstream,
             &parts.uri,
             &ctx.path,
@@ -93,12 +93,21 @@ impl Gate {
         };
         let mut up_req = Request::new(body);
         *up_req.method_mut() = parts.method;
-        *up_req.uri_mut() = uri;
+        let own_target = match target {
+            outbound::Target::Uri(uri) => {
+                *up_req.uri_mut() = uri;
+                None
+            }
+            outbound::Target::Own(own) => Some(own),
+        };
         *up_req.version_mut() = Version::HTTP_11;
         *up_req.headers_mut() = out_headers;
 
         let upstream_started = Instant::now();
-        let sent = s.upstream.send(up_req, route.timeout, exceeded).await;
+        let sent = s
+            .upstream
+            .send_to(up_req, own_target, route.timeout, exceeded)
+            .await;
         ctx.log.upstream = Some(upstream_started.elapsed());
         let mut resp = sent?;
 

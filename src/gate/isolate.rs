@@ -21,7 +21,9 @@ impl Gate {
         let Some(t) = &route.tenancy else {
             return Ok(());
         };
-        let segment = |i: usize| ctx.path.split('/').nth(i);
+        // The path cut into its segments once, for every look below.
+        let segments: Vec<&str> = ctx.path.split('/').collect();
+        let segment = |i: usize| segments.get(i).copied();
         for (i, name) in &t.safe_segments {
             if let Some(seg) = segment(*i) {
                 let value = decode_segment(name, seg).map_err(GateError::bad_request)?;
@@ -66,7 +68,7 @@ impl Gate {
             owned_id.is_some() || (namespace.is_some() && !t.patient_segments.is_empty());
         if rewrites {
             let mut path = String::with_capacity(ctx.path.len() + 64);
-            for (i, seg) in ctx.path.split('/').enumerate() {
+            for (i, seg) in segments.iter().copied().enumerate() {
                 if i > 0 {
                     path.push('/');
                 }

@@ -80,7 +80,7 @@ impl Gate {
             // A held charge is settled by the backend's reply whether or not the client stays
             // for it: phases 5 to 7 go on in a task of their own if it leaves (`detach.rs`).
             Ok(Admitted::Forward(fwd)) if ctx.reservation.is_some() => {
-                self.finish_detached(fwd, ctx).await
+                Box::pin(self.finish_detached(fwd, ctx)).await
             }
             Ok(Admitted::Forward(fwd)) => {
                 let result = self.finish(fwd, &mut ctx).await;
@@ -113,11 +113,9 @@ impl Gate {
             // Early exit: a frontend's file skips phases 2 to 7 (its files are the same for
             // everyone and carry no data; what the app then asks for is authenticated).
             Routed::Static { mount, parts } => {
-                let resp = self
-                    .services
-                    .statics
-                    .serve(mount, &parts, &ctx.path)
-                    .await?;
+                // Boxed: a file's future is several KiB, and inline it would be copied with
+                // every proxied request's future too.
+                let resp = Box::pin(self.services.statics.serve(mount, &parts, &ctx.path)).await?;
                 return Ok(Admitted::Answered(resp));
             }
             Routed::Backend { route, parts, body } => (route, parts, body),

@@ -73,9 +73,16 @@ impl Cors {
 
     /// Sets the CORS headers of a response to a request that carried `origin`.
     pub fn decorate(&self, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
-        headers.remove(header::ACCESS_CONTROL_ALLOW_ORIGIN);
-        headers.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
-        headers.remove(header::ACCESS_CONTROL_EXPOSE_HEADERS);
+        // The backend's own CORS headers, if it sent any: the gate's policy is the one that
+        // holds.
+        crate::proxy::headers::remove_all(
+            headers,
+            &[
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            ],
+        );
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
         let Some(origin) = self.allowed(origin) else {
             return;

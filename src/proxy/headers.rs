@@ -28,8 +28,14 @@ impl Peer {
     }
 }
 
+/// Names looked up on every request, made once rather than parsed from text each time.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// Headers that describe one connection, not the message.
-const HOP_BY_HOP: &[HeaderName] = &[
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -37,19 +43,19 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
 ];
-const HOP_BY_HOP_EXTRA: &[&str] = &["keep-alive", "proxy-connection"];
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 /// With `keep_upgrade`, `Upgrade` survives and `Connection: upgrade` is set (the only
 /// connection-level request a proxy must pass on).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none of them: one pass over the names (cheap comparisons of
-    // standard names) instead of nine hashed removals, twice per proxied request.
-    let any = headers
-        .keys()
-        .any(|name| HOP_BY_HOP.contains(name) || HOP_BY_HOP_EXTRA.contains(&name.as_str()));
-    if !any {
+    // One pass over the names (cheap comparisons of standard names) says which of them are
+    // there; only those are removed. Most requests carry none, most replies only
+    // `Connection`: each hashed removal skipped is one less per proxied message.
+    let present = present_of(headers, &HOP_BY_HOP);
+    if present == 0 {
         return;
     }
     let upgrade = if keep_upgrade {
@@ -78,15 +84,40 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             }
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP_EXTRA {
-        headers.remove(*name);
-    }
+    remove_present(headers, &HOP_BY_HOP, present);
     if let Some(up) = upgrade {
         headers.insert(header::UPGRADE, up);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Which of `names` (at most 32) are in `headers`, as bits by position: one pass over the
+/// map's names, which for the few headers of most messages is cheaper than a hashed lookup
+/// of each name.
+fn present_of(headers: &HeaderMap, names: &[HeaderName]) -> u32 {
+    let mut present = 0u32;
+    for name in headers.keys() {
+        if let Some(i) = names.iter().position(|n| n == name) {
+            present |= 1 << i;
+        }
+    }
+    present
+}
+
+/// Removes those of `names` that `present` (from [`present_of`]) marks.
+fn remove_present(headers: &mut HeaderMap, names: &[HeaderName], present: u32) {
+    for (i, name) in names.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Removes every header named in `names` (at most 32), looking each up only if it is there.
+pub fn remove_all(headers: &mut HeaderMap, names: &[HeaderName]) {
+    let present = present_of(headers, names);
+    if present != 0 {
+        remove_present(headers, names, present);
     }
 }
 
@@ -98,7 +129,9 @@ fn remove_listed(headers: &mut HeaderMap, connection: &HeaderValue) {
     };
     for name in list.split(',') {
         let name = name.trim();
-        if !name.is_empty() {
+        // `keep-alive` is what most say: a `Keep-Alive` header goes with the other
+        // hop-by-hop ones.
+        if !name.is_empty() && !name.eq_ignore_ascii_case("keep-alive") {
             headers.remove(name);
         }
     }
@@ -153,7 +186,7 @@ pub fn strip_client_identity(headers: &mut HeaderMap) {
     // The credentials are there on most requests: removed by name, so that the scan below
     // usually finds nothing and collects nothing.
     headers.remove(header::AUTHORIZATION);
-    headers.remove("x-api-key");
+    headers.remove(&X_API_KEY);
     if headers.contains_key(header::COOKIE) {
         strip_image_cookie(headers);
     }
@@ -192,7 +225,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAdd
         return peer;
     }
     let mut hops = headers
-        .get_all("x-forwarded-for")
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -226,14 +259,11 @@ pub fn set_forwarded(
         _ => Some(peer.forwarded_for.clone()),
     };
     if let Some(v) = xff {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(proto),
-    );
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if let Some(h) = host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), h.clone());
+        headers.insert(X_FORWARDED_HOST.clone(), h.clone());
     }
 }
 

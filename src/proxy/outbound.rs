@@ -8,7 +8,7 @@ use http::{Uri, request::Parts};
 use crate::auth::Identity;
 use crate::error::GateError;
 use crate::proxy::headers::{self, Peer};
-use crate::proxy::upstream::Upstream;
+use crate::proxy::upstream::{OwnTarget, Upstream};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
@@ -32,25 +32,41 @@ pub struct Forwarding<'a> {
 /// they came (the canonical path is the one received and there is no token to take out of the
 /// query): the received target is shared, not copied. A path of the gate's own making
 /// (`rewritten`, the caller's names in its namespace) is moved in, not copied, where there is
-/// no query to add.
+/// no query to add, and then not parsed again either.
 pub fn target(
     upstream: &Upstream,
     received: &Uri,
     path: &str,
     rewritten: Option<String>,
     strip_token: bool,
-) -> Result<Uri, GateError> {
+) -> Result<Target, GateError> {
     match (received.path_and_query(), rewritten) {
         (Some(pq), None) if pq.path() == path && !(strip_token && pq.query().is_some()) => {
-            Ok(Uri::from(pq.clone()))
+            Ok(Target::Uri(Uri::from(pq.clone())))
         }
-        (pq, Some(own)) if pq.and_then(|pq| pq.query()).is_none() => upstream.uri_for(own),
-        (_, own) => upstream.uri_for(path_and_query(
-            own.as_deref().unwrap_or(path),
-            received.query(),
-            strip_token,
-        )),
+        (pq, Some(own)) if pq.and_then(|pq| pq.query()).is_none() => {
+            match upstream.own_target(own) {
+                Some(t) => Ok(Target::Own(t)),
+                None => Err(GateError::bad_request(
+                    "the request target is not a valid URI",
+                )),
+            }
+        }
+        (_, own) => upstream
+            .uri_for(path_and_query(
+                own.as_deref().unwrap_or(path),
+                received.query(),
+                strip_token,
+            ))
+            .map(Target::Uri),
     }
+}
+
+/// Where the backend's target goes: a `Uri`, or a path of the gate's own making carried beside
+/// the request ([`crate::proxy::upstream::OwnTarget`]).
+pub enum Target {
+    Uri(Uri),
+    Own(OwnTarget),
 }
 
 /// Takes the received headers out of `parts` and makes them the backend's: hop-by-hop headers
@@ -62,8 +78,11 @@ pub fn headers(parts: &mut Parts, upgrade: bool, f: &Forwarding<'_>) -> HeaderMa
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let client_xff = parts.headers.get("x-forwarded-for").cloned();
+    let client_xff = parts.headers.get(&headers::X_FORWARDED_FOR).cloned();
     let mut out = std::mem::take(&mut parts.headers);
+    // Room for the gate's own headers at once, rather than growing the map (and rehashing
+    // every header) two or three times as they go in.
+    out.reserve(8);
     headers::strip_hop_by_hop(&mut out, upgrade);
     headers::strip_client_identity(&mut out);
     headers::set_forwarded(

@@ -119,6 +119,10 @@ pub fn decode_segment<'a>(
     field: &str,
     segment: &'a str,
 ) -> Result<std::borrow::Cow<'a, str>, String> {
+    // Most segments hold no escape: they are already the text (a canonical path is UTF-8).
+    if !segment.as_bytes().contains(&b'%') {
+        return Ok(std::borrow::Cow::Borrowed(segment));
+    }
     percent_encoding::percent_decode_str(segment)
         .decode_utf8()
         .map_err(|_| format!("{field} is not valid UTF-8"))

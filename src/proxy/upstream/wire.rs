@@ -100,9 +100,14 @@ pub struct Malformed(pub &'static str);
 /// the head's bytes are taken out of `buf` (what follows is the body's start), and the
 /// header values share that memory rather than being copied.
 pub fn parse_reply(buf: &mut BytesMut, method: &Method) -> Result<Option<ReplyHead>, Malformed> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut reply = httparse::Response::new(&mut slots);
-    let len = match reply.parse(buf) {
+    // Left uninitialised: the parser writes the ones it fills, and zeroing 100 slots cost
+    // more than parsing a small reply.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut reply = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut reply, buf, &mut slots);
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
             return Err(Malformed("the backend's reply head is too large"));
@@ -147,30 +152,33 @@ pub fn parse_reply(buf: &mut BytesMut, method: &Method) -> Result<Option<ReplyHe
 
 /// Where each header's name and value lie in a parsed head, so they can be sliced from the
 /// frozen head once the parser's borrow of the buffer ends (no copy of any value).
+/// Sized to the head's headers (a zeroed array of the most there may be cost more to clear
+/// than a small reply costs to parse).
 struct Spans {
-    spans: [(usize, usize, usize, usize); MAX_HEADERS],
-    count: usize,
+    spans: Vec<(usize, usize, usize, usize)>,
 }
 
 impl Spans {
     /// `headers` must have been parsed from `buf`.
     fn of(buf: &[u8], headers: &[httparse::Header<'_>]) -> Spans {
         let base = buf.as_ptr() as usize;
-        let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
-        let count = headers.len().min(MAX_HEADERS);
-        for (span, h) in spans.iter_mut().zip(headers) {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            *span = (name, h.name.len(), value, h.value.len());
-        }
-        Spans { spans, count }
+        let spans = headers
+            .iter()
+            .map(|h| {
+                let name = h.name.as_ptr() as usize - base;
+                let value = h.value.as_ptr() as usize - base;
+                (name, h.name.len(), value, h.value.len())
+            })
+            .collect();
+        Spans { spans }
     }
 
     /// The headers, from `head` (the parsed buffer's start, frozen). `None` if a name or value
     /// is not valid.
     fn header_map(&self, head: &Bytes) -> Option<HeaderMap> {
-        let mut headers = HeaderMap::with_capacity(self.count);
-        for &(n, nl, v, vl) in &self.spans[..self.count] {
+        // With room for what the gate adds on the way out (request id, CORS, quota).
+        let mut headers = HeaderMap::with_capacity(self.spans.len() + 6);
+        for &(n, nl, v, vl) in &self.spans {
             let name = HeaderName::from_bytes(head.get(n..n + nl)?).ok()?;
             let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl)).ok()?;
             headers.append(name, value);
