@@ -40,6 +40,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Threads that serve connections (`server.workers`, resolved: at least 1).
     pub workers: usize,
+    /// Connections handed to the least-loaded live worker (`server.balance`).
+    pub balance: bool,
     pub unknown_routes: DefaultAccess,
     pub trusted_proxies: Vec<IpAddr>,
     pub api_prefix: Option<String>,

@@ -71,6 +71,10 @@ pub struct ServerSection {
     /// Threads that serve connections, each with its own event loop; 0: one per core.
     #[serde(default)]
     pub workers: usize,
+    /// A worker that accepts a connection while another live worker holds fewer hands it
+    /// over (`server::balance`); off: each keeps what it accepts.
+    #[serde(default = "default_true")]
+    pub balance: bool,
     #[serde(default)]
     pub unknown_routes: DefaultAccess,
     #[serde(default)]
@@ -108,6 +112,7 @@ impl Default for ServerSection {
             client_body_timeout_secs: default_client_body_timeout(),
             shutdown_grace_secs: default_shutdown_grace(),
             workers: 0,
+            balance: true,
             unknown_routes: DefaultAccess::default(),
             trusted_proxies: Vec::new(),
             api_prefix: None,

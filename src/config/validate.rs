@@ -229,6 +229,7 @@ pub fn validate(
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         },
+        balance: s.balance,
         unknown_routes: s.unknown_routes,
         trusted_proxies: s.trusted_proxies.clone(),
         api_prefix: s.api_prefix.clone(),

@@ -47,8 +47,8 @@ pub(super) struct Shared {
     pub header_read_timeout: Duration,
     pub shutdown: CancellationToken,
     pub parked: Arc<AtomicUsize>,
-    /// Connections accepted per worker (`super::per_worker`).
-    pub per_worker: Arc<super::per_worker::PerWorker>,
+    /// Connections per worker, and their hand-over to the least loaded (`super::balance`).
+    pub balance: Arc<super::balance::Balance>,
 }
 
 impl Shared {
@@ -57,7 +57,7 @@ impl Shared {
         current: Arc<Current>,
         shutdown: CancellationToken,
         parked: Arc<AtomicUsize>,
-        workers: usize,
+        balance: Arc<super::balance::Balance>,
     ) -> Shared {
         let header_read_timeout = current.get().services().config.header_read_timeout;
         let mut h1 = http1::Builder::new();
@@ -89,13 +89,19 @@ impl Shared {
             header_read_timeout,
             shutdown,
             parked,
-            per_worker: Arc::new(super::per_worker::PerWorker::new(workers)),
+            balance,
         }
     }
 }
 
 /// A plain-TCP connection.
-pub(super) async fn serve_plain(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+/// `_open`: counts the connection on its worker while it lives (`super::balance`).
+pub(super) async fn serve_plain(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _open: super::balance::Open,
+) {
     let first = tokio::select! {
         first = tokio::time::timeout(shared.header_read_timeout, first_bytes(&stream)) => first,
         _ = shared.shutdown.cancelled() => return,
@@ -226,6 +232,7 @@ pub(super) async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
+    _open: super::balance::Open,
 ) {
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,

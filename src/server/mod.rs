@@ -21,14 +21,14 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod balance;
 mod conn;
 mod idle;
-mod per_worker;
 mod workers;
 
 use crate::config::Config;
@@ -61,7 +61,7 @@ pub struct RunningGate {
     store: Store,
     tunnels: Tunnels,
     parked: Arc<AtomicUsize>,
-    per_worker: Arc<per_worker::PerWorker>,
+    balance: Arc<balance::Balance>,
 }
 
 impl RunningGate {
@@ -89,9 +89,9 @@ impl RunningGate {
         self.workers.count()
     }
 
-    /// Connections each worker has accepted so far (also `gate_worker_connections_total`).
+    /// Connections each worker has served so far (also `gate_worker_connections_total`).
     pub fn connections_per_worker(&self) -> Vec<u64> {
-        self.per_worker.accepted()
+        self.balance.served()
     }
 
     /// The services of the configuration serving new requests now.
@@ -170,24 +170,23 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
     let shutdown = CancellationToken::new();
     let parked = Arc::new(AtomicUsize::new(0));
     let worker_count = gate.services().config.workers.max(1);
+    let (balance, mut inboxes) =
+        balance::Balance::new(worker_count, gate.services().config.balance);
+    let balance = Arc::new(balance);
     let shared = Arc::new(conn::Shared::new(
         Arc::new(Current(RwLock::new(gate))),
         shutdown.clone(),
         parked.clone(),
-        worker_count,
+        balance.clone(),
     ));
     let connections = TaskTracker::new();
-    let workers = workers::Workers::start(
-        worker_count - 1,
-        &listener,
-        shared.clone(),
-        connections.clone(),
-    )
-    .map_err(|e| StartError(format!("cannot start the worker threads: {e}")))?;
+    let own_inbox = inboxes.remove(0);
+    let workers = workers::Workers::start(inboxes, &listener, shared.clone(), connections.clone())
+        .map_err(|e| StartError(format!("cannot start the worker threads: {e}")))?;
     let current = shared.current.clone();
-    let per_worker = shared.per_worker.clone();
     let task = tokio::spawn(serve(
         listener,
+        own_inbox,
         shared,
         connections,
         tunnels.clone(),
@@ -202,7 +201,7 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         store,
         tunnels,
         parked,
-        per_worker,
+        balance,
     })
 }
 
@@ -211,12 +210,13 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
 /// connections among them, are needed until then).
 async fn serve(
     listener: TcpListener,
+    inbox: balance::Inbox,
     shared: Arc<conn::Shared>,
     connections: TaskTracker,
     tunnels: Tunnels,
     release: CancellationToken,
 ) {
-    accept_loop(&listener, &shared, &connections).await;
+    accept_loop(&listener, inbox, &shared, &connections).await;
     drop(listener);
     let current = shared.current.clone();
     let grace = current.get().services().config.shutdown_grace;
@@ -243,18 +243,22 @@ async fn serve(
     tracing::info!("stopped");
 }
 
-/// Accepts connections until shutdown; each is served by a task on this worker's runtime.
+/// Accepts connections until shutdown, and takes those other workers hand over; each is
+/// served by a task on this worker's runtime, unless `balance` gives it to a worker with fewer.
 async fn accept_loop(
     listener: &TcpListener,
+    mut inbox: balance::Inbox,
     shared: &Arc<conn::Shared>,
     connections: &TaskTracker,
 ) {
     let me = crate::worker::index();
     crate::telemetry::worker_started();
+    let balance = &shared.balance;
+    let beating = tokio::spawn(balance.clone().keep_beating(me));
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, handed) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok((stream, peer)) => (stream, peer, false),
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -262,17 +266,59 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = shared.shutdown.cancelled() => return,
+            Some((slot, peer)) = inbox.recv() => match balance::take(&slot).map(TcpStream::from_std) {
+                Some(Ok(stream)) => (stream, peer, true),
+                // Taken back by the worker that gave it (this one was late).
+                None => continue,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, %peer, "a handed-over connection was lost");
+                    continue;
+                }
+            },
+            _ = shared.shutdown.cancelled() => break,
         };
-        crate::telemetry::worker_connection();
-        shared.per_worker.accepted_by(me);
-        let _ = stream.set_nodelay(true);
-        // The TLS handshake runs in the connection's own task, never in the accept loop.
-        match shared.current.get().services().tls.clone() {
-            None => connections.spawn(conn::serve_plain(shared.clone(), stream, peer)),
-            Some(acceptor) => {
-                connections.spawn(conn::serve_tls(shared.clone(), stream, peer, acceptor))
+        if !handed {
+            if let Some(to) = balance.hand_over_to(me) {
+                let (shared2, connections2) = (shared.clone(), connections.clone());
+                let reclaimed = move |stream: TcpStream, peer| {
+                    let open = shared2.balance.serving(me, false);
+                    serve_here(&shared2, &connections2, stream, peer, open);
+                };
+                match balance.hand_over(to, stream, peer, reclaimed) {
+                    Ok(()) => continue,
+                    Err(back) => {
+                        let open = balance.serving(me, false);
+                        serve_here(shared, connections, back, peer, open);
+                        continue;
+                    }
+                }
             }
-        };
+        }
+        let open = balance.serving(me, handed);
+        serve_here(shared, connections, stream, peer, open);
     }
+    beating.abort();
+}
+
+/// Serves a connection on this worker, as a task of its own.
+fn serve_here(
+    shared: &Arc<conn::Shared>,
+    connections: &TaskTracker,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    open: balance::Open,
+) {
+    crate::telemetry::worker_connection();
+    let _ = stream.set_nodelay(true);
+    // The TLS handshake runs in the connection's own task, never in the accept loop.
+    match shared.current.get().services().tls.clone() {
+        None => connections.spawn(conn::serve_plain(shared.clone(), stream, peer, open)),
+        Some(acceptor) => connections.spawn(conn::serve_tls(
+            shared.clone(),
+            stream,
+            peer,
+            acceptor,
+            open,
+        )),
+    };
 }

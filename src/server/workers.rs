@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::balance::Inbox;
 use super::conn::Shared;
 
 /// The extra worker threads of one server.
@@ -24,16 +25,17 @@ pub(super) struct Workers {
 }
 
 impl Workers {
-    /// Starts `extra` threads (numbered 1..) accepting on `listener` too.
+    /// Starts a thread per inbox (numbered 1..) accepting on `listener` too, and taking the
+    /// connections handed to it through its inbox (`super::balance`).
     pub fn start(
-        extra: usize,
+        inboxes: Vec<Inbox>,
         listener: &TcpListener,
         shared: Arc<Shared>,
         connections: TaskTracker,
     ) -> io::Result<Workers> {
         let release = CancellationToken::new();
-        let mut ended = Vec::with_capacity(extra);
-        for i in 1..=extra {
+        let mut ended = Vec::with_capacity(inboxes.len());
+        for (inbox, i) in inboxes.into_iter().zip(1..) {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -53,7 +55,7 @@ impl Workers {
                 .spawn(move || {
                     crate::worker::enter(i);
                     runtime.block_on(async move {
-                        super::accept_loop(&own, &shared, &connections).await;
+                        super::accept_loop(&own, inbox, &shared, &connections).await;
                         drop(own);
                         release.cancelled().await;
                     });

@@ -97,9 +97,10 @@ async fn a_reload_cannot_change_the_number_of_workers() {
     app.stop().await;
 }
 
-/// Each worker's share of the connections is counted, for the operator in `/metrics` and for
-/// the benchmark: 32 connections opened at once and kept are all counted, on the workers that
-/// took them.
+/// 32 connections opened at once and kept are shared by both workers (`server::balance`: the
+/// worker that accepts hands a connection to a live worker holding fewer), and each worker's
+/// share is counted, for the operator in `/metrics` and for the benchmark. Before the
+/// hand-over, one run in three put all 32 on one worker.
 #[tokio::test]
 async fn connections_and_requests_are_counted_per_worker() {
     let app = spawn_app_with(Options {
@@ -131,6 +132,12 @@ async fn connections_and_requests_are_counted_per_worker() {
     let per_worker = app.running.as_ref().unwrap().connections_per_worker();
     assert_eq!(per_worker.len(), 2);
     assert_eq!(per_worker.iter().sum::<u64>(), 32, "{per_worker:?}");
+    // 16 / 16 when both event loops beat on time; a worker that misses its beats on a loaded
+    // machine is given nothing meanwhile, hence the margin.
+    assert!(
+        per_worker.iter().all(|&n| n >= 8),
+        "both workers carry the connections: {per_worker:?}"
+    );
     let metrics = app
         .client
         .get(app.url("/metrics"))
