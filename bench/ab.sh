@@ -3,6 +3,8 @@
 #
 #   BASE=<git revision> bash bench/ab.sh      (ROUNDS=6 ROUND_SECS=5 CONNS=64 by default)
 #   ROUTE=metered BASE=... bash bench/ab.sh   (the metered POST /process on SQLite instead)
+#   ROUTE=key / ROUTE=poll                    (the API-key route / the isolated task poll)
+#   BIN_A=... BIN_B=...                       (compare two binaries already built)
 #
 # Builds the release binary of BASE in a worktree of its own (A) and of the working tree (B),
 # starts both on SQLite in front of the same small-JSON backend (bench/backend.nginx.conf), and
@@ -21,7 +23,9 @@ ROUTE=${ROUTE:-jwt}
 case "$ROUTE" in
   jwt) TARGET=/user/json; WRK_ARGS=(); LABEL="JWT route" ;;
   metered) TARGET=/process/p/20250101; WRK_ARGS=(-s bench/post.lua); LABEL="metered route (SQLite)" ;;
-  *) echo "ROUTE is jwt or metered" >&2; exit 2 ;;
+  key) TARGET=/user/json; WRK_ARGS=(); LABEL="API-key route" ;;
+  poll) TARGET=/task_status/main_p_20250101; WRK_ARGS=(); LABEL="isolated task poll" ;;
+  *) echo "ROUTE is jwt, metered, key or poll" >&2; exit 2 ;;
 esac
 log() { printf '== %s\n' "$*" >&2; }
 
@@ -42,14 +46,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log "building A ($BASE) and B (the working tree)"
-git worktree add --detach "$WT" "$BASE" >/dev/null 2>&1
-# The base's build shares the working tree's target folder for dependencies' sake, under a
-# profile directory of its own so the two binaries do not overwrite each other.
-(cd "$WT" && CARGO_TARGET_DIR="$ROOT/target/ab-base" cargo build --release --quiet)
-cargo build --release --quiet
-BIN_A=$ROOT/target/ab-base/release/idoctor-gate
-BIN_B=$ROOT/target/release/idoctor-gate
+# BIN_A / BIN_B: binaries already built (of BASE and of the working tree) instead of building.
+if [[ -z "${BIN_A:-}" ]]; then
+  log "building A ($BASE)"
+  git worktree add --detach "$WT" "$BASE" >/dev/null 2>&1
+  # The base's build shares the working tree's target folder for dependencies' sake, under a
+  # profile directory of its own so the two binaries do not overwrite each other.
+  (cd "$WT" && CARGO_TARGET_DIR="$ROOT/target/ab-base" cargo build --release --quiet)
+  BIN_A=$ROOT/target/ab-base/release/idoctor-gate
+fi
+if [[ -z "${BIN_B:-}" ]]; then
+  log "building B (the working tree)"
+  cargo build --release --quiet
+  BIN_B=$ROOT/target/release/idoctor-gate
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UPSTREAM_PORT=$(free_port)
@@ -65,7 +75,7 @@ wait_http "http://127.0.0.1:$UPSTREAM_PORT/json"
 
 export GATE_JWT_SECRET=bench-secret-bench-secret-bench-secret-0123
 export GATE_API_KEY_PEPPER=bench-pepper-bench-pepper-bench-pepper-0123
-start() { # name binary -> port and token in PORT_<name>, TOKEN_<name>
+start() { # name binary -> PORT_<name>, TOKEN_<name> and the credential header CRED_<name>
   local name=$1 bin=$2 port data
   port=$(free_port)
   data="$DIR/gate-$name"
@@ -78,20 +88,30 @@ start() { # name binary -> port and token in PORT_<name>, TOKEN_<name>
   printf -v "PORT_$name" '%s' "$port"
   printf -v "TOKEN_$name" '%s' "$(curl -sf -X POST "http://127.0.0.1:$port/auth/login" -H 'content-type: application/json' \
     -d '{"username_or_email":"bench","password":"bench-password"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+  local token_var="TOKEN_$name"
+  local token=${!token_var}
+  case "$ROUTE" in
+    key) printf -v "CRED_$name" 'X-API-Key: %s' "$(curl -sf -X POST "http://127.0.0.1:$port/api-keys/" \
+           -H "authorization: Bearer $token" -H 'content-type: application/json' -d '{"name":"ab"}' \
+           | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')" ;;
+    *) printf -v "CRED_$name" 'Authorization: Bearer %s' "$token" ;;
+  esac
+  # The polled task is the caller's.
+  [[ "$ROUTE" != poll ]] || curl -sf -X POST "http://127.0.0.1:$port/process/p/20250101" -H "authorization: Bearer $token" >/dev/null
 }
 start A "$BIN_A"
 start B "$BIN_B"
 
-rps() { # port token
-  taskset -c 1 wrk -t1 -c"$CONNS" -d"${ROUND_SECS}s" "${WRK_ARGS[@]}" -H "Authorization: Bearer $2" "http://127.0.0.1:$1$TARGET" >"$DIR/wrk.out" 2>&1
+rps() { # port credential-header
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${ROUND_SECS}s" "${WRK_ARGS[@]}" -H "$2" "http://127.0.0.1:$1$TARGET" >"$DIR/wrk.out" 2>&1
   python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f1
 }
 # One warm-up round each, not counted.
-rps "$PORT_A" "$TOKEN_A" >/dev/null; rps "$PORT_B" "$TOKEN_B" >/dev/null
+rps "$PORT_A" "$CRED_A" >/dev/null; rps "$PORT_B" "$CRED_B" >/dev/null
 RATIOS=() AS=() BS=()
 for i in $(seq 1 "$ROUNDS"); do
-  if ((i % 2)); then a=$(rps "$PORT_A" "$TOKEN_A"); b=$(rps "$PORT_B" "$TOKEN_B")
-  else b=$(rps "$PORT_B" "$TOKEN_B"); a=$(rps "$PORT_A" "$TOKEN_A"); fi
+  if ((i % 2)); then a=$(rps "$PORT_A" "$CRED_A"); b=$(rps "$PORT_B" "$CRED_B")
+  else b=$(rps "$PORT_B" "$CRED_B"); a=$(rps "$PORT_A" "$CRED_A"); fi
   AS+=("$a") BS+=("$b")
   RATIOS+=("$(python3 -c "print(f'{$b / $a:.3f}')")")
   log "round $i: A $a/s, B $b/s, B/A ${RATIOS[-1]}"

@@ -7,16 +7,22 @@
 # the release binary, and measures side by side:
 #   - the bare backend (nginx returning a small JSON body, standing in for iDoctor);
 #   - nginx as a plain reverse proxy in front of it (no auth): the reference;
+#   - HAProxy verifying the same HS256 access token (bench/haproxy.cfg): the same-job peer;
 #   - the gate on a public, a JWT, an API-key and a metered route (SQLite and PostgreSQL),
-#     and ROUNDS alternating rounds of nginx / JWT / API key for ratios taken within a round;
+#     and ROUNDS alternating rounds of nginx / HAProxy / JWT / API key for the ratios of
+#     throughput and p99 at saturation taken within a round;
 #   - latency at half the gate's load: alone, beside an idle-priority spinner on its core (the
-#     control) and beside logins (argon2);
+#     control) and beside logins (argon2), and HAProxy's at the same rate;
+#   - the gate's defaults unpinned: workers = 1, workers = 2 and workers = 2 without the
+#     connection hand-over, beside HAProxy with 2 threads, in alternating rounds, with each
+#     worker's share of connections and requests (from /metrics);
 #   - a streamed upload and download of BIG_MB, direct, through nginx and through the gate,
 #     against a backend and by a client that cost little (bench/helpers.py), with each proxy's
 #     CPU time and the gate's peak RSS;
 #   - IDLE idle keep-alive connections held by a freshly started gate, and its RSS.
-# Every proxy under test runs on CPU 0 with one thread (nginx: one worker; the gate: one worker
-# thread); the backend and the load generator share CPU 1. Prints one table and writes it to
+# Every proxy under test runs on CPU 0 with one thread (nginx: one worker; HAProxy: one
+# thread; the gate: one worker thread); the backend and the load generator share CPU 1,
+# except in the workers section, where nothing is pinned. Prints one table and writes it to
 # bench/results/latest.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +42,7 @@ log() { printf '== %s\n' "$*" >&2; }
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx-light)
+command -v haproxy >/dev/null || missing+=(haproxy)
 if ! command -v initdb >/dev/null && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   missing+=(postgresql)
 fi
@@ -75,12 +82,17 @@ GATE_PORT=$(free_port)
 PG_PORT=$(free_port)
 XFER_PORT=$(free_port)
 NGINX_XFER_PORT=$(free_port)
+HAPROXY_PORT=$(free_port)
+HAPROXY2_PORT=$(free_port)
+export GATE_JWT_SECRET=bench-secret-bench-secret-bench-secret-0123
+export GATE_API_KEY_PEPPER=bench-pepper-bench-pepper-bench-pepper-0123
 
 render() { # file [data-dir database-url upstream-port]
   sed -e "s|@DIR@|$DIR|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@NGINX_PROXY_PORT@|$NGINX_PROXY_PORT|g" \
       -e "s|@XFER_PORT@|$XFER_PORT|g" -e "s|@NGINX_XFER_PORT@|$NGINX_XFER_PORT|g" \
       -e "s|@GATE_PORT@|$GATE_PORT|g" -e "s|@DATA@|${2:-}|g" -e "s|@DATABASE_URL@|${3:-}|g" \
-      -e "s|@GATE_UPSTREAM_PORT@|${4:-$UPSTREAM_PORT}|g" "$1"
+      -e "s|@GATE_UPSTREAM_PORT@|${4:-$UPSTREAM_PORT}|g" -e "s|@HAPROXY_PORT@|$HAPROXY_PORT|g" \
+      -e "s|@JWT_SECRET@|$GATE_JWT_SECRET|g" "$1"
 }
 
 wait_http() { # url [curl args...]
@@ -100,14 +112,19 @@ render bench/proxy.nginx.conf >"$DIR/proxy.conf"
 taskset -c 1 nginx -c "$DIR/backend.conf" -e "$DIR/backend-error.log" & PIDS+=($!)
 taskset -c 0 nginx -c "$DIR/proxy.conf" -e "$DIR/proxy-error.log" & PIDS+=($!)
 NGINX_PROXY_PID=$!
+render bench/haproxy.cfg >"$DIR/haproxy.cfg"
+taskset -c 0 haproxy -f "$DIR/haproxy.cfg" -db & PIDS+=($!)
+# The same with two threads, unpinned, for the workers section.
+sed -e 's/nbthread 1/nbthread 2/' -e "s|127.0.0.1:$HAPROXY_PORT|127.0.0.1:$HAPROXY2_PORT|" "$DIR/haproxy.cfg" >"$DIR/haproxy2.cfg"
+haproxy -f "$DIR/haproxy2.cfg" -db & PIDS+=($!)
 taskset -c 1 python3 bench/helpers.py transfer-backend "$XFER_PORT" "$DIR/big.bin" & PIDS+=($!)
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/json"
 wait_http "http://127.0.0.1:$NGINX_PROXY_PORT/json"
+wait_http "http://127.0.0.1:$HAPROXY_PORT/json"
+wait_http "http://127.0.0.1:$HAPROXY2_PORT/json"
 wait_http "http://127.0.0.1:$XFER_PORT/sink" -X POST -d x
 
 # --- the gate ----------------------------------------------------------------------------------
-export GATE_JWT_SECRET=bench-secret-bench-secret-bench-secret-0123
-export GATE_API_KEY_PEPPER=bench-pepper-bench-pepper-bench-pepper-0123
 GATE_PID=""
 start_gate() { # name database_url [upstream_port]
   local data="$DIR/gate-$1"
@@ -252,25 +269,49 @@ log "idle: $IDLE_LINE; RSS ${RSS_BEFORE} -> ${RSS_IDLE} KiB"
 
 wrk_run "backend direct (nginx)" "http://127.0.0.1:$UPSTREAM_PORT/json"
 wrk_run "nginx plain reverse proxy" "http://127.0.0.1:$NGINX_PROXY_PORT/json"
+HAPROXY_URL="http://127.0.0.1:$HAPROXY_PORT/json"
+wrk_run "HAProxy verifying the JWT" "$HAPROXY_URL" -H "Authorization: Bearer $TOKEN"
 wrk_run "gate, public route" "$GATE/public"
 wrk_run "gate, JWT route" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
 wrk_run "gate, API-key route" "$GATE/user/json" -H "X-API-Key: $KEY"
 wrk_run "gate, metered route (SQLite)" "$GATE/process/p/20250101" -H "Authorization: Bearer $TOKEN" -s bench/post.lua
 
 # Rows run one after the other, and this VM's speed drifts between them by up to 10 %: ROUNDS
-# more rounds of nginx, the JWT route and the API-key route in turn, each ratio taken within
-# its round, and their medians.
+# more rounds of nginx, HAProxy, the JWT route and the API-key route in turn (the order
+# reversed every other round), each ratio taken within its round, and their medians.
 ROUNDS=${ROUNDS:-3}
-RATIO_JWT=() RATIO_KEY=()
+R_N=() R_H=() R_J=() R_K=()
 rps_of() { taskset -c 1 wrk -t1 -c"$CONNS" -d"$ROUND_SECS"s "$@" >"$DIR/wrk.out" 2>&1; python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f1; }
+# "rps p99" of one round.
+rps_p99() { taskset -c 1 wrk -t1 -c"$CONNS" -d"$ROUND_SECS"s --latency "$@" >"$DIR/wrk.out" 2>&1; python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f1,3; }
 ROUND_SECS=${ROUND_SECS:-5}
-for _ in $(seq 1 "$ROUNDS"); do
-  N=$(rps_of "http://127.0.0.1:$NGINX_PROXY_PORT/json")
-  J=$(rps_of "$GATE/user/json" -H "Authorization: Bearer $TOKEN")
-  K=$(rps_of "$GATE/user/json" -H "X-API-Key: $KEY")
-  RATIO_JWT+=("$(python3 -c "print(f'{$J / $N:.2f}')")")
-  RATIO_KEY+=("$(python3 -c "print(f'{$K / $N:.2f}')")")
+saturate() { # which -> "rps p99"
+  case $1 in
+    N) rps_p99 "http://127.0.0.1:$NGINX_PROXY_PORT/json" ;;
+    H) rps_p99 "$HAPROXY_URL" -H "Authorization: Bearer $TOKEN" ;;
+    J) rps_p99 "$GATE/user/json" -H "Authorization: Bearer $TOKEN" ;;
+    K) rps_p99 "$GATE/user/json" -H "X-API-Key: $KEY" ;;
+  esac
+}
+for i in $(seq 1 "$ROUNDS"); do
+  if ((i % 2)); then order="N H J K"; else order="K J H N"; fi
+  for w in $order; do printf -v "NOW_$w" '%s' "$(saturate "$w")"; done
+  R_N+=("$NOW_N") R_H+=("$NOW_H") R_J+=("$NOW_J") R_K+=("$NOW_K")
 done
+ROUND_LINE=$(python3 -c "
+import statistics as s
+def pairs(v): return [tuple(float(x) for x in p.split()) for p in v.split('|')]
+n, h, j, k = (pairs(v) for v in ('$(IFS='|'; echo "${R_N[*]}")', '$(IFS='|'; echo "${R_H[*]}")', '$(IFS='|'; echo "${R_J[*]}")', '$(IFS='|'; echo "${R_K[*]}")'))
+r = lambda a, b, f: [round(f(x, y), 2) for x, y in zip(a, b)]
+tput = lambda x, y: x[0] / y[0]
+tail = lambda x, y: x[1] / y[1]
+jn, kn, jh, kh, pj = r(j, n, tput), r(k, n, tput), r(j, h, tput), r(k, h, tput), r(j, h, tail)
+print(f'over {len(j)} alternating rounds of {$ROUND_SECS} s (nginx, HAProxy, JWT, API key; reversed every other round): '
+      f'requests/s nginx {[x[0] for x in n]}, HAProxy {[x[0] for x in h]}, JWT {[x[0] for x in j]}, API key {[x[0] for x in k]}; '
+      f'gate / nginx: JWT {jn} median {s.median(jn):.2f}x, API key {kn} median {s.median(kn):.2f}x; '
+      f'gate / HAProxy: JWT {jh} median {s.median(jh):.2f}x, API key {kh} median {s.median(kh):.2f}x; '
+      f'p99 at saturation (ms) HAProxy {[x[1] for x in h]}, JWT {[x[1] for x in j]}, gate / HAProxy {pj} median {s.median(pj):.2f}x')")
+log "rounds: $ROUND_LINE"
 # Tenant isolation on a frequent poll: ISO_ROUNDS alternating rounds of /task_status/{id} of a
 # task the caller owns (ownership checked against the cached owner, the id namespaced, the
 # reply's names un-namespaced) and of the same poll on a route without isolation
@@ -293,11 +334,6 @@ import statistics as s
 r = [float(x) for x in '${RATIO_ISO[*]}'.split()]
 print(f'the isolated poll /task_status/{{id}} / the same poll without isolation, over {len(r)} alternating rounds of {$ROUND_SECS} s: {r}, median {s.median(r):.3f}x')")
 log "isolation: $ISO_LINE"
-ROUND_LINE=$(python3 -c "
-import statistics as s
-j = [float(x) for x in '${RATIO_JWT[*]}'.split()]; k = [float(x) for x in '${RATIO_KEY[*]}'.split()]
-print(f'over {len(j)} alternating rounds of {$ROUND_SECS} s (nginx, JWT, API key in turn), gate / nginx proxy: JWT {j}, median {s.median(j):.2f}x; API key {k}, median {s.median(k):.2f}x')")
-log "rounds: $ROUND_LINE"
 
 field_of() { # label-prefix field-number: a figure of an earlier row
   local r
@@ -314,6 +350,8 @@ DIRECT_CONNS=$PACED_CONNS
 # that core to wake whenever it idles, and nginx's own p99 at this rate shows what that costs.
 paced_run "nginx plain reverse proxy at ${HALF}/s" "$HALF" "http://127.0.0.1:$NGINX_PROXY_PORT/json"
 NGINX_CONNS=$PACED_CONNS
+paced_run "HAProxy JWT at ${HALF}/s" "$HALF" "$HAPROXY_URL" -H "Authorization: Bearer $TOKEN"
+HAPROXY_CONNS=$PACED_CONNS
 paced_run "gate JWT at ${HALF}/s" "$HALF" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
 # How often the machine pauses on its own under this load: one request a millisecond straight
 # to the backend, beside the same load on the gate (not a row). On this VM both vCPUs stop
@@ -351,7 +389,7 @@ LOGINS=$(cat "$DIR/beside.out")
 # beside logins in turn, ROUND_SECS each; every comparison is taken within its round (the
 # machine drifts between rounds), and the medians of those are the figures to compare.
 HALF_ROUNDS=${HALF_ROUNDS:-8}
-P99_DIRECT=() P99_NGINX=() P99_PLAIN=() P99_SPIN=() P99_LOGINS=()
+P99_DIRECT=() P99_NGINX=() P99_HAPROXY=() P99_PLAIN=() P99_SPIN=() P99_LOGINS=()
 p99_now() { python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f3; }
 paced_p99() { # conns url [wrk args...]: the p99 of one paced round
   local conns=$1 url=$2; shift 2
@@ -361,6 +399,7 @@ paced_p99() { # conns url [wrk args...]: the p99 of one paced round
 for _ in $(seq 1 "$HALF_ROUNDS"); do
   P99_DIRECT+=("$(paced_p99 "$DIRECT_CONNS" "http://127.0.0.1:$UPSTREAM_PORT/json")")
   P99_NGINX+=("$(paced_p99 "$NGINX_CONNS" "http://127.0.0.1:$NGINX_PROXY_PORT/json")")
+  P99_HAPROXY+=("$(paced_p99 "$HAPROXY_CONNS" "$HAPROXY_URL" -H "Authorization: Bearer $TOKEN")")
   P99_PLAIN+=("$(paced_p99 "$PACED_CONNS" "$GATE/user/json" -H "Authorization: Bearer $TOKEN")")
   paced_beside spinner "$ROUND_SECS" ""
   P99_SPIN+=("$(p99_now)")
@@ -373,6 +412,12 @@ d, n, a = ([float(x) for x in v.split()] for v in ('${P99_DIRECT[*]}', '${P99_NG
 added = lambda xs, ys: s.median([y - x for x, y in zip(xs, ys)])
 print(f'over {len(a)} rounds of {$ROUND_SECS} s, p99 of the bare backend {d}, of nginx {n}, of the gate {a} (medians {s.median(d):.3f} / {s.median(n):.3f} / {s.median(a):.3f} ms); median within a round of what a proxy adds to the bare backend: nginx {added(d, n):.2f} ms, gate {added(d, a):.2f} ms')")
 log "half load: $HALF_LINE"
+HAPROXY_HALF_LINE=$(python3 -c "
+import statistics as s
+h, a = ([float(x) for x in v.split()] for v in ('${P99_HAPROXY[*]}', '${P99_PLAIN[*]}'))
+r = [round(y / x, 2) for x, y in zip(h, a)]
+print(f'p99 at half load over the same {len(a)} rounds: HAProxy {h}, gate {a}; gate / HAProxy within a round {r}, median {s.median(r):.2f}x')")
+log "half load vs HAProxy: $HAPROXY_HALF_LINE"
 LOGIN_PAIRS=$(python3 -c "
 import statistics as s
 a, c, b = ([float(x) for x in v.split()] for v in ('${P99_PLAIN[*]}', '${P99_SPIN[*]}', '${P99_LOGINS[*]}'))
@@ -380,6 +425,68 @@ pct = lambda xs, ys: f'{100 * (s.median([y / x for x, y in zip(xs, ys)]) - 1):+.
 print(f'in the same rounds, the gate\'s p99 alone {a}, beside the idle spinner {c}, beside logins {b} (medians {s.median(a):.3f} / {s.median(c):.3f} / {s.median(b):.3f} ms); median of the ratios within a round: logins vs alone {pct(a, b)}, logins vs spinner {pct(c, b)}, spinner vs alone {pct(a, c)}')")
 log "logins: $LOGIN_PAIRS"
 stop_gate
+
+# The gate's defaults, nothing pinned (the way it is deployed): one worker, two workers with
+# the connection hand-over (server::balance), two without it, and HAProxy with two threads,
+# in WORKER_ROUNDS alternating rounds with wrk -c$WORKER_CONNS. Each gate has a database of
+# its own (and so its own account), and reports how its workers shared connections and
+# requests in /metrics.
+log "workers: 1, 2, 2 without hand-over, HAProxy with 2 threads"
+WORKER_CONNS=${WORKER_CONNS:-32}
+WORKER_ROUNDS=${WORKER_ROUNDS:-4}
+declare -A WPORT WTOKEN
+start_worker_gate() { # name workers balance
+  local name=$1 port data
+  port=$(free_port)
+  data="$DIR/gate-$name"
+  mkdir -p "$data"
+  GATE_PORT=$port render bench/gate.toml "$data" "sqlite://$data/gate.db" >"$data/gate.toml"
+  sed -i -e "s/^workers = 1/workers = $2\nbalance = $3/" "$data/gate.toml"
+  RUST_LOG=warn "$BIN" serve --config "$data/gate.toml" >"$data/gate.log" 2>&1 & PIDS+=($!)
+  wait_http "http://127.0.0.1:$port/healthz"
+  curl -sf -X POST "http://127.0.0.1:$port/auth/register" -H 'content-type: application/json' \
+    -d '{"email":"bench@example.com","username":"bench","password":"bench-password"}' >/dev/null
+  WPORT[$name]=$port
+  WTOKEN[$name]=$(curl -sf -X POST "http://127.0.0.1:$port/auth/login" -H 'content-type: application/json' \
+    -d '{"username_or_email":"bench","password":"bench-password"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+}
+start_worker_gate w1 1 true
+start_worker_gate w2 2 true
+start_worker_gate w2off 2 false
+unpinned() { # name -> "rps p99"
+  local url token
+  if [[ $1 == haproxy ]]; then url="http://127.0.0.1:$HAPROXY2_PORT/json"; token=$TOKEN
+  else url="http://127.0.0.1:${WPORT[$1]}/user/json"; token=${WTOKEN[$1]}; fi
+  wrk -t1 -c"$WORKER_CONNS" -d"$ROUND_SECS"s --latency -H "Authorization: Bearer $token" "$url" >"$DIR/wrk.out" 2>&1
+  python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f1,3
+}
+W_ALL=()
+for i in $(seq 1 "$WORKER_ROUNDS"); do
+  if ((i % 2)); then order="haproxy w1 w2 w2off"; else order="w2off w2 w1 haproxy"; fi
+  declare -A NOW=()
+  for w in $order; do NOW[$w]=$(unpinned "$w"); done
+  W_ALL+=("${NOW[haproxy]},${NOW[w1]},${NOW[w2]},${NOW[w2off]}")
+done
+shares() { # name -> "connections [..] requests [..]" per worker
+  curl -s "http://127.0.0.1:${WPORT[$1]}/metrics" | python3 -c "
+import re, sys
+t = sys.stdin.read()
+def per(name):
+    got = {int(w): int(float(v)) for w, v in re.findall(name + r'\{worker=\"(\d+)\"\} (\S+)', t)}
+    return [got[k] for k in sorted(got)]
+print(f'connections {per(\"gate_worker_connections_total\")}, requests {per(\"gate_worker_requests_total\")}')"
+}
+WORKERS_LINE=$(python3 -c "
+import statistics as s
+rounds = [[tuple(float(x) for x in p.split()) for p in r.split(',')] for r in '$(IFS='|'; echo "${W_ALL[*]}")'.split('|')]
+h, w1, w2, off = (list(c) for c in zip(*rounds))
+med = lambda xs, i: s.median(x[i] for x in xs)
+ratio = lambda a, b, i: [round(x[i] / y[i], 2) for x, y in zip(a, b)]
+print(f'over {len(w1)} alternating rounds of {$ROUND_SECS} s, requests/s (median) HAProxy 2 threads {med(h, 0):.0f}, workers=1 {med(w1, 0):.0f}, workers=2 {med(w2, 0):.0f}, workers=2 without hand-over {med(off, 0):.0f}; '
+      f'p99 ms (median) {med(h, 1):.2f} / {med(w1, 1):.2f} / {med(w2, 1):.2f} / {med(off, 1):.2f}; '
+      f'within a round: workers=2 / workers=1 {ratio(w2, w1, 0)}, workers=2 / without hand-over {ratio(w2, off, 0)} (p99 {ratio(w2, off, 1)}), workers=2 / HAProxy {ratio(w2, h, 0)} (p99 {ratio(w2, h, 1)})')")
+WORKERS_LINE="$WORKERS_LINE; per worker with the hand-over: $(shares w2); without: $(shares w2off)"
+log "workers: $WORKERS_LINE"
 
 log "PostgreSQL gate"
 PGDATA="$DIR/pg/data"
@@ -427,6 +534,8 @@ CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "- gate peak RSS over the transfers: $((PEAK_KB / 1024)) MiB"
   echo "- $IDLE idle keep-alive connections ($IDLE_LINE), on a freshly started gate: RSS $((RSS_BEFORE / 1024)) MiB -> $((RSS_IDLE / 1024)) MiB"
   echo "- throughput $ROUND_LINE"
+  echo "- $HAPROXY_HALF_LINE"
+  echo "- workers (nothing pinned, wrk -c$WORKER_CONNS): $WORKERS_LINE"
   echo "- tenant isolation: $ISO_LINE"
   echo "- uploads: $FORM_LINE"
   echo "- the machine's own pauses, seen by one request a millisecond straight to the backend beside the half load on the gate: $STALLS"
