@@ -3,6 +3,8 @@
 #
 #   BASE=<git revision> bash bench/ab.sh      (ROUNDS=6 ROUND_SECS=5 CONNS=64 by default)
 #   ROUTE=metered BASE=... bash bench/ab.sh   (the metered POST /process on SQLite instead)
+#   ROUTE=metered-pg                          (the same on PostgreSQL: a cluster of its own, a
+#                                              database for each side)
 #   ROUTE=key / ROUTE=poll                    (the API-key route / the isolated task poll)
 #   BIN_A=... BIN_B=...                       (compare two binaries already built)
 #
@@ -23,9 +25,10 @@ ROUTE=${ROUTE:-jwt}
 case "$ROUTE" in
   jwt) TARGET=/user/json; WRK_ARGS=(); LABEL="JWT route" ;;
   metered) TARGET=/process/p/20250101; WRK_ARGS=(-s bench/post.lua); LABEL="metered route (SQLite)" ;;
+  metered-pg) TARGET=/process/p/20250101; WRK_ARGS=(-s bench/post.lua); LABEL="metered route (PostgreSQL)" ;;
   key) TARGET=/user/json; WRK_ARGS=(); LABEL="API-key route" ;;
   poll) TARGET=/task_status/main_p_20250101; WRK_ARGS=(); LABEL="isolated task poll" ;;
-  *) echo "ROUTE is jwt, metered, key or poll" >&2; exit 2 ;;
+  *) echo "ROUTE is jwt, metered, metered-pg, key or poll" >&2; exit 2 ;;
 esac
 log() { printf '== %s\n' "$*" >&2; }
 
@@ -38,8 +41,13 @@ WT=$(mktemp -d /tmp/gate-ab-base.XXXXXX)
 DIR=$(mktemp -d /tmp/gate-ab.XXXXXX)
 chmod 755 "$DIR"
 PIDS=()
+PGDATA=""
+pg_bin() {
+  if command -v "$1" >/dev/null; then command -v "$1"; else ls /usr/lib/postgresql/*/bin/"$1" | sort | tail -1; fi
+}
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [[ -n "$PGDATA" ]]; then runuser -u postgres -- "$(pg_bin pg_ctl)" -D "$PGDATA" -m immediate stop >/dev/null 2>&1 || true; fi
   wait 2>/dev/null || true
   git worktree remove --force "$WT" >/dev/null 2>&1 || true
   rm -rf "$DIR" "$WT"
@@ -75,12 +83,24 @@ wait_http "http://127.0.0.1:$UPSTREAM_PORT/json"
 
 export GATE_JWT_SECRET=bench-secret-bench-secret-bench-secret-0123
 export GATE_API_KEY_PEPPER=bench-pepper-bench-pepper-bench-pepper-0123
+if [[ "$ROUTE" == metered-pg ]]; then
+  PG_PORT=$(free_port)
+  PGDATA="$DIR/pg/data"
+  mkdir -p "$DIR/pg" && chown postgres: "$DIR/pg"
+  runuser -u postgres -- "$(pg_bin initdb)" -D "$PGDATA" -A trust -U postgres -N --no-instructions >/dev/null
+  runuser -u postgres -- "$(pg_bin pg_ctl)" -D "$PGDATA" -l "$DIR/pg/log" -w \
+    -o "-p $PG_PORT -k $DIR/pg -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+  for db in a b; do runuser -u postgres -- "$(pg_bin psql)" -q -h "$DIR/pg" -p "$PG_PORT" -c "create database $db" postgres; done
+fi
+database_of() { # name data-dir
+  if [[ "$ROUTE" == metered-pg ]]; then echo "postgres://postgres@127.0.0.1:$PG_PORT/${1,,}"; else echo "sqlite://$2/gate.db"; fi
+}
 start() { # name binary -> PORT_<name>, TOKEN_<name> and the credential header CRED_<name>
   local name=$1 bin=$2 port data
   port=$(free_port)
   data="$DIR/gate-$name"
   mkdir -p "$data"
-  render bench/gate.toml "$data" "sqlite://$data/gate.db" "$port" >"$data/gate.toml"
+  render bench/gate.toml "$data" "$(database_of "$name" "$data")" "$port" >"$data/gate.toml"
   RUST_LOG=warn taskset -c 0 "$bin" serve --config "$data/gate.toml" >"$data/gate.log" 2>&1 & PIDS+=($!)
   wait_http "http://127.0.0.1:$port/healthz"
   curl -sf -X POST "http://127.0.0.1:$port/auth/register" -H 'content-type: application/json' \
