@@ -174,6 +174,11 @@ impl Balance {
         }
     }
 
+    /// A connection handed to worker `me` (and counted open there) was lost on the way.
+    pub fn lost(&self, me: usize) {
+        self.open[me].fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Connections each worker has served so far.
     pub fn served(&self) -> Vec<u64> {
         self.served

@@ -271,6 +271,7 @@ async fn accept_loop(
                 // Taken back by the worker that gave it (this one was late).
                 None => continue,
                 Some(Err(e)) => {
+                    balance.lost(me);
                     tracing::debug!(error = %e, %peer, "a handed-over connection was lost");
                     continue;
                 }
