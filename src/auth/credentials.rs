@@ -15,7 +15,7 @@ pub enum Credential<'a> {
 }
 
 /// The API-key header's name, made once rather than parsed from text on every request.
-static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+pub static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
 
 /// The cookie a login or refresh through the gate sets, for what `<img>` cannot authenticate.
 pub const IMAGE_COOKIE: &str = "idoctor_image";

@@ -5,7 +5,7 @@
 //! client's copy of them. Everything the backend could take for an identity or a routing hint
 //! is removed here, before the gate adds its own.
 
-use crate::auth::credentials::IMAGE_COOKIE;
+use crate::auth::credentials::{IMAGE_COOKIE, X_API_KEY};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::{IpAddr, SocketAddr};
 
@@ -32,7 +32,6 @@ impl Peer {
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// Headers that describe one connection, not the message.
 static HOP_BY_HOP: [HeaderName; 9] = [

@@ -45,12 +45,7 @@ pub fn target(
             Ok(Target::Uri(Uri::from(pq.clone())))
         }
         (pq, Some(own)) if pq.and_then(|pq| pq.query()).is_none() => {
-            match upstream.own_target(own) {
-                Some(t) => Ok(Target::Own(t)),
-                None => Err(GateError::bad_request(
-                    "the request target is not a valid URI",
-                )),
-            }
+            OwnTarget::new(own).map(Target::Own)
         }
         (_, own) => upstream
             .uri_for(path_and_query(

@@ -136,14 +136,14 @@ impl Balance {
         let std = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
-                self.open[j].fetch_sub(1, Ordering::Relaxed);
+                self.uncount(j);
                 tracing::debug!(error = %e, %peer, "a connection could not leave its worker");
                 return Ok(());
             }
         };
         let slot = Arc::new(Mutex::new(Some(std)));
         if let Err(e) = self.inboxes[j].send((slot.clone(), peer)) {
-            self.open[j].fetch_sub(1, Ordering::Relaxed);
+            self.uncount(j);
             let back = take(&e.0.0).and_then(|s| TcpStream::from_std(s).ok());
             return back.map_or(Ok(()), Err);
         }
@@ -152,7 +152,7 @@ impl Balance {
         tokio::spawn(async move {
             tokio::time::sleep(RECLAIM_AFTER).await;
             let Some(std) = take(&slot) else { return };
-            balance.open[j].fetch_sub(1, Ordering::Relaxed);
+            balance.uncount(j);
             balance.beats[j].store(0, Ordering::Relaxed);
             metrics::counter!("gate_connections_reclaimed_total").increment(1);
             if let Ok(stream) = TcpStream::from_std(std) {
@@ -174,9 +174,10 @@ impl Balance {
         }
     }
 
-    /// A connection handed to worker `me` (and counted open there) was lost on the way.
-    pub fn lost(&self, me: usize) {
-        self.open[me].fetch_sub(1, Ordering::Relaxed);
+    /// A connection counted open on worker `j` when it was handed over is not there after
+    /// all (lost on the way, taken back, or never sent).
+    pub fn uncount(&self, j: usize) {
+        self.open[j].fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Connections each worker has served so far.

@@ -271,15 +271,17 @@ async fn accept_loop(
                 // Taken back by the worker that gave it (this one was late).
                 None => continue,
                 Some(Err(e)) => {
-                    balance.lost(me);
+                    balance.uncount(me);
                     tracing::debug!(error = %e, %peer, "a handed-over connection was lost");
                     continue;
                 }
             },
             _ = shared.shutdown.cancelled() => break,
         };
-        if !handed {
-            if let Some(to) = balance.hand_over_to(me) {
+        // A connection this worker accepted may go to one holding fewer; one given back (the
+        // other has stopped) is served here.
+        let stream = match (handed, balance.hand_over_to(me)) {
+            (false, Some(to)) => {
                 let (shared2, connections2) = (shared.clone(), connections.clone());
                 let reclaimed = move |stream: TcpStream, peer| {
                     let open = shared2.balance.serving(me, false);
@@ -287,14 +289,11 @@ async fn accept_loop(
                 };
                 match balance.hand_over(to, stream, peer, reclaimed) {
                     Ok(()) => continue,
-                    Err(back) => {
-                        let open = balance.serving(me, false);
-                        serve_here(shared, connections, back, peer, open);
-                        continue;
-                    }
+                    Err(back) => back,
                 }
             }
-        }
+            _ => stream,
+        };
         let open = balance.serving(me, handed);
         serve_here(shared, connections, stream, peer, open);
     }

@@ -28,9 +28,32 @@ use crate::config::UpstreamConfig;
 use crate::error::GateError;
 use crate::proxy::body::{BodyFate, Refused};
 
-/// A request's target as the gate wrote it (from [`Upstream::own_target`]), sent instead of
+/// A request's target as the gate wrote it (from [`OwnTarget::new`]), sent instead of
 /// the request's `Uri` ([`Upstream::send_to`]).
 pub struct OwnTarget(String);
+
+impl OwnTarget {
+    /// The request target of a path the gate made itself from canonical pieces (the caller's
+    /// names in its namespace), carried beside the request instead of parsed into a `Uri`
+    /// again: on a frequent poll that parse was a fifth of what isolation costs. Refused, as
+    /// [`Upstream::uri_for`] refuses, when the path has anything but visible ASCII (which a
+    /// canonical path never has) or is not a path.
+    pub fn new(path: String) -> Result<OwnTarget, GateError> {
+        let visible = path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'#' && b != b'?');
+        if path.starts_with('/') && visible {
+            Ok(OwnTarget(path))
+        } else {
+            Err(invalid_target())
+        }
+    }
+}
+
+/// A request target the backend cannot be sent.
+fn invalid_target() -> GateError {
+    GateError::bad_request("the request target is not a valid URI")
+}
 
 /// The backend and the connections to it.
 pub struct Upstream {
@@ -68,24 +91,10 @@ impl Upstream {
         &self.authority
     }
 
-    /// The request target of a path the gate made itself from canonical pieces (the caller's
-    /// names in its namespace), carried beside the request instead of parsed into a `Uri`
-    /// again: on a frequent poll that parse was a fifth of what isolation costs. `None` when
-    /// the path has anything but visible ASCII, which a canonical path never has: it then goes
-    /// through [`Upstream::uri_for`] and its checks like any other.
-    pub fn own_target(&self, path: String) -> Option<OwnTarget> {
-        (!path.is_empty()
-            && path.starts_with('/')
-            && path
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'#' && b != b'?'))
-        .then_some(OwnTarget(path))
-    }
-
     /// The request target for a canonical path and query (origin form: the gate sets `Host`).
     pub fn uri_for(&self, path_and_query: String) -> Result<Uri, GateError> {
         let pq = PathAndQuery::from_maybe_shared(bytes::Bytes::from(path_and_query))
-            .map_err(|_| GateError::bad_request("the request target is not a valid URI"))?;
+            .map_err(|_| invalid_target())?;
         Ok(Uri::from(pq))
     }
 

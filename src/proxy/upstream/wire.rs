@@ -151,9 +151,9 @@ pub fn parse_reply(buf: &mut BytesMut, method: &Method) -> Result<Option<ReplyHe
 }
 
 /// Where each header's name and value lie in a parsed head, so they can be sliced from the
-/// frozen head once the parser's borrow of the buffer ends (no copy of any value).
-/// Sized to the head's headers (a zeroed array of the most there may be cost more to clear
-/// than a small reply costs to parse).
+/// frozen head once the parser's borrow of the buffer ends (no copy of any value). Sized to
+/// the head's headers: a zeroed array of the most there may be cost more to clear than a
+/// small reply costs to parse.
 struct Spans {
     spans: Vec<(usize, usize, usize, usize)>,
 }
