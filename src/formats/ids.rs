@@ -120,10 +120,20 @@ impl UserId {
     }
 }
 
+/// A new id for a row written at a high rate (a request, a usage row): a UUIDv7, whose first
+/// 48 bits are the time in milliseconds and the other 74 random. Rows keyed by such ids are
+/// added at the end of their index, not at a random page of it: a random UUIDv4 key dirties a
+/// different B-tree page per row, which both databases then write out whole (SQLite's WAL,
+/// PostgreSQL's full-page images after each checkpoint), and that was most of what a batch
+/// of charges cost. The time in it is no secret: the reply's `Date` tells the same.
+pub fn time_ordered() -> uuid::Uuid {
+    uuid::Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext))
+}
+
 impl RequestId {
     /// A new request's id.
     pub fn mint() -> RequestId {
-        RequestId(uuid::Uuid::new_v4().to_string().into())
+        RequestId(time_ordered().to_string().into())
     }
 
     /// A request id as the gate spelled it (a header value it minted).

@@ -71,9 +71,13 @@ impl RequestCtx {
     pub fn new(req: &Request<Inbound>, peer: Peer, secure: bool) -> RequestCtx {
         // Spelled on the stack, then once as a header value (which the backend's request shares).
         let mut spelled = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let request_id =
-            HeaderValue::from_str(uuid::Uuid::new_v4().hyphenated().encode_lower(&mut spelled))
-                .expect("a uuid is a valid header value");
+        let request_id = HeaderValue::from_str(
+            // Time-ordered: a metered request's id keys its usage row (`formats::ids`).
+            crate::formats::ids::time_ordered()
+                .hyphenated()
+                .encode_lower(&mut spelled),
+        )
+        .expect("a uuid is a valid header value");
         RequestCtx {
             peer,
             secure,

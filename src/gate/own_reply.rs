@@ -80,13 +80,15 @@ impl Gate {
             };
             if let Some(c) = &t.creates {
                 if let Some(id) = replies::created_id(&value, &c.field) {
+                    // The charge and its link queued first, so they are written in the same
+                    // transaction as the owner (`store::commits`).
+                    let pending = ctx.commit_after_reply.take();
+                    ctx.commit_after_reply =
+                        Box::pin(self.link_task(&c.kind, id, pending, &p.user_id)).await;
                     let recorded = Box::pin(self.services.owners.record(&c.kind, id, &p.user_id));
                     if let Err(e) = recorded.await {
                         tracing::error!(kind = %c.kind, error = %e, "could not record the owner of a new id");
                     }
-                    let pending = ctx.commit_after_reply.take();
-                    ctx.commit_after_reply =
-                        Box::pin(self.link_task(&c.kind, id, pending, &p.user_id)).await;
                 }
             }
             if filters {

@@ -1,4 +1,4 @@
-//! Settle-commits, written in batches off the request path.
+//! Settle-commits and owner records, written in batches off the request path.
 //!
 //! Committing a charge only moves its usage row from `reserved` to `committed`: the balance
 //! was already taken, durably, by the reservation before the request was forwarded. So the
@@ -17,7 +17,15 @@
 //! per `/process` would halve the metered route's throughput. If the process dies in between,
 //! the charge has no link and stands, as it did before charges followed their tasks. Readers of usage rows call [`CommitWriter::flush`] first, so a client that reads its
 //! usage right after a reply sees that reply's charge.
+//!
+//! The owner of an id a reply hands out (`owners`) is recorded in the same transaction: the
+//! reply that carries a new task id waits for its owner to be stored (its first poll, maybe
+//! on another replica, must find it), but under load it shares one transaction with every
+//! other commit, link and owner queued meanwhile instead of paying two statements of its own,
+//! each taking SQLite's write lock away from the reservation writer.
 
+use super::StoreError;
+use super::owners::OwnerRecord;
 use crate::formats::ids::RequestId;
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
@@ -41,6 +49,8 @@ enum Msg {
         link: Option<TaskLink>,
     },
     Flush(oneshot::Sender<()>),
+    /// An owner to record, answered with the owner the id has once written.
+    Own(OwnerRecord, oneshot::Sender<Result<String, StoreError>>),
 }
 
 /// A charge's link to the task it started.
@@ -79,6 +89,15 @@ impl CommitWriter {
         }
     }
 
+    /// Records `owner` as the owner of its id unless the id already has one, with the next
+    /// batch; the owner the id has afterwards.
+    pub async fn own(&self, owner: OwnerRecord) -> Result<String, StoreError> {
+        let (done, answer) = oneshot::channel();
+        let gone = || StoreError::Unavailable("the commit writer stopped".into());
+        self.tx.send(Msg::Own(owner, done)).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
     /// Waits until every charge queued before this call is written (or given up on).
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
@@ -105,12 +124,14 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
         };
         if !more {
             if !links.is_empty() {
-                write(&pool, &[], 0, &links).await;
+                let _ = write(&pool, &[], 0, &links, &[]).await;
             }
             return;
         }
         let mut ids = Vec::new();
         let mut waiters = Vec::new();
+        let mut owners = Vec::new();
+        let mut owner_waiters = Vec::new();
         let mut at = 0;
         for m in batch.drain(..) {
             match m {
@@ -129,15 +150,32 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
                     }
                 }
                 Msg::Flush(w) => waiters.push(w),
+                Msg::Own(o, w) => {
+                    owners.push(o);
+                    owner_waiters.push(w);
+                }
             }
         }
+        // Someone waits for this batch: the links queued go with it, at no extra transaction.
         let links_now = !links.is_empty()
             && (!waiters.is_empty()
+                || !owners.is_empty()
                 || links.len() >= MAX_BATCH
                 || tokio::time::Instant::now() >= links_due);
         let due_links: &[TaskLink] = if links_now { &links } else { &[] };
-        if !ids.is_empty() || !due_links.is_empty() {
-            write(&pool, &ids, at, due_links).await;
+        if !ids.is_empty() || !due_links.is_empty() || !owners.is_empty() {
+            match write(&pool, &ids, at, due_links, &owners).await {
+                Ok(recorded) => {
+                    for (w, owner) in owner_waiters.into_iter().zip(recorded) {
+                        let _ = w.send(Ok(owner));
+                    }
+                }
+                Err(e) => {
+                    for w in owner_waiters {
+                        let _ = w.send(Err(e.clone()));
+                    }
+                }
+            }
         }
         if links_now {
             links.clear();
@@ -148,22 +186,30 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
     }
 }
 
-/// Marks `ids` committed in one statement and writes `links`, in one transaction, retrying
-/// while the database is unreachable.
-async fn write(pool: &AnyPool, ids: &[RequestId], at: i64, links: &[TaskLink]) {
+/// Marks `ids` committed in one statement, writes `links` and records `owners`, in one
+/// transaction, retrying while the database is unreachable; the owner each id of `owners` has
+/// afterwards, in order.
+async fn write(
+    pool: &AnyPool,
+    ids: &[RequestId],
+    at: i64,
+    links: &[TaskLink],
+    owners: &[OwnerRecord],
+) -> Result<Vec<String>, StoreError> {
     let mut attempt = 0;
     loop {
-        let Err(e) = write_once(pool, ids, at, links).await else {
-            return;
+        let e = match write_once(pool, ids, at, links, owners).await {
+            Ok(recorded) => return Ok(recorded),
+            Err(e) => e,
         };
         if attempt < RETRIES && matches!(e, super::StoreError::Unavailable(_)) {
             attempt += 1;
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             continue;
         }
-        tracing::error!(charges = ids.len(), links = links.len(), error = %e,
-            "could not commit charges (they stay reserved, still counted) or link them to their tasks");
-        return;
+        tracing::error!(charges = ids.len(), links = links.len(), owners = owners.len(), error = %e,
+            "could not commit charges (they stay reserved, still counted), link them to their tasks or record the owners of new ids");
+        return Err(e);
     }
 }
 
@@ -172,16 +218,21 @@ async fn write_once(
     ids: &[RequestId],
     at: i64,
     links: &[TaskLink],
-) -> Result<(), super::StoreError> {
+    owners: &[OwnerRecord],
+) -> Result<Vec<String>, StoreError> {
     let mut tx = pool.begin().await?;
+    let recorded = super::owners::record_all(&mut tx, owners).await?;
     if !ids.is_empty() {
         let placeholders = (0..ids.len())
             .map(|i| format!("${}", i + 2))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!(
-            "UPDATE usage_logs SET state = 'committed', settled_at = $1 \
-             WHERE state = 'reserved' AND request_id IN ({placeholders})"
+        let sql = super::marks::for_connection(
+            format!(
+                "UPDATE usage_logs SET state = 'committed', settled_at = $1 \
+                 WHERE state = 'reserved' AND request_id IN ({placeholders})"
+            ),
+            &tx,
         );
         let mut q = sqlx::query(&sql).bind(at);
         for id in ids {
@@ -191,7 +242,7 @@ async fn write_once(
     }
     write_links(&mut tx, links).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(recorded)
 }
 
 /// Writes a batch of links (in the commit writer's transaction) in one statement: the newest
@@ -199,10 +250,7 @@ async fn write_once(
 /// replaces ended before this one could start, without the gate seeing how; its charge stands,
 /// as any charge without a link does. So does an older link of the same task id in the same
 /// batch, which is not written at all.
-async fn write_links(
-    tx: &mut sqlx::AnyConnection,
-    links: &[TaskLink],
-) -> Result<(), super::StoreError> {
+async fn write_links(tx: &mut sqlx::AnyConnection, links: &[TaskLink]) -> Result<(), StoreError> {
     // The newest link of each task id, by its place in the batch.
     let mut newest: std::collections::HashMap<(&str, &str), usize> = Default::default();
     for (i, l) in links.iter().enumerate() {
@@ -225,6 +273,7 @@ async fn write_links(
              created_at = excluded.created_at, checked_at = excluded.checked_at",
             rows.join(", ")
         );
+        let sql = super::marks::for_connection(sql, tx);
         let mut q = sqlx::query(&sql);
         for &i in page {
             let l = &links[i];

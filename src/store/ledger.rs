@@ -297,7 +297,7 @@ pub(super) async fn reserve_one(
         .bind(c.quota_type.as_str())
         .bind(c.amount)
         .bind(now)
-        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(crate::formats::ids::time_ordered().to_string())
         .bind(c.request_id.as_str())
         .bind(c.endpoint)
         .bind(c.method)
@@ -356,11 +356,14 @@ pub(super) async fn insert_reserved(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!("INSERT INTO usage_logs ({USAGE}) VALUES {rows}");
+    let sql = super::marks::for_connection(
+        format!("INSERT INTO usage_logs ({USAGE}) VALUES {rows}"),
+        conn,
+    );
     let mut q = sqlx::query(&sql);
     for (c, at) in charges {
         q = q
-            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(crate::formats::ids::time_ordered().to_string())
             .bind(c.request_id.as_str())
             .bind(c.user_id.as_str())
             .bind(c.quota_type.as_str())

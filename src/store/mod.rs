@@ -47,6 +47,7 @@ mod codes;
 mod columns;
 mod commits;
 mod ledger;
+mod marks;
 mod notify;
 mod owners;
 mod payments;

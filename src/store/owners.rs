@@ -4,6 +4,7 @@
 
 use super::StoreError;
 use crate::formats::ids::UserId;
+use std::collections::HashMap;
 
 repository!(
     /// Who owns each task and upload id the backend handed out.
@@ -12,7 +13,8 @@ repository!(
 
 impl Owners<'_> {
     /// Records `user_id` as the owner of `(kind, id)` unless the id already has one; returns
-    /// the owner the id has afterwards.
+    /// the owner the id has afterwards. Written with the commit writer's next batch
+    /// (`commits`): one transaction for all the ids handed out meanwhile.
     pub async fn record(
         &self,
         kind: &str,
@@ -20,20 +22,15 @@ impl Owners<'_> {
         user_id: &UserId,
         now: i64,
     ) -> Result<String, StoreError> {
-        sqlx::query(
-            "INSERT INTO resource_owners (kind, resource_id, user_id, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (kind, resource_id) DO NOTHING",
-        )
-        .bind(kind)
-        .bind(id)
-        .bind(user_id.as_str())
-        .bind(now)
-        .execute(self.pool())
-        .await?;
-        Ok(self
-            .owner_of(kind, id)
-            .await?
-            .unwrap_or_else(|| user_id.to_string()))
+        self.store
+            .commits
+            .own(OwnerRecord {
+                kind: kind.to_string(),
+                id: id.to_string(),
+                user_id: user_id.clone(),
+                now,
+            })
+            .await
     }
 
     /// The owner of `(kind, id)`, if the gate ever recorded one.
@@ -73,4 +70,105 @@ impl Owners<'_> {
         }
         Ok(owned)
     }
+}
+
+/// An id to record the owner of, queued for the commit writer.
+pub struct OwnerRecord {
+    pub kind: String,
+    pub id: String,
+    pub user_id: UserId,
+    pub now: i64,
+}
+
+/// Records the owners of `records` in `tx` (the first owner of an id stays, also within the
+/// batch: the earliest record wins); the owner each id has afterwards, in order. One insert
+/// per page; ids that had an owner already are looked up, one select per page of those.
+pub(super) async fn record_all(
+    tx: &mut sqlx::AnyConnection,
+    records: &[OwnerRecord],
+) -> Result<Vec<String>, StoreError> {
+    // The first record of each (kind, id), in arrival order.
+    let mut first: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut unique = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        first
+            .entry((r.kind.as_str(), r.id.as_str()))
+            .or_insert_with(|| {
+                unique.push(i);
+                i
+            });
+    }
+    // The owner of each (kind, id) after the insert: those it wrote, then those it did not.
+    let mut owner: HashMap<(&str, &str), String> = HashMap::new();
+    for page in unique.chunks(100) {
+        let rows: Vec<String> = (0..page.len())
+            .map(|i| {
+                format!(
+                    "(${}, ${}, ${}, ${})",
+                    4 * i + 1,
+                    4 * i + 2,
+                    4 * i + 3,
+                    4 * i + 4
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO resource_owners (kind, resource_id, user_id, created_at) VALUES {} \
+             ON CONFLICT (kind, resource_id) DO NOTHING RETURNING kind, resource_id, user_id",
+            rows.join(", ")
+        );
+        let sql = super::marks::for_connection(sql, tx);
+        let mut q = sqlx::query_as::<_, (String, String, String)>(&sql);
+        for &i in page {
+            let r = &records[i];
+            q = q
+                .bind(r.kind.as_str())
+                .bind(r.id.as_str())
+                .bind(r.user_id.as_str())
+                .bind(r.now);
+        }
+        for (kind, id, user) in q.fetch_all(&mut *tx).await? {
+            if let Some(&i) = first.get(&(kind.as_str(), id.as_str())) {
+                let r = &records[i];
+                owner.insert((r.kind.as_str(), r.id.as_str()), user);
+            }
+        }
+    }
+    let known: Vec<usize> = unique
+        .iter()
+        .copied()
+        .filter(|&i| !owner.contains_key(&(records[i].kind.as_str(), records[i].id.as_str())))
+        .collect();
+    for page in known.chunks(100) {
+        let marks: Vec<String> = (0..page.len())
+            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+            .collect();
+        let sql = format!(
+            "SELECT kind, resource_id, user_id FROM resource_owners WHERE (kind, resource_id) IN (VALUES {})",
+            marks.join(", ")
+        );
+        let sql = super::marks::for_connection(sql, tx);
+        let mut q = sqlx::query_as::<_, (String, String, String)>(&sql);
+        for &i in page {
+            q = q
+                .bind(records[i].kind.as_str())
+                .bind(records[i].id.as_str());
+        }
+        for (kind, id, user) in q.fetch_all(&mut *tx).await? {
+            if let Some(&i) = first.get(&(kind.as_str(), id.as_str())) {
+                let r = &records[i];
+                owner.insert((r.kind.as_str(), r.id.as_str()), user);
+            }
+        }
+    }
+    Ok(records
+        .iter()
+        .map(|r| {
+            owner
+                .get(&(r.kind.as_str(), r.id.as_str()))
+                .cloned()
+                // Only if the row vanished within the transaction: the record's own owner.
+                .unwrap_or_else(|| r.user_id.to_string())
+        })
+        .collect())
 }

@@ -205,17 +205,22 @@ async fn write(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<Option<BalanceRow>>, 
 
     let mut tx = pool.begin().await?;
     // 1. Whole groups.
+    // The time is a one-row table of its own, so every mark occurs once and in order
+    // (`marks`).
     let values = (0..groups.len())
         .map(|i| format!("(${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!(
-        "WITH v(uid, qt, total) AS (VALUES {values}) \
-         UPDATE quota_balances SET used_amount = used_amount + v.total, updated_at = $1 FROM v \
-         WHERE quota_balances.user_id = v.uid AND quota_balances.quota_type = v.qt \
-         AND quota_balances.period_start <= $1 AND quota_balances.period_end > $1 \
-         AND (quota_balances.limit_amount < 0 OR quota_balances.used_amount + v.total <= quota_balances.limit_amount) \
-         RETURNING {BALANCE}"
+    let sql = super::marks::for_connection(
+        format!(
+            "WITH n(now) AS (VALUES ($1)), v(uid, qt, total) AS (VALUES {values}) \
+             UPDATE quota_balances SET used_amount = used_amount + v.total, updated_at = n.now FROM v, n \
+             WHERE quota_balances.user_id = v.uid AND quota_balances.quota_type = v.qt \
+             AND quota_balances.period_start <= n.now AND quota_balances.period_end > n.now \
+             AND (quota_balances.limit_amount < 0 OR quota_balances.used_amount + v.total <= quota_balances.limit_amount) \
+             RETURNING {BALANCE}"
+        ),
+        &tx,
     );
     let mut q = sqlx::query_as::<_, BalanceRow>(&sql).bind(now);
     for (user, quota, total) in &groups {

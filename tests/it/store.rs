@@ -307,7 +307,51 @@ async fn a_refused_batch_falls_back_to_single_charges(db: Db) {
     );
 }
 
+/// Owners recorded together share the commit writer's transaction, and the first owner of an
+/// id stays: within one batch (the earlier record wins), across batches, across more ids than
+/// one statement takes, and per kind (the same id of another kind is another resource).
+async fn owners_recorded_together_keep_the_first(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&database_url(db, &dir).await, 4)
+        .await
+        .unwrap();
+    let (u1, u2) = (user("u1"), user("u2"));
+    let now = idoctor_gate::store::now_ms();
+    let owners = store.owners();
+    assert_eq!(owners.record("task", "t0", &u1, now).await.unwrap(), "u1");
+    // 250 ids, each asked for by u2 and then by u1 in the same batch, with t0 (u1's) among them.
+    let asked: Vec<(String, &UserId)> = (0..250)
+        .flat_map(|i| [(format!("t{i}"), &u2), (format!("t{i}"), &u1)])
+        .collect();
+    let answers = futures_util::future::join_all(
+        asked
+            .iter()
+            .map(|(id, u)| owners.record("task", id, u, now)),
+    )
+    .await;
+    for ((id, _), answer) in asked.iter().zip(answers) {
+        let expected = if id == "t0" { "u1" } else { "u2" };
+        assert_eq!(answer.unwrap(), expected, "owner of {id}");
+        assert_eq!(
+            owners.owner_of("task", id).await.unwrap().as_deref(),
+            Some(expected)
+        );
+    }
+    // The same id of another kind has an owner of its own.
+    assert_eq!(owners.record("upload", "t1", &u1, now).await.unwrap(), "u1");
+    assert_eq!(
+        owners.owner_of("task", "t1").await.unwrap().as_deref(),
+        Some("u2")
+    );
+    let owned = owners
+        .owned_among("task", &u2, &["t0", "t1", "t249"])
+        .await
+        .unwrap();
+    assert_eq!(owned.len(), 2);
+}
+
 on_both!(
+    owners_recorded_together_keep_the_first,
     a_refused_batch_falls_back_to_single_charges,
     batched_reservations_spend_exactly_the_limit,
     batched_commits_are_written_once,

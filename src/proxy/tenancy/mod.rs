@@ -206,8 +206,12 @@ impl Owners {
         }
     }
 
-    /// Records `user_id` as the owner of a new id; the first owner of an id stays.
+    /// Records `user_id` as the owner of a new id; the first owner of an id stays, so an id
+    /// whose owner is known (a case processed again gets the same task id) needs no write.
     pub async fn record(&self, kind: &str, id: &str, user_id: &UserId) -> Result<(), Refusal> {
+        if self.known_owner(kind, id).is_some() {
+            return Ok(());
+        }
         let owner = self
             .store
             .owners()

@@ -1,0 +1,79 @@
+//! Bind-parameter marks for the batch statements, spelled the way each database reads them
+//! fastest.
+//!
+//! The statements are written once for both databases with PostgreSQL's `$N`. SQLite reads
+//! `$N` too, but as a *named* parameter: preparing the statement looks each name up in a list
+//! of the names seen so far, and sqlx asks SQLite for every parameter's name to bind it, each
+//! a walk of the same list. Both are linear per parameter, so a batch statement of a few
+//! hundred parameters (a batch of usage rows binds nine per charge) cost the SQLite thread
+//! more than the rows themselves. Bare `?` marks are numbered by position instead, with no list.
+
+use sqlx::AnyConnection;
+
+/// `sql` as `conn`'s database takes it best. For SQLite, `$1`, `$2`, ... become `?` when they
+/// occur in that order, each once (what a bare `?` means); a statement that uses a mark twice
+/// or out of order keeps its `$N`, which are right, only slower. PostgreSQL's are kept.
+pub(super) fn for_connection(sql: String, conn: &AnyConnection) -> String {
+    if conn.backend_name() == "SQLite" {
+        positional(&sql).unwrap_or(sql)
+    } else {
+        sql
+    }
+}
+
+/// `sql` with its `$1 .. $n` marks made `?`, if they occur in that order, each once.
+fn positional(sql: &str) -> Option<String> {
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut next = 1u64;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' {
+            let digits = bytes[i + 1..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            if digits > 0 {
+                let n: u64 = sql[i + 1..i + 1 + digits].parse().ok()?;
+                if n != next {
+                    return None;
+                }
+                next += 1;
+                out.push_str(&sql[copied..i]);
+                out.push('?');
+                i += 1 + digits;
+                copied = i;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out.push_str(&sql[copied..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::positional;
+
+    #[test]
+    fn marks_in_order_become_positional() {
+        assert_eq!(
+            positional("INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)").as_deref(),
+            Some("INSERT INTO t (a, b) VALUES (?, ?), (?, ?)")
+        );
+        assert_eq!(positional("SELECT 1").as_deref(), Some("SELECT 1"));
+        // Two-digit marks, a mark at the very end.
+        let many: Vec<String> = (1..=12).map(|i| format!("${i}")).collect();
+        let qs = vec!["?"; 12].join(",");
+        assert_eq!(positional(&many.join(",")), Some(qs));
+    }
+
+    #[test]
+    fn a_mark_used_twice_or_out_of_order_keeps_its_names() {
+        assert_eq!(positional("UPDATE t SET a = $1 WHERE b = $1"), None);
+        assert_eq!(positional("SELECT $2, $1"), None);
+        assert_eq!(positional("SELECT $1, $3"), None);
+    }
+}
