@@ -66,7 +66,7 @@ mod tests {
         assert_eq!(positional("SELECT 1").as_deref(), Some("SELECT 1"));
         // Two-digit marks, a mark at the very end.
         let many: Vec<String> = (1..=12).map(|i| format!("${i}")).collect();
-        let qs = vec!["?"; 12].join(",");
+        let qs = ["?"; 12].join(",");
         assert_eq!(positional(&many.join(",")), Some(qs));
     }
 
