@@ -71,39 +71,38 @@ impl Gate {
         };
         // The reply's new text, when it changes.
         let mut rewritten: Option<Vec<u8>> = None;
-        if t.creates.is_some() || filters {
-            let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
-                if filters {
-                    return Err(unfilterable());
-                }
-                return Ok(Response::from_parts(parts, Body::from(bytes)));
-            };
-            if let Some(c) = &t.creates {
-                if let Some(id) = replies::created_id(&value, &c.field) {
+        if let Some(c) = &t.creates {
+            match replies::created_id(&bytes, &c.field) {
+                Ok(Some(id)) => {
                     // The charge and its link queued first, so they are written in the same
                     // transaction as the owner (`store::commits`).
                     let pending = ctx.commit_after_reply.take();
                     ctx.commit_after_reply =
-                        Box::pin(self.link_task(&c.kind, id, pending, &p.user_id)).await;
-                    let recorded = Box::pin(self.services.owners.record(&c.kind, id, &p.user_id));
+                        Box::pin(self.link_task(&c.kind, &id, pending, &p.user_id)).await;
+                    let recorded = Box::pin(self.services.owners.record(&c.kind, &id, &p.user_id));
                     if let Err(e) = recorded.await {
                         tracing::error!(kind = %c.kind, error = %e, "could not record the owner of a new id");
                     }
                 }
+                Ok(None) => {}
+                Err(_) if filters => return Err(unfilterable()),
+                Err(_) => return Ok(Response::from_parts(parts, Body::from(bytes))),
             }
-            if filters {
-                if let Some(l) = &t.owned_list {
-                    let ids = replies::listed_ids(&value, &l.field);
-                    let owned =
-                        Box::pin(self.services.owners.owned_among(&l.kind, &p.user_id, &ids))
-                            .await?;
-                    replies::keep_owned(&mut value, &l.field, &owned);
-                }
-                if let (Some(field), Some(ns)) = (&t.patient_list, &ctx.namespace) {
-                    replies::keep_patients(&mut value, field, ns);
-                }
-                rewritten = Some(serde_json::to_vec(&value).expect("a JSON value serializes"));
+        }
+        if filters {
+            let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+                return Err(unfilterable());
+            };
+            if let Some(l) = &t.owned_list {
+                let ids = replies::listed_ids(&value, &l.field);
+                let owned =
+                    Box::pin(self.services.owners.owned_among(&l.kind, &p.user_id, &ids)).await?;
+                replies::keep_owned(&mut value, &l.field, &owned);
             }
+            if let (Some(field), Some(ns)) = (&t.patient_list, &ctx.namespace) {
+                replies::keep_patients(&mut value, field, ns);
+            }
+            rewritten = Some(serde_json::to_vec(&value).expect("a JSON value serializes"));
         }
         if let Some(ns) = &ctx.namespace {
             let text = rewritten.as_deref().unwrap_or(&bytes);

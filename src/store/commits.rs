@@ -25,9 +25,10 @@
 //! each taking SQLite's write lock away from the reservation writer.
 
 use super::StoreError;
+use super::held::Held;
 use super::owners::OwnerRecord;
 use crate::formats::ids::RequestId;
-use sqlx::AnyPool;
+use sqlx::{AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 /// At most this many charges in one statement (well under both databases' bind limits).
@@ -109,6 +110,7 @@ impl CommitWriter {
 
 async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
     let mut batch = Vec::new();
+    let mut held = Held::new(pool);
     // Links wait up to LINK_DELAY for company (a flush writes them at once).
     let mut links: Vec<TaskLink> = Vec::new();
     let mut links_due = tokio::time::Instant::now();
@@ -124,7 +126,7 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
         };
         if !more {
             if !links.is_empty() {
-                let _ = write(&pool, &[], 0, &links, &[]).await;
+                let _ = write(&mut held, &[], 0, &links, &[]).await;
             }
             return;
         }
@@ -164,7 +166,9 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
                 || tokio::time::Instant::now() >= links_due);
         let due_links: &[TaskLink] = if links_now { &links } else { &[] };
         if !ids.is_empty() || !due_links.is_empty() || !owners.is_empty() {
-            match write(&pool, &ids, at, due_links, &owners).await {
+            let written = write(&mut held, &ids, at, due_links, &owners).await;
+            held.after_batch(written.is_ok(), !rx.is_empty());
+            match written {
                 Ok(recorded) => {
                     for (w, owner) in owner_waiters.into_iter().zip(recorded) {
                         let _ = w.send(Ok(owner));
@@ -190,7 +194,7 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
 /// transaction, retrying while the database is unreachable; the owner each id of `owners` has
 /// afterwards, in order.
 async fn write(
-    pool: &AnyPool,
+    held: &mut Held,
     ids: &[RequestId],
     at: i64,
     links: &[TaskLink],
@@ -198,10 +202,12 @@ async fn write(
 ) -> Result<Vec<String>, StoreError> {
     let mut attempt = 0;
     loop {
-        let e = match write_once(pool, ids, at, links, owners).await {
+        let e = match write_once(held, ids, at, links, owners).await {
             Ok(recorded) => return Ok(recorded),
             Err(e) => e,
         };
+        // A connection that failed goes back to the pool's check before the retry.
+        held.after_batch(false, false);
         if attempt < RETRIES && matches!(e, super::StoreError::Unavailable(_)) {
             attempt += 1;
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -214,13 +220,13 @@ async fn write(
 }
 
 async fn write_once(
-    pool: &AnyPool,
+    held: &mut Held,
     ids: &[RequestId],
     at: i64,
     links: &[TaskLink],
     owners: &[OwnerRecord],
 ) -> Result<Vec<String>, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = held.conn().await?.begin().await?;
     let recorded = super::owners::record_all(&mut tx, owners).await?;
     if !ids.is_empty() {
         let placeholders = (0..ids.len())

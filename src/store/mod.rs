@@ -46,6 +46,7 @@ mod breaker;
 mod codes;
 mod columns;
 mod commits;
+mod held;
 mod ledger;
 mod marks;
 mod notify;

@@ -18,12 +18,13 @@
 //! unreachable database, its charges are retried one by one, each in its own transaction, so
 //! one bad charge (a user deleted meanwhile) cannot fail the others.
 
-use sqlx::AnyPool;
+use sqlx::{AnyPool, Connection};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::breaker::Breaker;
+use super::held::Held;
 
 use super::ledger::{
     BALANCE, BalanceRow, Charge, insert_reserved, refund_on, reserve_one, take_units,
@@ -129,9 +130,11 @@ async fn run(
     breaker: Arc<Breaker>,
 ) {
     let mut batch = Vec::new();
+    let mut held = Held::new(pool.clone());
     while super::batch::next(&mut rx, &mut batch, MAX_BATCH).await {
         // Queued before the breaker opened: answered at once too, not after a pool timeout each.
         if breaker.is_open() {
+            held.after_batch(false, false);
             for job in batch.drain(..) {
                 let _ = job.reply.send(Err(Breaker::refusal()));
             }
@@ -139,6 +142,9 @@ async fn run(
         }
         if batch.len() == 1 {
             let job = batch.pop().expect("one job");
+            // Written in one statement from the pool; a connection held stays held only while
+            // batches follow.
+            held.after_batch(true, !rx.is_empty());
             let result = reserve_one(&pool, backend, &job.charge(), job.now).await;
             if matches!(result, Err(StoreError::Unavailable(_))) {
                 breaker.trip(&pool);
@@ -146,7 +152,9 @@ async fn run(
             answer(&pool, job, result);
             continue;
         }
-        match write(&pool, &batch).await {
+        let written = write(&mut held, &batch).await;
+        held.after_batch(written.is_ok(), !rx.is_empty());
+        match written {
             Ok(balances) => {
                 for (job, balance) in batch.drain(..).zip(balances) {
                     answer(&pool, job, Ok(balance));
@@ -185,7 +193,7 @@ fn answer(pool: &AnyPool, job: Job, result: Result<Option<BalanceRow>, StoreErro
 }
 
 /// Writes a batch in one transaction; the balance after each admitted charge, in job order.
-async fn write(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<Option<BalanceRow>>, StoreError> {
+async fn write(held: &mut Held, jobs: &[Job]) -> Result<Vec<Option<BalanceRow>>, StoreError> {
     let now = jobs.iter().map(|j| j.now).max().unwrap_or(0);
     // (user, type, total asked) in first-arrival order, and each job's group.
     let mut groups: Vec<(&str, &str, i64)> = Vec::new();
@@ -203,7 +211,7 @@ async fn write(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<Option<BalanceRow>>, 
         })
         .collect();
 
-    let mut tx = pool.begin().await?;
+    let mut tx = held.conn().await?.begin().await?;
     // 1. Whole groups.
     // The time is a one-row table of its own, so every mark occurs once and in order
     // (`marks`).

@@ -163,6 +163,17 @@ async fn batched_commits_are_written_once(db: Db) {
     assert!(store.ledger().refund(&ids[0], now).await.unwrap().is_none());
     let balance = store.ledger().balance(&u1, &runs).await.unwrap().unwrap();
     assert_eq!(balance.used_amount, 580);
+    // The batch writers kept their connections while batches followed each other, and gave
+    // them back once their queues were empty: an idle gate holds no connection.
+    let mut idle = (0, 0);
+    for _ in 0..100 {
+        idle = (pool.num_idle(), pool.size() as usize);
+        if idle.0 == idle.1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(idle.0, idle.1, "idle connections of those open");
 }
 
 /// Reservations arriving together share a transaction: two users with different limits, 150
