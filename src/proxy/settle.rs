@@ -9,6 +9,7 @@ use axum::body::Body;
 use http::Response;
 
 use crate::config::{JsonPredicate, SettleRule};
+use crate::formats::json_field;
 use crate::proxy::reply_body::{Capped, read_capped};
 
 /// Largest reply body read to evaluate a JSON predicate.
@@ -59,19 +60,20 @@ pub async fn judge(resp: Response<Body>, rule: &SettleRule) -> Judged {
 /// Evaluates a predicate on a reply body. `null` or an object without the field counts as
 /// "absent"; anything that is not JSON satisfies no predicate.
 pub fn holds(predicate: &JsonPredicate, body: &[u8]) -> bool {
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+    let (JsonPredicate::Equals { field, .. } | JsonPredicate::Absent { field }) = predicate;
+    let Ok(found) = json_field::read(body, field) else {
         return false;
     };
     match predicate {
-        JsonPredicate::Equals { field, value: want } => value
-            .get(field)
-            .and_then(|v| v.as_str())
-            .is_some_and(|v| v == want),
-        JsonPredicate::Absent { field } => match &value {
-            serde_json::Value::Null => true,
-            serde_json::Value::Object(map) => !map.contains_key(field),
-            _ => false,
-        },
+        JsonPredicate::Equals { value: want, .. } => {
+            matches!(&found, json_field::Field::Text(v) if v == want)
+        }
+        JsonPredicate::Absent { .. } => {
+            matches!(
+                found,
+                json_field::Field::NullDocument | json_field::Field::Missing
+            )
+        }
     }
 }
 
