@@ -165,9 +165,10 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
                 || links.len() >= MAX_BATCH
                 || tokio::time::Instant::now() >= links_due);
         let due_links: &[TaskLink] = if links_now { &links } else { &[] };
+        let mut ok = true;
         if !ids.is_empty() || !due_links.is_empty() || !owners.is_empty() {
             let written = write(&mut held, &ids, at, due_links, &owners).await;
-            held.after_batch(written.is_ok(), !rx.is_empty());
+            ok = written.is_ok();
             match written {
                 Ok(recorded) => {
                     for (w, owner) in owner_waiters.into_iter().zip(recorded) {
@@ -181,6 +182,9 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
                 }
             }
         }
+        // Every pass, written or not (a flush alone writes nothing): an idle writer holds no
+        // connection.
+        held.after_batch(ok, !rx.is_empty());
         if links_now {
             links.clear();
         }
