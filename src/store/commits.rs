@@ -233,7 +233,9 @@ async fn write_once(
     let mut tx = held.conn().await?.begin().await?;
     let recorded = super::owners::record_all(&mut tx, owners).await?;
     if !ids.is_empty() {
-        let placeholders = (0..ids.len())
+        // Padded with NULLs to one of a few sizes (`marks::rows_for`), which `IN` ignores.
+        let written = super::marks::rows_for(ids.len(), &tx);
+        let placeholders = (0..written)
             .map(|i| format!("${}", i + 2))
             .collect::<Vec<_>>()
             .join(", ");
@@ -247,6 +249,9 @@ async fn write_once(
         let mut q = sqlx::query(&sql).bind(at);
         for id in ids {
             q = q.bind(id.as_str());
+        }
+        for _ in ids.len()..written {
+            q = q.bind(None::<&str>);
         }
         q.execute(&mut *tx).await?;
     }
@@ -270,7 +275,10 @@ async fn write_links(tx: &mut sqlx::AnyConnection, links: &[TaskLink]) -> Result
     keep.sort_unstable();
     // In pages, under every database's limit on bound parameters.
     for page in keep.chunks(100) {
-        let rows: Vec<String> = (0..page.len())
+        // Padded with NULL rows to one of a few sizes (`marks::rows_for`), which the insert
+        // skips; the VALUES' columns are column1.. in both databases.
+        let written = super::marks::rows_for(page.len(), tx);
+        let rows: Vec<String> = (0..written)
             .map(|i| {
                 let p: Vec<String> = (1..=6).map(|n| format!("${}", 6 * i + n)).collect();
                 format!("({}, 'open')", p.join(", "))
@@ -278,7 +286,8 @@ async fn write_links(tx: &mut sqlx::AnyConnection, links: &[TaskLink]) -> Result
             .collect();
         let sql = format!(
             "INSERT INTO task_charges (request_id, kind, task_id, user_id, created_at, checked_at, state) \
-             VALUES {} ON CONFLICT (kind, task_id) WHERE state = 'open' DO UPDATE SET \
+             SELECT * FROM (VALUES {}) AS v WHERE v.column1 IS NOT NULL \
+             ON CONFLICT (kind, task_id) WHERE state = 'open' DO UPDATE SET \
              request_id = excluded.request_id, user_id = excluded.user_id, \
              created_at = excluded.created_at, checked_at = excluded.checked_at",
             rows.join(", ")
@@ -294,6 +303,15 @@ async fn write_links(tx: &mut sqlx::AnyConnection, links: &[TaskLink]) -> Result
                 .bind(l.user_id.as_str())
                 .bind(l.at)
                 .bind(l.at);
+        }
+        for _ in page.len()..written {
+            q = q
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<i64>)
+                .bind(None::<i64>);
         }
         q.execute(&mut *tx).await?;
     }

@@ -345,11 +345,14 @@ pub(super) async fn insert_reserved(
     if charges.is_empty() {
         return Ok(());
     }
-    let rows = (0..charges.len())
+    // Written out in one of a few sizes, the rows past the charges all NULL and skipped
+    // (`marks::rows_for`); the VALUES' columns are column1.. in both databases.
+    let written = super::marks::rows_for(charges.len(), conn);
+    let rows = (0..written)
         .map(|i| {
             let p: Vec<String> = (1..=9).map(|n| format!("${}", 9 * i + n)).collect();
             format!(
-                "({}, 'reserved', {}, NULL)",
+                "({}, 'reserved', {}, CAST(NULL AS BIGINT))",
                 p[..7].join(", "),
                 p[7..].join(", ")
             )
@@ -357,7 +360,10 @@ pub(super) async fn insert_reserved(
         .collect::<Vec<_>>()
         .join(", ");
     let sql = super::marks::for_connection(
-        format!("INSERT INTO usage_logs ({USAGE}) VALUES {rows}"),
+        format!(
+            "INSERT INTO usage_logs ({USAGE}) SELECT * FROM (VALUES {rows}) AS v \
+             WHERE v.column2 IS NOT NULL"
+        ),
         conn,
     );
     let mut q = sqlx::query(&sql);
@@ -372,6 +378,18 @@ pub(super) async fn insert_reserved(
             .bind(c.method)
             .bind(c.metadata)
             .bind(*at);
+    }
+    for _ in charges.len()..written {
+        q = q
+            .bind(None::<&str>)
+            .bind(None::<&str>)
+            .bind(None::<&str>)
+            .bind(None::<&str>)
+            .bind(None::<i64>)
+            .bind(None::<&str>)
+            .bind(None::<&str>)
+            .bind(None::<&str>)
+            .bind(None::<i64>);
     }
     q.execute(conn).await?;
     Ok(())

@@ -101,7 +101,10 @@ pub(super) async fn record_all(
     // The owner of each (kind, id) after the insert: those it wrote, then those it did not.
     let mut owner: HashMap<(&str, &str), String> = HashMap::new();
     for page in unique.chunks(100) {
-        let rows: Vec<String> = (0..page.len())
+        // Padded with NULL rows to one of a few sizes (`marks::rows_for`), which the insert
+        // skips; the VALUES' columns are column1.. in both databases.
+        let written = super::marks::rows_for(page.len(), tx);
+        let rows: Vec<String> = (0..written)
             .map(|i| {
                 format!(
                     "(${}, ${}, ${}, ${})",
@@ -113,7 +116,8 @@ pub(super) async fn record_all(
             })
             .collect();
         let sql = format!(
-            "INSERT INTO resource_owners (kind, resource_id, user_id, created_at) VALUES {} \
+            "INSERT INTO resource_owners (kind, resource_id, user_id, created_at) \
+             SELECT * FROM (VALUES {}) AS v WHERE v.column1 IS NOT NULL \
              ON CONFLICT (kind, resource_id) DO NOTHING RETURNING kind, resource_id, user_id",
             rows.join(", ")
         );
@@ -126,6 +130,13 @@ pub(super) async fn record_all(
                 .bind(r.id.as_str())
                 .bind(r.user_id.as_str())
                 .bind(r.now);
+        }
+        for _ in page.len()..written {
+            q = q
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<i64>);
         }
         for (kind, id, user) in q.fetch_all(&mut *tx).await? {
             if let Some(&i) = first.get(&(kind.as_str(), id.as_str())) {
