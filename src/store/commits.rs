@@ -250,9 +250,7 @@ async fn write_once(
         for id in ids {
             q = q.bind(id.as_str());
         }
-        for _ in ids.len()..written {
-            q = q.bind(None::<&str>);
-        }
+        let q = super::marks::pad(q, &[super::marks::Null::Text], written - ids.len());
         q.execute(&mut *tx).await?;
     }
     write_links(&mut tx, links).await?;
@@ -304,15 +302,8 @@ async fn write_links(tx: &mut sqlx::AnyConnection, links: &[TaskLink]) -> Result
                 .bind(l.at)
                 .bind(l.at);
         }
-        for _ in page.len()..written {
-            q = q
-                .bind(None::<&str>)
-                .bind(None::<&str>)
-                .bind(None::<&str>)
-                .bind(None::<&str>)
-                .bind(None::<i64>)
-                .bind(None::<i64>);
-        }
+        use super::marks::Null::{Int, Text};
+        let q = super::marks::pad(q, &[Text, Text, Text, Text, Int, Int], written - page.len());
         q.execute(&mut *tx).await?;
     }
     Ok(())

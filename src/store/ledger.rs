@@ -379,18 +379,12 @@ pub(super) async fn insert_reserved(
             .bind(c.metadata)
             .bind(*at);
     }
-    for _ in charges.len()..written {
-        q = q
-            .bind(None::<&str>)
-            .bind(None::<&str>)
-            .bind(None::<&str>)
-            .bind(None::<&str>)
-            .bind(None::<i64>)
-            .bind(None::<&str>)
-            .bind(None::<&str>)
-            .bind(None::<&str>)
-            .bind(None::<i64>);
-    }
+    use super::marks::Null::{Int, Text};
+    let q = super::marks::pad(
+        q,
+        &[Text, Text, Text, Text, Int, Text, Text, Text, Int],
+        written - charges.len(),
+    );
     q.execute(conn).await?;
     Ok(())
 }

@@ -38,6 +38,46 @@ pub(super) fn rows_for(n: usize, conn: &AnyConnection) -> usize {
     }
 }
 
+/// The type a padding NULL is bound as: its column's, so the VALUES' column keeps one type.
+#[derive(Clone, Copy)]
+pub(super) enum Null {
+    Text,
+    Int,
+}
+
+/// A query that takes one more bound value (sqlx's `Query` and `QueryAs` share no trait).
+pub(super) trait BindNull: Sized {
+    fn bind_null(self, null: Null) -> Self;
+}
+
+impl<'q> BindNull for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    fn bind_null(self, null: Null) -> Self {
+        match null {
+            Null::Text => self.bind(None::<&str>),
+            Null::Int => self.bind(None::<i64>),
+        }
+    }
+}
+
+impl<'q, O> BindNull for sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>> {
+    fn bind_null(self, null: Null) -> Self {
+        match null {
+            Null::Text => self.bind(None::<&str>),
+            Null::Int => self.bind(None::<i64>),
+        }
+    }
+}
+
+/// `q` with `rows` padding rows bound, each a NULL of every column of `row`.
+pub(super) fn pad<Q: BindNull>(mut q: Q, row: &[Null], rows: usize) -> Q {
+    for _ in 0..rows {
+        for &null in row {
+            q = q.bind_null(null);
+        }
+    }
+    q
+}
+
 /// `n` up to 8, then the next power of two.
 fn bucket(n: usize) -> usize {
     if n <= 8 { n } else { n.next_power_of_two() }

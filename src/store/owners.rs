@@ -131,13 +131,8 @@ pub(super) async fn record_all(
                 .bind(r.user_id.as_str())
                 .bind(r.now);
         }
-        for _ in page.len()..written {
-            q = q
-                .bind(None::<&str>)
-                .bind(None::<&str>)
-                .bind(None::<&str>)
-                .bind(None::<i64>);
-        }
+        use super::marks::Null::{Int, Text};
+        let q = super::marks::pad(q, &[Text, Text, Text, Int], written - page.len());
         for (kind, id, user) in q.fetch_all(&mut *tx).await? {
             if let Some(&i) = first.get(&(kind.as_str(), id.as_str())) {
                 let r = &records[i];
