@@ -50,7 +50,11 @@ impl<'de> Visitor<'de> for Seek<'_> {
         let mut found = Field::Missing;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             if key == self.0 {
-                found = map.next_value_seed(Value)?;
+                // Only this value is built (a short string, as a rule).
+                found = match map.next_value::<serde_json::Value>()? {
+                    serde_json::Value::String(text) => Field::Text(text),
+                    _ => Field::Other,
+                };
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -85,62 +89,6 @@ impl<'de> Visitor<'de> for Seek<'_> {
 
     fn visit_f64<E>(self, _: f64) -> Result<Field, E> {
         Ok(Field::NotObject)
-    }
-}
-
-/// The field's value: its text if it is a string, skipped otherwise.
-struct Value;
-
-impl<'de> DeserializeSeed<'de> for Value {
-    type Value = Field;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Field, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Value {
-    type Value = Field;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_str<E>(self, s: &str) -> Result<Field, E> {
-        Ok(Field::Text(s.to_owned()))
-    }
-
-    fn visit_string<E>(self, s: String) -> Result<Field, E> {
-        Ok(Field::Text(s))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Field::Other)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Field::Other)
-    }
-
-    fn visit_unit<E>(self) -> Result<Field, E> {
-        Ok(Field::Other)
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Field, E> {
-        Ok(Field::Other)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Field, E> {
-        Ok(Field::Other)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Field, E> {
-        Ok(Field::Other)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Field, E> {
-        Ok(Field::Other)
     }
 }
 
