@@ -346,7 +346,9 @@ pub(super) async fn insert_reserved(
         return Ok(());
     }
     // Written out in one of a few sizes, the rows past the charges all NULL and skipped
-    // (`marks::rows_for`); the VALUES' columns are column1.. in both databases.
+    // (`marks::rows_for`); the VALUES' columns are column1.. in both databases. `settled_at` is
+    // a typed NULL: a VALUES column of bare NULLs is text to PostgreSQL, which the bigint
+    // column then refuses.
     let written = super::marks::rows_for(charges.len(), conn);
     let rows = (0..written)
         .map(|i| {
