@@ -89,10 +89,16 @@ impl TaskCharges {
         }
     }
 
+    /// Whether a status reply of `task_id` may tell an end this replica has not seen: a look
+    /// without a future, so the usual poll (`processing`) makes none.
+    pub fn may_have_ended(&self, task_id: &str, reply: &[u8]) -> bool {
+        TaskStatus::may_end(reply) && !self.ended.contains_key(task_id)
+    }
+
     /// A status reply of `task_id` passed through the gate: ends its charge if the reply tells
     /// the task's end.
     pub async fn observe(&self, task_id: &str, reply: &[u8]) -> Result<(), Refusal> {
-        if !TaskStatus::may_end(reply) || self.ended.contains_key(task_id) {
+        if !self.may_have_ended(task_id, reply) {
             return Ok(());
         }
         let status = TaskStatus::of_reply(reply);

@@ -3,6 +3,10 @@
 //! be single safe segments; an owned id in the path must be the caller's (404 otherwise); and
 //! the patient names and ids the caller sends get its namespace, so the path forwarded is the
 //! backend's name for the caller's case. Routes without isolation pass in one branch.
+//!
+//! The phase runs without a future of its own: an id whose owner the gate has seen is decided
+//! in memory (a poll every 3 s per open task is the common case), and only an id it has not
+//! seen is left to [`Gate::confirm_owner`], which asks the store.
 
 use super::Gate;
 use super::context::RequestCtx;
@@ -10,20 +14,28 @@ use crate::config::RouteSpec;
 use crate::error::GateError;
 use crate::proxy::tenancy::{Namespace, check_segment, decode_segment, namespaced_id};
 
+/// An owner the store must confirm: the id was not seen by this replica yet.
+pub(super) struct OwnerToConfirm {
+    kind: String,
+    backend_id: String,
+}
+
 impl Gate {
-    /// Phase 3: checks the route's names, the caller's ownership of the id it names, and sets
-    /// `ctx.namespace` and `ctx.backend_path`.
-    pub(super) async fn isolate(
+    /// Phase 3: checks the route's names and the caller's ownership of the id it names, and
+    /// sets `ctx.namespace`, `ctx.task_id` and `ctx.backend_path`. `Ok(Some(_))`: the id's
+    /// owner is not known in memory, and [`Gate::confirm_owner`] must ask the store before
+    /// the request goes on.
+    pub(super) fn isolate(
         &self,
         route: &RouteSpec,
         ctx: &mut RequestCtx,
-    ) -> Result<(), GateError> {
+    ) -> Result<Option<OwnerToConfirm>, GateError> {
         let Some(t) = &route.tenancy else {
-            return Ok(());
+            return Ok(None);
         };
         // The path cut into its segments once, for every look below.
-        let segments: Vec<&str> = ctx.path.split('/').collect();
-        let segment = |i: usize| segments.get(i).copied();
+        let segments = Segments::of(&ctx.path);
+        let segment = |i: usize| segments.get(i);
         for (i, name) in &t.safe_segments {
             if let Some(seg) = segment(*i) {
                 let value = decode_segment(name, seg).map_err(GateError::bad_request)?;
@@ -31,16 +43,16 @@ impl Gate {
             }
         }
         let Some(p) = &ctx.principal else {
-            return Ok(());
+            return Ok(None);
         };
         let tenancy = &self.services.config.tenancy;
         let namespace = (tenancy.namespace && !p.is_superuser).then(|| Namespace::of(&p.user_id));
         // The owned id's segment and where the namespace goes in it, where it gets one.
         let mut owned_id = None;
+        let mut to_confirm = None;
         if let Some(o) = &t.owner_only {
             let seg = segment(o.segment).ok_or_else(|| not_found(&o.kind))?;
             let id = decode_segment(&o.param, seg).map_err(GateError::bad_request)?;
-            let owners = &self.services.owners;
             // The id as the backend knows it: a superuser's is as sent.
             let backend_id = match &namespace {
                 Some(ns) => {
@@ -51,16 +63,25 @@ impl Gate {
                     // canonical path spells as they are: the encoded segment takes it at the
                     // same place.
                     owned_id = Some((o.segment, at));
-                    std::borrow::Cow::Owned(backend_id)
+                    backend_id
                 }
-                None => id,
+                None => id.into_owned(),
             };
-            if !p.is_superuser && !owners.owns(&o.kind, &backend_id, &p.user_id).await? {
-                return Err(not_found(&o.kind));
+            if !p.is_superuser {
+                match self.services.owners.known(&o.kind, &backend_id, &p.user_id) {
+                    Some(true) => {}
+                    Some(false) => return Err(not_found(&o.kind)),
+                    None => {
+                        to_confirm = Some(OwnerToConfirm {
+                            kind: o.kind.clone(),
+                            backend_id: backend_id.clone(),
+                        })
+                    }
+                }
             }
             // A task's status reply is read for the task's end (`own_reply`).
             if t.task_status {
-                ctx.task_id = Some(backend_id.into_owned());
+                ctx.task_id = Some(backend_id);
             }
         }
         let namespaced = |i: usize| namespace.is_some() && t.patient_segments.contains(&i);
@@ -68,7 +89,7 @@ impl Gate {
             owned_id.is_some() || (namespace.is_some() && !t.patient_segments.is_empty());
         if rewrites {
             let mut path = String::with_capacity(ctx.path.len() + 64);
-            for (i, seg) in segments.iter().copied().enumerate() {
+            for (i, seg) in segments.iter().enumerate() {
                 if i > 0 {
                     path.push('/');
                 }
@@ -92,11 +113,107 @@ impl Gate {
             ctx.backend_path = Some(path);
         }
         ctx.namespace = namespace;
-        Ok(())
+        Ok(to_confirm)
+    }
+
+    /// The rest of phase 3 for an id whose owner was not known in memory: the store says
+    /// whether the caller owns it (404 otherwise), or 503 when it cannot say.
+    pub(super) async fn confirm_owner(
+        &self,
+        look: OwnerToConfirm,
+        ctx: &RequestCtx,
+    ) -> Result<(), GateError> {
+        let Some(p) = &ctx.principal else {
+            return Err(not_found(&look.kind));
+        };
+        let owners = &self.services.owners;
+        if owners
+            .owns_stored(&look.kind, &look.backend_id, &p.user_id)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(not_found(&look.kind))
+        }
+    }
+}
+
+/// A path's segments (split at `/`), on the stack for the few of a route's path: a poll's
+/// path split into a list on the heap, by `str::split`, cost more than the rest of the check.
+struct Segments<'a> {
+    few: [&'a str; FEW_SEGMENTS],
+    len: usize,
+    /// All of them, for a path of more than [`FEW_SEGMENTS`].
+    many: Vec<&'a str>,
+}
+
+const FEW_SEGMENTS: usize = 12;
+
+impl<'a> Segments<'a> {
+    fn of(path: &'a str) -> Segments<'a> {
+        let mut s = Segments {
+            few: [""; FEW_SEGMENTS],
+            len: 0,
+            many: Vec::new(),
+        };
+        let mut start = 0;
+        for (i, b) in path.bytes().enumerate() {
+            if b == b'/' {
+                s.push(&path[start..i]);
+                start = i + 1;
+            }
+        }
+        s.push(&path[start..]);
+        s
+    }
+
+    fn push(&mut self, segment: &'a str) {
+        if self.len < FEW_SEGMENTS {
+            self.few[self.len] = segment;
+        } else {
+            if self.many.is_empty() {
+                self.many.extend_from_slice(&self.few);
+            }
+            self.many.push(segment);
+        }
+        self.len += 1;
+    }
+
+    fn as_slice(&self) -> &[&'a str] {
+        if self.len <= FEW_SEGMENTS {
+            &self.few[..self.len]
+        } else {
+            &self.many
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&'a str> {
+        self.as_slice().get(i).copied()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.as_slice().iter().copied()
     }
 }
 
 /// Another account's id, or one never handed out: the same answer, so neither is confirmed.
 fn not_found(kind: &str) -> GateError {
     GateError::not_found(format!("no such {kind} among this account's"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Segments;
+
+    #[test]
+    fn segments_are_those_of_split() {
+        let long = (0..30).map(|i| i.to_string()).collect::<Vec<_>>().join("/");
+        for path in ["/task_status/main_p_1", "/", "", "//a//b/", long.as_str()] {
+            let s = Segments::of(path);
+            let split: Vec<&str> = path.split('/').collect();
+            assert_eq!(s.iter().collect::<Vec<_>>(), split, "{path}");
+            assert_eq!(s.get(split.len()), None);
+            assert_eq!(s.get(1), split.get(1).copied());
+        }
+    }
 }

@@ -122,7 +122,11 @@ impl Gate {
         };
         self.authenticate(&parts, &route, ctx).await?;
         if route.tenancy.is_some() {
-            Box::pin(self.isolate(&route, ctx)).await?;
+            if let Some(look) = self.isolate(&route, ctx)? {
+                // Rare (an id this replica has not seen): boxed, so that the store's future
+                // is not part of every request's.
+                Box::pin(self.confirm_owner(look, ctx)).await?;
+            }
         }
         self.reserve(&parts, &route, ctx).await?;
         Ok(Admitted::Forward(Forward { route, parts, body }))

@@ -113,7 +113,10 @@ impl Gate {
         // A task's status, in the names its owner typed (the reason of a refund is shown to them).
         if let (Some(task_id), Some(w)) = (&ctx.task_id, &self.services.task_watch) {
             let shown = rewritten.as_deref().unwrap_or(&bytes);
-            if let Err(e) = Box::pin(w.charges.observe(task_id, shown)).await {
+            // Most polls say `processing`: looked at without making the observing future.
+            if w.charges.may_have_ended(task_id, shown)
+                && let Err(e) = Box::pin(w.charges.observe(task_id, shown)).await
+            {
                 // The gate's own poll settles it later.
                 tracing::warn!(task_id = %task_id, error = %e.detail, "could not settle a task's charge from its status");
             }

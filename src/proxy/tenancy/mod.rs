@@ -43,10 +43,12 @@ pub struct Namespace {
 
 impl Namespace {
     pub fn of(user_id: &UserId) -> Namespace {
+        // Every byte looked at, without stopping at the first that is not plain: a loop
+        // the compiler can run over many bytes at once (this runs on every poll).
         let plain = !user_id.is_empty()
-            && user_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            && user_id.bytes().fold(true, |plain, b| {
+                plain & (b.is_ascii_alphanumeric() | (b == b'-'))
+            });
         let id = if plain {
             user_id.shared()
         } else {
@@ -100,10 +102,18 @@ pub fn check_segment(field: &str, value: &str) -> Result<(), String> {
     if value == "." || value == ".." {
         return Err(format!("{field} must not be `{value}`"));
     }
-    if let Some(c) = value
-        .chars()
-        .find(|c| *c == '/' || *c == '\\' || c.is_control())
-    {
+    // Most names are ASCII: their bytes are looked at all at once (a loop the compiler runs
+    // over many bytes), and only a name that fails that is read as characters.
+    let ascii_ok = value.bytes().fold(true, |ok, b| {
+        ok & (b.is_ascii_graphic() | (b == b' ')) & (b != b'/') & (b != b'\\')
+    });
+    let bad = match ascii_ok {
+        true => None,
+        false => value
+            .chars()
+            .find(|c| *c == '/' || *c == '\\' || c.is_control()),
+    };
+    if let Some(c) = bad {
         return Err(format!(
             "{field} must be a single path segment without `/`, `\\` or control characters (found {c:?})"
         ));
@@ -155,8 +165,10 @@ pub struct Owners {
     known: std::sync::RwLock<Vec<(String, OwnersById)>>,
 }
 
-/// The owner of each known id of one kind.
-type OwnersById = HashMap<String, Arc<str>>;
+/// The owner of each known id of one kind. The ids are the backend's, handed out to their
+/// owners, and the map is bounded ([`KNOWN_OWNERS`]): a fast hash seeded per process will do
+/// (SipHash cost a poll more than the rest of the lookup).
+type OwnersById = HashMap<String, Arc<str>, foldhash::fast::RandomState>;
 
 /// Known owners kept at most; past it the map starts again (they are all in the store).
 const KNOWN_OWNERS: usize = 200_000;
@@ -183,20 +195,30 @@ impl Owners {
         let at = match known.iter().position(|(k, _)| k == kind) {
             Some(at) => at,
             None => {
-                known.push((kind.to_string(), HashMap::new()));
+                known.push((kind.to_string(), HashMap::default()));
                 known.len() - 1
             }
         };
         known[at].1.insert(id.to_string(), owner);
     }
 
-    /// Whether `user_id` owns `(kind, id)`; 503 when the store cannot say.
-    pub async fn owns(&self, kind: &str, id: &str, user_id: &UserId) -> Result<bool, Refusal> {
-        if let Some(owner) = self.known_owner(kind, id) {
-            return Ok(*owner == **user_id);
-        }
-        // Boxed: the store's future is large, and a known owner (the usual case) never needs it.
-        match Box::pin(self.store.owners().owner_of(kind, id)).await? {
+    /// Whether `user_id` owns `(kind, id)`, as far as this replica has seen; `None` when it
+    /// has not seen the id ([`Owners::owns_stored`] asks the store).
+    pub fn known(&self, kind: &str, id: &str, user_id: &UserId) -> Option<bool> {
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+        let (_, ids) = known.iter().find(|(k, _)| k == kind)?;
+        ids.get(id).map(|owner| **owner == **user_id)
+    }
+
+    /// Whether `user_id` owns `(kind, id)` by the store's record (remembered when there is
+    /// one); 503 when the store cannot say.
+    pub async fn owns_stored(
+        &self,
+        kind: &str,
+        id: &str,
+        user_id: &UserId,
+    ) -> Result<bool, Refusal> {
+        match self.store.owners().owner_of(kind, id).await? {
             Some(owner) => {
                 let owned = owner == user_id.as_str();
                 self.remember(kind, id, owner.into());
