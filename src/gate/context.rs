@@ -69,15 +69,16 @@ impl Drop for RequestCtx {
 
 impl RequestCtx {
     pub fn new(req: &Request<Inbound>, peer: Peer, secure: bool) -> RequestCtx {
-        // Spelled on the stack, then once as a header value (which the backend's request shares).
+        // Spelled on the stack, then once as a header value that the backend's request and the
+        // response share: owned by its bytes, so each copy is a count (bytes copied from a
+        // slice took an allocation, and their first copy a second one).
         let mut spelled = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let request_id = HeaderValue::from_str(
-            // Time-ordered: a metered request's id keys its usage row (`formats::ids`).
-            crate::formats::ids::time_ordered()
-                .hyphenated()
-                .encode_lower(&mut spelled),
-        )
-        .expect("a uuid is a valid header value");
+        // Time-ordered: a metered request's id keys its usage row (`formats::ids`).
+        crate::formats::ids::time_ordered()
+            .hyphenated()
+            .encode_lower(&mut spelled);
+        let request_id = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(spelled))
+            .expect("a uuid is a valid header value");
         RequestCtx {
             peer,
             secure,

@@ -151,34 +151,60 @@ pub fn parse_reply(buf: &mut BytesMut, method: &Method) -> Result<Option<ReplyHe
 }
 
 /// Where each header's name and value lie in a parsed head, so they can be sliced from the
-/// frozen head once the parser's borrow of the buffer ends (no copy of any value). Sized to
-/// the head's headers: a zeroed array of the most there may be cost more to clear than a
-/// small reply costs to parse.
+/// frozen head once the parser's borrow of the buffer ends (no copy of any value). The few
+/// headers of a usual reply are kept on the stack (a list on the heap was one more allocation
+/// per request); a zeroed array of the most there may be cost more to clear than a small
+/// reply costs to parse, so only a head with more than [`FEW_HEADERS`] takes a list.
 struct Spans {
-    spans: Vec<(usize, usize, usize, usize)>,
+    few: [Span; FEW_HEADERS],
+    many: Vec<Span>,
+    len: usize,
 }
+
+/// A header's name and value in a head: (name start, name length, value start, value length).
+type Span = (usize, usize, usize, usize);
+
+/// Reply headers kept on the stack (a backend's usual reply has 4 to 8).
+const FEW_HEADERS: usize = 16;
 
 impl Spans {
     /// `headers` must have been parsed from `buf`.
     fn of(buf: &[u8], headers: &[httparse::Header<'_>]) -> Spans {
         let base = buf.as_ptr() as usize;
-        let spans = headers
-            .iter()
-            .map(|h| {
-                let name = h.name.as_ptr() as usize - base;
-                let value = h.value.as_ptr() as usize - base;
-                (name, h.name.len(), value, h.value.len())
-            })
-            .collect();
-        Spans { spans }
+        let span = |h: &httparse::Header<'_>| {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            (name, h.name.len(), value, h.value.len())
+        };
+        let mut spans = Spans {
+            few: [(0, 0, 0, 0); FEW_HEADERS],
+            many: Vec::new(),
+            len: headers.len(),
+        };
+        if headers.len() <= FEW_HEADERS {
+            for (slot, h) in spans.few.iter_mut().zip(headers) {
+                *slot = span(h);
+            }
+        } else {
+            spans.many = headers.iter().map(span).collect();
+        }
+        spans
+    }
+
+    fn as_slice(&self) -> &[Span] {
+        if self.len <= FEW_HEADERS {
+            &self.few[..self.len]
+        } else {
+            &self.many
+        }
     }
 
     /// The headers, from `head` (the parsed buffer's start, frozen). `None` if a name or value
     /// is not valid.
     fn header_map(&self, head: &Bytes) -> Option<HeaderMap> {
         // With room for what the gate adds on the way out (request id, CORS, quota).
-        let mut headers = HeaderMap::with_capacity(self.spans.len() + 6);
-        for &(n, nl, v, vl) in &self.spans {
+        let mut headers = HeaderMap::with_capacity(self.len + 6);
+        for &(n, nl, v, vl) in self.as_slice() {
             let name = HeaderName::from_bytes(head.get(n..n + nl)?).ok()?;
             let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl)).ok()?;
             headers.append(name, value);
@@ -262,6 +288,27 @@ mod tests {
 
     fn head(text: &str, method: Method) -> Result<Option<ReplyHead>, Malformed> {
         parse_reply(&mut BytesMut::from(text), &method)
+    }
+
+    #[test]
+    fn every_header_of_a_reply_is_kept_few_or_many() {
+        for n in [0, 1, FEW_HEADERS - 1, FEW_HEADERS, FEW_HEADERS + 1, 60] {
+            let mut text = String::from("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n");
+            for i in 0..n {
+                text.push_str(&format!("x-h{i}: v{i}\r\n"));
+            }
+            text.push_str("\r\nok");
+            let mut buf = BytesMut::from(text.as_str());
+            let h = parse_reply(&mut buf, &Method::GET).unwrap().unwrap();
+            assert_eq!(h.headers.len(), n + 1, "{n} headers");
+            for i in 0..n {
+                assert_eq!(
+                    h.headers[format!("x-h{i}").as_str()],
+                    format!("v{i}").as_str()
+                );
+            }
+            assert_eq!(&buf[..], b"ok");
+        }
     }
 
     #[test]
