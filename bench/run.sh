@@ -10,7 +10,8 @@
 #   - HAProxy verifying the same HS256 access token (bench/haproxy.cfg): the same-job peer;
 #   - the gate on a public, a JWT, an API-key and a metered route (SQLite and PostgreSQL),
 #     and ROUNDS alternating rounds of nginx / HAProxy / JWT / API key for the ratios of
-#     throughput and p99 at saturation taken within a round;
+#     throughput and p99 at saturation taken within a round, and METERED_ROUNDS more rounds
+#     of each metered route;
 #   - latency at half the gate's load: alone, beside an idle-priority spinner on its core (the
 #     control) and beside logins (argon2), and HAProxy's at the same rate;
 #   - the gate's defaults unpinned: workers = 1, workers = 2 and workers = 2 without the
@@ -312,6 +313,21 @@ print(f'over {len(j)} alternating rounds of {$ROUND_SECS} s (nginx, HAProxy, JWT
       f'gate / HAProxy: JWT {jh} median {s.median(jh):.2f}x, API key {kh} median {s.median(kh):.2f}x; '
       f'p99 at saturation (ms) HAProxy {[x[1] for x in h]}, JWT {[x[1] for x in j]}, gate / HAProxy {pj} median {s.median(pj):.2f}x')")
 log "rounds: $ROUND_LINE"
+# The metered route's row is one stretch of DURATION s; METERED_ROUNDS more rounds of
+# ROUND_SECS each (a new patient per request, as in the row), and their median.
+METERED_ROUNDS=${METERED_ROUNDS:-3}
+metered_rounds() { # label -> "label: requests/s per round [...], median N"
+  local got=()
+  for _ in $(seq 1 "$METERED_ROUNDS"); do
+    got+=("$(rps_of "$GATE/process/p/20250101" -H "Authorization: Bearer $TOKEN" -s bench/post.lua)")
+  done
+  python3 -c "
+import statistics as s
+r = [round(float(x)) for x in '${got[*]}'.split()]
+print(f'$1: requests/s over {len(r)} rounds of {$ROUND_SECS} s {r}, median {s.median(r):.0f}')"
+}
+METERED_SQLITE_LINE=$(metered_rounds "metered route (SQLite)")
+log "$METERED_SQLITE_LINE"
 # Tenant isolation on a frequent poll: ISO_ROUNDS alternating rounds of /task_status/{id} of a
 # task the caller owns (ownership checked against the cached owner, the id namespaced, the
 # reply's names un-namespaced) and of the same poll on a route without isolation
@@ -498,6 +514,8 @@ start_gate pg "postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 sign_in
 wrk_run "gate, JWT route (PostgreSQL)" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
 wrk_run "gate, metered route (PostgreSQL)" "$GATE/process/p/20250101" -H "Authorization: Bearer $TOKEN" -s bench/post.lua
+METERED_PG_LINE=$(metered_rounds "metered route (PostgreSQL)")
+log "$METERED_PG_LINE"
 stop_gate
 
 # --- the table ---------------------------------------------------------------------------------
@@ -537,6 +555,7 @@ CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "- $HAPROXY_HALF_LINE"
   echo "- workers (nothing pinned, wrk -c$WORKER_CONNS): $WORKERS_LINE"
   echo "- tenant isolation: $ISO_LINE"
+  echo "- exact metering, beside the rows above: $METERED_SQLITE_LINE; $METERED_PG_LINE"
   echo "- uploads: $FORM_LINE"
   echo "- the machine's own pauses, seen by one request a millisecond straight to the backend beside the half load on the gate: $STALLS"
   echo "- p99 at half load: backend direct ${DIRECT_P99_HALF} ms, nginx proxy ${NGINX_P99_HALF} ms, gate ${GATE_P99_HALF} ms; the gate adds $(python3 -c "print(f'{$GATE_P99_HALF - $DIRECT_P99_HALF:.2f}')") ms to the bare backend's p99 (nginx's proxy hop adds $(python3 -c "print(f'{$NGINX_P99_HALF - $DIRECT_P99_HALF:.2f}')") ms); $HALF_LINE"
