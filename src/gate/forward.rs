@@ -52,7 +52,7 @@ impl Gate {
             ),
             _ => None,
         };
-        let mut out_headers = outbound::headers(
+        let (out_headers, mut added) = outbound::headers(
             &mut parts,
             upgrade,
             &Forwarding {
@@ -66,7 +66,7 @@ impl Gate {
         );
         if let Some(p) = &ctx.principal {
             if let Some(authz) = s.auth.backend_authorization(p).await {
-                out_headers.insert(http::header::AUTHORIZATION, authz);
+                added.push(http::header::AUTHORIZATION, authz);
             }
         }
         let (body, exceeded) = if bodiless {
@@ -106,7 +106,7 @@ impl Gate {
         let upstream_started = Instant::now();
         let sent = s
             .upstream
-            .send_to(up_req, own_target, route.timeout, exceeded)
+            .send_to(up_req, own_target, &added, route.timeout, exceeded)
             .await;
         ctx.log.upstream = Some(upstream_started.elapsed());
         let mut resp = sent?;

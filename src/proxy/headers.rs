@@ -241,10 +241,48 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAdd
     peer
 }
 
-/// Sets `X-Forwarded-For/Proto/Host`. A client's own `X-Forwarded-For` is kept (and appended to)
-/// only when the peer is a configured trusted proxy; `client_xff` is that header as received.
+/// The most headers the gate adds to a forwarded request ([`Added`]).
+const ADDED: usize = 8;
+
+/// Headers the gate adds to a request on its way to the backend, written after the received
+/// ones (stripped of everything these replace) without going into the map: each insert into a
+/// `HeaderMap` hashed its name, and the received map grew to take them (two allocations).
+pub struct Added {
+    items: [Option<(HeaderName, HeaderValue)>; ADDED],
+    len: usize,
+}
+
+impl Default for Added {
+    fn default() -> Added {
+        Added {
+            items: [const { None }; ADDED],
+            len: 0,
+        }
+    }
+}
+
+impl Added {
+    /// Adds a header; names are the gate's own, each at most once, and never more than
+    /// [`ADDED`] of them (a debug build checks both).
+    pub fn push(&mut self, name: HeaderName, value: HeaderValue) {
+        debug_assert!(self.iter().all(|(n, _)| *n != name), "{name} added twice");
+        debug_assert!(self.len < ADDED, "more than {ADDED} headers added");
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = Some((name, value));
+            self.len += 1;
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.items[..self.len].iter().flatten().map(|(n, v)| (n, v))
+    }
+}
+
+/// Adds `X-Forwarded-For/Proto/Host`. A client's own `X-Forwarded-For` is kept (and appended to)
+/// only when the peer is a configured trusted proxy; `client_xff` is that header as received
+/// (the received map has none left: [`strip_client_identity`] took them out).
 pub fn set_forwarded(
-    headers: &mut HeaderMap,
+    headers: &mut Added,
     peer: &Peer,
     client_xff: Option<&HeaderValue>,
     trusted: bool,
@@ -258,11 +296,11 @@ pub fn set_forwarded(
         _ => Some(peer.forwarded_for.clone()),
     };
     if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+        headers.push(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    headers.push(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if let Some(h) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+        headers.push(X_FORWARDED_HOST.clone(), h.clone());
     }
 }
 

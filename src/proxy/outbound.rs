@@ -7,7 +7,7 @@ use http::{Uri, request::Parts};
 
 use crate::auth::Identity;
 use crate::error::GateError;
-use crate::proxy::headers::{self, Peer};
+use crate::proxy::headers::{self, Added, Peer};
 use crate::proxy::upstream::{OwnTarget, Upstream};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -65,40 +65,40 @@ pub enum Target {
 }
 
 /// Takes the received headers out of `parts` and makes them the backend's: hop-by-hop headers
-/// and anything a client could pose as someone with are removed, then the gate's own set.
-pub fn headers(parts: &mut Parts, upgrade: bool, f: &Forwarding<'_>) -> HeaderMap {
-    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+/// and anything a client could pose as someone with are removed from the map, and the gate's
+/// own set is returned beside it, written after the map's on the wire ([`Added`]).
+pub fn headers(parts: &mut Parts, upgrade: bool, f: &Forwarding<'_>) -> (HeaderMap, Added) {
+    let mut out = std::mem::take(&mut parts.headers);
+    // The client's `Host` goes (the backend is sent its own), and is `X-Forwarded-Host`.
+    let host = out.remove(header::HOST).or_else(|| {
         parts
             .uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let client_xff = parts.headers.get(&headers::X_FORWARDED_FOR).cloned();
-    let mut out = std::mem::take(&mut parts.headers);
-    // Room for the gate's own headers at once, rather than growing the map (and rehashing
-    // every header) two or three times as they go in.
-    out.reserve(8);
+    let client_xff = out.get(&headers::X_FORWARDED_FOR).cloned();
     headers::strip_hop_by_hop(&mut out, upgrade);
     headers::strip_client_identity(&mut out);
+    let mut added = Added::default();
+    added.push(header::HOST, f.upstream_host.clone());
     headers::set_forwarded(
-        &mut out,
+        &mut added,
         f.peer,
         client_xff.as_ref(),
         f.trusted,
         host.as_ref(),
         if f.secure { "https" } else { "http" },
     );
-    out.insert(header::HOST, f.upstream_host.clone());
-    out.insert(X_REQUEST_ID.clone(), f.request_id.clone());
+    added.push(X_REQUEST_ID.clone(), f.request_id.clone());
     if let Some(identity) = f.identity {
         if let Some(v) = &identity.user_id {
-            out.insert(X_USER_ID.clone(), v.clone());
+            added.push(X_USER_ID.clone(), v.clone());
         }
         if let Some(v) = &identity.email {
-            out.insert(X_USER_EMAIL.clone(), v.clone());
+            added.push(X_USER_EMAIL.clone(), v.clone());
         }
     }
-    out
+    (out, added)
 }
 
 /// The path and query sent to the backend: the canonical path, and the query without the

@@ -27,6 +27,7 @@ use super::wire::{self, Framing, ReplyHead};
 use crate::config::UpstreamConfig;
 use crate::error::GateError;
 use crate::proxy::body::{BodyFate, Refused};
+use crate::proxy::headers::Added;
 
 /// A request's target as the gate wrote it (from [`OwnTarget::new`]), sent instead of
 /// the request's `Uri` ([`Upstream::send_to`]).
@@ -109,18 +110,21 @@ impl Upstream {
         timeout: Duration,
         body_fate: Option<Arc<BodyFate>>,
     ) -> Result<Response<Body>, GateError> {
-        self.send_to(req, None, timeout, body_fate).await
+        self.send_to(req, None, &Added::default(), timeout, body_fate)
+            .await
     }
 
-    /// [`Upstream::send`], with the target `own` instead of the request's `Uri` when given.
+    /// [`Upstream::send`], with the target `own` instead of the request's `Uri` when given,
+    /// and the gate's `added` headers after the request's own.
     pub async fn send_to(
         &self,
         req: Request<Body>,
         own: Option<OwnTarget>,
+        added: &Added,
         timeout: Duration,
         body_fate: Option<Arc<BodyFate>>,
     ) -> Result<Response<Body>, GateError> {
-        let result = tokio::time::timeout(timeout, self.request(req, own, timeout)).await;
+        let result = tokio::time::timeout(timeout, self.request(req, own, added, timeout)).await;
         let too_large = || body_fate.as_ref().is_some_and(|f| f.exceeded());
         let stalled = || body_fate.as_ref().is_some_and(|f| f.stalled());
         match result {
@@ -184,6 +188,7 @@ impl Upstream {
         &self,
         req: Request<Body>,
         own: Option<OwnTarget>,
+        added: &Added,
         timeout: Duration,
     ) -> Result<Response<Body>, Failure> {
         let (parts, body) = req.into_parts();
@@ -214,6 +219,7 @@ impl Upstream {
                 &parts.method,
                 target,
                 &parts.headers,
+                added,
                 framing,
                 &mut conn.head,
             );

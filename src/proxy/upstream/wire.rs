@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
-use crate::proxy::headers::connection_says;
+use crate::proxy::headers::{Added, connection_says};
 
 /// The most headers a reply head may have (hyper's default is 100 too).
 const MAX_HEADERS: usize = 100;
@@ -30,12 +30,14 @@ pub enum Framing {
 }
 
 /// Writes a request head into `out`: request line, the headers as given (already stripped of
-/// hop-by-hop headers by the caller) and the framing header the body needs. A
-/// `Content-Length` in `headers` is replaced by the framing's, so the two cannot disagree.
+/// hop-by-hop headers by the caller), the gate's `added` ones and the framing header the body
+/// needs. A `Content-Length` in `headers` is replaced by the framing's, so the two cannot
+/// disagree.
 pub fn encode_request(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
+    added: &Added,
     framing: Framing,
     out: &mut Vec<u8>,
 ) {
@@ -48,6 +50,12 @@ pub fn encode_request(
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in added.iter() {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -318,23 +326,51 @@ mod tests {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
         let mut out = Vec::new();
-        encode_request(&Method::POST, "/a?b=1", &h, Framing::Length(12), &mut out);
+        encode_request(
+            &Method::POST,
+            "/a?b=1",
+            &h,
+            &Added::default(),
+            Framing::Length(12),
+            &mut out,
+        );
         assert_eq!(
             out,
             b"POST /a?b=1 HTTP/1.1\r\nhost: backend\r\ncontent-length: 12\r\n\r\n"
         );
-        encode_request(&Method::PUT, "/a", &h, Framing::Chunked, &mut out);
+        encode_request(
+            &Method::PUT,
+            "/a",
+            &h,
+            &Added::default(),
+            Framing::Chunked,
+            &mut out,
+        );
         assert_eq!(
             out,
             b"PUT /a HTTP/1.1\r\nhost: backend\r\ntransfer-encoding: chunked\r\n\r\n"
         );
-        encode_request(&Method::POST, "/a", &h, Framing::Empty, &mut out);
+        encode_request(
+            &Method::POST,
+            "/a",
+            &h,
+            &Added::default(),
+            Framing::Empty,
+            &mut out,
+        );
         assert_eq!(
             out,
             b"POST /a HTTP/1.1\r\nhost: backend\r\ncontent-length: 0\r\n\r\n"
         );
         h.remove(header::CONTENT_LENGTH);
-        encode_request(&Method::GET, "", &h, Framing::Empty, &mut out);
+        encode_request(
+            &Method::GET,
+            "",
+            &h,
+            &Added::default(),
+            Framing::Empty,
+            &mut out,
+        );
         assert_eq!(out, b"GET / HTTP/1.1\r\nhost: backend\r\n\r\n");
     }
 
