@@ -85,7 +85,7 @@ pub struct AuthService {
     /// API keys seen before and their keyed hashes (the key's state is still looked up).
     key_hashes: verified::Remembered<Arc<str>>,
     /// Keys used since the last flush: id -> time (ms). Written to the store in batches.
-    key_uses: Mutex<HashMap<Arc<str>, i64>>,
+    key_uses: Mutex<HashMap<Arc<str>, i64, foldhash::fast::RandomState>>,
 }
 
 impl AuthService {
@@ -120,7 +120,7 @@ impl AuthService {
             ),
             cache,
             mailer: Arc::new(mailer),
-            key_uses: Mutex::new(HashMap::new()),
+            key_uses: Mutex::new(HashMap::default()),
             verified_tokens: Default::default(),
             key_hashes: Default::default(),
             store,
