@@ -8,6 +8,8 @@
 //! in memory (a poll every 3 s per open task is the common case), and only an id it has not
 //! seen is left to [`Gate::confirm_owner`], which asks the store.
 
+use smallvec::SmallVec;
+
 use super::Gate;
 use super::context::RequestCtx;
 use crate::config::RouteSpec;
@@ -34,8 +36,8 @@ impl Gate {
             return Ok(None);
         };
         // The path cut into its segments once, for every look below.
-        let segments = Segments::of(&ctx.path);
-        let segment = |i: usize| segments.get(i);
+        let segments = segments(&ctx.path);
+        let segment = |i: usize| segments.get(i).copied();
         for (i, name) in &t.safe_segments {
             if let Some(seg) = segment(*i) {
                 let value = decode_segment(name, seg).map_err(GateError::bad_request)?;
@@ -89,7 +91,7 @@ impl Gate {
             owned_id.is_some() || (namespace.is_some() && !t.patient_segments.is_empty());
         if rewrites {
             let mut path = String::with_capacity(ctx.path.len() + 64);
-            for (i, seg) in segments.iter().enumerate() {
+            for (i, seg) in segments.iter().copied().enumerate() {
                 if i > 0 {
                     path.push('/');
                 }
@@ -139,62 +141,22 @@ impl Gate {
 }
 
 /// A path's segments (split at `/`), on the stack for the few of a route's path: a poll's
-/// path split into a list on the heap, by `str::split`, cost more than the rest of the check.
-struct Segments<'a> {
-    few: [&'a str; FEW_SEGMENTS],
-    len: usize,
-    /// All of them, for a path of more than [`FEW_SEGMENTS`].
-    many: Vec<&'a str>,
+/// path split into a list on the heap, by `str::split`'s character search, cost more than the
+/// rest of the check.
+fn segments(path: &str) -> SmallVec<[&str; FEW_SEGMENTS]> {
+    let mut out = SmallVec::new();
+    let mut start = 0;
+    for (i, b) in path.bytes().enumerate() {
+        if b == b'/' {
+            out.push(&path[start..i]);
+            start = i + 1;
+        }
+    }
+    out.push(&path[start..]);
+    out
 }
 
 const FEW_SEGMENTS: usize = 12;
-
-impl<'a> Segments<'a> {
-    fn of(path: &'a str) -> Segments<'a> {
-        let mut s = Segments {
-            few: [""; FEW_SEGMENTS],
-            len: 0,
-            many: Vec::new(),
-        };
-        let mut start = 0;
-        for (i, b) in path.bytes().enumerate() {
-            if b == b'/' {
-                s.push(&path[start..i]);
-                start = i + 1;
-            }
-        }
-        s.push(&path[start..]);
-        s
-    }
-
-    fn push(&mut self, segment: &'a str) {
-        if self.len < FEW_SEGMENTS {
-            self.few[self.len] = segment;
-        } else {
-            if self.many.is_empty() {
-                self.many.extend_from_slice(&self.few);
-            }
-            self.many.push(segment);
-        }
-        self.len += 1;
-    }
-
-    fn as_slice(&self) -> &[&'a str] {
-        if self.len <= FEW_SEGMENTS {
-            &self.few[..self.len]
-        } else {
-            &self.many
-        }
-    }
-
-    fn get(&self, i: usize) -> Option<&'a str> {
-        self.as_slice().get(i).copied()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &'a str> + '_ {
-        self.as_slice().iter().copied()
-    }
-}
 
 /// Another account's id, or one never handed out: the same answer, so neither is confirmed.
 fn not_found(kind: &str) -> GateError {
@@ -203,17 +165,14 @@ fn not_found(kind: &str) -> GateError {
 
 #[cfg(test)]
 mod tests {
-    use super::Segments;
+    use super::segments;
 
     #[test]
     fn segments_are_those_of_split() {
         let long = (0..30).map(|i| i.to_string()).collect::<Vec<_>>().join("/");
         for path in ["/task_status/main_p_1", "/", "", "//a//b/", long.as_str()] {
-            let s = Segments::of(path);
             let split: Vec<&str> = path.split('/').collect();
-            assert_eq!(s.iter().collect::<Vec<_>>(), split, "{path}");
-            assert_eq!(s.get(split.len()), None);
-            assert_eq!(s.get(1), split.get(1).copied());
+            assert_eq!(&segments(path)[..], &split[..], "{path}");
         }
     }
 }

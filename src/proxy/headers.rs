@@ -7,6 +7,7 @@
 
 use crate::auth::credentials::{IMAGE_COOKIE, X_API_KEY};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 use std::net::{IpAddr, SocketAddr};
 
 /// The address a client connection came from, and its `X-Forwarded-For` spelling, made once
@@ -241,40 +242,24 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAdd
     peer
 }
 
-/// The most headers the gate adds to a forwarded request ([`Added`]).
-const ADDED: usize = 8;
-
 /// Headers the gate adds to a request on its way to the backend, written after the received
 /// ones (stripped of everything these replace) without going into the map: each insert into a
-/// `HeaderMap` hashed its name, and the received map grew to take them (two allocations).
+/// `HeaderMap` hashed its name, and the received map grew to take them (two allocations). The
+/// gate adds at most eight, kept on the stack.
+#[derive(Default)]
 pub struct Added {
-    items: [Option<(HeaderName, HeaderValue)>; ADDED],
-    len: usize,
-}
-
-impl Default for Added {
-    fn default() -> Added {
-        Added {
-            items: [const { None }; ADDED],
-            len: 0,
-        }
-    }
+    items: SmallVec<[(HeaderName, HeaderValue); 8]>,
 }
 
 impl Added {
-    /// Adds a header; names are the gate's own, each at most once, and never more than
-    /// [`ADDED`] of them (a debug build checks both).
+    /// Adds a header; names are the gate's own, each at most once (a debug build checks).
     pub fn push(&mut self, name: HeaderName, value: HeaderValue) {
         debug_assert!(self.iter().all(|(n, _)| *n != name), "{name} added twice");
-        debug_assert!(self.len < ADDED, "more than {ADDED} headers added");
-        if let Some(slot) = self.items.get_mut(self.len) {
-            *slot = Some((name, value));
-            self.len += 1;
-        }
+        self.items.push((name, value));
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.items[..self.len].iter().flatten().map(|(n, v)| (n, v))
+        self.items.iter().map(|(n, v)| (n, v))
     }
 }
 

@@ -20,6 +20,7 @@ pub mod multipart;
 pub mod replies;
 
 use crate::formats::ids::UserId;
+use crate::formats::text::every_byte;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -43,11 +44,9 @@ pub struct Namespace {
 
 impl Namespace {
     pub fn of(user_id: &UserId) -> Namespace {
-        // Every byte looked at, without stopping at the first that is not plain: a loop
-        // the compiler can run over many bytes at once (this runs on every poll).
         let plain = !user_id.is_empty()
-            && user_id.bytes().fold(true, |plain, b| {
-                plain & (b.is_ascii_alphanumeric() | (b == b'-'))
+            && every_byte(user_id.as_bytes(), |b| {
+                b.is_ascii_alphanumeric() || b == b'-'
             });
         let id = if plain {
             user_id.shared()
@@ -102,16 +101,17 @@ pub fn check_segment(field: &str, value: &str) -> Result<(), String> {
     if value == "." || value == ".." {
         return Err(format!("{field} must not be `{value}`"));
     }
-    // Most names are ASCII: their bytes are looked at all at once (a loop the compiler runs
-    // over many bytes), and only a name that fails that is read as characters.
-    let ascii_ok = value.bytes().fold(true, |ok, b| {
-        ok & (b.is_ascii_graphic() | (b == b' ')) & (b != b'/') & (b != b'\\')
+    // Most names are printable ASCII without a separator, seen in one look at their bytes;
+    // only a name that fails that is read as characters.
+    let plain = every_byte(value.as_bytes(), |b| {
+        (b.is_ascii_graphic() || b == b' ') && b != b'/' && b != b'\\'
     });
-    let bad = match ascii_ok {
-        true => None,
-        false => value
+    let bad = if plain {
+        None
+    } else {
+        value
             .chars()
-            .find(|c| *c == '/' || *c == '\\' || c.is_control()),
+            .find(|c| *c == '/' || *c == '\\' || c.is_control())
     };
     if let Some(c) = bad {
         return Err(format!(
@@ -181,10 +181,11 @@ impl Owners {
         }
     }
 
-    fn known_owner(&self, kind: &str, id: &str) -> Option<Arc<str>> {
+    /// `f` of the known owner of `(kind, id)`, under the read lock; `None` if it is not known.
+    fn with_known<R>(&self, kind: &str, id: &str, f: impl FnOnce(&str) -> R) -> Option<R> {
         let known = self.known.read().unwrap_or_else(|p| p.into_inner());
         let (_, ids) = known.iter().find(|(k, _)| k == kind)?;
-        ids.get(id).cloned()
+        ids.get(id).map(|owner| f(owner))
     }
 
     fn remember(&self, kind: &str, id: &str, owner: Arc<str>) {
@@ -205,9 +206,7 @@ impl Owners {
     /// Whether `user_id` owns `(kind, id)`, as far as this replica has seen; `None` when it
     /// has not seen the id ([`Owners::owns_stored`] asks the store).
     pub fn known(&self, kind: &str, id: &str, user_id: &UserId) -> Option<bool> {
-        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
-        let (_, ids) = known.iter().find(|(k, _)| k == kind)?;
-        ids.get(id).map(|owner| **owner == **user_id)
+        self.with_known(kind, id, |owner| owner == user_id.as_str())
     }
 
     /// Whether `user_id` owns `(kind, id)` by the store's record (remembered when there is
@@ -231,7 +230,7 @@ impl Owners {
     /// Records `user_id` as the owner of a new id; the first owner of an id stays, so an id
     /// whose owner is known (a case processed again gets the same task id) needs no write.
     pub async fn record(&self, kind: &str, id: &str, user_id: &UserId) -> Result<(), Refusal> {
-        if self.known_owner(kind, id).is_some() {
+        if self.with_known(kind, id, |_| ()).is_some() {
             return Ok(());
         }
         let owner = self

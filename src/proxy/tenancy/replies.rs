@@ -3,6 +3,7 @@
 //! on a whole (small) JSON reply; `gate::own_reply` decides when they apply.
 
 use serde_json::Value;
+use smallvec::SmallVec;
 use std::collections::HashSet;
 
 use super::Namespace;
@@ -13,37 +14,22 @@ use crate::formats::json_field;
 /// removing it is exact.
 pub fn strip_namespace(body: &[u8], ns: &Namespace) -> Option<Vec<u8>> {
     // Found by its `~` (rare in a reply) and the bytes before it: replies are small, and this
-    // costs less than setting up a substring search for each one. A status reply holds one
-    // name: the first few are kept from the one pass that counts them all.
-    const KEPT: usize = 4;
+    // costs less than setting up a substring search for each one. Found once: a status reply
+    // holds one name, kept on the stack.
     let len = ns.text_len();
-    let starts = || {
-        memchr::memchr_iter(b'~', body)
-            .filter(|&tilde| ns.ends_at(body, tilde))
-            .map(move |tilde| tilde + 1 - len)
-    };
-    let mut first = [0usize; KEPT];
-    let mut count = 0;
-    for at in starts() {
-        if let Some(slot) = first.get_mut(count) {
-            *slot = at;
-        }
-        count += 1;
-    }
-    if count == 0 {
+    let starts: SmallVec<[usize; 4]> = memchr::memchr_iter(b'~', body)
+        .filter(|&tilde| ns.ends_at(body, tilde))
+        .map(|tilde| tilde + 1 - len)
+        .collect();
+    if starts.is_empty() {
         return None;
     }
     // Exactly as long as the result, so the body takes the vector without another allocation.
-    let mut out = Vec::with_capacity(body.len() - count * len);
+    let mut out = Vec::with_capacity(body.len() - starts.len() * len);
     let mut from = 0;
-    let mut cut = |at: usize| {
+    for at in starts {
         out.extend_from_slice(&body[from..at]);
         from = at + len;
-    };
-    if count <= KEPT {
-        first[..count].iter().for_each(|&at| cut(at));
-    } else {
-        starts().for_each(cut);
     }
     out.extend_from_slice(&body[from..]);
     Some(out)

@@ -26,6 +26,7 @@ use super::reply::Reply;
 use super::wire::{self, Framing, ReplyHead};
 use crate::config::UpstreamConfig;
 use crate::error::GateError;
+use crate::formats::text::every_byte;
 use crate::proxy::body::{BodyFate, Refused};
 use crate::proxy::headers::Added;
 
@@ -40,10 +41,8 @@ impl OwnTarget {
     /// [`Upstream::uri_for`] refuses, when the path has anything but visible ASCII (which a
     /// canonical path never has) or is not a path.
     pub fn new(path: String) -> Result<OwnTarget, GateError> {
-        // Every byte looked at, without stopping at the first bad one: a loop the compiler
-        // runs over many bytes at once (a poll's path is ~70 bytes).
-        let visible = path.bytes().fold(true, |ok, b| {
-            ok & b.is_ascii_graphic() & (b != b'#') & (b != b'?')
+        let visible = every_byte(path.as_bytes(), |b| {
+            b.is_ascii_graphic() && b != b'#' && b != b'?'
         });
         if path.starts_with('/') && visible {
             Ok(OwnTarget(path))

@@ -9,6 +9,7 @@
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
+use smallvec::SmallVec;
 
 use crate::proxy::headers::{Added, connection_says};
 
@@ -162,11 +163,9 @@ pub fn parse_reply(buf: &mut BytesMut, method: &Method) -> Result<Option<ReplyHe
 /// frozen head once the parser's borrow of the buffer ends (no copy of any value). The few
 /// headers of a usual reply are kept on the stack (a list on the heap was one more allocation
 /// per request); a zeroed array of the most there may be cost more to clear than a small
-/// reply costs to parse, so only a head with more than [`FEW_HEADERS`] takes a list.
+/// reply costs to parse, so a head with more than [`FEW_HEADERS`] takes a list.
 struct Spans {
-    few: [Span; FEW_HEADERS],
-    many: Vec<Span>,
-    len: usize,
+    spans: SmallVec<[Span; FEW_HEADERS]>,
 }
 
 /// A header's name and value in a head: (name start, name length, value start, value length).
@@ -179,40 +178,23 @@ impl Spans {
     /// `headers` must have been parsed from `buf`.
     fn of(buf: &[u8], headers: &[httparse::Header<'_>]) -> Spans {
         let base = buf.as_ptr() as usize;
-        let span = |h: &httparse::Header<'_>| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            (name, h.name.len(), value, h.value.len())
-        };
-        let mut spans = Spans {
-            few: [(0, 0, 0, 0); FEW_HEADERS],
-            many: Vec::new(),
-            len: headers.len(),
-        };
-        if headers.len() <= FEW_HEADERS {
-            for (slot, h) in spans.few.iter_mut().zip(headers) {
-                *slot = span(h);
-            }
-        } else {
-            spans.many = headers.iter().map(span).collect();
-        }
-        spans
-    }
-
-    fn as_slice(&self) -> &[Span] {
-        if self.len <= FEW_HEADERS {
-            &self.few[..self.len]
-        } else {
-            &self.many
-        }
+        let spans = headers
+            .iter()
+            .map(|h| {
+                let name = h.name.as_ptr() as usize - base;
+                let value = h.value.as_ptr() as usize - base;
+                (name, h.name.len(), value, h.value.len())
+            })
+            .collect();
+        Spans { spans }
     }
 
     /// The headers, from `head` (the parsed buffer's start, frozen). `None` if a name or value
     /// is not valid.
     fn header_map(&self, head: &Bytes) -> Option<HeaderMap> {
         // With room for what the gate adds on the way out (request id, CORS, quota).
-        let mut headers = HeaderMap::with_capacity(self.len + 6);
-        for &(n, nl, v, vl) in self.as_slice() {
+        let mut headers = HeaderMap::with_capacity(self.spans.len() + 6);
+        for &(n, nl, v, vl) in &self.spans {
             let name = HeaderName::from_bytes(head.get(n..n + nl)?).ok()?;
             let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl)).ok()?;
             headers.append(name, value);
