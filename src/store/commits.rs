@@ -7,6 +7,9 @@
 //! one transaction (one WAL flush on PostgreSQL) settles many requests instead of one each.
 //! At low load the queue holds one charge and it is written at once.
 //!
+//! On PostgreSQL a batch of up to [`ONE_STATEMENT_ROWS`] of each kind is one statement (data-
+//! modifying CTEs), one round trip where a transaction takes up to five.
+//!
 //! If the process dies between the reply and the write, the row stays `reserved`: still
 //! counted in the balance, exactly as a crash during forwarding leaves it. Nothing is given
 //! away.
@@ -230,32 +233,140 @@ async fn write_once(
     links: &[TaskLink],
     owners: &[OwnerRecord],
 ) -> Result<Vec<String>, StoreError> {
-    let mut tx = held.conn().await?.begin().await?;
+    let conn = held.conn().await?;
+    if conn.backend_name() != "SQLite" {
+        if let Some(recorded) = write_in_one_statement(conn, ids, at, links, owners).await? {
+            return Ok(recorded);
+        }
+    }
+    let mut tx = conn.begin().await?;
     let recorded = super::owners::record_all(&mut tx, owners).await?;
     if !ids.is_empty() {
         // Padded with NULLs to one of a few sizes (`marks::rows_for`), which `IN` ignores.
         let written = super::marks::rows_for(ids.len(), &tx);
-        let placeholders = (0..written)
-            .map(|i| format!("${}", i + 2))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = super::marks::for_connection(
-            format!(
-                "UPDATE usage_logs SET state = 'committed', settled_at = $1 \
-                 WHERE state = 'reserved' AND request_id IN ({placeholders})"
-            ),
-            &tx,
-        );
-        let mut q = sqlx::query(&sql).bind(at);
-        for id in ids {
-            q = q.bind(id.as_str());
-        }
-        let q = super::marks::pad(q, &[super::marks::Null::Text], written - ids.len());
+        let sql = super::marks::for_connection(commit_charges(2, written), &tx);
+        let q = bind_charges(sqlx::query(&sql), ids, at, written);
         q.execute(&mut *tx).await?;
     }
     write_links(&mut tx, links).await?;
     tx.commit().await?;
     Ok(recorded)
+}
+
+/// The most rows of any kind (charges, links, owners) written in one statement on PostgreSQL;
+/// a larger batch takes a transaction of several (a prepared statement holds server memory in
+/// proportion to its rows, ~0.4 MB for a 128-row insert).
+const ONE_STATEMENT_ROWS: usize = 128;
+
+/// PostgreSQL: a batch of commits, links and owners in ONE statement (data-modifying CTEs run
+/// atomically, as one statement), so one round trip where a transaction takes up to five
+/// (`BEGIN`, three statements, `COMMIT`), each a wake-up of a server backend on a core shared
+/// with the gate. `None` (nothing written) for a batch larger than [`ONE_STATEMENT_ROWS`].
+///
+/// The statement returns the owners it wrote. An id that had an owner already (recorded by
+/// another replica; this one records only ids it has not seen) is looked up after it.
+async fn write_in_one_statement(
+    conn: &mut sqlx::AnyConnection,
+    ids: &[RequestId],
+    at: i64,
+    links: &[TaskLink],
+    owners: &[OwnerRecord],
+) -> Result<Option<Vec<String>>, StoreError> {
+    let keep = newest_links(links);
+    let mut batch = super::owners::Batch::of(owners);
+    let most = ids.len().max(keep.len()).max(batch.unique.len());
+    if most > ONE_STATEMENT_ROWS {
+        return Ok(None);
+    }
+    if most == 0 {
+        return Ok(Some(Vec::new()));
+    }
+    // Every list padded with NULL rows to the same one of a few sizes (`marks::rows_for`), so
+    // the statement's text depends on that size and on which lists there are.
+    let rows = super::marks::rows_for(most, conn);
+    let mut ctes = Vec::new();
+    let mut next = 1;
+    if !ids.is_empty() {
+        ctes.push(format!("c AS ({})", commit_charges(next + 1, rows)));
+        next += 1 + rows;
+    }
+    if !keep.is_empty() {
+        ctes.push(format!("l AS ({})", insert_links(next, rows)));
+        next += 6 * rows;
+    }
+    if batch.unique.is_empty() {
+        let sql = format!("WITH {} SELECT 1", ctes.join(", "));
+        bind_lists(sqlx::query(&sql), ids, at, links, &keep, rows)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(Some(Vec::new()));
+    }
+    let with = if ctes.is_empty() {
+        String::new()
+    } else {
+        format!("WITH {}", ctes.join(", "))
+    };
+    let sql = format!(
+        "{with} INSERT INTO resource_owners (kind, resource_id, user_id, created_at) \
+         SELECT * FROM (VALUES {}) AS v WHERE v.column1 IS NOT NULL \
+         ON CONFLICT (kind, resource_id) DO NOTHING RETURNING kind, resource_id, user_id",
+        super::owners::value_rows(next, rows)
+    );
+    let q = sqlx::query_as::<_, (String, String, String)>(&sql);
+    let q = bind_lists(q, ids, at, links, &keep, rows);
+    let unique = batch.unique.clone();
+    let q = super::owners::bind_page(q, &batch, &unique, rows);
+    for (kind, id, user) in q.fetch_all(&mut *conn).await? {
+        batch.found(&kind, &id, user);
+    }
+    batch.look_up_rest(conn).await?;
+    Ok(Some(batch.owners()))
+}
+
+/// `q` with the charges (if any) and the kept links (if any) bound, each as `rows` rows.
+fn bind_lists<'q, Q: super::marks::Binds<'q>>(
+    mut q: Q,
+    ids: &'q [RequestId],
+    at: i64,
+    links: &'q [TaskLink],
+    keep: &[usize],
+    rows: usize,
+) -> Q {
+    if !ids.is_empty() {
+        q = bind_charges(q, ids, at, rows);
+    }
+    if !keep.is_empty() {
+        q = bind_links(q, links, keep, rows);
+    }
+    q
+}
+
+/// The statement that marks `rows` charges committed, their request ids' marks from `$first`
+/// on, the time `$(first - 1)`. Rows of NULLs are ignored by `IN`.
+fn commit_charges(first: usize, rows: usize) -> String {
+    let marks = (first..first + rows)
+        .map(|p| format!("${p}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "UPDATE usage_logs SET state = 'committed', settled_at = ${} \
+         WHERE state = 'reserved' AND request_id IN ({marks})",
+        first - 1
+    )
+}
+
+/// `q` with the time and `ids` bound as [`commit_charges`]' marks (NULLs past them).
+fn bind_charges<'q, Q: super::marks::Binds<'q>>(
+    q: Q,
+    ids: &'q [RequestId],
+    at: i64,
+    rows: usize,
+) -> Q {
+    let mut q = q.bind_int(at);
+    for id in ids {
+        q = q.bind_text(id.as_str());
+    }
+    super::marks::pad(q, &[super::marks::Null::Text], rows - ids.len())
 }
 
 /// Writes a batch of links (in the commit writer's transaction) in one statement: the newest
@@ -264,47 +375,74 @@ async fn write_once(
 /// as any charge without a link does. So does an older link of the same task id in the same
 /// batch, which is not written at all.
 async fn write_links(tx: &mut sqlx::AnyConnection, links: &[TaskLink]) -> Result<(), StoreError> {
-    // The newest link of each task id, by its place in the batch.
+    let keep = newest_links(links);
+    // In pages, under every database's limit on bound parameters.
+    for page in keep.chunks(100) {
+        // Padded with NULL rows to one of a few sizes (`marks::rows_for`), which the insert
+        // skips.
+        let written = super::marks::rows_for(page.len(), tx);
+        let sql = super::marks::for_connection(insert_links(1, written), tx);
+        let q = bind_links(sqlx::query(&sql), links, page, written);
+        q.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Of `links`, the newest of each task id, by place in the batch, in order.
+fn newest_links(links: &[TaskLink]) -> Vec<usize> {
     let mut newest: std::collections::HashMap<(&str, &str), usize> = Default::default();
     for (i, l) in links.iter().enumerate() {
         newest.insert((l.kind.as_str(), l.task_id.as_str()), i);
     }
     let mut keep: Vec<usize> = newest.into_values().collect();
     keep.sort_unstable();
-    // In pages, under every database's limit on bound parameters.
-    for page in keep.chunks(100) {
-        // Padded with NULL rows to one of a few sizes (`marks::rows_for`), which the insert
-        // skips; the VALUES' columns are column1.. in both databases.
-        let written = super::marks::rows_for(page.len(), tx);
-        let rows: Vec<String> = (0..written)
-            .map(|i| {
-                let p: Vec<String> = (1..=6).map(|n| format!("${}", 6 * i + n)).collect();
-                format!("({}, 'open')", p.join(", "))
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO task_charges (request_id, kind, task_id, user_id, created_at, checked_at, state) \
-             SELECT * FROM (VALUES {}) AS v WHERE v.column1 IS NOT NULL \
-             ON CONFLICT (kind, task_id) WHERE state = 'open' DO UPDATE SET \
-             request_id = excluded.request_id, user_id = excluded.user_id, \
-             created_at = excluded.created_at, checked_at = excluded.checked_at",
-            rows.join(", ")
-        );
-        let sql = super::marks::for_connection(sql, tx);
-        let mut q = sqlx::query(&sql);
-        for &i in page {
-            let l = &links[i];
-            q = q
-                .bind(l.request_id.as_str())
-                .bind(l.kind.as_str())
-                .bind(l.task_id.as_str())
-                .bind(l.user_id.as_str())
-                .bind(l.at)
-                .bind(l.at);
-        }
-        use super::marks::Null::{Int, Text};
-        let q = super::marks::pad(q, &[Text, Text, Text, Text, Int, Int], written - page.len());
-        q.execute(&mut *tx).await?;
+    keep
+}
+
+/// The statement that writes `rows` links, their marks from `$first` on. The VALUES' columns
+/// are column1.. in both databases; rows of NULLs are skipped.
+fn insert_links(first: usize, rows: usize) -> String {
+    let rows: Vec<String> = (0..rows)
+        .map(|i| {
+            let p = first + 6 * i;
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, 'open')",
+                p,
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO task_charges (request_id, kind, task_id, user_id, created_at, checked_at, state) \
+         SELECT * FROM (VALUES {}) AS v WHERE v.column1 IS NOT NULL \
+         ON CONFLICT (kind, task_id) WHERE state = 'open' DO UPDATE SET \
+         request_id = excluded.request_id, user_id = excluded.user_id, \
+         created_at = excluded.created_at, checked_at = excluded.checked_at",
+        rows.join(", ")
+    )
+}
+
+/// `q` with the links of `page` bound as [`insert_links`]' `rows` rows (NULLs past them).
+fn bind_links<'q, Q: super::marks::Binds<'q>>(
+    mut q: Q,
+    links: &'q [TaskLink],
+    page: &[usize],
+    rows: usize,
+) -> Q {
+    for &i in page {
+        let l = &links[i];
+        q = q
+            .bind_text(l.request_id.as_str())
+            .bind_text(l.kind.as_str())
+            .bind_text(l.task_id.as_str())
+            .bind_text(l.user_id.as_str())
+            .bind_int(l.at)
+            .bind_int(l.at);
     }
-    Ok(())
+    use super::marks::Null::{Int, Text};
+    super::marks::pad(q, &[Text, Text, Text, Text, Int, Int], rows - page.len())
 }

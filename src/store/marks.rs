@@ -45,31 +45,46 @@ pub(super) enum Null {
     Int,
 }
 
-/// A query that takes one more bound value (sqlx's `Query` and `QueryAs` share no trait).
-pub(super) trait BindNull: Sized {
+/// A query that takes one more bound value (sqlx's `Query` and `QueryAs` share no trait), so
+/// the helpers that bind a batch's rows serve both.
+pub(super) trait Binds<'q>: Sized {
     fn bind_null(self, null: Null) -> Self;
+    fn bind_text(self, value: &'q str) -> Self;
+    fn bind_int(self, value: i64) -> Self;
 }
 
-impl<'q> BindNull for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+impl<'q> Binds<'q> for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     fn bind_null(self, null: Null) -> Self {
         match null {
             Null::Text => self.bind(None::<&str>),
             Null::Int => self.bind(None::<i64>),
         }
     }
+    fn bind_text(self, value: &'q str) -> Self {
+        self.bind(value)
+    }
+    fn bind_int(self, value: i64) -> Self {
+        self.bind(value)
+    }
 }
 
-impl<'q, O> BindNull for sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>> {
+impl<'q, O> Binds<'q> for sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>> {
     fn bind_null(self, null: Null) -> Self {
         match null {
             Null::Text => self.bind(None::<&str>),
             Null::Int => self.bind(None::<i64>),
         }
+    }
+    fn bind_text(self, value: &'q str) -> Self {
+        self.bind(value)
+    }
+    fn bind_int(self, value: i64) -> Self {
+        self.bind(value)
     }
 }
 
 /// `q` with `rows` padding rows bound, each a NULL of every column of `row`.
-pub(super) fn pad<Q: BindNull>(mut q: Q, row: &[Null], rows: usize) -> Q {
+pub(super) fn pad<'q, Q: Binds<'q>>(mut q: Q, row: &[Null], rows: usize) -> Q {
     for _ in 0..rows {
         for &null in row {
             q = q.bind_null(null);

@@ -80,6 +80,103 @@ pub struct OwnerRecord {
     pub now: i64,
 }
 
+/// The owners of a batch of records being found: the first record of each (kind, id) in
+/// arrival order, and the owner each has once written (the first owner of an id stays, also
+/// within the batch: the earliest record wins).
+pub(super) struct Batch<'r> {
+    records: &'r [OwnerRecord],
+    first: HashMap<(&'r str, &'r str), usize>,
+    /// Index in `records` of the first record of each (kind, id), in arrival order.
+    pub(super) unique: Vec<usize>,
+    owner: HashMap<(&'r str, &'r str), String>,
+}
+
+impl<'r> Batch<'r> {
+    pub(super) fn of(records: &'r [OwnerRecord]) -> Batch<'r> {
+        let mut first: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut unique = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            first
+                .entry((r.kind.as_str(), r.id.as_str()))
+                .or_insert_with(|| {
+                    unique.push(i);
+                    i
+                });
+        }
+        Batch {
+            records,
+            first,
+            unique,
+            owner: HashMap::new(),
+        }
+    }
+
+    pub(super) fn record(&self, i: usize) -> &'r OwnerRecord {
+        &self.records[i]
+    }
+
+    /// `user` owns `(kind, id)`, as a statement returned it.
+    pub(super) fn found(&mut self, kind: &str, id: &str, user: String) {
+        if let Some(&i) = self.first.get(&(kind, id)) {
+            let r = &self.records[i];
+            self.owner.insert((r.kind.as_str(), r.id.as_str()), user);
+        }
+    }
+
+    /// Looks up, in `conn`, the owners of the ids no statement returned yet (those that had an
+    /// owner already), one select per page of them.
+    pub(super) async fn look_up_rest(
+        &mut self,
+        conn: &mut sqlx::AnyConnection,
+    ) -> Result<(), StoreError> {
+        let records = self.records;
+        let rest: Vec<usize> = self
+            .unique
+            .iter()
+            .copied()
+            .filter(|&i| {
+                !self
+                    .owner
+                    .contains_key(&(records[i].kind.as_str(), records[i].id.as_str()))
+            })
+            .collect();
+        for page in rest.chunks(100) {
+            let marks: Vec<String> = (0..page.len())
+                .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                .collect();
+            let sql = format!(
+                "SELECT kind, resource_id, user_id FROM resource_owners WHERE (kind, resource_id) IN (VALUES {})",
+                marks.join(", ")
+            );
+            let sql = super::marks::for_connection(sql, conn);
+            let mut q = sqlx::query_as::<_, (String, String, String)>(&sql);
+            for &i in page {
+                q = q
+                    .bind(records[i].kind.as_str())
+                    .bind(records[i].id.as_str());
+            }
+            for (kind, id, user) in q.fetch_all(&mut *conn).await? {
+                self.found(&kind, &id, user);
+            }
+        }
+        Ok(())
+    }
+
+    /// The owner each record's id has, in order.
+    pub(super) fn owners(self) -> Vec<String> {
+        self.records
+            .iter()
+            .map(|r| {
+                self.owner
+                    .get(&(r.kind.as_str(), r.id.as_str()))
+                    .cloned()
+                    // Only if the row vanished meanwhile: the record's own owner.
+                    .unwrap_or_else(|| r.user_id.to_string())
+            })
+            .collect()
+    }
+}
+
 /// Records the owners of `records` in `tx` (the first owner of an id stays, also within the
 /// batch: the earliest record wins); the owner each id has afterwards, in order. One insert
 /// per page; ids that had an owner already are looked up, one select per page of those.
@@ -87,94 +184,59 @@ pub(super) async fn record_all(
     tx: &mut sqlx::AnyConnection,
     records: &[OwnerRecord],
 ) -> Result<Vec<String>, StoreError> {
-    // The first record of each (kind, id), in arrival order.
-    let mut first: HashMap<(&str, &str), usize> = HashMap::new();
-    let mut unique = Vec::new();
-    for (i, r) in records.iter().enumerate() {
-        first
-            .entry((r.kind.as_str(), r.id.as_str()))
-            .or_insert_with(|| {
-                unique.push(i);
-                i
-            });
-    }
-    // The owner of each (kind, id) after the insert: those it wrote, then those it did not.
-    let mut owner: HashMap<(&str, &str), String> = HashMap::new();
+    let mut batch = Batch::of(records);
+    let unique = batch.unique.clone();
     for page in unique.chunks(100) {
         // Padded with NULL rows to one of a few sizes (`marks::rows_for`), which the insert
         // skips; the VALUES' columns are column1.. in both databases.
         let written = super::marks::rows_for(page.len(), tx);
-        let rows: Vec<String> = (0..written)
-            .map(|i| {
-                format!(
-                    "(${}, ${}, ${}, ${})",
-                    4 * i + 1,
-                    4 * i + 2,
-                    4 * i + 3,
-                    4 * i + 4
-                )
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO resource_owners (kind, resource_id, user_id, created_at) \
              SELECT * FROM (VALUES {}) AS v WHERE v.column1 IS NOT NULL \
              ON CONFLICT (kind, resource_id) DO NOTHING RETURNING kind, resource_id, user_id",
-            rows.join(", ")
+            value_rows(1, written)
         );
         let sql = super::marks::for_connection(sql, tx);
-        let mut q = sqlx::query_as::<_, (String, String, String)>(&sql);
-        for &i in page {
-            let r = &records[i];
-            q = q
-                .bind(r.kind.as_str())
-                .bind(r.id.as_str())
-                .bind(r.user_id.as_str())
-                .bind(r.now);
-        }
-        use super::marks::Null::{Int, Text};
-        let q = super::marks::pad(q, &[Text, Text, Text, Int], written - page.len());
-        for (kind, id, user) in q.fetch_all(&mut *tx).await? {
-            if let Some(&i) = first.get(&(kind.as_str(), id.as_str())) {
-                let r = &records[i];
-                owner.insert((r.kind.as_str(), r.id.as_str()), user);
-            }
-        }
-    }
-    let known: Vec<usize> = unique
-        .iter()
-        .copied()
-        .filter(|&i| !owner.contains_key(&(records[i].kind.as_str(), records[i].id.as_str())))
-        .collect();
-    for page in known.chunks(100) {
-        let marks: Vec<String> = (0..page.len())
-            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-            .collect();
-        let sql = format!(
-            "SELECT kind, resource_id, user_id FROM resource_owners WHERE (kind, resource_id) IN (VALUES {})",
-            marks.join(", ")
+        let q = bind_page(
+            sqlx::query_as::<_, (String, String, String)>(&sql),
+            &batch,
+            page,
+            written,
         );
-        let sql = super::marks::for_connection(sql, tx);
-        let mut q = sqlx::query_as::<_, (String, String, String)>(&sql);
-        for &i in page {
-            q = q
-                .bind(records[i].kind.as_str())
-                .bind(records[i].id.as_str());
-        }
         for (kind, id, user) in q.fetch_all(&mut *tx).await? {
-            if let Some(&i) = first.get(&(kind.as_str(), id.as_str())) {
-                let r = &records[i];
-                owner.insert((r.kind.as_str(), r.id.as_str()), user);
-            }
+            batch.found(&kind, &id, user);
         }
     }
-    Ok(records
-        .iter()
-        .map(|r| {
-            owner
-                .get(&(r.kind.as_str(), r.id.as_str()))
-                .cloned()
-                // Only if the row vanished within the transaction: the record's own owner.
-                .unwrap_or_else(|| r.user_id.to_string())
+    batch.look_up_rest(tx).await?;
+    Ok(batch.owners())
+}
+
+/// `rows` VALUES rows of an owner record (kind, id, user, time), their marks from `$first` on.
+pub(super) fn value_rows(first: usize, rows: usize) -> String {
+    (0..rows)
+        .map(|i| {
+            let p = first + 4 * i;
+            format!("(${}, ${}, ${}, ${})", p, p + 1, p + 2, p + 3)
         })
-        .collect())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `q` with the records of `page` bound as [`value_rows`] of `rows` rows (NULLs past them).
+pub(super) fn bind_page<'q, Q: super::marks::Binds<'q>>(
+    mut q: Q,
+    batch: &Batch<'q>,
+    page: &[usize],
+    rows: usize,
+) -> Q {
+    for &i in page {
+        let r = batch.record(i);
+        q = q
+            .bind_text(r.kind.as_str())
+            .bind_text(r.id.as_str())
+            .bind_text(r.user_id.as_str())
+            .bind_int(r.now);
+    }
+    use super::marks::Null::{Int, Text};
+    super::marks::pad(q, &[Text, Text, Text, Int], rows - page.len())
 }

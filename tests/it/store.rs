@@ -361,7 +361,97 @@ async fn owners_recorded_together_keep_the_first(db: Db) {
     assert_eq!(owned.len(), 2);
 }
 
+/// Commits, their task links and new owners queued together are written together (on
+/// PostgreSQL in one statement): every charge is committed once, the newest link of each task
+/// id is the open one, a new id gets its first owner, and an id that had an owner before keeps
+/// it (the statement does not return it; it is looked up after).
+async fn commits_links_and_owners_written_together(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&database_url(db, &dir).await, 4)
+        .await
+        .unwrap();
+    let pool = store.pool();
+    sqlx::query("INSERT INTO users (id, email, username, hashed_password, created_at, updated_at) VALUES ('u1', 'a@b.c', 'alice', 'x', 0, 0)")
+        .execute(pool).await.unwrap();
+    store
+        .plans()
+        .upsert_quota_type("runs", "runs", "x")
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO quota_balances (user_id, quota_type, limit_amount, used_amount, period_start, period_end, updated_at) VALUES ('u1', 'runs', 1000, 0, 0, $1, 0)")
+        .bind(i64::MAX).execute(pool).await.unwrap();
+    let now = idoctor_gate::store::now_ms();
+    let (u1, u2, runs) = (user("u1"), user("u2"), runs());
+    let ids: Vec<RequestId> = (0..40)
+        .map(|i| RequestId::from_minted(&format!("c{i}")))
+        .collect();
+    for id in &ids {
+        let charge = Charge {
+            request_id: id,
+            user_id: &u1,
+            quota_type: &runs,
+            amount: 1,
+            endpoint: "/process",
+            method: "POST",
+            metadata: "{}",
+        };
+        assert!(
+            store
+                .ledger()
+                .reserve(&charge, now)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    let owners = store.owners();
+    assert_eq!(
+        owners.record("task", "before", &u1, now).await.unwrap(),
+        "u1"
+    );
+    // Queued without a wait in between: one batch of the commit writer.
+    for (i, id) in ids.iter().enumerate() {
+        store
+            .task_charges()
+            .commit_linked(id.clone(), now, "main", &format!("t{}", i % 30), &u1);
+    }
+    let asked: Vec<(String, &UserId)> = std::iter::once(("before".to_string(), &u2))
+        .chain((0..20).map(|i| (format!("n{i}"), &u2)))
+        .chain(std::iter::once(("n0".to_string(), &u1)))
+        .collect();
+    let answers = futures_util::future::join_all(
+        asked
+            .iter()
+            .map(|(id, u)| owners.record("task", id, u, now)),
+    )
+    .await;
+    for ((id, _), answer) in asked.iter().zip(answers) {
+        let expected = if id == "before" { "u1" } else { "u2" };
+        assert_eq!(answer.unwrap(), expected, "owner of {id}");
+        assert_eq!(
+            owners.owner_of("task", id).await.unwrap().as_deref(),
+            Some(expected)
+        );
+    }
+    store.ledger().flush().await;
+    assert_eq!(
+        store.ledger().usage_summary(&u1, "runs").await.unwrap(),
+        vec![("committed".to_string(), 40, 40)]
+    );
+    for t in 0..30 {
+        let open = store
+            .task_charges()
+            .open("main", &format!("t{t}"))
+            .await
+            .unwrap();
+        let newest = if t < 10 { t + 30 } else { t };
+        assert_eq!(open.len(), 1, "task t{t}");
+        assert_eq!(open[0].request_id, format!("c{newest}"), "task t{t}");
+    }
+}
+
 on_both!(
+    commits_links_and_owners_written_together,
     owners_recorded_together_keep_the_first,
     a_refused_batch_falls_back_to_single_charges,
     batched_reservations_spend_exactly_the_limit,
