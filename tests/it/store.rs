@@ -31,6 +31,16 @@ async fn migrations_create_the_data_model(db: Db) {
     let store = Store::connect(&url, 4).await.unwrap();
     assert_eq!(store.table_names().await.unwrap(), TABLES);
     store.ping().await.unwrap();
+    if db == Db::Postgres {
+        // Usage rows leave room on their pages for the update each gets (HOT updates).
+        let options: Option<String> = sqlx::query_scalar(
+            "SELECT CAST(reloptions AS TEXT) FROM pg_class WHERE relname = 'usage_logs'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(options.as_deref(), Some("{fillfactor=50}"));
+    }
     store.close().await;
     // Connecting again finds everything applied.
     let again = Store::connect(&url, 4).await.unwrap();
