@@ -279,8 +279,10 @@ wrk_run "gate, metered route (SQLite)" "$GATE/process/p/20250101" -H "Authorizat
 
 # Rows run one after the other, and this VM's speed drifts between them by up to 10 %: ROUNDS
 # more rounds of nginx, HAProxy, the JWT route and the API-key route in turn (the order
-# reversed every other round), each ratio taken within its round, and their medians.
-ROUNDS=${ROUNDS:-3}
+# reversed every other round), each ratio taken within its round, and their medians. Six:
+# within one run of three, one proxy's rounds ranged 29k-43k req/s and the medians of two
+# runs twenty minutes apart differed by 10-20 %; an even count runs each order equally often.
+ROUNDS=${ROUNDS:-6}
 R_N=() R_H=() R_J=() R_K=()
 rps_of() { taskset -c 1 wrk -t1 -c"$CONNS" -d"$ROUND_SECS"s "$@" >"$DIR/wrk.out" 2>&1; python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f1; }
 # "rps p99" of one round.
@@ -314,8 +316,9 @@ print(f'over {len(j)} alternating rounds of {$ROUND_SECS} s (nginx, HAProxy, JWT
       f'p99 at saturation (ms) HAProxy {[x[1] for x in h]}, JWT {[x[1] for x in j]}, gate / HAProxy {pj} median {s.median(pj):.2f}x')")
 log "rounds: $ROUND_LINE"
 # The metered route's row is one stretch of DURATION s; METERED_ROUNDS more rounds of
-# ROUND_SECS each (a new patient per request, as in the row), and their median.
-METERED_ROUNDS=${METERED_ROUNDS:-3}
+# ROUND_SECS each (a new patient per request, as in the row), and their median. The row runs
+# first on a fresh database and measured 0.5-0.9x the rounds after it in the run of 02:55.
+METERED_ROUNDS=${METERED_ROUNDS:-5}
 metered_rounds() { # label -> "label: requests/s per round [...], median N"
   local got=()
   for _ in $(seq 1 "$METERED_ROUNDS"); do
