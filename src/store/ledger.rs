@@ -49,6 +49,7 @@ pub struct UsageRow {
 }
 
 /// One charge to reserve.
+#[derive(Clone, Copy)]
 pub struct Charge<'a> {
     pub request_id: &'a RequestId,
     pub user_id: &'a UserId,
@@ -368,27 +369,43 @@ pub(super) async fn insert_reserved(
         ),
         conn,
     );
-    let mut q = sqlx::query(&sql);
-    for (c, at) in charges {
-        q = q
-            .bind(crate::formats::ids::time_ordered().to_string())
-            .bind(c.request_id.as_str())
-            .bind(c.user_id.as_str())
-            .bind(c.quota_type.as_str())
-            .bind(c.amount)
-            .bind(c.endpoint)
-            .bind(c.method)
-            .bind(c.metadata)
-            .bind(*at);
-    }
-    use super::marks::Null::{Int, Text};
-    let q = super::marks::pad(
-        q,
-        &[Text, Text, Text, Text, Int, Text, Text, Text, Int],
-        written - charges.len(),
+    let q = bind_usage_rows(
+        sqlx::query(&sql),
+        charges.iter().map(|(c, at)| (**c, *at)),
+        written,
     );
     q.execute(conn).await?;
     Ok(())
+}
+
+/// `q` with a usage row bound for each charge (a new time-ordered id, the request id, user,
+/// quota type, amount, endpoint, method, metadata and the charge's time: the nine columns of
+/// the reservation statements' VALUES), then NULL rows up to `rows` in all.
+pub(super) fn bind_usage_rows<'q, Q: super::marks::Binds<'q>>(
+    mut q: Q,
+    charges: impl Iterator<Item = (Charge<'q>, i64)>,
+    rows: usize,
+) -> Q {
+    let mut n = 0;
+    for (c, at) in charges {
+        q = q
+            .bind_owned(crate::formats::ids::time_ordered().to_string())
+            .bind_text(c.request_id.as_str())
+            .bind_text(c.user_id.as_str())
+            .bind_text(c.quota_type.as_str())
+            .bind_int(c.amount)
+            .bind_text(c.endpoint)
+            .bind_text(c.method)
+            .bind_text(c.metadata)
+            .bind_int(at);
+        n += 1;
+    }
+    use super::marks::Null::{Int, Text};
+    super::marks::pad(
+        q,
+        &[Text, Text, Text, Text, Int, Text, Text, Text, Int],
+        rows - n,
+    )
 }
 
 /// Gives a reserved charge back (the usage row, and its amount to the balance of the period it

@@ -50,6 +50,7 @@ pub(super) enum Null {
 pub(super) trait Binds<'q>: Sized {
     fn bind_null(self, null: Null) -> Self;
     fn bind_text(self, value: &'q str) -> Self;
+    fn bind_owned(self, value: String) -> Self;
     fn bind_int(self, value: i64) -> Self;
 }
 
@@ -61,6 +62,9 @@ impl<'q> Binds<'q> for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments
         }
     }
     fn bind_text(self, value: &'q str) -> Self {
+        self.bind(value)
+    }
+    fn bind_owned(self, value: String) -> Self {
         self.bind(value)
     }
     fn bind_int(self, value: i64) -> Self {
@@ -76,6 +80,9 @@ impl<'q, O> Binds<'q> for sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyA
         }
     }
     fn bind_text(self, value: &'q str) -> Self {
+        self.bind(value)
+    }
+    fn bind_owned(self, value: String) -> Self {
         self.bind(value)
     }
     fn bind_int(self, value: i64) -> Self {

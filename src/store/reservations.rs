@@ -32,7 +32,8 @@ use super::breaker::Breaker;
 use super::held::Held;
 
 use super::ledger::{
-    BALANCE, BalanceRow, Charge, USAGE, insert_reserved, refund_on, reserve_one, take_units,
+    BALANCE, BalanceRow, Charge, USAGE, bind_usage_rows, insert_reserved, refund_on, reserve_one,
+    take_units,
 };
 use super::{Backend, StoreError};
 use crate::formats::ids::{QuotaKey, RequestId, UserId};
@@ -312,24 +313,10 @@ async fn write_in_one_statement(
          r.metadata, r.created_at, NULL FROM r JOIN b ON b.user_id = r.user_id AND b.quota_type = r.quota_type) \
          SELECT {BALANCE} FROM b"
     );
-    let mut q = sqlx::query_as::<_, BalanceRow>(&sql).bind(now);
-    for j in jobs {
-        q = q
-            .bind(crate::formats::ids::time_ordered().to_string())
-            .bind(j.request_id.as_str())
-            .bind(j.user_id.as_str())
-            .bind(j.quota_type.as_str())
-            .bind(j.amount)
-            .bind(j.endpoint.as_str())
-            .bind(j.method.as_str())
-            .bind(j.metadata.as_str())
-            .bind(j.now);
-    }
-    use super::marks::Null::{Int, Text};
-    let q = super::marks::pad(
-        q,
-        &[Text, Text, Text, Text, Int, Text, Text, Text, Int],
-        written - jobs.len(),
+    let q = bind_usage_rows(
+        sqlx::query_as::<_, BalanceRow>(&sql).bind(now),
+        jobs.iter().map(|j| (j.charge(), j.now)),
+        written,
     );
     let whole = groups.whole(q.fetch_all(&mut *conn).await?);
     let mut out = groups.per_job(jobs, &whole);

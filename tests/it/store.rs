@@ -101,12 +101,9 @@ fn runs() -> QuotaKey {
     QuotaKey::parse("runs").unwrap()
 }
 
-/// Settle-commits are queued and written in batches: after a flush every committed charge is
-/// `committed` exactly once, a second commit or a refund of a committed charge changes nothing,
-/// and the balance is what the reservations took.
-async fn batched_commits_are_written_once(db: Db) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&database_url(db, &dir).await, 4)
+/// A store with one user, `u1`, allowed `limit` units of `runs` for ever.
+async fn alice_with_runs(db: Db, dir: &tempfile::TempDir, limit: i64) -> Store {
+    let store = Store::connect(&database_url(db, dir).await, 4)
         .await
         .unwrap();
     let pool = store.pool();
@@ -117,8 +114,18 @@ async fn batched_commits_are_written_once(db: Db) {
         .upsert_quota_type("runs", "runs", "x")
         .await
         .unwrap();
-    sqlx::query("INSERT INTO quota_balances (user_id, quota_type, limit_amount, used_amount, period_start, period_end, updated_at) VALUES ('u1', 'runs', 1000, 0, 0, $1, 0)")
-        .bind(i64::MAX).execute(pool).await.unwrap();
+    sqlx::query("INSERT INTO quota_balances (user_id, quota_type, limit_amount, used_amount, period_start, period_end, updated_at) VALUES ('u1', 'runs', $1, 0, 0, $2, 0)")
+        .bind(limit).bind(i64::MAX).execute(pool).await.unwrap();
+    store
+}
+
+/// Settle-commits are queued and written in batches: after a flush every committed charge is
+/// `committed` exactly once, a second commit or a refund of a committed charge changes nothing,
+/// and the balance is what the reservations took.
+async fn batched_commits_are_written_once(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = alice_with_runs(db, &dir, 1000).await;
+    let pool = store.pool();
     let now = idoctor_gate::store::now_ms();
     let ids: Vec<RequestId> = (0..300)
         .map(|i| RequestId::from_minted(&format!("req-{i}")))
@@ -265,19 +272,7 @@ async fn batched_reservations_spend_exactly_the_limit(db: Db) {
 /// exactly one of the pair is, and no balance keeps units of a charge that failed.
 async fn a_refused_batch_falls_back_to_single_charges(db: Db) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&database_url(db, &dir).await, 4)
-        .await
-        .unwrap();
-    let pool = store.pool();
-    store
-        .plans()
-        .upsert_quota_type("runs", "runs", "x")
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO users (id, email, username, hashed_password, created_at, updated_at) VALUES ('u1', 'a@b.c', 'alice', 'x', 0, 0)")
-        .execute(pool).await.unwrap();
-    sqlx::query("INSERT INTO quota_balances (user_id, quota_type, limit_amount, used_amount, period_start, period_end, updated_at) VALUES ('u1', 'runs', 100, 0, 0, $1, 0)")
-        .bind(i64::MAX).execute(pool).await.unwrap();
+    let store = alice_with_runs(db, &dir, 100).await;
     let now = idoctor_gate::store::now_ms();
     let ids: Vec<RequestId> = (0..20)
         .map(|i| {
@@ -377,19 +372,7 @@ async fn owners_recorded_together_keep_the_first(db: Db) {
 /// it (the statement does not return it; it is looked up after).
 async fn commits_links_and_owners_written_together(db: Db) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&database_url(db, &dir).await, 4)
-        .await
-        .unwrap();
-    let pool = store.pool();
-    sqlx::query("INSERT INTO users (id, email, username, hashed_password, created_at, updated_at) VALUES ('u1', 'a@b.c', 'alice', 'x', 0, 0)")
-        .execute(pool).await.unwrap();
-    store
-        .plans()
-        .upsert_quota_type("runs", "runs", "x")
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO quota_balances (user_id, quota_type, limit_amount, used_amount, period_start, period_end, updated_at) VALUES ('u1', 'runs', 1000, 0, 0, $1, 0)")
-        .bind(i64::MAX).execute(pool).await.unwrap();
+    let store = alice_with_runs(db, &dir, 1000).await;
     let now = idoctor_gate::store::now_ms();
     let (u1, u2, runs) = (user("u1"), user("u2"), runs());
     let ids: Vec<RequestId> = (0..40)
