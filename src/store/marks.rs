@@ -46,46 +46,44 @@ pub(super) enum Null {
 }
 
 /// A query that takes one more bound value (sqlx's `Query` and `QueryAs` share no trait), so
-/// the helpers that bind a batch's rows serve both.
+/// the helpers that bind a batch's rows serve both. Each implements `bind_value`; the typed
+/// binds the batch helpers use are written once, here.
 pub(super) trait Binds<'q>: Sized {
-    fn bind_null(self, null: Null) -> Self;
-    fn bind_text(self, value: &'q str) -> Self;
-    fn bind_owned(self, value: String) -> Self;
-    fn bind_int(self, value: i64) -> Self;
-}
+    fn bind_value<T>(self, value: T) -> Self
+    where
+        T: 'q + sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>;
 
-impl<'q> Binds<'q> for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     fn bind_null(self, null: Null) -> Self {
         match null {
-            Null::Text => self.bind(None::<&str>),
-            Null::Int => self.bind(None::<i64>),
+            Null::Text => self.bind_value(None::<&str>),
+            Null::Int => self.bind_value(None::<i64>),
         }
     }
     fn bind_text(self, value: &'q str) -> Self {
-        self.bind(value)
+        self.bind_value(value)
     }
     fn bind_owned(self, value: String) -> Self {
-        self.bind(value)
+        self.bind_value(value)
     }
     fn bind_int(self, value: i64) -> Self {
+        self.bind_value(value)
+    }
+}
+
+impl<'q> Binds<'q> for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    fn bind_value<T>(self, value: T) -> Self
+    where
+        T: 'q + sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
         self.bind(value)
     }
 }
 
 impl<'q, O> Binds<'q> for sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>> {
-    fn bind_null(self, null: Null) -> Self {
-        match null {
-            Null::Text => self.bind(None::<&str>),
-            Null::Int => self.bind(None::<i64>),
-        }
-    }
-    fn bind_text(self, value: &'q str) -> Self {
-        self.bind(value)
-    }
-    fn bind_owned(self, value: String) -> Self {
-        self.bind(value)
-    }
-    fn bind_int(self, value: i64) -> Self {
+    fn bind_value<T>(self, value: T) -> Self
+    where
+        T: 'q + sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
         self.bind(value)
     }
 }

@@ -323,6 +323,31 @@ async fn a_refused_batch_falls_back_to_single_charges(db: Db) {
     );
 }
 
+/// Records the owners `asked` all at once (one batch of the writer) and checks that each task id
+/// has `u2` as its owner but `owned_by_u1`, answered and stored.
+async fn record_together_and_check(
+    store: &Store,
+    asked: &[(String, &UserId)],
+    owned_by_u1: &str,
+    now: i64,
+) {
+    let owners = store.owners();
+    let answers = futures_util::future::join_all(
+        asked
+            .iter()
+            .map(|(id, u)| owners.record("task", id, u, now)),
+    )
+    .await;
+    for ((id, _), answer) in asked.iter().zip(answers) {
+        let expected = if id == owned_by_u1 { "u1" } else { "u2" };
+        assert_eq!(answer.unwrap(), expected, "owner of {id}");
+        assert_eq!(
+            owners.owner_of("task", id).await.unwrap().as_deref(),
+            Some(expected)
+        );
+    }
+}
+
 /// Owners recorded together share the commit writer's transaction, and the first owner of an
 /// id stays: within one batch (the earlier record wins), across batches, across more ids than
 /// one statement takes, and per kind (the same id of another kind is another resource).
@@ -339,20 +364,7 @@ async fn owners_recorded_together_keep_the_first(db: Db) {
     let asked: Vec<(String, &UserId)> = (0..250)
         .flat_map(|i| [(format!("t{i}"), &u2), (format!("t{i}"), &u1)])
         .collect();
-    let answers = futures_util::future::join_all(
-        asked
-            .iter()
-            .map(|(id, u)| owners.record("task", id, u, now)),
-    )
-    .await;
-    for ((id, _), answer) in asked.iter().zip(answers) {
-        let expected = if id == "t0" { "u1" } else { "u2" };
-        assert_eq!(answer.unwrap(), expected, "owner of {id}");
-        assert_eq!(
-            owners.owner_of("task", id).await.unwrap().as_deref(),
-            Some(expected)
-        );
-    }
+    record_together_and_check(&store, &asked, "t0", now).await;
     // The same id of another kind has an owner of its own.
     assert_eq!(owners.record("upload", "t1", &u1, now).await.unwrap(), "u1");
     assert_eq!(
@@ -412,20 +424,7 @@ async fn commits_links_and_owners_written_together(db: Db) {
         .chain((0..20).map(|i| (format!("n{i}"), &u2)))
         .chain(std::iter::once(("n0".to_string(), &u1)))
         .collect();
-    let answers = futures_util::future::join_all(
-        asked
-            .iter()
-            .map(|(id, u)| owners.record("task", id, u, now)),
-    )
-    .await;
-    for ((id, _), answer) in asked.iter().zip(answers) {
-        let expected = if id == "before" { "u1" } else { "u2" };
-        assert_eq!(answer.unwrap(), expected, "owner of {id}");
-        assert_eq!(
-            owners.owner_of("task", id).await.unwrap().as_deref(),
-            Some(expected)
-        );
-    }
+    record_together_and_check(&store, &asked, "before", now).await;
     store.ledger().flush().await;
     assert_eq!(
         store.ledger().usage_summary(&u1, "runs").await.unwrap(),
