@@ -156,16 +156,37 @@ impl AuthCache {
         store: &Store,
         id: &UserId,
     ) -> Result<Option<Arc<UserState>>, StoreError> {
+        if let Some(near) = self.user_near(id) {
+            return Ok(Some(near));
+        }
+        // Boxed: the rest is a second's first request for this user, and inline its futures
+        // (moka's, the store's) would be moved with every request's.
+        Box::pin(self.user_far(store, id)).await
+    }
+
+    /// The hot path of [`AuthCache::user`], without a future: a near answer costs one lookup
+    /// in a plain map and no allocation. `None`: ask [`AuthCache::user`].
+    pub fn user_near(&self, id: &UserId) -> Option<Arc<UserState>> {
+        if !self.live() {
+            return None;
+        }
+        let (generation, now) = self.stamp();
+        let near = near(&self.near_users, id.as_str(), generation, now)?;
+        crate::telemetry::meters().cache(false, true).increment(1);
+        Some(near)
+    }
+
+    /// [`AuthCache::user`] past its near answers.
+    async fn user_far(
+        &self,
+        store: &Store,
+        id: &UserId,
+    ) -> Result<Option<Arc<UserState>>, StoreError> {
         let lookup = || async { Ok(store.users().by_id(id).await?.map(user_state)) };
         if !self.live() {
             return through_gap(store, &self.last_users, id, lookup).await;
         }
-        // The hot path: a near hit costs one lookup in a plain map and no allocation.
         let (generation, now) = self.stamp();
-        if let Some(near) = near(&self.near_users, id.as_str(), generation, now) {
-            crate::telemetry::meters().cache(false, true).increment(1);
-            return Ok(Some(near));
-        }
         if let Some(hit) = self.users.get(id.as_str()).await {
             crate::telemetry::meters().cache(false, true).increment(1);
             keep_near(&self.near_users, id.as_str(), &hit, generation, now);
@@ -201,15 +222,35 @@ impl AuthCache {
         store: &Store,
         hash: &str,
     ) -> Result<Option<Arc<KeyState>>, StoreError> {
+        if let Some(near) = self.key_near(hash) {
+            return Ok(Some(near));
+        }
+        // Boxed, as in `user`.
+        Box::pin(self.key_far(store, hash)).await
+    }
+
+    /// The hot path of [`AuthCache::key`], without a future. `None`: ask [`AuthCache::key`].
+    pub fn key_near(&self, hash: &str) -> Option<Arc<KeyState>> {
+        if !self.live() {
+            return None;
+        }
+        let (generation, now) = self.stamp();
+        let near = near(&self.near_keys, hash, generation, now)?;
+        crate::telemetry::meters().cache(true, true).increment(1);
+        Some(near)
+    }
+
+    /// [`AuthCache::key`] past its near answers.
+    async fn key_far(
+        &self,
+        store: &Store,
+        hash: &str,
+    ) -> Result<Option<Arc<KeyState>>, StoreError> {
         let lookup = || async { Ok(store.keys().by_hash(hash).await?.map(key_state)) };
         if !self.live() {
             return through_gap(store, &self.last_keys, hash, lookup).await;
         }
         let (generation, now) = self.stamp();
-        if let Some(near) = near(&self.near_keys, hash, generation, now) {
-            crate::telemetry::meters().cache(true, true).increment(1);
-            return Ok(Some(near));
-        }
         if let Some(hit) = self.keys.get(hash).await {
             crate::telemetry::meters().cache(true, true).increment(1);
             keep_near(&self.near_keys, hash, &hit, generation, now);

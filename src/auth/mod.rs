@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::error::{Refusal, RefusalKind};
 use crate::formats::ids::UserId;
 use crate::store::Store;
-use cache::AuthCache;
+use cache::{AuthCache, KeyState, UserState};
 use credentials::Credential;
 use keys::KeyHasher;
 use password::Passwords;
@@ -65,6 +65,24 @@ impl Identity {
             email: email.and_then(|e| HeaderValue::from_str(e).ok()),
         }
     }
+}
+
+/// A user as the caches know it, as a principal: 401 if gone, 403 if disabled.
+fn principal_of(user: Option<Arc<UserState>>) -> Result<Principal, Refusal> {
+    let Some(user) = user else {
+        return Err(Refusal::unauthenticated(
+            "用户不存在: the account no longer exists",
+        ));
+    };
+    if !user.active {
+        return Err(Refusal::forbidden("账号已被禁用: this account is disabled"));
+    }
+    Ok(Principal {
+        user_id: user.id.clone(),
+        email: Some(user.email.clone()),
+        is_superuser: user.superuser,
+        identity: user.identity.clone(),
+    })
 }
 
 /// Everything accounts and authentication need, built once per configuration.
@@ -169,7 +187,12 @@ impl AuthService {
         parts: &Parts,
         query_token: bool,
     ) -> Result<Option<Principal>, Refusal> {
-        let result = self.authenticate_inner(parts, query_token).await;
+        let result = match self.authenticate_near(parts, query_token) {
+            Some(known) => known,
+            // Boxed: the store's and the caches' futures stay out of every request's, which
+            // is moved whole at each await it passes through.
+            None => Box::pin(self.authenticate_inner(parts, query_token)).await,
+        };
         let outcome = match &result {
             Ok(None) => "none",
             Ok(Some(_)) => "ok",
@@ -179,6 +202,35 @@ impl AuthService {
         };
         crate::telemetry::meters().auth(outcome).increment(1);
         result
+    }
+
+    /// The answer of [`AuthService::authenticate`] when it needs no store and no cache
+    /// beyond the near answers: no credentials, a refused one, or a caller whose token or key
+    /// and account were read within the last second. `None`: ask the caches.
+    fn authenticate_near(
+        &self,
+        parts: &Parts,
+        query_token: bool,
+    ) -> Option<Result<Option<Principal>, Refusal>> {
+        let credential = match credentials::extract(parts, query_token) {
+            Ok(Some(credential)) => credential,
+            other => return Some(other.map(|_| None)),
+        };
+        let user_id = match credential {
+            Credential::Jwt(token) => self.verify_access(token),
+            Credential::ApiKey(key) => {
+                let hash = self.key_hashes.get(key, |_| true)?;
+                let state = self.cache.key_near(&hash)?;
+                self.check_key(&state)
+            }
+            Credential::ImageCookie(token) => self.verify_image(token),
+        };
+        let user_id = match user_id {
+            Ok(user_id) => user_id,
+            Err(refused) => return Some(Err(refused)),
+        };
+        let user = self.cache.user_near(&user_id)?;
+        Some(principal_of(Some(user)).map(Some))
     }
 
     async fn authenticate_inner(
@@ -264,44 +316,36 @@ impl AuthService {
         let Some(state) = self.cache.key(&self.store, &hash).await? else {
             return Err(Refusal::unauthenticated("invalid API key"));
         };
+        let user_id = self.check_key(&state)?;
+        // Only keys that passed are remembered, so random keys cannot crowd out real ones.
+        if remembered.is_none() {
+            self.key_hashes.insert(key, hash);
+        }
+        Ok(user_id)
+    }
+
+    /// A known key's owner, if the key is active and unexpired; its use is noted for
+    /// `last_used_at`.
+    fn check_key(&self, state: &KeyState) -> Result<UserId, Refusal> {
         if !state.active {
             return Err(Refusal::unauthenticated(
                 "this API key has been deactivated",
             ));
         }
-        if state
-            .expires_at
-            .is_some_and(|t| t <= crate::store::now_ms())
-        {
+        let now = crate::store::now_ms();
+        if state.expires_at.is_some_and(|t| t <= now) {
             return Err(Refusal::unauthenticated("this API key has expired"));
-        }
-        // Only keys that passed are remembered, so random keys cannot crowd out real ones.
-        if remembered.is_none() {
-            self.key_hashes.insert(key, hash);
         }
         self.key_uses
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(state.id.clone(), crate::store::now_ms());
+            .insert(state.id.clone(), now);
         Ok(state.user_id.clone())
     }
 
     /// The cached state of a user as a principal: 401 if gone, 403 if disabled.
     pub async fn principal(&self, user_id: &UserId) -> Result<Principal, Refusal> {
-        let Some(user) = self.cache.user(&self.store, user_id).await? else {
-            return Err(Refusal::unauthenticated(
-                "用户不存在: the account no longer exists",
-            ));
-        };
-        if !user.active {
-            return Err(Refusal::forbidden("账号已被禁用: this account is disabled"));
-        }
-        Ok(Principal {
-            user_id: user.id.clone(),
-            email: Some(user.email.clone()),
-            is_superuser: user.superuser,
-            identity: user.identity.clone(),
-        })
+        principal_of(self.cache.user(&self.store, user_id).await?)
     }
 
     /// `Authorization` for the backend: a short-lived HS256 token signed with the backend's own

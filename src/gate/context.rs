@@ -44,12 +44,14 @@ pub(super) struct RequestCtx {
     /// reply can settle the task's charge (phase 7).
     pub task_id: Option<String>,
     /// The charge held for this request between reserve (phase 4) and settle (phase 6).
-    pub reservation: Option<Reservation>,
+    /// This and the two below are boxed: only metered requests have them, and inline they
+    /// would add ~500 bytes to every request's future, which is moved at each await.
+    pub reservation: Option<Box<Reservation>>,
     /// A charge settle judged to stand on a route that starts a task: own-the-reply commits it
     /// linked to the task the reply names (or `finish` commits it plainly).
-    pub commit_after_reply: Option<Reservation>,
+    pub commit_after_reply: Option<Box<Reservation>>,
     /// The quota as settle (or a refused reserve) left it; respond writes its headers.
-    pub quota: Option<QuotaOutcome>,
+    pub quota: Option<Box<QuotaOutcome>>,
     pub log: RequestLog,
     /// The log line was written.
     responded: bool,

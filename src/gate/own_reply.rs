@@ -76,9 +76,11 @@ impl Gate {
                 Ok(Some(id)) => {
                     // The charge and its link queued first, so they are written in the same
                     // transaction as the owner (`store::commits`).
-                    let pending = ctx.commit_after_reply.take();
+                    let pending = ctx.commit_after_reply.take().map(|r| *r);
                     ctx.commit_after_reply =
-                        Box::pin(self.link_task(&c.kind, &id, pending, &p.user_id)).await;
+                        Box::pin(self.link_task(&c.kind, &id, pending, &p.user_id))
+                            .await
+                            .map(Box::new);
                     let recorded = Box::pin(self.services.owners.record(&c.kind, &id, &p.user_id));
                     if let Err(e) = recorded.await {
                         tracing::error!(kind = %c.kind, error = %e, "could not record the owner of a new id");

@@ -54,18 +54,18 @@ impl Gate {
         match reserved {
             Ok(r) => {
                 ctx.log.quota = "reserved";
-                ctx.reservation = Some(r);
+                ctx.reservation = Some(Box::new(r));
                 Ok(())
             }
             Err(ReserveError::Exhausted(e)) => {
                 ctx.log.quota = "denied";
                 let refused = payment_required(&meter.quota, &e);
                 if let Some(balance) = e.balance {
-                    ctx.quota = Some(QuotaOutcome {
+                    ctx.quota = Some(Box::new(QuotaOutcome {
                         quota_type: meter.quota.clone(),
                         balance,
                         charged: 0,
-                    });
+                    }));
                 }
                 Err(refused)
             }

@@ -79,11 +79,11 @@ impl Gate {
             ctx.log.quota = "refunded";
             (Box::pin(reservation.refund()).await, 0)
         };
-        ctx.quota = Some(QuotaOutcome {
+        ctx.quota = Some(Box::new(QuotaOutcome {
             quota_type: meter.quota.clone(),
             balance,
             charged,
-        });
+        }));
         reply
     }
 }
