@@ -47,10 +47,13 @@ print(post("/auth/login", {"username_or_email": "conformance", "password": "pass
 PY
 )
 
+# One worker: with two, schemathesis's worker threads now and then hit CPython's spurious
+# "AST constructor recursion depth mismatch" (python/cpython#106905) and the run ends in a
+# runtime error that is no finding of ours.
 run() {
   local seed=()
   [ -n "$SEED" ] && seed=(--seed "$SEED")
-  schemathesis run "$BASE/openapi.json" --checks all -n "$EXAMPLES" --workers 2 "${seed[@]}" "$@"
+  schemathesis run "$BASE/openapi.json" --checks all -n "$EXAMPLES" --workers 1 "${seed[@]}" "$@"
 }
 echo "== as an anonymous client"
 run

@@ -181,7 +181,25 @@ fn document_common_answers(op: &mut utoipa::openapi::path::Operation, path_param
                             .into(),
                     );
                 }
-                ParameterIn::Query => query_params = true,
+                // The gate's API reads an empty query value as absent (`api::query_opt`: the
+                // frontends send `?quota_type=&start_date=&limit=`), except a flag's, which is
+                // neither true nor false (`api::query_flag`). utoipa has no attribute for
+                // `allowEmptyValue`; it is set as the field.
+                ParameterIn::Query => {
+                    query_params = true;
+                    let types = serde_json::to_value(&p.schema)
+                        .map(|s| s["type"].clone())
+                        .unwrap_or_default();
+                    let flag = types == "boolean"
+                        || types
+                            .as_array()
+                            .is_some_and(|t| t.contains(&"boolean".into()));
+                    if !flag {
+                        p.extensions
+                            .get_or_insert_with(Default::default)
+                            .insert("allowEmptyValue".to_string(), true.into());
+                    }
+                }
                 _ => {}
             }
         }

@@ -306,16 +306,10 @@ async fn write_in_one_statement(
     } else {
         format!("WITH {}", ctes.join(", "))
     };
-    let sql = format!(
-        "{with} INSERT INTO resource_owners (kind, resource_id, user_id, created_at) \
-         SELECT * FROM (VALUES {}) AS v WHERE v.column1 IS NOT NULL \
-         ON CONFLICT (kind, resource_id) DO NOTHING RETURNING kind, resource_id, user_id",
-        super::owners::value_rows(next, rows)
-    );
+    let sql = format!("{with} {}", super::owners::insert_owners(next, rows));
     let q = sqlx::query_as::<_, (String, String, String)>(&sql);
     let q = bind_lists(q, ids, at, links, &keep, rows);
-    let unique = batch.unique.clone();
-    let q = super::owners::bind_page(q, &batch, &unique, rows);
+    let q = super::owners::bind_page(q, &batch, &batch.unique, rows);
     for (kind, id, user) in q.fetch_all(&mut *conn).await? {
         batch.found(&kind, &id, user);
     }

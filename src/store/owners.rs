@@ -190,13 +190,7 @@ pub(super) async fn record_all(
         // Padded with NULL rows to one of a few sizes (`marks::rows_for`), which the insert
         // skips; the VALUES' columns are column1.. in both databases.
         let written = super::marks::rows_for(page.len(), tx);
-        let sql = format!(
-            "INSERT INTO resource_owners (kind, resource_id, user_id, created_at) \
-             SELECT * FROM (VALUES {}) AS v WHERE v.column1 IS NOT NULL \
-             ON CONFLICT (kind, resource_id) DO NOTHING RETURNING kind, resource_id, user_id",
-            value_rows(1, written)
-        );
-        let sql = super::marks::for_connection(sql, tx);
+        let sql = super::marks::for_connection(insert_owners(1, written), tx);
         let q = bind_page(
             sqlx::query_as::<_, (String, String, String)>(&sql),
             &batch,
@@ -211,8 +205,20 @@ pub(super) async fn record_all(
     Ok(batch.owners())
 }
 
+/// The insert of `rows` owner records (NULL rows skipped, see [`bind_page`]), their marks from
+/// `$first` on, returning the rows it wrote: an id that had an owner already is not returned
+/// (the first owner stays), and [`Batch::look_up_rest`] finds it.
+pub(super) fn insert_owners(first: usize, rows: usize) -> String {
+    format!(
+        "INSERT INTO resource_owners (kind, resource_id, user_id, created_at) \
+         SELECT * FROM (VALUES {}) AS v WHERE v.column1 IS NOT NULL \
+         ON CONFLICT (kind, resource_id) DO NOTHING RETURNING kind, resource_id, user_id",
+        value_rows(first, rows)
+    )
+}
+
 /// `rows` VALUES rows of an owner record (kind, id, user, time), their marks from `$first` on.
-pub(super) fn value_rows(first: usize, rows: usize) -> String {
+fn value_rows(first: usize, rows: usize) -> String {
     (0..rows)
         .map(|i| {
             let p = first + 4 * i;

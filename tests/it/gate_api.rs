@@ -37,6 +37,24 @@ async fn healthz_readyz_and_openapi() {
     for path in ["/healthz", "/readyz", "/openapi.json"] {
         assert!(doc["paths"][path].is_object(), "{path} is documented");
     }
+    // An empty query value is read as absent (the frontends send `?limit=`), and the document
+    // says so of every query parameter.
+    let logs = &doc["paths"]["/admin/quotas/usage-logs"]["get"]["parameters"];
+    let offset = logs
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "offset"))
+        .expect("usage-logs documents offset");
+    assert_eq!(offset["allowEmptyValue"], true, "{offset}");
+    // A flag's empty value is neither true nor false, and refused.
+    let plans = &doc["paths"]["/plans/"]["get"]["parameters"];
+    let active_only = plans
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "active_only"))
+        .expect("plans documents active_only");
+    assert!(
+        active_only.get("allowEmptyValue").is_none(),
+        "{active_only}"
+    );
     assert!(
         app.upstream.seen().is_empty(),
         "the gate's own endpoints never reach the backend"

@@ -101,6 +101,24 @@ fn runs() -> QuotaKey {
     QuotaKey::parse("runs").unwrap()
 }
 
+/// A charge for `POST /process` as the metered route makes one.
+fn process_charge<'a>(
+    request_id: &'a RequestId,
+    user_id: &'a UserId,
+    quota_type: &'a QuotaKey,
+    amount: i64,
+) -> Charge<'a> {
+    Charge {
+        request_id,
+        user_id,
+        quota_type,
+        amount,
+        endpoint: "/process",
+        method: "POST",
+        metadata: "{}",
+    }
+}
+
 /// A store with one user, `u1`, allowed `limit` units of `runs` for ever.
 async fn alice_with_runs(db: Db, dir: &tempfile::TempDir, limit: i64) -> Store {
     let store = Store::connect(&database_url(db, dir).await, 4)
@@ -135,15 +153,7 @@ async fn batched_commits_are_written_once(db: Db) {
         let store = store.clone();
         let (u1, runs) = (&u1, &runs);
         async move {
-            let charge = Charge {
-                request_id: id,
-                user_id: u1,
-                quota_type: runs,
-                amount: 2,
-                endpoint: "/process",
-                method: "POST",
-                metadata: "{}",
-            };
+            let charge = process_charge(id, u1, runs, 2);
             store
                 .ledger()
                 .reserve(&charge, now)
@@ -225,15 +235,7 @@ async fn batched_reservations_spend_exactly_the_limit(db: Db) {
         let store = store.clone();
         let runs = &runs;
         async move {
-            let charge = Charge {
-                request_id: id,
-                user_id: user,
-                quota_type: runs,
-                amount: *amount,
-                endpoint: "/process",
-                method: "POST",
-                metadata: "{}",
-            };
+            let charge = process_charge(id, user, runs, *amount);
             let b = store.ledger().reserve(&charge, now).await.unwrap();
             (user.as_str(), b.map(|b| b.used_amount))
         }
@@ -288,15 +290,7 @@ async fn a_refused_batch_falls_back_to_single_charges(db: Db) {
         let store = store.clone();
         let (u1, runs) = (&u1, &runs);
         async move {
-            let charge = Charge {
-                request_id: id,
-                user_id: u1,
-                quota_type: runs,
-                amount: 3,
-                endpoint: "/process",
-                method: "POST",
-                metadata: "{}",
-            };
+            let charge = process_charge(id, u1, runs, 3);
             store
                 .ledger()
                 .reserve(&charge, now)
@@ -391,15 +385,7 @@ async fn commits_links_and_owners_written_together(db: Db) {
         .map(|i| RequestId::from_minted(&format!("c{i}")))
         .collect();
     for id in &ids {
-        let charge = Charge {
-            request_id: id,
-            user_id: &u1,
-            quota_type: &runs,
-            amount: 1,
-            endpoint: "/process",
-            method: "POST",
-            metadata: "{}",
-        };
+        let charge = process_charge(id, &u1, &runs, 1);
         assert!(
             store
                 .ledger()
