@@ -34,6 +34,7 @@
 
 use bytes::{Buf, Bytes};
 use hyper::rt::{Read, ReadBufCursor, Write};
+use smallvec::SmallVec;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -52,6 +53,9 @@ pub const PARK_AFTER: Duration = Duration::from_millis(250);
 /// The largest request head (request line and headers) the gate reads, about Envoy's default
 /// (60 KiB). A head can overshoot it by one read before it is refused.
 pub const MAX_HEAD: usize = 64 * 1024;
+
+/// The largest vectored write sent as one flat write (`Watched::poll_write_vectored`).
+const SMALL_WRITE: usize = 4096;
 
 /// The socket as hyper sees it: replays bytes read earlier, tracks writes, and parks.
 pub struct Watched<T> {
@@ -270,7 +274,19 @@ impl<T: Write + Unpin> Write for Watched<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        // A small reply (hyper queues its head and body apart) goes out as one send: the
+        // kernel's writev path costs more than the copy of a few hundred bytes. Larger writes
+        // keep writev, so a download's chunks are not copied.
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let polled = if bufs.len() > 1 && total <= SMALL_WRITE {
+            let mut flat = SmallVec::<[u8; SMALL_WRITE]>::new();
+            for b in bufs {
+                flat.extend_from_slice(b);
+            }
+            Pin::new(&mut this.io).poll_write(cx, &flat)
+        } else {
+            Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+        };
         this.write_blocked = polled.is_pending();
         polled
     }
