@@ -285,8 +285,20 @@ wrk_run "gate, metered route (SQLite)" "$GATE/process/p/20250101" -H "Authorizat
 ROUNDS=${ROUNDS:-6}
 R_N=() R_H=() R_J=() R_K=()
 rps_of() { taskset -c 1 wrk -t1 -c"$CONNS" -d"$ROUND_SECS"s "$@" >"$DIR/wrk.out" 2>&1; python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f1; }
-# "rps p99" of one round.
-rps_p99() { taskset -c 1 wrk -t1 -c"$CONNS" -d"$ROUND_SECS"s --latency "$@" >"$DIR/wrk.out" 2>&1; python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f1,3; }
+# CPU 0's busy ticks (the proxy under test) and CPU 1's idle ticks (load generator and
+# backend), from /proc/stat.
+cpu_ticks() { awk '$1 == "cpu0" {b = $2 + $3 + $4 + $7 + $8} $1 == "cpu1" {i = $5 + $6} END {print b, i}' /proc/stat; }
+# "rps p99 busy0 idle1" of one round: its throughput and p99, and the ticks CPU 0 was busy
+# and CPU 1 idle meanwhile. When CPU 1 has no idle left, wrk and the backend set the rate, not
+# the proxy; CPU 0's time per request still says what the proxy costs.
+rps_p99() {
+  local b0 i0 b1 i1
+  read -r b0 i0 < <(cpu_ticks)
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"$ROUND_SECS"s --latency "$@" >"$DIR/wrk.out" 2>&1
+  read -r b1 i1 < <(cpu_ticks)
+  echo "$(python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f1,3) $((b1 - b0)) $((i1 - i0))"
+}
+HZ=$(getconf CLK_TCK)
 ROUND_SECS=${ROUND_SECS:-5}
 saturate() { # which -> "rps p99"
   case $1 in
@@ -313,7 +325,15 @@ print(f'over {len(j)} alternating rounds of {$ROUND_SECS} s (nginx, HAProxy, JWT
       f'requests/s nginx {[x[0] for x in n]}, HAProxy {[x[0] for x in h]}, JWT {[x[0] for x in j]}, API key {[x[0] for x in k]}; '
       f'gate / nginx: JWT {jn} median {s.median(jn):.2f}x, API key {kn} median {s.median(kn):.2f}x; '
       f'gate / HAProxy: JWT {jh} median {s.median(jh):.2f}x, API key {kh} median {s.median(kh):.2f}x; '
-      f'p99 at saturation (ms) HAProxy {[x[1] for x in h]}, JWT {[x[1] for x in j]}, gate / HAProxy {pj} median {s.median(pj):.2f}x')")
+      f'p99 at saturation (ms) HAProxy {[x[1] for x in h]}, JWT {[x[1] for x in j]}, gate / HAProxy {pj} median {s.median(pj):.2f}x', end='')
+# CPU 0's time per request (us) and CPU 1's idle share (%) of each round.
+cost = lambda v: [round(x[2] * 1e6 / $HZ / (x[0] * $ROUND_SECS), 1) for x in v]
+idle = lambda v: [round(100 * x[3] / ($HZ * $ROUND_SECS), 1) for x in v]
+cj, ch, cn, ck = cost(j), cost(h), cost(n), cost(k)
+per = [round(a / b, 2) for a, b in zip(cj, ch)]
+print(f'; CPU 0 (the proxy) per request, us: nginx {cn}, HAProxy {ch}, JWT {cj}, API key {ck}; JWT / HAProxy {per} median {s.median(per):.2f}x, '
+      f'JWT / nginx median {s.median([a / b for a, b in zip(cj, cn)]):.2f}x; '
+      f'CPU 1 (wrk and the backend) idle, %: during HAProxy {idle(h)}, during JWT {idle(j)}, during nginx {idle(n)}', end='')")
 log "rounds: $ROUND_LINE"
 # The metered route's row is one stretch of DURATION s; METERED_ROUNDS more rounds of
 # ROUND_SECS each (a new patient per request, as in the row), and their median. The row runs
