@@ -12,8 +12,10 @@
 # starts both on SQLite in front of the same small-JSON backend (bench/backend.nginx.conf), and
 # runs ROUNDS rounds of the JWT route, A then B, then B then A in the next round, so neither
 # side always runs second. Each ratio B / A is taken within its round (this VM drifts by up
-# to 10 % between rows) and the medians are printed. Like bench/run.sh, each gate runs on CPU 0
-# with one worker thread and wrk and the backend share CPU 1.
+# to 10 % between rows) and the medians are printed: of requests/s, and of the CPU 0 time each
+# request cost (the steadier of the two when wrk and the backend on CPU 1 run out first).
+# Like bench/run.sh, each gate runs on CPU 0 with one worker thread and wrk and the backend
+# share CPU 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -122,23 +124,33 @@ start() { # name binary -> PORT_<name>, TOKEN_<name> and the credential header C
 start A "$BIN_A"
 start B "$BIN_B"
 
-rps() { # port credential-header
+busy0() { awk '$1 == "cpu0" {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+HZ=$(getconf CLK_TCK)
+rps() { # port credential-header -> "requests/s us-of-CPU-0-per-request"
+  local b0 b1 r
+  b0=$(busy0)
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${ROUND_SECS}s" "${WRK_ARGS[@]}" -H "$2" "http://127.0.0.1:$1$TARGET" >"$DIR/wrk.out" 2>&1
-  python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f1
+  b1=$(busy0)
+  r=$(python3 bench/helpers.py parse-wrk "$DIR/wrk.out" | cut -d' ' -f1)
+  # CPU 0 holds only the gates (the one not measured idles): its busy time is the gate's cost,
+  # which moves less between rounds than requests/s when CPU 1 (wrk, backend) runs out first.
+  echo "$r $(python3 -c "print(f'{($b1 - $b0) * 1e6 / $HZ / ($r * $ROUND_SECS):.2f}')")"
 }
 # One warm-up round each, not counted.
 rps "$PORT_A" "$CRED_A" >/dev/null; rps "$PORT_B" "$CRED_B" >/dev/null
-RATIOS=() AS=() BS=()
+RATIOS=() COSTS=() AS=() BS=()
 for i in $(seq 1 "$ROUNDS"); do
-  if ((i % 2)); then a=$(rps "$PORT_A" "$CRED_A"); b=$(rps "$PORT_B" "$CRED_B")
-  else b=$(rps "$PORT_B" "$CRED_B"); a=$(rps "$PORT_A" "$CRED_A"); fi
+  if ((i % 2)); then read -r a ca < <(rps "$PORT_A" "$CRED_A"); read -r b cb < <(rps "$PORT_B" "$CRED_B")
+  else read -r b cb < <(rps "$PORT_B" "$CRED_B"); read -r a ca < <(rps "$PORT_A" "$CRED_A"); fi
   AS+=("$a") BS+=("$b")
   RATIOS+=("$(python3 -c "print(f'{$b / $a:.3f}')")")
-  log "round $i: A $a/s, B $b/s, B/A ${RATIOS[-1]}"
+  COSTS+=("$(python3 -c "print(f'{$cb / $ca:.3f}')")")
+  log "round $i: A $a/s ($ca us of CPU 0 a request), B $b/s ($cb us), B/A ${RATIOS[-1]}, CPU per request B/A ${COSTS[-1]}"
 done
 python3 -c "
 import statistics as s
 a = [float(x) for x in '${AS[*]}'.split()]; b = [float(x) for x in '${BS[*]}'.split()]
-r = [float(x) for x in '${RATIOS[*]}'.split()]
+r = [float(x) for x in '${RATIOS[*]}'.split()]; c = [float(x) for x in '${COSTS[*]}'.split()]
 print(f'$LABEL, A = $BASE, B = working tree, {len(r)} alternating rounds of ${ROUND_SECS} s:')
-print(f'  A median {s.median(a):.0f}/s, B median {s.median(b):.0f}/s, B/A per round {r}, median {s.median(r):.3f}')"
+print(f'  A median {s.median(a):.0f}/s, B median {s.median(b):.0f}/s, B/A per round {r}, median {s.median(r):.3f}')
+print(f'  CPU 0 time per request B/A per round {c}, median {s.median(c):.3f}')"

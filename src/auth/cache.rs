@@ -167,13 +167,7 @@ impl AuthCache {
     /// The hot path of [`AuthCache::user`], without a future: a near answer costs one lookup
     /// in a plain map and no allocation. `None`: ask [`AuthCache::user`].
     pub fn user_near(&self, id: &UserId) -> Option<Arc<UserState>> {
-        if !self.live() {
-            return None;
-        }
-        let (generation, now) = self.stamp();
-        let near = near(&self.near_users, id.as_str(), generation, now)?;
-        crate::telemetry::meters().cache(false, true).increment(1);
-        Some(near)
+        self.near_answer(&self.near_users, id.as_str(), false)
     }
 
     /// [`AuthCache::user`] past its near answers.
@@ -231,12 +225,23 @@ impl AuthCache {
 
     /// The hot path of [`AuthCache::key`], without a future. `None`: ask [`AuthCache::key`].
     pub fn key_near(&self, hash: &str) -> Option<Arc<KeyState>> {
+        self.near_answer(&self.near_keys, hash, true)
+    }
+
+    /// `map`'s near answer for `key`, counted as a hit of the user or key cache; none across a
+    /// gap in the notifications (`live`), when every lookup asks the database first.
+    fn near_answer<T>(
+        &self,
+        map: &Remembered<Near<T>>,
+        key: &str,
+        of_keys: bool,
+    ) -> Option<Arc<T>> {
         if !self.live() {
             return None;
         }
         let (generation, now) = self.stamp();
-        let near = near(&self.near_keys, hash, generation, now)?;
-        crate::telemetry::meters().cache(true, true).increment(1);
+        let near = near(map, key, generation, now)?;
+        crate::telemetry::meters().cache(of_keys, true).increment(1);
         Some(near)
     }
 
