@@ -15,22 +15,20 @@
 //! reads the whole body before acting, never acts), and settle refunds. Either way the context
 //! writes the request's log line when it is dropped with nobody left to respond to.
 
-use axum::body::Body;
-use http::Response;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::context::RequestCtx;
-use super::{Forward, Gate};
-use crate::error::GateError;
-
-/// Phases 5 to 7's result, with the context back.
-type Finished = (Result<Response<Body>, GateError>, RequestCtx);
+use super::{Finished, Forward, Gate};
 
 impl Gate {
     /// Phases 5 to 7 of a request with a charge held, run so the client cannot cancel them.
-    pub(super) async fn finish_detached(&self, fwd: Forward, ctx: RequestCtx) -> Finished {
+    pub(super) async fn finish_detached(
+        &self,
+        fwd: Box<Forward>,
+        ctx: Box<RequestCtx>,
+    ) -> Finished {
         let gate = Gate::new(self.services.clone());
         Finishing(Some(Box::pin(async move {
             let mut ctx = ctx;

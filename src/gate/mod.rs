@@ -45,6 +45,7 @@ mod settle;
 use axum::body::Body;
 use http::request::Parts;
 use http::{Request, Response};
+use std::future::Future;
 use std::sync::Arc;
 
 use crate::config::RouteSpec;
@@ -73,76 +74,94 @@ impl Gate {
 
     /// Serves one request; never fails: every error becomes a JSON response.
     /// `secure`: the request came over TLS (for `X-Forwarded-Proto`).
-    pub async fn handle(&self, req: Request<Inbound>, peer: Peer, secure: bool) -> Response<Body> {
-        let mut ctx = RequestCtx::new(&req, peer, secure);
-        let admitted = self.admit(req, &mut ctx).await;
-        let (result, ctx) = match admitted {
-            // A held charge is settled by the backend's reply whether or not the client stays
-            // for it: phases 5 to 7 go on in a task of their own if it leaves (`detach.rs`).
-            Ok(Admitted::Forward(fwd)) if ctx.reservation.is_some() => {
-                Box::pin(self.finish_detached(fwd, ctx)).await
-            }
-            Ok(Admitted::Forward(fwd)) => {
-                let result = self.finish(fwd, &mut ctx).await;
-                (result, ctx)
-            }
-            Ok(Admitted::Answered(resp)) => (Ok(resp), ctx),
-            Err(e) => (Err(e), ctx),
-        };
-        self.respond(result, ctx)
+    ///
+    /// The preflight and route phases run now, before the future is made: what they leave
+    /// to wait for is small, and the future owns its gate, so hyper's service can box it as
+    /// it is. The context is boxed: it goes with the request through every phase, and to a
+    /// task of its own with a metered one (`detach.rs`), at the cost of a pointer.
+    pub fn handle(
+        self: Arc<Self>,
+        req: Request<Inbound>,
+        peer: Peer,
+        secure: bool,
+    ) -> impl Future<Output = Response<Body>> + Send + 'static {
+        let mut ctx = Box::new(RequestCtx::new(&req, peer, secure));
+        let step = self.admit(req, &mut ctx);
+        async move {
+            let (result, ctx) = match step {
+                Step::Done(result) => (*result, ctx),
+                // Early exit: the gate's own API skips phases 2 to 7 (its handlers
+                // authenticate and charge for themselves).
+                Step::Own(req) => (Ok(Box::pin(self.services.api.call(*req)).await), ctx),
+                // Early exit: a frontend's file skips phases 2 to 7 (its files are the same
+                // for everyone and carry no data; what the app then asks for is
+                // authenticated). Boxed: a file's future is several KiB.
+                Step::Static { mount, parts } => {
+                    let served = Box::pin(self.services.statics.serve(mount, &parts, &ctx.path));
+                    (served.await, ctx)
+                }
+                Step::Backend(fwd) => self.proxied(fwd, ctx).await,
+            };
+            self.respond(result, ctx)
+        }
     }
 
-    /// Phases 1 to 4, with the early exits: the request admitted to the backend, or answered.
-    async fn admit(
-        &self,
-        req: Request<Inbound>,
-        ctx: &mut RequestCtx,
-    ) -> Result<Admitted, GateError> {
-        // Early exit: a CORS preflight is answered before routing and skips phases 1 to 7.
+    /// Phase 1 with the early exit before it: a CORS preflight is answered before routing
+    /// and skips phases 1 to 7.
+    fn admit(&self, req: Request<Inbound>, ctx: &mut RequestCtx) -> Step {
         if let Some(preflight) = self.preflight(&req, ctx) {
-            return Ok(Admitted::Answered(preflight));
+            return Step::Done(Box::new(Ok(preflight)));
         }
-        let (route, parts, body) = match self.route(req, ctx)? {
-            // Early exit: the gate's own API skips phases 2 to 7 (its handlers authenticate
-            // and charge for themselves).
-            Routed::Own(req) => {
-                return Ok(Admitted::Answered(
-                    Box::pin(self.services.api.call(req)).await,
-                ));
+        match self.route(req, ctx) {
+            Ok(Routed::Own(req)) => Step::Own(Box::new(req)),
+            Ok(Routed::Static { mount, parts }) => Step::Static {
+                mount,
+                parts: Box::new(parts),
+            },
+            Ok(Routed::Backend { route, parts, body }) => {
+                Step::Backend(Box::new(Forward { route, parts, body }))
             }
-            // Early exit: a frontend's file skips phases 2 to 7 (its files are the same for
-            // everyone and carry no data; what the app then asks for is authenticated).
-            Routed::Static { mount, parts } => {
-                // Boxed: a file's future is several KiB, and inline it would be copied with
-                // every proxied request's future too.
-                let resp = Box::pin(self.services.statics.serve(mount, &parts, &ctx.path)).await?;
-                return Ok(Admitted::Answered(resp));
-            }
-            Routed::Backend { route, parts, body } => (route, parts, body),
-        };
-        self.authenticate(&parts, &route, ctx).await?;
+            Err(e) => Step::Done(Box::new(Err(e))),
+        }
+    }
+
+    /// Phases 2 to 7 of a request for the backend; the context comes back for respond.
+    async fn proxied(&self, fwd: Box<Forward>, mut ctx: Box<RequestCtx>) -> Finished {
+        if let Err(e) = self.admit_backend(&fwd, &mut ctx).await {
+            return (Err(e), ctx);
+        }
+        // A held charge is settled by the backend's reply whether or not the client stays for
+        // it: phases 5 to 7 go on in a task of their own if it leaves (`detach.rs`).
+        if ctx.reservation.is_some() {
+            return Box::pin(self.finish_detached(fwd, ctx)).await;
+        }
+        let result = self.finish(fwd, &mut ctx).await;
+        (result, ctx)
+    }
+
+    /// Phases 2 to 4: authenticate, isolate, reserve.
+    async fn admit_backend(&self, fwd: &Forward, ctx: &mut RequestCtx) -> Result<(), GateError> {
+        let Forward { route, parts, .. } = fwd;
+        self.authenticate(parts, route, ctx).await?;
         if route.tenancy.is_some() {
-            if let Some(look) = self.isolate(&route, ctx)? {
+            if let Some(look) = self.isolate(route, ctx)? {
                 // Rare (an id this replica has not seen): boxed, so that the store's future
                 // is not part of every request's.
                 Box::pin(self.confirm_owner(look, ctx)).await?;
             }
         }
-        self.reserve(&parts, &route, ctx).await?;
-        Ok(Admitted::Forward(Forward { route, parts, body }))
+        self.reserve(parts, route, ctx).await
     }
 
     /// Phases 5 to 7: forward, settle, own the reply.
     async fn finish(
         &self,
-        fwd: Forward,
+        fwd: Box<Forward>,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GateError> {
-        let Forward { route, parts, body } = fwd;
-        // Boxed: the forward's future (the backend exchange, the headers added to it) is most
-        // of a request's; inline, it would be moved again with every future that holds it, up
-        // to the connection's (~9 KiB of copies a request, more than the allocation costs).
-        let reply = Box::pin(self.forward(parts, body, &route, ctx)).await;
+        let authorization = self.backend_authorization(ctx).await;
+        let Forward { route, parts, body } = *fwd;
+        let reply = self.forward(parts, body, &route, ctx, authorization).await;
         // Only a held charge has anything to settle; without one, no future is made.
         let reply = if ctx.reservation.is_some() {
             Box::pin(self.settle(reply, &route, ctx)).await
@@ -162,12 +181,20 @@ impl Gate {
     }
 }
 
-/// What the admitting phases decided.
-enum Admitted {
-    /// Answered without the backend (a preflight, the gate's own API).
-    Answered(Response<Body>),
-    /// To be forwarded.
-    Forward(Forward),
+/// Phases 5 to 7's result, with the context back.
+type Finished = (Result<Response<Body>, GateError>, Box<RequestCtx>);
+
+/// What the route phase left to do. Each case boxed: this is held by the request's future
+/// while it waits, and the future is moved whole into its box.
+enum Step {
+    /// Answered (a preflight), or refused.
+    Done(Box<Result<Response<Body>, GateError>>),
+    /// For the gate's own API.
+    Own(Box<Request<Body>>),
+    /// A frontend's file.
+    Static { mount: usize, parts: Box<Parts> },
+    /// For the backend.
+    Backend(Box<Forward>),
 }
 
 /// A request admitted to the backend: its route, head and body.

@@ -17,7 +17,7 @@ impl Gate {
     pub(super) fn respond(
         &self,
         result: Result<Response<Body>, GateError>,
-        mut ctx: RequestCtx,
+        mut ctx: Box<RequestCtx>,
     ) -> Response<Body> {
         let quota = ctx.quota.as_ref().map(|q| q.headers()).unwrap_or_default();
         let mut resp = match result {

@@ -10,6 +10,7 @@
 //! flight and closes (a parked one closes at once).
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -352,24 +353,27 @@ impl hyper::service::Service<Request<Incoming>> for Front {
         let linger = req.version() == http::Version::HTTP_2;
         let req = req.map(|body| Inbound::new(body, Some(Hold::new(&self.in_flight)), linger));
         let reply = Hold::new(&self.in_flight);
-        let (peer, secure) = (self.peer.clone(), self.secure);
         let http1 = req.version() < http::Version::HTTP_2;
-        Box::pin(async move {
-            let mut resp = gate.handle(req, peer, secure).await;
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                reply.mark_upgraded();
-            }
-            // hyper closes a connection whose request body was not read to its end once the
-            // reply is out; the reply says so, or a client would send its next request into a
-            // closing connection.
-            if http1 && reply.body_left_unread() {
-                resp.headers_mut().insert(
-                    http::header::CONNECTION,
-                    http::HeaderValue::from_static("close"),
-                );
-            }
-            Ok(resp.map(|body| Outbound { body, _hold: reply }))
-        })
+        // One allocation of the request's future as the gate made it: wrapped, not awaited
+        // in another async block, which would hold it twice (before and after its move).
+        Box::pin(
+            gate.handle(req, self.peer.clone(), self.secure)
+                .map(move |mut resp| {
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        reply.mark_upgraded();
+                    }
+                    // hyper closes a connection whose request body was not read to its end
+                    // once the reply is out; the reply says so, or a client would send its
+                    // next request into a closing connection.
+                    if http1 && reply.body_left_unread() {
+                        resp.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    Ok(resp.map(|body| Outbound { body, _hold: reply }))
+                }),
+        )
     }
 }
 

@@ -31,7 +31,7 @@ use crate::proxy::body::{BodyFate, Refused};
 use crate::proxy::headers::Added;
 
 /// A request's target as the gate wrote it (from [`OwnTarget::new`]), sent instead of
-/// the request's `Uri` ([`Upstream::send_to`]).
+/// the request's `Uri` ([`Upstream::outgoing`]).
 pub struct OwnTarget(String);
 
 impl OwnTarget {
@@ -55,6 +55,20 @@ impl OwnTarget {
 /// A request target the backend cannot be sent.
 fn invalid_target() -> GateError {
     GateError::bad_request("the request target is not a valid URI")
+}
+
+/// A request for the backend with its head already written ([`Upstream::outgoing`]): all that
+/// is left of it to send, small, so that the futures that hold it while the backend answers
+/// are small too (each is moved, whole, at least once).
+pub struct Outgoing {
+    /// The request head, as the backend gets it.
+    head: Vec<u8>,
+    method: Method,
+    /// `None` for a request without a body.
+    body: Option<Body>,
+    framing: Framing,
+    /// The pooled connection checked out for it (its buffer holds `head`), if there was one.
+    conn: Option<Conn>,
 }
 
 /// The backend and the connections to it.
@@ -109,23 +123,66 @@ impl Upstream {
         timeout: Duration,
         body_fate: Option<Arc<BodyFate>>,
     ) -> Result<Response<Body>, GateError> {
-        self.send_to(req, None, &Added::default(), timeout, body_fate)
-            .await
+        let mut out = self.outgoing(req, None, &Added::default());
+        self.exchange(&mut out, timeout, body_fate.as_deref()).await
     }
 
-    /// [`Upstream::send`], with the target `own` instead of the request's `Uri` when given,
-    /// and the gate's `added` headers after the request's own.
-    pub async fn send_to(
+    /// The request to send, its head written out now: with the target `own` instead of the
+    /// request's `Uri` when given, and the gate's `added` headers after the request's own.
+    /// Made before anything is awaited, so that the headers it was written from are not kept
+    /// (moved with every future around the send) while the backend answers. A pooled
+    /// connection is checked out for it, and its buffer takes the head.
+    pub fn outgoing(&self, req: Request<Body>, own: Option<&OwnTarget>, added: &Added) -> Outgoing {
+        let (parts, body) = req.into_parts();
+        let target = match own {
+            Some(own) => own.0.as_str(),
+            None => parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        };
+        // The body knows its length when the client declared one (hyper's body carries the
+        // `Content-Length` it decodes by, which `crate::gate` has checked against the limit).
+        let framing = if http_body::Body::is_end_stream(&body) {
+            Framing::Empty
+        } else {
+            match http_body::Body::size_hint(&body).exact() {
+                Some(n) => Framing::Length(n),
+                None => Framing::Chunked,
+            }
+        };
+        let mut conn = self.pool().checkout();
+        let mut head = conn
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.head))
+            .unwrap_or_default();
+        wire::encode_request(
+            &parts.method,
+            target,
+            &parts.headers,
+            added,
+            framing,
+            &mut head,
+        );
+        Outgoing {
+            head,
+            method: parts.method,
+            body: (framing != Framing::Empty).then_some(body),
+            framing,
+            conn,
+        }
+    }
+
+    /// Sends a request made by [`Upstream::outgoing`] and waits at most `timeout` for the
+    /// reply's head. `body_fate` is that of a [`crate::proxy::body::LimitedBody`], so a body
+    /// cut off at its limit answers 413 and one the client stopped sending answers 408, not
+    /// 502. Takes the request by reference: it stays where the caller's future holds it.
+    pub async fn exchange(
         &self,
-        req: Request<Body>,
-        own: Option<OwnTarget>,
-        added: &Added,
+        out: &mut Outgoing,
         timeout: Duration,
-        body_fate: Option<Arc<BodyFate>>,
+        body_fate: Option<&BodyFate>,
     ) -> Result<Response<Body>, GateError> {
-        let result = tokio::time::timeout(timeout, self.request(req, own, added, timeout)).await;
-        let too_large = || body_fate.as_ref().is_some_and(|f| f.exceeded());
-        let stalled = || body_fate.as_ref().is_some_and(|f| f.stalled());
+        let result = tokio::time::timeout(timeout, self.request(out, timeout)).await;
+        let too_large = || body_fate.is_some_and(|f| f.exceeded());
+        let stalled = || body_fate.is_some_and(|f| f.stalled());
         match result {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(_)) if stalled() => {
@@ -185,58 +242,35 @@ impl Upstream {
 
     async fn request(
         &self,
-        req: Request<Body>,
-        own: Option<OwnTarget>,
-        added: &Added,
+        out: &mut Outgoing,
         timeout: Duration,
     ) -> Result<Response<Body>, Failure> {
-        let (parts, body) = req.into_parts();
-        let target = match &own {
-            Some(own) => own.0.as_str(),
-            None => parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-        };
-        // The body knows its length when the client declared one (hyper's body carries the
-        // `Content-Length` it decodes by, which `crate::gate` has checked against the limit).
-        let framing = if http_body::Body::is_end_stream(&body) {
-            Framing::Empty
-        } else {
-            match http_body::Body::size_hint(&body).exact() {
-                Some(n) => Framing::Length(n),
-                None => Framing::Chunked,
-            }
-        };
-        let mut body = (framing != Framing::Empty).then_some(body);
-        let may_resend =
-            body.is_none() && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let may_resend = out.body.is_none()
+            && matches!(out.method, Method::GET | Method::HEAD | Method::OPTIONS);
         let pool = self.pool();
         loop {
-            let (mut conn, reused) = match pool.checkout() {
+            // The connection checked out with the head first, then the pool, then a new one.
+            let (mut conn, reused) = match out.conn.take().or_else(|| pool.checkout()) {
                 Some(conn) => (conn, true),
                 None => (Box::pin(self.connect()).await?, false),
             };
-            wire::encode_request(
-                &parts.method,
-                target,
-                &parts.headers,
-                added,
-                framing,
-                &mut conn.head,
-            );
-            let exchanged = match body.take() {
-                None => bodiless(&mut conn, &parts.method).await,
+            conn.head = std::mem::take(&mut out.head);
+            let exchanged = match out.body.take() {
+                None => bodiless(&mut conn, &out.method).await,
                 Some(body) => {
-                    let length = match framing {
+                    let length = match out.framing {
                         Framing::Length(n) => Some(n),
                         _ => None,
                     };
                     let pump = Pump::new(body, length);
-                    Box::pin(with_body(&mut conn, pump, &parts.method, timeout)).await
+                    Box::pin(with_body(&mut conn, pump, &out.method, timeout)).await
                 }
             };
             let (head, keep_alive) = match exchanged {
                 Ok(done) => done,
                 // Not a byte came back on a connection the backend had closed while it was idle.
                 Err(Failure::Closed(_)) if reused && may_resend && !conn.received() => {
+                    out.head = std::mem::take(&mut conn.head);
                     continue;
                 }
                 Err(e) => return Err(e),

@@ -15,5 +15,5 @@ pub use backend::Conn;
 /// The parsers of the backend's bytes, public for the fuzz targets (`fuzz/`), which feed them
 /// what a broken or hostile backend could send.
 pub use chunked::{Chunked, Piece};
-pub use forward::{OwnTarget, Upstream, take_switched};
+pub use forward::{Outgoing, OwnTarget, Upstream, take_switched};
 pub use wire::{BodyKind, Malformed, ReplyHead, parse_reply};
