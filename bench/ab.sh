@@ -7,6 +7,7 @@
 #                                              database for each side)
 #   ROUTE=key / ROUTE=poll                    (the API-key route / the isolated task poll)
 #   BIN_A=... BIN_B=...                       (compare two binaries already built)
+#   TOGETHER=1                                (both gates loaded at the same time instead)
 #
 # Builds the release binary of BASE in a worktree of its own (A) and of the working tree (B),
 # starts both on SQLite in front of the same small-JSON backend (bench/backend.nginx.conf), and
@@ -16,6 +17,12 @@
 # request cost (the steadier of the two when wrk and the backend on CPU 1 run out first).
 # Like bench/run.sh, each gate runs on CPU 0 with one worker thread and wrk and the backend
 # share CPU 1.
+#
+# TOGETHER=1 loads both gates at the same time instead, each with its own wrk of CONNS / 2
+# connections: the two share CPU 0 (the scheduler gives each about half) and whatever phase the
+# VM is in, so the ratios of requests served and of each gate's own CPU time per request
+# (/proc/<pid>/stat) are paired within the same seconds. When this VM's speed swings by 20-40 %
+# between rounds of a few seconds, alternating rounds cannot resolve a few per cent; this can.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -104,6 +111,7 @@ start() { # name binary -> PORT_<name>, TOKEN_<name> and the credential header C
   mkdir -p "$data"
   render bench/gate.toml "$data" "$(database_of "$name" "$data")" "$port" >"$data/gate.toml"
   RUST_LOG=warn taskset -c 0 "$bin" serve --config "$data/gate.toml" >"$data/gate.log" 2>&1 & PIDS+=($!)
+  printf -v "PID_$name" '%s' "$!"
   wait_http "http://127.0.0.1:$port/healthz"
   curl -sf -X POST "http://127.0.0.1:$port/auth/register" -H 'content-type: application/json' \
     -d '{"email":"bench@example.com","username":"bench","password":"bench-password"}' >/dev/null
@@ -138,6 +146,33 @@ rps() { # port credential-header -> "requests/s us-of-CPU-0-per-request"
 }
 # One warm-up round each, not counted.
 rps "$PORT_A" "$CRED_A" >/dev/null; rps "$PORT_B" "$CRED_B" >/dev/null
+
+if [[ "${TOGETHER:-0}" == 1 ]]; then
+  cpu_of() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+  RATIOS=() COSTS=()
+  for i in $(seq 1 "$ROUNDS"); do
+    ca=$(cpu_of "$PID_A"); cb=$(cpu_of "$PID_B")
+    taskset -c 1 wrk -t1 -c"$((CONNS / 2))" -d"${ROUND_SECS}s" "${WRK_ARGS[@]}" -H "$CRED_A" \
+      "http://127.0.0.1:$PORT_A$TARGET" >"$DIR/wrk-a.out" 2>&1 &
+    WRK_A=$!
+    taskset -c 1 wrk -t1 -c"$((CONNS / 2))" -d"${ROUND_SECS}s" "${WRK_ARGS[@]}" -H "$CRED_B" \
+      "http://127.0.0.1:$PORT_B$TARGET" >"$DIR/wrk-b.out" 2>&1
+    wait "$WRK_A"
+    ca=$(( $(cpu_of "$PID_A") - ca )); cb=$(( $(cpu_of "$PID_B") - cb ))
+    a=$(python3 bench/helpers.py parse-wrk "$DIR/wrk-a.out" | cut -d' ' -f1)
+    b=$(python3 bench/helpers.py parse-wrk "$DIR/wrk-b.out" | cut -d' ' -f1)
+    RATIOS+=("$(python3 -c "print(f'{$b / $a:.3f}')")")
+    COSTS+=("$(python3 -c "print(f'{($cb / $b) / ($ca / $a):.3f}')")")
+    log "round $i (both at once): A $a/s on $ca ticks, B $b/s on $cb ticks, B/A ${RATIOS[-1]}, the gate's CPU per request B/A ${COSTS[-1]}"
+  done
+  python3 -c "
+import statistics as s
+r = [float(x) for x in '${RATIOS[*]}'.split()]; c = [float(x) for x in '${COSTS[*]}'.split()]
+print(f'$LABEL, A = $BASE, B = working tree, both loaded at once, {len(r)} rounds of ${ROUND_SECS} s:')
+print(f'  requests B/A per round {r}, median {s.median(r):.3f}')
+print(f'  the gate process CPU time per request B/A per round {c}, median {s.median(c):.3f}')"
+  exit 0
+fi
 RATIOS=() COSTS=() AS=() BS=()
 for i in $(seq 1 "$ROUNDS"); do
   if ((i % 2)); then read -r a ca < <(rps "$PORT_A" "$CRED_A"); read -r b cb < <(rps "$PORT_B" "$CRED_B")

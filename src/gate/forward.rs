@@ -150,7 +150,8 @@ impl Gate {
     }
 
     /// The request sent and the reply's head read. `prepared` is held where the future keeps
-    /// it, and used there.
+    /// it, and used there: as an `async fn`, it would be held twice.
+    #[allow(clippy::manual_async_fn)]
     fn send<'a>(
         &'a self,
         mut prepared: Result<Sending, GateError>,

@@ -133,7 +133,7 @@ impl Gate {
         // A held charge is settled by the backend's reply whether or not the client stays for
         // it: phases 5 to 7 go on in a task of their own if it leaves (`detach.rs`).
         if ctx.reservation.is_some() {
-            return Box::pin(self.finish_detached(fwd, ctx)).await;
+            return self.finish_detached(fwd, ctx).await;
         }
         let result = self.finish(fwd, &mut ctx).await;
         (result, ctx)
