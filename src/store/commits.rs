@@ -243,7 +243,7 @@ async fn write_once(
     let recorded = super::owners::record_all(&mut tx, owners).await?;
     if !ids.is_empty() {
         // Padded with NULLs to one of a few sizes (`marks::rows_for`), which `IN` ignores.
-        let written = super::marks::rows_for(ids.len(), &tx);
+        let written = super::marks::rows_for(ids.len());
         let sql = super::marks::for_connection(commit_charges(2, written), &tx);
         let q = bind_charges(sqlx::query(&sql), ids, at, written);
         q.execute(&mut *tx).await?;
@@ -283,7 +283,7 @@ async fn write_in_one_statement(
     }
     // Every list padded with NULL rows to the same one of a few sizes (`marks::rows_for`), so
     // the statement's text depends on that size and on which lists there are.
-    let rows = super::marks::rows_for(most, conn);
+    let rows = super::marks::rows_for(most);
     let mut ctes = Vec::new();
     let mut next = 1;
     if !ids.is_empty() {
@@ -374,7 +374,7 @@ async fn write_links(tx: &mut sqlx::AnyConnection, links: &[TaskLink]) -> Result
     for page in keep.chunks(100) {
         // Padded with NULL rows to one of a few sizes (`marks::rows_for`), which the insert
         // skips.
-        let written = super::marks::rows_for(page.len(), tx);
+        let written = super::marks::rows_for(page.len());
         let sql = super::marks::for_connection(insert_links(1, written), tx);
         let q = bind_links(sqlx::query(&sql), links, page, written);
         q.execute(&mut *tx).await?;

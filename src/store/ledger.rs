@@ -350,7 +350,7 @@ pub(super) async fn insert_reserved(
     // (`marks::rows_for`); the VALUES' columns are column1.. in both databases. `settled_at` is
     // a typed NULL: a VALUES column of bare NULLs is text to PostgreSQL, which the bigint
     // column then refuses.
-    let written = super::marks::rows_for(charges.len(), conn);
+    let written = super::marks::rows_for(charges.len());
     let rows = (0..written)
         .map(|i| {
             let p: Vec<String> = (1..=9).map(|n| format!("${}", 9 * i + n)).collect();

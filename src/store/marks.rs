@@ -21,21 +21,21 @@ pub(super) fn for_connection(sql: String, conn: &AnyConnection) -> String {
     }
 }
 
-/// How many rows a batch statement of `n` rows writes out on `conn`. PostgreSQL prepares every
-/// statement text it has not seen on a connection (a round trip before the statement, another
-/// to close the oldest of sqlx's 100 cached ones), and a batch's text changes with its size:
-/// under load, when the sizes vary from one batch to the next, preparing cost the metered route
-/// ~7 % of its throughput (measured with a cache large enough to keep them all, which is no way
-/// out: a prepared 128-row insert holds ~0.4 MB of the server's memory). So on PostgreSQL a
+/// How many rows a batch statement of `n` rows writes out. Every statement text a connection
+/// has not seen is prepared, and a batch's text changes with its size: under load, when the
+/// sizes vary from one batch to the next, sqlx's cache of 100 statements a connection keeps
+/// few of them. On PostgreSQL that is a round trip before the statement and another to close
+/// the oldest cached one, ~7 % of the metered route's throughput (measured with a cache large
+/// enough to keep them all, which is no way out: a prepared 128-row insert holds ~0.4 MB of the
+/// server's memory). SQLite prepares in-process, but parsing and compiling a statement of a
+/// few hundred parameters is work too: 7.5 % of the gate's CPU on the metered route, and
+/// writing SQLite's batches in the same few sizes served 1.044x the requests at 0.970x the CPU
+/// a request (`TOGETHER=1 ROUTE=metered bash bench/ab.sh`, medians of 8 paired rounds). So a
 /// batch is written out in one of a few sizes (up to 8 as it is, then the next power of two),
 /// the rows past `n` all NULL, which every batch statement skips (an `IN` list ignores them,
-/// an insert selects its rows `WHERE` a key is not NULL). SQLite prepares in-process: as is.
-pub(super) fn rows_for(n: usize, conn: &AnyConnection) -> usize {
-    if conn.backend_name() == "SQLite" {
-        n
-    } else {
-        bucket(n)
-    }
+/// an insert selects its rows `WHERE` a key is not NULL).
+pub(super) fn rows_for(n: usize) -> usize {
+    if n <= 8 { n } else { n.next_power_of_two() }
 }
 
 /// The type a padding NULL is bound as: its column's, so the VALUES' column keeps one type.
@@ -98,11 +98,6 @@ pub(super) fn pad<'q, Q: Binds<'q>>(mut q: Q, row: &[Null], rows: usize) -> Q {
     q
 }
 
-/// `n` up to 8, then the next power of two.
-fn bucket(n: usize) -> usize {
-    if n <= 8 { n } else { n.next_power_of_two() }
-}
-
 /// `sql` with its `$1 .. $n` marks made `?`, if they occur in that order, each once.
 fn positional(sql: &str) -> Option<String> {
     let bytes = sql.as_bytes();
@@ -137,19 +132,19 @@ fn positional(sql: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{bucket, positional};
+    use super::{positional, rows_for};
 
     #[test]
     fn batch_sizes_come_in_few_texts() {
         let sizes: Vec<usize> = [1, 2, 8, 9, 16, 17, 100, 128, 129, 500]
             .iter()
-            .map(|&n| bucket(n))
+            .map(|&n| rows_for(n))
             .collect();
         assert_eq!(sizes, [1, 2, 8, 16, 16, 32, 128, 128, 256, 512]);
         // Every batch size up to the largest (500 commits) fits, in 14 texts.
-        let texts: std::collections::HashSet<usize> = (1..=500).map(bucket).collect();
+        let texts: std::collections::HashSet<usize> = (1..=500).map(rows_for).collect();
         assert_eq!(texts.len(), 14);
-        assert!((1..=500).all(|n| bucket(n) >= n));
+        assert!((1..=500).all(|n| rows_for(n) >= n));
     }
 
     #[test]

@@ -189,7 +189,7 @@ pub(super) async fn record_all(
     for page in unique.chunks(100) {
         // Padded with NULL rows to one of a few sizes (`marks::rows_for`), which the insert
         // skips; the VALUES' columns are column1.. in both databases.
-        let written = super::marks::rows_for(page.len(), tx);
+        let written = super::marks::rows_for(page.len());
         let sql = super::marks::for_connection(insert_owners(1, written), tx);
         let q = bind_page(
             sqlx::query_as::<_, (String, String, String)>(&sql),
