@@ -26,6 +26,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+source bench/lib.sh
 BASE=${BASE:?set BASE to the git revision to compare the working tree with}
 ROUNDS=${ROUNDS:-6}
 ROUND_SECS=${ROUND_SECS:-5}
@@ -39,29 +40,14 @@ case "$ROUTE" in
   poll) TARGET=/task_status/main_p_20250101; WRK_ARGS=(); LABEL="isolated task poll" ;;
   *) echo "ROUTE is jwt, metered, metered-pg, key or poll" >&2; exit 2 ;;
 esac
-log() { printf '== %s\n' "$*" >&2; }
-
-command -v wrk >/dev/null && command -v nginx >/dev/null || {
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq wrk nginx-light >/dev/null
-}
+if [[ "$ROUTE" == metered-pg ]]; then need wrk nginx:nginx-light postgres; else need wrk nginx:nginx-light; fi
 
 WT=$(mktemp -d /tmp/gate-ab-base.XXXXXX)
-DIR=$(mktemp -d /tmp/gate-ab.XXXXXX)
-chmod 755 "$DIR"
-PIDS=()
-PGDATA=""
-pg_bin() {
-  if command -v "$1" >/dev/null; then command -v "$1"; else ls /usr/lib/postgresql/*/bin/"$1" | sort | tail -1; fi
-}
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  if [[ -n "$PGDATA" ]]; then runuser -u postgres -- "$(pg_bin pg_ctl)" -D "$PGDATA" -m immediate stop >/dev/null 2>&1 || true; fi
-  wait 2>/dev/null || true
+more_cleanup() {
   git worktree remove --force "$WT" >/dev/null 2>&1 || true
-  rm -rf "$DIR" "$WT"
+  rm -rf "$WT"
 }
-trap cleanup EXIT
+bench_dir ab
 
 # BIN_A / BIN_B: binaries already built (of BASE and of the working tree) instead of building.
 if [[ -z "${BIN_A:-}" ]]; then
@@ -78,20 +64,12 @@ if [[ -z "${BIN_B:-}" ]]; then
   BIN_B=$ROOT/target/release/idoctor-gate
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UPSTREAM_PORT=$(free_port)
-render() { # file data-dir database-url gate-port
-  sed -e "s|@DIR@|$DIR|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@GATE_PORT@|$4|g" \
-      -e "s|@DATA@|$2|g" -e "s|@DATABASE_URL@|$3|g" -e "s|@GATE_UPSTREAM_PORT@|$UPSTREAM_PORT|g" "$1"
-}
-wait_http() { for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; log "nothing at $1"; return 1; }
 
-render bench/backend.nginx.conf "" "" "" >"$DIR/backend.conf"
+render bench/backend.nginx.conf >"$DIR/backend.conf"
 taskset -c 1 nginx -c "$DIR/backend.conf" -e "$DIR/backend-error.log" & PIDS+=($!)
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/json"
 
-export GATE_JWT_SECRET=bench-secret-bench-secret-bench-secret-0123
-export GATE_API_KEY_PEPPER=bench-pepper-bench-pepper-bench-pepper-0123
 if [[ "$ROUTE" == metered-pg ]]; then
   PG_PORT=$(free_port)
   PGDATA="$DIR/pg/data"
@@ -109,21 +87,16 @@ start() { # name binary -> PORT_<name>, TOKEN_<name> and the credential header C
   port=$(free_port)
   data="$DIR/gate-$name"
   mkdir -p "$data"
-  render bench/gate.toml "$data" "$(database_of "$name" "$data")" "$port" >"$data/gate.toml"
+  GATE_PORT=$port render bench/gate.toml "$data" "$(database_of "$name" "$data")" >"$data/gate.toml"
   RUST_LOG=warn taskset -c 0 "$bin" serve --config "$data/gate.toml" >"$data/gate.log" 2>&1 & PIDS+=($!)
   printf -v "PID_$name" '%s' "$!"
   wait_http "http://127.0.0.1:$port/healthz"
-  curl -sf -X POST "http://127.0.0.1:$port/auth/register" -H 'content-type: application/json' \
-    -d '{"email":"bench@example.com","username":"bench","password":"bench-password"}' >/dev/null
+  bench_login "http://127.0.0.1:$port"
+  local token=$TOKEN
   printf -v "PORT_$name" '%s' "$port"
-  printf -v "TOKEN_$name" '%s' "$(curl -sf -X POST "http://127.0.0.1:$port/auth/login" -H 'content-type: application/json' \
-    -d '{"username_or_email":"bench","password":"bench-password"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
-  local token_var="TOKEN_$name"
-  local token=${!token_var}
+  printf -v "TOKEN_$name" '%s' "$token"
   case "$ROUTE" in
-    key) printf -v "CRED_$name" 'X-API-Key: %s' "$(curl -sf -X POST "http://127.0.0.1:$port/api-keys/" \
-           -H "authorization: Bearer $token" -H 'content-type: application/json' -d '{"name":"ab"}' \
-           | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')" ;;
+    key) printf -v "CRED_$name" 'X-API-Key: %s' "$(new_key "http://127.0.0.1:$port" "$token" ab)" ;;
     *) printf -v "CRED_$name" 'Authorization: Bearer %s' "$token" ;;
   esac
   # The polled task is the caller's.
@@ -148,7 +121,6 @@ rps() { # port credential-header -> "requests/s us-of-CPU-0-per-request"
 rps "$PORT_A" "$CRED_A" >/dev/null; rps "$PORT_B" "$CRED_B" >/dev/null
 
 if [[ "${TOGETHER:-0}" == 1 ]]; then
-  cpu_of() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
   RATIOS=() COSTS=()
   for i in $(seq 1 "$ROUNDS"); do
     ca=$(cpu_of "$PID_A"); cb=$(cpu_of "$PID_B")

@@ -28,6 +28,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+source bench/lib.sh
 
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
@@ -37,25 +38,8 @@ OUT=${OUT:-bench/results/latest.md}
 # Extra PostgreSQL server options, e.g. PG_OPTS="-c synchronous_commit=off" to see what fsync costs.
 PG_OPTS=${PG_OPTS:-}
 
-log() { printf '== %s\n' "$*" >&2; }
-
 # --- what a fresh machine lacks ----------------------------------------------------------------
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v nginx >/dev/null || missing+=(nginx-light)
-command -v haproxy >/dev/null || missing+=(haproxy)
-if ! command -v initdb >/dev/null && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
-  missing+=(postgresql)
-fi
-if ((${#missing[@]})); then
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-pg_bin() {
-  if command -v "$1" >/dev/null; then command -v "$1"; else ls /usr/lib/postgresql/*/bin/"$1" | sort | tail -1; fi
-}
+need wrk nginx:nginx-light haproxy postgres
 
 log "building the release binary"
 cargo build --release --quiet
@@ -64,19 +48,8 @@ BIN=$ROOT/target/release/idoctor-gate
 # Each side of IDLE connections needs a descriptor per connection.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-DIR=$(mktemp -d /tmp/gate-bench.XXXXXX)
-chmod 755 "$DIR"
-PIDS=()
-PGDATA=""
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  if [[ -n "$PGDATA" ]]; then runuser -u postgres -- "$(pg_bin pg_ctl)" -D "$PGDATA" -m immediate stop >/dev/null 2>&1 || true; fi
-  wait 2>/dev/null || true
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
+bench_dir bench
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UPSTREAM_PORT=$(free_port)
 NGINX_PROXY_PORT=$(free_port)
 GATE_PORT=$(free_port)
@@ -85,26 +58,6 @@ XFER_PORT=$(free_port)
 NGINX_XFER_PORT=$(free_port)
 HAPROXY_PORT=$(free_port)
 HAPROXY2_PORT=$(free_port)
-export GATE_JWT_SECRET=bench-secret-bench-secret-bench-secret-0123
-export GATE_API_KEY_PEPPER=bench-pepper-bench-pepper-bench-pepper-0123
-
-render() { # file [data-dir database-url upstream-port]
-  sed -e "s|@DIR@|$DIR|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@NGINX_PROXY_PORT@|$NGINX_PROXY_PORT|g" \
-      -e "s|@XFER_PORT@|$XFER_PORT|g" -e "s|@NGINX_XFER_PORT@|$NGINX_XFER_PORT|g" \
-      -e "s|@GATE_PORT@|$GATE_PORT|g" -e "s|@DATA@|${2:-}|g" -e "s|@DATABASE_URL@|${3:-}|g" \
-      -e "s|@GATE_UPSTREAM_PORT@|${4:-$UPSTREAM_PORT}|g" -e "s|@HAPROXY_PORT@|$HAPROXY_PORT|g" \
-      -e "s|@JWT_SECRET@|$GATE_JWT_SECRET|g" "$1"
-}
-
-wait_http() { # url [curl args...]
-  for _ in $(seq 1 300); do
-    curl -s -o /dev/null "$@" && return 0
-    sleep 0.1
-  done
-  log "nothing answers at $1"
-  return 1
-}
-
 log "preparing a ${BIG_MB} MiB file"
 head -c "${BIG_MB}M" /dev/zero >"$DIR/big.bin"
 
@@ -131,7 +84,7 @@ GATE_PID=""
 start_gate() { # name database_url [upstream_port]
   local data="$DIR/gate-$1"
   mkdir -p "$data"
-  render bench/gate.toml "$data" "$2" "${3:-}" >"$data/gate.toml"
+  GATE_UPSTREAM_PORT=${3:-$UPSTREAM_PORT} render bench/gate.toml "$data" "$2" >"$data/gate.toml"
   RUST_LOG=warn taskset -c 0 "$BIN" serve --config "$data/gate.toml" \
     >"$data/gate.log" 2>&1 &
   GATE_PID=$!
@@ -142,14 +95,7 @@ stop_gate() { kill "$GATE_PID"; wait "$GATE_PID" 2>/dev/null || true; }
 rss_kb() { awk -v k="$2" '$1==k":" {print $2}' "/proc/$1/status"; }
 
 GATE="http://127.0.0.1:$GATE_PORT"
-sign_in() {
-  curl -sf -X POST "$GATE/auth/register" -H 'content-type: application/json' \
-    -d '{"email":"bench@example.com","username":"bench","password":"bench-password"}' >/dev/null || true
-  TOKEN=$(curl -sf -X POST "$GATE/auth/login" -H 'content-type: application/json' \
-    -d '{"username_or_email":"bench","password":"bench-password"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-  KEY=$(curl -sf -X POST "$GATE/api-keys/" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
-    -d '{"name":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-}
+sign_in() { bench_login "$GATE"; KEY=$(new_key "$GATE" "$TOKEN" bench); }
 
 ROWS=()
 row() { ROWS+=("$1|$2"); printf '%-44s %s\n' "$1" "$2" >&2; }
@@ -187,8 +133,6 @@ transfer() { # up|down port
     taskset -c 1 python3 bench/helpers.py download "$2" /big
   fi
 }
-# CPU time (user + system, clock ticks) a process has used so far.
-cpu_of() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # Seconds of CPU a process used since an earlier cpu_of.
 cpu_since() { python3 -c "print(f'{($(cpu_of "$1") - $2) / $(getconf CLK_TCK):.2f}')"; }
 # Busy and total jiffies of one CPU, to say which core limits a transfer.

@@ -15,65 +15,35 @@
 # 2026-12-07 12:46 and 13:27 UTC", reads these figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 ROUNDS=${ROUNDS:-2}
 ROUND_SECS=${ROUND_SECS:-6}
 CONNS=${CONNS:-64}
-log() { printf '== %s\n' "$*" >&2; }
-
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v nginx >/dev/null || missing+=(nginx-light)
-command -v haproxy >/dev/null || missing+=(haproxy)
-command -v perf >/dev/null || missing+=(linux-perf)
-if ((${#missing[@]})); then
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+need wrk nginx:nginx-light haproxy perf:linux-perf
 
 log "building the release binary"
 cargo build --release --quiet
 BIN=$(pwd)/target/release/idoctor-gate
 
-DIR=$(mktemp -d /tmp/gate-turns.XXXXXX)
-chmod 755 "$DIR"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+bench_dir turns
 UPSTREAM_PORT=$(free_port)
 NGINX_PROXY_PORT=$(free_port)
 GATE_PORT=$(free_port)
 HAPROXY_PORT=$(free_port)
-export GATE_JWT_SECRET=bench-secret-bench-secret-bench-secret-0123
-export GATE_API_KEY_PEPPER=bench-pepper-bench-pepper-bench-pepper-0123
-render() { # file
-  sed -e "s|@DIR@|$DIR|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@NGINX_PROXY_PORT@|$NGINX_PROXY_PORT|g" \
-      -e "s|@XFER_PORT@|$UPSTREAM_PORT|g" -e "s|@NGINX_XFER_PORT@|$(free_port)|g" \
-      -e "s|@GATE_PORT@|$GATE_PORT|g" -e "s|@DATA@|$DIR/data|g" -e "s|@DATABASE_URL@|sqlite://$DIR/data/gate.db|g" \
-      -e "s|@GATE_UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@HAPROXY_PORT@|$HAPROXY_PORT|g" \
-      -e "s|@JWT_SECRET@|$GATE_JWT_SECRET|g" "$1"
-}
+# nginx's proxy also listens for transfers, which are not measured here: to the backend.
+XFER_PORT=$UPSTREAM_PORT
+NGINX_XFER_PORT=$(free_port)
 mkdir -p "$DIR/data"
 render bench/backend.nginx.conf >"$DIR/backend.conf"
 render bench/proxy.nginx.conf >"$DIR/proxy.conf"
 render bench/haproxy.cfg >"$DIR/haproxy.cfg"
-render bench/gate.toml >"$DIR/gate.toml"
+render bench/gate.toml "$DIR/data" "sqlite://$DIR/data/gate.db" >"$DIR/gate.toml"
 taskset -c 1 nginx -c "$DIR/backend.conf" -e "$DIR/backend-error.log" 2>/dev/null & PIDS+=($!)
 taskset -c 0 nginx -c "$DIR/proxy.conf" -e "$DIR/proxy-error.log" 2>/dev/null & PIDS+=($!)
 taskset -c 0 haproxy -f "$DIR/haproxy.cfg" -db >"$DIR/haproxy.log" 2>&1 & PIDS+=($!)
 RUST_LOG=warn taskset -c 0 "$BIN" serve --config "$DIR/gate.toml" >"$DIR/gate.log" 2>&1 & PIDS+=($!)
-for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:$GATE_PORT/healthz" && break; sleep 0.1; done
-curl -sf -X POST "http://127.0.0.1:$GATE_PORT/auth/register" -H 'content-type: application/json' \
-  -d '{"email":"bench@example.com","username":"bench","password":"bench-password"}' >/dev/null
-TOKEN=$(curl -sf -X POST "http://127.0.0.1:$GATE_PORT/auth/login" -H 'content-type: application/json' \
-  -d '{"username_or_email":"bench","password":"bench-password"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+wait_http "http://127.0.0.1:$GATE_PORT/healthz"
+bench_login "http://127.0.0.1:$GATE_PORT"
 
 busy() { awk '$1=="cpu0"{a=$2+$3+$4+$7+$8} $1=="cpu1"{b=$2+$3+$4+$7+$8} END{print a, b}' /proc/stat; }
 HZ=$(getconf CLK_TCK)
