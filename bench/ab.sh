@@ -72,17 +72,13 @@ wait_http "http://127.0.0.1:$UPSTREAM_PORT/json"
 
 if [[ "$ROUTE" == metered-pg ]]; then
   PG_PORT=$(free_port)
-  PGDATA="$DIR/pg/data"
-  mkdir -p "$DIR/pg" && chown postgres: "$DIR/pg"
-  runuser -u postgres -- "$(pg_bin initdb)" -D "$PGDATA" -A trust -U postgres -N --no-instructions >/dev/null
-  runuser -u postgres -- "$(pg_bin pg_ctl)" -D "$PGDATA" -l "$DIR/pg/log" -w \
-    -o "-p $PG_PORT -k $DIR/pg -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+  start_pg "$PG_PORT"
   for db in a b; do runuser -u postgres -- "$(pg_bin psql)" -q -h "$DIR/pg" -p "$PG_PORT" -c "create database $db" postgres; done
 fi
 database_of() { # name data-dir
   if [[ "$ROUTE" == metered-pg ]]; then echo "postgres://postgres@127.0.0.1:$PG_PORT/${1,,}"; else echo "sqlite://$2/gate.db"; fi
 }
-start() { # name binary -> PORT_<name>, TOKEN_<name> and the credential header CRED_<name>
+start() { # name binary -> PORT_<name>, PID_<name> and the credential header CRED_<name>
   local name=$1 bin=$2 port data
   port=$(free_port)
   data="$DIR/gate-$name"
@@ -92,15 +88,13 @@ start() { # name binary -> PORT_<name>, TOKEN_<name> and the credential header C
   printf -v "PID_$name" '%s' "$!"
   wait_http "http://127.0.0.1:$port/healthz"
   bench_login "http://127.0.0.1:$port"
-  local token=$TOKEN
   printf -v "PORT_$name" '%s' "$port"
-  printf -v "TOKEN_$name" '%s' "$token"
   case "$ROUTE" in
-    key) printf -v "CRED_$name" 'X-API-Key: %s' "$(new_key "http://127.0.0.1:$port" "$token" ab)" ;;
-    *) printf -v "CRED_$name" 'Authorization: Bearer %s' "$token" ;;
+    key) printf -v "CRED_$name" 'X-API-Key: %s' "$(new_key "http://127.0.0.1:$port" "$TOKEN" ab)" ;;
+    *) printf -v "CRED_$name" 'Authorization: Bearer %s' "$TOKEN" ;;
   esac
   # The polled task is the caller's.
-  [[ "$ROUTE" != poll ]] || curl -sf -X POST "http://127.0.0.1:$port/process/p/20250101" -H "authorization: Bearer $token" >/dev/null
+  [[ "$ROUTE" != poll ]] || curl -sf -X POST "http://127.0.0.1:$port/process/p/20250101" -H "authorization: Bearer $TOKEN" >/dev/null
 }
 start A "$BIN_A"
 start B "$BIN_B"

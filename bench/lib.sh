@@ -31,6 +31,16 @@ pg_bin() {
   if command -v "$1" >/dev/null; then command -v "$1"; else ls /usr/lib/postgresql/*/bin/"$1" | sort | tail -1; fi
 }
 
+# A throwaway PostgreSQL cluster under $DIR/pg, listening on 127.0.0.1:port, its data folder
+# in PGDATA (which the cleanup stops); extra server options after the port.
+start_pg() { # port [server options]
+  PGDATA="$DIR/pg/data"
+  mkdir -p "$DIR/pg" && chown postgres: "$DIR/pg"
+  runuser -u postgres -- "$(pg_bin initdb)" -D "$PGDATA" -A trust -U postgres -N --no-instructions >/dev/null
+  runuser -u postgres -- "$(pg_bin pg_ctl)" -D "$PGDATA" -l "$DIR/pg/log" -w \
+    -o "-p $1 -k $DIR/pg -c listen_addresses=127.0.0.1 -c max_connections=200 ${2:-}" start >/dev/null
+}
+
 # A work folder, $DIR (readable by nginx's workers and the postgres user), and the trap that
 # at exit stops what the script started: the processes it added to $PIDS and the cluster at
 # $PGDATA, then calls `more_cleanup` if the script defines one, then removes the folder.

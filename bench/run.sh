@@ -500,11 +500,7 @@ WORKERS_LINE="$WORKERS_LINE; per worker with the hand-over: $(shares w2); withou
 log "workers: $WORKERS_LINE"
 
 log "PostgreSQL gate"
-PGDATA="$DIR/pg/data"
-mkdir -p "$DIR/pg" && chown postgres: "$DIR/pg"
-runuser -u postgres -- "$(pg_bin initdb)" -D "$PGDATA" -A trust -U postgres -N --no-instructions >/dev/null
-runuser -u postgres -- "$(pg_bin pg_ctl)" -D "$PGDATA" -l "$DIR/pg/log" -w \
-  -o "-p $PG_PORT -k $DIR/pg -c listen_addresses=127.0.0.1 -c max_connections=200 ${PG_OPTS:-}" start >/dev/null
+start_pg "$PG_PORT" "$PG_OPTS"
 start_gate pg "postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 sign_in
 wrk_run "gate, JWT route (PostgreSQL)" "$GATE/user/json" -H "Authorization: Bearer $TOKEN"
