@@ -30,6 +30,7 @@
 use super::StoreError;
 use super::held::Held;
 use super::owners::OwnerRecord;
+use super::turn::WriteTurn;
 use crate::formats::ids::RequestId;
 use sqlx::{AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
@@ -74,9 +75,9 @@ pub struct CommitWriter {
 
 impl CommitWriter {
     /// Starts the writer; must run inside the tokio runtime.
-    pub fn start(pool: AnyPool) -> CommitWriter {
+    pub fn start(pool: AnyPool, turn: WriteTurn) -> CommitWriter {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, rx));
+        tokio::spawn(run(pool, rx, turn));
         CommitWriter { tx }
     }
 
@@ -111,7 +112,7 @@ impl CommitWriter {
     }
 }
 
-async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
+async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>, turn: WriteTurn) {
     let mut batch = Vec::new();
     let mut held = Held::new(pool);
     // Links wait up to LINK_DELAY for company (a flush writes them at once).
@@ -129,7 +130,7 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
         };
         if !more {
             if !links.is_empty() {
-                let _ = write(&mut held, &[], 0, &links, &[]).await;
+                let _ = write(&mut held, &turn, &[], 0, &links, &[]).await;
             }
             return;
         }
@@ -170,7 +171,7 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
         let due_links: &[TaskLink] = if links_now { &links } else { &[] };
         let mut ok = true;
         if !ids.is_empty() || !due_links.is_empty() || !owners.is_empty() {
-            let written = write(&mut held, &ids, at, due_links, &owners).await;
+            let written = write(&mut held, &turn, &ids, at, due_links, &owners).await;
             ok = written.is_ok();
             match written {
                 Ok(recorded) => {
@@ -202,6 +203,7 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Msg>) {
 /// afterwards, in order.
 async fn write(
     held: &mut Held,
+    turn: &WriteTurn,
     ids: &[RequestId],
     at: i64,
     links: &[TaskLink],
@@ -209,7 +211,7 @@ async fn write(
 ) -> Result<Vec<String>, StoreError> {
     let mut attempt = 0;
     loop {
-        let e = match write_once(held, ids, at, links, owners).await {
+        let e = match write_once(held, turn, ids, at, links, owners).await {
             Ok(recorded) => return Ok(recorded),
             Err(e) => e,
         };
@@ -228,11 +230,14 @@ async fn write(
 
 async fn write_once(
     held: &mut Held,
+    turn: &WriteTurn,
     ids: &[RequestId],
     at: i64,
     links: &[TaskLink],
     owners: &[OwnerRecord],
 ) -> Result<Vec<String>, StoreError> {
+    // On SQLite, in its turn with the reservation writer's (not across the retries' sleeps).
+    let _turn = turn.take().await;
     let conn = held.conn().await?;
     if conn.backend_name() != "SQLite" {
         if let Some(recorded) = write_in_one_statement(conn, ids, at, links, owners).await? {

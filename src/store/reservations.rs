@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::breaker::Breaker;
 use super::held::Held;
+use super::turn::WriteTurn;
 
 use super::ledger::{
     BALANCE, BalanceRow, Charge, USAGE, bind_usage_rows, insert_reserved, refund_on, reserve_one,
@@ -77,10 +78,10 @@ pub struct ReserveWriter {
 
 impl ReserveWriter {
     /// Starts the writer; must run inside the tokio runtime.
-    pub fn start(pool: AnyPool, backend: Backend) -> ReserveWriter {
+    pub fn start(pool: AnyPool, backend: Backend, turn: WriteTurn) -> ReserveWriter {
         let (tx, rx) = mpsc::unbounded_channel();
         let breaker = Arc::new(Breaker::default());
-        tokio::spawn(run(pool, backend, rx, breaker.clone()));
+        tokio::spawn(run(pool, backend, rx, breaker.clone(), turn));
         ReserveWriter { tx, breaker }
     }
 
@@ -134,6 +135,7 @@ async fn run(
     backend: Backend,
     mut rx: mpsc::UnboundedReceiver<Job>,
     breaker: Arc<Breaker>,
+    turn: WriteTurn,
 ) {
     let mut batch = Vec::new();
     let mut held = Held::new(pool.clone());
@@ -146,6 +148,9 @@ async fn run(
             }
             continue;
         }
+        // On SQLite, the batch is written in its turn with the commit writer's, for the whole
+        // pass (the retries one by one included).
+        let _turn = turn.take().await;
         if batch.len() == 1 {
             let job = batch.pop().expect("one job");
             // Written in one statement from the pool; a connection held stays held only while
